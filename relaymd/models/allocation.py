@@ -1,0 +1,43 @@
+"""Allocations: the SLURM (or direct) jobs that carry workers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import Field
+
+from relaymd.models.base import WireModel, utcnow
+from relaymd.models.mailbox import GpuInfo
+
+
+class AllocationState(StrEnum):
+    SUBMITTING = "submitting"  # row written, sbatch not yet confirmed (invariant 4)
+    PENDING = "pending"
+    RUNNING = "running"
+    ENDED = "ended"
+
+    @property
+    def is_final(self) -> bool:
+        return self is AllocationState.ENDED
+
+
+class Allocation(WireModel):
+    id: str
+    cluster: str
+    partition: str
+    image: str
+    state: AllocationState = AllocationState.SUBMITTING
+    scheduler_id: str | None = None
+    walltime_s: int = Field(gt=0)
+    job_id: str | None = None
+    gpus: list[GpuInfo] = Field(default_factory=list)
+    last_seq: int | None = None
+    # Daemon clock when `last_seq` last changed: liveness never trusts the worker's clock.
+    seq_changed_at: datetime | None = None
+    events_offset: int = 0
+    stop_requested_at: datetime | None = None
+    end_reason: str | None = None
+    submitted_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    ended_at: datetime | None = None

@@ -1,0 +1,93 @@
+"""Cluster profiles: clusters are data (clusters/*.yaml)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from relaymd.models.base import UserModel
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
+class ImageLocation(UserModel):
+    """Where a worker image profile lives on one cluster: a .sif on shared storage or a URI."""
+
+    sif: str | None = None
+    uri: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ImageLocation:
+        if (self.sif is None) == (self.uri is None):
+            raise ValueError("give exactly one of `sif` (a path) or `uri` (e.g. docker://...)")
+        return self
+
+
+class Partition(UserModel):
+    name: str = Field(pattern=NAME_PATTERN)
+    walltime_minutes: int = Field(gt=0)
+    gpus_per_allocation: int = Field(1, ge=0)
+    gpu_type: str | None = None
+    cpus_per_task: int = Field(1, gt=0)
+    memory: str | None = None  # e.g. "16G", passed to --mem
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    extra_sbatch: list[str] = Field(default_factory=list)
+    max_pending: int = Field(2, ge=0)
+    max_running: int = Field(4, ge=0)
+    preemptible: bool = False
+
+
+class SSHSettings(UserModel):
+    """`host` may be an alias from ~/.ssh/config; unset fields come from there."""
+
+    host: str
+    port: int | None = None
+    username: str | None = None
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    proxy_jump: str | None = None
+    keepalive_s: float = Field(30.0, gt=0)
+    connect_timeout_s: float = Field(20.0, gt=0)
+
+
+class PollSettings(UserModel):
+    min_interval_s: float = Field(5.0, gt=0)
+    max_interval_s: float = Field(60.0, gt=0)
+
+
+class ClusterProfile(UserModel):
+    name: str = Field(pattern=NAME_PATTERN)
+    transport: Literal["ssh", "local"] = "ssh"
+    ssh: SSHSettings | None = None
+    scheduler: Literal["slurm", "direct"] = "slurm"
+    scratch: str = Field(min_length=1)
+    partitions: list[Partition] = Field(min_length=1)
+    images: dict[str, ImageLocation] = Field(default_factory=dict)
+    # Runs the worker without a container (tests, workstations): argv before the worker args.
+    native_worker: list[str] | None = None
+    setup: list[str] = Field(default_factory=list)  # e.g. "module load apptainer"
+    apptainer: str = "apptainer"
+    preferred_gpus: list[str] = Field(default_factory=list)
+    max_channels: int = Field(8, gt=0)
+    command_timeout_s: float = Field(60.0, gt=0)
+    poll: PollSettings = Field(default_factory=PollSettings)
+    enabled: bool = True
+    # Direct scheduler only: how many workers may run at once on the host.
+    max_workers: int = Field(2, gt=0)
+
+    @model_validator(mode="after")
+    def _transport_complete(self) -> ClusterProfile:
+        if self.transport == "ssh" and self.ssh is None:
+            raise ValueError("transport `ssh` needs an `ssh:` section with at least `host`")
+        if self.native_worker is None and not self.images:
+            raise ValueError("give `images` (where each worker image lives) or `native_worker`")
+        return self
+
+    def partition(self, name: str) -> Partition:
+        for partition in self.partitions:
+            if partition.name == name:
+                return partition
+        raise KeyError(name)

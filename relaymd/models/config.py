@@ -1,0 +1,71 @@
+"""The operator's configuration file (config.yaml)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from relaymd.models.base import UserModel
+from relaymd.models.cluster import ClusterProfile
+
+
+class StorageConfig(UserModel):
+    """`url` is `s3://bucket/prefix` (B2 through its S3 API) or `file:///absolute/path`."""
+
+    url: str = Field(pattern=r"^(s3://[^/]+(/.*)?|file:///.*)$")
+    endpoint_url: str | None = None
+    region: str | None = None
+    # Names of the secrets (in the secrets provider) holding the S3 key pair.
+    access_key_secret: str = "RELAYMD_S3_ACCESS_KEY_ID"
+    secret_key_secret: str = "RELAYMD_S3_SECRET_ACCESS_KEY"
+    multipart_threshold_mib: int = Field(64, gt=0)
+    max_attempts: int = Field(8, gt=0)
+
+
+class InfisicalSettings(UserModel):
+    site_url: str = "https://app.infisical.com"
+    project_id: str
+    environment: str = "prod"
+    secret_path: str = "/"
+    client_id_env: str = "INFISICAL_CLIENT_ID"
+    client_secret_env: str = "INFISICAL_CLIENT_SECRET"
+
+
+class SecretsConfig(UserModel):
+    provider: Literal["env", "file", "infisical"] = "env"
+    file: str | None = None  # provider `file`: a 0600 YAML/env file of NAME=value
+    infisical: InfisicalSettings | None = None
+
+    @model_validator(mode="after")
+    def _provider_complete(self) -> SecretsConfig:
+        if self.provider == "file" and not self.file:
+            raise ValueError("provider `file` needs `file:` (path to a 0600 file)")
+        if self.provider == "infisical" and self.infisical is None:
+            raise ValueError("provider `infisical` needs an `infisical:` section")
+        return self
+
+
+class DaemonSettings(UserModel):
+    stale_after_s: float = Field(300.0, gt=0)
+    stop_grace_s: float = Field(120.0, gt=0)
+    retention_keep: int = Field(3, ge=1)
+    queue_racing: bool = False
+    idle_poll_interval_s: float | None = None
+
+
+class WorkerSettings(UserModel):
+    heartbeat_interval_s: float = Field(30.0, gt=0)
+    idle_timeout_s: float = Field(600.0, gt=0)
+    handoff_margin_min_s: float = Field(30.0, ge=0)
+    handoff_margin_max_s: float = Field(900.0, gt=0)
+
+
+class Config(UserModel):
+    storage: StorageConfig
+    secrets: SecretsConfig = Field(default_factory=SecretsConfig)
+    # A profile inline, or the name of a profile in clusters/<name>.yaml.
+    clusters: list[ClusterProfile | str] = Field(min_length=1)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    state_path: str | None = None

@@ -1,0 +1,75 @@
+"""Engine settings: what a job runs inside one segment."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from relaymd.models.base import UserModel
+
+
+class IntegratorSettings(UserModel):
+    """Langevin integrator used when the bundle gives a PDB instead of serialized XML."""
+
+    temperature_k: float = Field(300.0, gt=0)
+    friction_per_ps: float = Field(1.0, ge=0)
+    timestep_fs: float = Field(2.0, gt=0)
+
+
+class OpenMMSettings(UserModel):
+    """The built-in engine. Files are paths inside the job bundle.
+
+    Either `system` + `state` + `integrator` (serialized XML) or `pdb` + `forcefields`.
+    """
+
+    kind: Literal["openmm"] = "openmm"
+    system: str | None = "system.xml"
+    state: str | None = "state.xml"
+    integrator: str | None = "integrator.xml"
+    pdb: str | None = None
+    forcefields: list[str] = Field(default_factory=list)
+    integrator_settings: IntegratorSettings = Field(default_factory=IntegratorSettings)
+    total_steps: int = Field(gt=0)
+    checkpoint_every_steps: int | None = Field(None, gt=0)
+    report_every_steps: int = Field(1000, gt=0)
+    dcd_every_steps: int | None = Field(None, gt=0)
+    platform: Literal["CUDA", "OpenCL", "CPU", "Reference"] | None = None
+
+    @model_validator(mode="after")
+    def _inputs_complete(self) -> OpenMMSettings:
+        if self.pdb is not None:
+            if not self.forcefields:
+                raise ValueError("a `pdb` input needs `forcefields` (e.g. amber14-all.xml)")
+            self.system = self.state = self.integrator = None
+        elif self.system is None:
+            raise ValueError("give either `system` (+ `state`, `integrator`) or `pdb`")
+        return self
+
+
+class CommandSettings(UserModel):
+    """An opaque program (e.g. AToM-OpenMM) that checkpoints to files on its own."""
+
+    kind: Literal["command"] = "command"
+    command: list[str] = Field(min_length=1)
+    preset: Literal["atom"] | None = None
+    checkpoint_globs: list[str] = Field(default_factory=list)
+    ready_marker: str | None = None
+    output_globs: list[str] = Field(default_factory=list)
+    progress_globs: list[str] = Field(default_factory=list)
+    log_file: str | None = None
+    fatal_log_patterns: list[str] = Field(default_factory=list)
+    startup_timeout_s: float = Field(600.0, gt=0)
+    progress_timeout_s: float = Field(3600.0, gt=0)
+    stop_grace_s: float = Field(120.0, gt=0)
+    settle_s: float = Field(2.0, ge=0)
+    target_samples: int | None = Field(None, gt=0)
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _split_string(cls, value: object) -> object:
+        return shlex.split(value) if isinstance(value, str) else value
+
+
+EngineSettings = Annotated[OpenMMSettings | CommandSettings, Field(discriminator="kind")]

@@ -1,0 +1,96 @@
+"""Jobs: the logical simulation that relays across allocations."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import Field
+
+from relaymd.models.base import UserModel, WireModel, utcnow
+from relaymd.models.engines import EngineSettings
+from relaymd.models.storage import CheckpointRef, ObjectRef
+
+
+class Resources(UserModel):
+    gpus: int = Field(1, ge=0)
+    min_vram_gib: float = Field(0.0, ge=0)
+
+
+class Placement(UserModel):
+    """Empty `allowed_clusters` means any cluster."""
+
+    allowed_clusters: list[str] = Field(default_factory=list)
+    preferred_clusters: list[str] = Field(default_factory=list)
+
+
+class JobSpec(UserModel):
+    """What a user submits (relaymd.yaml in the job directory, or flags)."""
+
+    title: str = Field(min_length=1, max_length=200)
+    engine: EngineSettings
+    image: str = "openmm"
+    resources: Resources = Field(default_factory=Resources)
+    placement: Placement = Field(default_factory=Placement)
+    checkpoint_interval_s: float = Field(600.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    priority: int = 0
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    ASSIGNED = "assigned"
+    RUNNING = "running"
+    HELD = "held"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+
+
+class Job(WireModel):
+    """A job row as the state store holds it."""
+
+    id: str
+    spec: JobSpec
+    state: JobState = JobState.QUEUED
+    epoch: int = 0
+    bundle: ObjectRef
+    checkpoint: CheckpointRef | None = None
+    allocation_id: str | None = None
+    retries: int = 0
+    step: int = 0
+    total_steps: int | None = None
+    ns_per_day: float | None = None
+    failure_reason: str | None = None
+    log_tail: list[str] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class SegmentOutcome(StrEnum):
+    RUNNING = "running"
+    HANDOFF = "handoff"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    LOST = "lost"
+    STOPPED = "stopped"
+    CANCELLED = "cancelled"
+
+
+class Segment(WireModel):
+    """One stretch of a job on one allocation: the relay history."""
+
+    job_id: str
+    epoch: int
+    allocation_id: str
+    cluster: str
+    start_step: int = 0
+    end_step: int | None = None
+    started_at: datetime = Field(default_factory=utcnow)
+    ended_at: datetime | None = None
+    outcome: SegmentOutcome = SegmentOutcome.RUNNING
+    reason: str | None = None

@@ -1,0 +1,122 @@
+"""The files of the mailbox on shared scratch (DESIGN.md §3).
+
+`alloc/<allocation_id>/` holds assignment.json and control.json (daemon writes),
+heartbeat.json and events.jsonl (worker writes), and credentials (daemon writes, 0600).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field
+
+from relaymd.models.base import WireModel, utcnow
+from relaymd.models.engines import EngineSettings
+from relaymd.models.storage import CheckpointRef, ObjectRef
+
+ASSIGNMENT_FILE = "assignment.json"
+CONTROL_FILE = "control.json"
+HEARTBEAT_FILE = "heartbeat.json"
+EVENTS_FILE = "events.jsonl"
+CREDENTIALS_FILE = "credentials"
+WORKER_LOG_FILE = "worker.log"
+
+
+class Assignment(WireModel):
+    """The job an allocation must run. `epoch` is the fencing token (invariant 1)."""
+
+    allocation_id: str
+    job_id: str
+    epoch: int = Field(ge=1)
+    title: str = ""
+    engine: EngineSettings
+    bundle: ObjectRef
+    resume: CheckpointRef | None = None
+    # Older verified checkpoints, newest first: fallbacks when `resume` fails verification.
+    fallbacks: list[CheckpointRef] = Field(default_factory=list)
+    checkpoint_interval_s: float = Field(600.0, gt=0)
+    issued_at: datetime = Field(default_factory=utcnow)
+
+
+class ControlAction(StrEnum):
+    STOP = "stop"  # checkpoint, upload, report `stopped`, exit
+    DRAIN = "drain"  # finish or hand off the current job, take no new one
+
+
+class Control(WireModel):
+    action: ControlAction
+    job_id: str | None = None
+    epoch: int | None = None
+    reason: str = ""
+    issued_at: datetime = Field(default_factory=utcnow)
+
+
+class WorkerState(StrEnum):
+    STARTING = "starting"
+    IDLE = "idle"
+    PREPARING = "preparing"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    EXITING = "exiting"
+
+
+class GpuInfo(WireModel):
+    name: str
+    memory_total_mib: int = Field(ge=0)
+
+    @property
+    def memory_gib(self) -> float:
+        return self.memory_total_mib / 1024
+
+
+class Heartbeat(WireModel):
+    """Rewritten every H seconds; liveness is judged by `seq` moving (invariant 5)."""
+
+    allocation_id: str
+    seq: int = Field(ge=0)
+    state: WorkerState
+    job_id: str | None = None
+    epoch: int | None = None
+    step: int = 0
+    total_steps: int | None = None
+    progress: float | None = Field(None, ge=0, le=1)
+    ns_per_day: float | None = None
+    last_checkpoint: CheckpointRef | None = None
+    gpus: list[GpuInfo] = Field(default_factory=list)
+    platform: str | None = None
+    deadline: datetime | None = None
+    handoff_margin_s: float | None = None
+    hostname: str = ""
+    pid: int = 0
+    worker_version: str = ""
+    written_at: datetime = Field(default_factory=utcnow)
+
+
+class EventKind(StrEnum):
+    STARTED = "started"
+    CHECKPOINT = "checkpoint"
+    CHECKPOINT_FALLBACK = "checkpoint_fallback"
+    HANDOFF = "handoff"
+    STOPPED = "stopped"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    IDLE_EXIT = "idle_exit"
+
+
+class WorkerEvent(WireModel):
+    """One line of events.jsonl; the daemon catches up from a stored byte offset."""
+
+    kind: EventKind
+    allocation_id: str
+    job_id: str | None = None
+    epoch: int | None = None
+    step: int | None = None
+    checkpoint: CheckpointRef | None = None
+    resumed_from: Literal["checkpoint", "state_xml", "start"] | None = None
+    reason: str | None = None
+    # Application failures are retried; resumable ones (a lost upload, a node problem) requeue.
+    retryable: bool = False
+    log_tail: list[str] = Field(default_factory=list)
+    at: datetime = Field(default_factory=utcnow)

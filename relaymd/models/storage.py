@@ -1,0 +1,65 @@
+"""References to immutable objects in storage."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field, SecretStr
+
+from relaymd.models.base import WireModel, utcnow
+
+
+class ObjectRef(WireModel):
+    key: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+
+class ManifestFile(WireModel):
+    """One file of a checkpoint; `path` is relative to the checkpoint prefix."""
+
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+
+class CheckpointManifest(WireModel):
+    """`manifest.json`, written last: a checkpoint without one does not exist."""
+
+    job_id: str
+    epoch: int = Field(ge=0)
+    seq: int = Field(ge=0)
+    step: int = Field(ge=0)
+    engine: str
+    platform: str | None = None
+    engine_version: str | None = None
+    files: list[ManifestFile]
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class CheckpointRef(WireModel):
+    """Where a verified checkpoint lives, as the daemon's resume pointer records it."""
+
+    epoch: int = Field(ge=0)
+    seq: int = Field(ge=0)
+    step: int = Field(ge=0)
+    prefix: str
+    manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class StorageAccess(WireModel):
+    """Everything needed to open a store: the daemon builds it from config + secrets and
+    hands it to workers only through the 0600 `credentials` file in their allocation folder.
+    """
+
+    url: str
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    multipart_threshold_mib: int = Field(64, gt=0)
+    max_attempts: int = Field(8, gt=0)
+
+    def secret_values(self) -> list[str]:
+        """The values a log must never show."""
+        return [s.get_secret_value() for s in (self.access_key_id, self.secret_access_key) if s]

@@ -1,0 +1,75 @@
+"""The object-store interface. Two backends: S3-compatible (B2) and file://.
+
+Synchronous on purpose: boto3 is synchronous; async callers use `asyncio.to_thread`.
+Every download verifies sha256 when the caller knows it; objects are never overwritten
+in place by the project's own key layout, so a key names one immutable content.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+
+from relaymd.models import ObjectRef
+
+# Called with the number of bytes moved since the previous call.
+ProgressCallback = Callable[[int], None]
+
+
+class StorageError(Exception):
+    """Storage could not do what was asked (after retries)."""
+
+
+class ObjectNotFound(StorageError):
+    pass
+
+
+class IntegrityError(StorageError):
+    """Content did not match its recorded sha256 or size."""
+
+
+class ObjectStore(ABC):
+    """A flat key space under one root (bucket + prefix, or a directory)."""
+
+    url: str
+
+    @abstractmethod
+    def put_file(self, key: str, path: Path, progress: ProgressCallback | None = None) -> ObjectRef:
+        """Upload `path` to `key`; returns its ref with sha256 and size."""
+
+    @abstractmethod
+    def get_file(
+        self,
+        key: str,
+        dest: Path,
+        expected_sha256: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        """Download `key` to `dest` atomically; IntegrityError if the sha256 differs
+        (and `dest` is left untouched)."""
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> ObjectRef: ...
+
+    @abstractmethod
+    def get_bytes(self, key: str, expected_sha256: str | None = None) -> bytes: ...
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def list_keys(self, prefix: str) -> list[str]:
+        """All keys below `prefix`, sorted."""
+
+    @abstractmethod
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every key below `prefix`; returns how many."""
+
+    def check(self) -> None:
+        """Raise StorageError if the store cannot be reached or written (clusters test)."""
+        probe = "relaymd-probe/ping"
+        self.put_bytes(probe, b"ping")
+        if self.get_bytes(probe) != b"ping":
+            raise StorageError(f"{self.url}: probe object read back different content")
+        self.delete_prefix("relaymd-probe/")

@@ -1,0 +1,1 @@
+"""relaymd-worker: runs relay segments inside an allocation (see worker_entry.cli)."""
