@@ -26,7 +26,8 @@ class ImageLocation(UserModel):
 
 class Partition(UserModel):
     name: str = Field(pattern=NAME_PATTERN)
-    walltime_minutes: int = Field(gt=0)
+    # Fractions allowed (the embedded demo uses 30-second segments); SLURM gets HH:MM:SS.
+    walltime_minutes: float = Field(gt=0)
     gpus_per_allocation: int = Field(1, ge=0)
     gpu_type: str | None = None
     cpus_per_task: int = Field(1, gt=0)

@@ -51,6 +51,13 @@ class JobState(StrEnum):
         return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 
 
+class OperatorRequest(StrEnum):
+    """Written by the CLI on an active job; carried out by the daemon's next cycle."""
+
+    CANCEL = "cancel"
+    REQUEUE = "requeue"
+
+
 class Job(WireModel):
     """A job row as the state store holds it."""
 
@@ -65,6 +72,7 @@ class Job(WireModel):
     step: int = 0
     total_steps: int | None = None
     ns_per_day: float | None = None
+    operator_request: OperatorRequest | None = None
     failure_reason: str | None = None
     log_tail: list[str] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=utcnow)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from pydantic import Field, SecretStr
@@ -59,6 +60,14 @@ class StorageAccess(WireModel):
     secret_access_key: SecretStr | None = None
     multipart_threshold_mib: int = Field(64, gt=0)
     max_attempts: int = Field(8, gt=0)
+
+    def credentials_json(self) -> str:
+        """The `credentials` file content: the one place secrets are written out in clear."""
+        data = self.model_dump(mode="json")
+        for name in ("access_key_id", "secret_access_key"):
+            secret: SecretStr | None = getattr(self, name)
+            data[name] = secret.get_secret_value() if secret else None
+        return json.dumps(data)
 
     def secret_values(self) -> list[str]:
         """The values a log must never show."""

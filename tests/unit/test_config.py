@@ -1,0 +1,89 @@
+"""Config loading: embedded default, profile lookup, and errors that name file and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from relaymd.config import ConfigError, load_config
+
+GOOD = """
+storage: {url: "s3://bucket/relaymd", endpoint_url: "https://s3.us-west-004.backblazeb2.com"}
+clusters: [clusterA, clusterB]
+"""
+
+
+def test_no_config_gives_the_embedded_default(isolated_dirs: Path) -> None:
+    loaded = load_config()
+    assert loaded.embedded
+    [local] = loaded.clusters
+    assert (local.name, local.transport, local.scheduler) == ("local", "local", "direct")
+    assert loaded.config.storage.url.startswith("file://" + str(isolated_dirs / "data"))
+
+
+def test_xdg_config_file_is_used_and_profiles_resolve_by_name(isolated_dirs: Path) -> None:
+    path = isolated_dirs / "config" / "relaymd" / "config.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(GOOD)
+    loaded = load_config()
+    assert loaded.source == path
+    assert [c.name for c in loaded.clusters] == ["clusterA", "clusterB"]
+
+
+def test_profile_beside_the_config_wins(tmp_path: Path) -> None:
+    (tmp_path / "clusters").mkdir()
+    (tmp_path / "clusters" / "mine.yaml").write_text(
+        "name: mine\ntransport: local\nscheduler: direct\nscratch: /tmp/s\n"
+        "partitions: [{name: p, walltime_minutes: 5}]\nnative_worker: [relaymd-worker]\n"
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text('storage: {url: "file:///tmp/store"}\nclusters: [mine]\n')
+    assert load_config(config).cluster("mine").scheduler == "direct"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('storage: {url: "file:///x"}\nclusters: [nowhere]\n', "cluster profile 'nowhere' not found"),
+        ("storage: {url: ftp://x}\nclusters: [clusterA]\n", "storage.url"),
+        ('storage: {url: "file:///x"}\nclusters: [clusterA]\ndeamon: {}\n', "deamon: unknown field"),
+        (
+            'storage: {url: "file:///x"}\nclusters:\n  - name: c\n    scratch: /s\n'
+            "    ssh: {host: h, prot: 22}\n    partitions: [{name: p, walltime_minutes: 0}]\n"
+            "    native_worker: [w]\n",
+            "clusters[0].ssh.prot: unknown field",
+        ),
+        ("storage: [\n", "not valid YAML"),
+        ("- just a list\n", "expected a mapping"),
+    ],
+)
+def test_errors_name_the_file_and_the_field(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+    assert expected in str(err.value)
+
+
+def test_bad_value_is_shown(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        'storage: {url: "file:///x"}\nclusters:\n  - name: c\n    transport: local\n'
+        "    scratch: /s\n    partitions: [{name: p, walltime_minutes: -3}]\n"
+        "    native_worker: [w]\n"
+    )
+    with pytest.raises(ConfigError, match=r"partitions\[0\]\.walltime_minutes: .*got -3"):
+        load_config(path)
+
+
+def test_missing_explicit_config_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELAYMD_CONFIG", str(tmp_path / "absent.yaml"))
+    with pytest.raises(ConfigError, match="absent.yaml: config file not found"):
+        load_config()
+
+
+def test_unknown_cluster_lookup_names_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="configured clusters: local"):
+        load_config().cluster("clusterZ")
