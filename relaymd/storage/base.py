@@ -59,6 +59,10 @@ class ObjectStore(ABC):
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
+    def size(self, key: str) -> int:
+        """Size in bytes of `key`; ObjectNotFound if there is no such object."""
+
+    @abstractmethod
     def list_keys(self, prefix: str) -> list[str]:
         """All keys below `prefix`, sorted."""
 

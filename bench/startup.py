@@ -1,0 +1,178 @@
+"""Start-up time of the `relaymd` CLI: source install vs. the PyInstaller binaries.
+
+    .venv/bin/python bench/startup.py [--runs 15] [--no-write]
+
+Runs each command repeatedly (after warm-up runs, hyperfine-style) with an isolated, empty
+XDG/state dir, reports the median, min and max wall time, and for the source install which
+heavy modules the command imports (from `python -X importtime`). Writes a markdown table
+into docs/benchmarks.md between `<!-- bench:startup -->` and `<!-- /bench:startup -->`.
+Binaries that are not built (packaging/build-binary.sh [--onedir]) are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- bench:startup -->", "<!-- /bench:startup -->"
+HEAVY = (
+    "openmm", "numpy", "boto3", "botocore", "asyncssh", "cryptography", "jinja2",
+    "aiosqlite", "infisical_sdk", "requests", "typer", "click", "rich", "pydantic", "yaml",
+)  # fmt: skip
+TARGETS_S = {("source", "--version"): 0.2, ("binary (onefile)", "status"): 0.5}
+
+
+class Measurement(BaseModel):
+    variant: str
+    command: str
+    runs: int
+    median_s: float
+    min_s: float
+    max_s: float
+    heavy_modules: list[str] | None = None  # source install only
+    target_s: float | None = None
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYMD_")}
+    for var in ("CONFIG", "DATA", "STATE", "CACHE"):
+        env[f"XDG_{var}_HOME"] = str(home / var.lower())
+    env["RELAYMD_STATE_DIR"] = str(home / "state" / "relaymd")
+    return env
+
+
+def time_command(argv: list[str], env: dict[str, str], runs: int, warmup: int) -> list[float]:
+    times = []
+    for i in range(warmup + runs):
+        start = time.perf_counter()
+        result = subprocess.run(argv, env=env, capture_output=True, timeout=120)
+        elapsed = time.perf_counter() - start
+        if result.returncode != 0:
+            raise SystemExit(
+                f"{' '.join(argv)} failed ({result.returncode}):\n{result.stderr.decode()}"
+            )
+        if i >= warmup:
+            times.append(elapsed)
+    return times
+
+
+def heavy_imports(argv: list[str], env: dict[str, str]) -> list[str]:
+    """Top-level packages from HEAVY that the command imports (source install only)."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", *argv], env=env, capture_output=True, text=True
+    )
+    loaded = {
+        line.split("|")[-1].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    return [m for m in HEAVY if m in loaded]
+
+
+def variants() -> list[tuple[str, list[str], list[str] | None]]:
+    """(name, argv prefix, argv prefix for -X importtime or None)."""
+    found: list[tuple[str, list[str], list[str] | None]] = []
+    script = Path(sys.executable).parent / "relaymd"
+    if script.exists():
+        found.append(("source", [str(script)], [str(script)]))
+    for name, path in (
+        ("binary (onefile)", ROOT / "dist" / "relaymd"),
+        ("binary (onedir)", ROOT / "dist" / "relaymd-onedir" / "relaymd"),
+    ):
+        if path.exists():
+            found.append((name, [str(path)], None))
+    return found
+
+
+def measure(runs: int, warmup: int) -> list[Measurement]:
+    results = []
+    with tempfile.TemporaryDirectory(prefix="relaymd-bench-") as tmp:
+        env = _env(Path(tmp))
+        for variant, prefix, traced in variants():
+            for command in ("--version", "status"):
+                argv = [*prefix, *command.split()]
+                times = time_command(argv, env, runs, warmup)
+                results.append(
+                    Measurement(
+                        variant=variant,
+                        command=command,
+                        runs=runs,
+                        median_s=statistics.median(times),
+                        min_s=min(times),
+                        max_s=max(times),
+                        heavy_modules=heavy_imports([*traced, *command.split()], env)
+                        if traced
+                        else None,
+                        target_s=TARGETS_S.get((variant, command)),
+                    )
+                )
+    return results
+
+
+def render(results: list[Measurement], runs: int) -> str:
+    size = ""
+    onefile = ROOT / "dist" / "relaymd"
+    if onefile.exists():
+        size = f" Onefile binary: {onefile.stat().st_size / 2**20:.1f} MiB."
+    lines = [
+        f"`relaymd` start-up, median of {runs} runs after warm-up, empty state dir "
+        f"(bench/startup.py). Python {platform.python_version()}, {platform.machine()}, "
+        f"{os.cpu_count()} CPUs.{size}",
+        "",
+        "| variant | command | median | min | max | target | heavy modules imported |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
+    for r in results:
+        target = (
+            ""
+            if r.target_s is None
+            else f"< {r.target_s:g} s " + ("✅" if r.median_s < r.target_s else "❌")
+        )
+        heavy = "n/a" if r.heavy_modules is None else (", ".join(r.heavy_modules) or "none")
+        lines.append(
+            f"| {r.variant} | `relaymd {r.command}` | {r.median_s * 1000:.0f} ms | "
+            f"{r.min_s * 1000:.0f} ms | {r.max_s * 1000:.0f} ms | {target} | {heavy} |"
+        )
+    return "\n".join(lines)
+
+
+def replace_section(document: str, body: str) -> str:
+    """Put `body` between the markers, appending the section if the markers are absent."""
+    block = f"{BEGIN}\n{body}\n{END}"
+    if BEGIN in document and END in document:
+        head, _, rest = document.partition(BEGIN)
+        _, _, tail = rest.partition(END)
+        return head + block + tail
+    if not document:
+        document = "# Benchmarks\n"
+    return document.rstrip("\n") + "\n\n## CLI start-up\n\n" + block + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args()
+    table = render(measure(args.runs, args.warmup), args.runs)
+    print(table)
+    if not args.no_write:
+        DOCS.parent.mkdir(parents=True, exist_ok=True)
+        current = DOCS.read_text() if DOCS.exists() else ""
+        DOCS.write_text(replace_section(current, table))
+        print(f"wrote {DOCS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""Job input bundles: a deterministic tar.gz in, a safe extraction out (DESIGN.md §7).
+
+Packing the same directory twice gives the same bytes (sorted members, zeroed times and
+owners, no gzip timestamp), so a bundle's sha256 names its content. Extraction trusts
+nothing in the archive: absolute paths, `..`, links that could leave the tree, device
+files and oversized members are refused with the member and the reason named.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+from pydantic import BaseModel, Field
+
+from relaymd.storage.base import StorageError
+from relaymd.storage.hashing import CHUNK_SIZE, sha256_file
+
+GIB = 1 << 30
+
+
+class BundleError(StorageError):
+    """A bundle could not be packed or extracted (a problem of the files, not of storage)."""
+
+
+class UnsafeBundleError(BundleError):
+    """The archive holds a member that could write outside the destination, or too much."""
+
+
+class PackedBundle(BaseModel):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+    files: int = Field(ge=0)
+
+
+def _walk_sorted(root: Path) -> list[Path]:
+    """Every entry below `root`, parents before children, in a fixed (byte-wise) order."""
+    found: list[Path] = []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name.encode()):
+        path = Path(entry.path)
+        found.append(path)
+        if entry.is_dir(follow_symlinks=False):
+            found.extend(_walk_sorted(path))
+    return found
+
+
+def _normalised(info: tarfile.TarInfo, mode: int) -> tarfile.TarInfo:
+    info.mode = mode
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def pack_bundle(source_dir: Path, dest: Path) -> PackedBundle:
+    """Pack `source_dir` into the tar.gz `dest`.
+
+    Symlinks to files are stored as the file they point to (a worker has no access to the
+    link's target); anything else that is not a file or directory is an error, never
+    silently left out.
+    """
+    source_dir = Path(source_dir)
+    dest = Path(dest)
+    if not source_dir.is_dir():
+        raise BundleError(f"{source_dir}: not a directory")
+    if dest.resolve().is_relative_to(source_dir.resolve()):
+        raise BundleError(f"{dest}: the bundle cannot be written inside {source_dir}")
+    count = 0
+    with (
+        open(dest, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for path in _walk_sorted(source_dir):
+            name = path.relative_to(source_dir).as_posix()
+            st = path.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                try:
+                    st = path.stat()
+                except OSError as exc:
+                    raise BundleError(f"{path}: broken symlink ({exc.strerror})") from exc
+                if not stat.S_ISREG(st.st_mode):
+                    raise BundleError(
+                        f"{path}: symlink to something other than a file; copy the "
+                        "directory in instead of linking it"
+                    )
+            if stat.S_ISDIR(st.st_mode):
+                info = _normalised(tarfile.TarInfo(name), 0o755)
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            elif stat.S_ISREG(st.st_mode):
+                info = _normalised(tarfile.TarInfo(name), 0o755 if st.st_mode & 0o100 else 0o644)
+                info.size = st.st_size
+                with open(path, "rb") as fh:
+                    tar.addfile(info, fh)
+                count += 1
+            else:
+                raise BundleError(f"{path}: not a regular file or directory; remove it")
+    return PackedBundle(sha256=sha256_file(dest), size=dest.stat().st_size, files=count)
+
+
+def _member_path(name: str, member: str, what: str = "path") -> PurePosixPath | None:
+    """The safe relative path of an archive name; None for the archive root itself."""
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeBundleError(f"bundle member {member!r}: absolute {what} {name!r}")
+    path = PurePosixPath(name)
+    if ".." in path.parts:
+        raise UnsafeBundleError(f"bundle member {member!r}: {what} {name!r} contains '..'")
+    return path if path.parts else None
+
+
+def _check_member(
+    member: tarfile.TarInfo, seen: set[str], files: set[str], max_member_bytes: int
+) -> PurePosixPath | None:
+    rel = _member_path(member.name, member.name)
+    if rel is None:
+        if member.isdir():
+            return None
+        raise UnsafeBundleError(f"bundle member {member.name!r}: empty path")
+    key = rel.as_posix()
+    if key in seen:
+        raise UnsafeBundleError(f"bundle member {member.name!r}: listed twice")
+    if member.issym():
+        # Relative and without '..': the link then resolves below its own folder, whatever
+        # other links in the tree do, so it can never lead outside.
+        _member_path(member.linkname, member.name, "symlink target")
+        if not member.linkname:
+            raise UnsafeBundleError(f"bundle member {member.name!r}: empty symlink target")
+    elif member.islnk():
+        target = _member_path(member.linkname, member.name, "hardlink target")
+        if target is None or target.as_posix() not in files:
+            raise UnsafeBundleError(
+                f"bundle member {member.name!r}: hardlink to {member.linkname!r}, "
+                "which is not an earlier file of the bundle"
+            )
+    elif member.isfile():
+        if member.size > max_member_bytes:
+            raise UnsafeBundleError(
+                f"bundle member {member.name!r}: {member.size} bytes, over the "
+                f"{max_member_bytes}-byte limit per member"
+            )
+    elif not member.isdir():
+        raise UnsafeBundleError(
+            f"bundle member {member.name!r}: device, FIFO or other special file"
+        )
+    return rel
+
+
+def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path, target: Path) -> None:
+    if member.isdir():
+        target.mkdir(parents=True, exist_ok=True)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if member.issym():
+        os.symlink(member.linkname, target)
+    elif member.islnk():
+        os.link(root / member.linkname, target, follow_symlinks=False)
+    else:
+        source = tar.extractfile(member)
+        if source is None:  # pragma: no cover - isfile() members always have data
+            raise UnsafeBundleError(f"bundle member {member.name!r}: no data")
+        mode = 0o755 if member.mode & 0o100 else 0o644
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        with os.fdopen(fd, "wb") as out, source:
+            shutil.copyfileobj(source, out, CHUNK_SIZE)
+
+
+def extract_bundle(
+    archive: Path,
+    dest: Path,
+    *,
+    max_member_bytes: int = 8 * GIB,
+    max_total_bytes: int = 32 * GIB,
+) -> list[Path]:
+    """Extract `archive` into `dest` (absent or empty); returns every extracted path.
+
+    Members land in a staging folder next to `dest` that becomes `dest` only when the whole
+    archive extracted, so a refused bundle leaves nothing behind.
+    """
+    archive, dest = Path(archive), Path(dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise BundleError(f"{dest}: extraction needs an absent or empty directory")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.extract-"))
+    staging.chmod(0o755)
+    relpaths: list[PurePosixPath] = []
+    try:
+        seen: set[str] = set()
+        files: set[str] = set()
+        total = 0
+        try:
+            with tarfile.open(archive, mode="r:*") as tar:
+                for member in tar:
+                    rel = _check_member(member, seen, files, max_member_bytes)
+                    if rel is None:
+                        continue
+                    total += member.size if member.isfile() else 0
+                    if total > max_total_bytes:
+                        raise UnsafeBundleError(
+                            f"bundle member {member.name!r}: the bundle exceeds the "
+                            f"{max_total_bytes}-byte limit in total"
+                        )
+                    seen.add(rel.as_posix())
+                    if member.isfile():
+                        files.add(rel.as_posix())
+                    _write_member(tar, member, staging, staging.joinpath(*rel.parts))
+                    relpaths.append(rel)
+        except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise BundleError(f"{archive}: not a readable tar.gz bundle: {exc}") from exc
+        except OSError as exc:
+            raise BundleError(f"{archive}: extraction into {dest} failed: {exc}") from exc
+        if dest.exists():
+            dest.rmdir()
+        os.replace(staging, dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return [dest.joinpath(*rel.parts) for rel in relpaths]

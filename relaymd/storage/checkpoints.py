@@ -1,0 +1,212 @@
+"""Checkpoints in object storage (DESIGN.md §4, §7): upload, verify, fetch, list, delete.
+
+A checkpoint is the files under `jobs/<job>/checkpoints/<epoch>-<seq>/` plus `manifest.json`,
+written last: without a manifest the checkpoint does not exist. Manifests are never
+overwritten, and a CheckpointRef pins the manifest's own sha256, so a ref names exactly one
+content.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+
+from pydantic import ValidationError
+
+from relaymd.models import CheckpointManifest, CheckpointRef, ManifestFile, ObjectRef
+from relaymd.storage import keys
+from relaymd.storage.base import (
+    IntegrityError,
+    ObjectNotFound,
+    ObjectStore,
+    ProgressCallback,
+    StorageError,
+)
+from relaymd.storage.hashing import sha256_bytes
+
+
+class CheckpointExists(StorageError):
+    """A manifest is already at this (job, epoch, seq): checkpoints are immutable."""
+
+
+def _check_relpath(relpath: str, where: str) -> PurePosixPath:
+    path = PurePosixPath(relpath)
+    if (
+        not relpath
+        or path.is_absolute()
+        or any(part in ("", ".", "..") for part in relpath.split("/"))
+    ):
+        raise StorageError(f"{where}: file path {relpath!r} must be relative, without '..'")
+    return path
+
+
+def _check_files(files: Sequence[tuple[str, Path]], where: str) -> None:
+    seen: set[str] = set()
+    for relpath, _ in files:
+        _check_relpath(relpath, where)
+        if relpath == keys.MANIFEST_NAME:
+            raise StorageError(f"{where}: {keys.MANIFEST_NAME!r} is reserved for the manifest")
+        if relpath in seen:
+            raise StorageError(f"{where}: file path {relpath!r} listed twice")
+        seen.add(relpath)
+
+
+def upload_checkpoint(
+    store: ObjectStore,
+    *,
+    job_id: str,
+    epoch: int,
+    seq: int,
+    step: int,
+    files: Sequence[tuple[str, Path]],
+    engine: str,
+    platform: str | None = None,
+    engine_version: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> CheckpointRef:
+    """Upload `files` (relative path, local file), then the manifest, then verify both."""
+    prefix = keys.checkpoint_prefix(job_id, epoch, seq)
+    manifest_key = keys.manifest_key(prefix)
+    _check_files(files, f"checkpoint {prefix}")
+    if store.exists(manifest_key):
+        raise CheckpointExists(
+            f"{store.url}: {manifest_key} already exists; checkpoints are immutable, "
+            "use the next seq"
+        )
+    entries: list[ManifestFile] = []
+    for relpath, local in files:
+        uploaded = store.put_file(prefix + relpath, local, progress=progress)
+        entries.append(ManifestFile(path=relpath, sha256=uploaded.sha256, size=uploaded.size))
+    manifest = CheckpointManifest(
+        job_id=job_id,
+        epoch=epoch,
+        seq=seq,
+        step=step,
+        engine=engine,
+        platform=platform,
+        engine_version=engine_version,
+        files=entries,
+    )
+    data = manifest.model_dump_json(indent=2).encode()
+    manifest_ref = store.put_bytes(manifest_key, data)
+    ref = CheckpointRef(
+        epoch=epoch, seq=seq, step=step, prefix=prefix, manifest_sha256=manifest_ref.sha256
+    )
+    verify_checkpoint(store, ref)
+    return ref
+
+
+def fetch_manifest(store: ObjectStore, ref: CheckpointRef) -> CheckpointManifest:
+    """The manifest `ref` names, checked against its recorded sha256."""
+    key = keys.manifest_key(ref.prefix)
+    data = store.get_bytes(key, expected_sha256=ref.manifest_sha256)
+    try:
+        manifest = CheckpointManifest.model_validate_json(data)
+    except ValidationError as exc:
+        raise IntegrityError(f"{store.url}: {key}: not a valid manifest: {exc}") from exc
+    for item in manifest.files:
+        _check_relpath(item.path, f"{store.url}: {key}")
+    return manifest
+
+
+def verify_checkpoint(store: ObjectStore, ref: CheckpointRef) -> CheckpointManifest:
+    """Manifest sha256 matches and every listed object exists with its recorded size.
+
+    Cheap (no file content is read): enough to trust a checkpoint as a resume point, since
+    every download verifies content sha256 anyway.
+    """
+    manifest = fetch_manifest(store, ref)
+    for item in manifest.files:
+        key = ref.prefix + item.path
+        size = store.size(key)
+        if size != item.size:
+            raise IntegrityError(
+                f"{store.url}: {key}: {size} bytes where the manifest records {item.size}"
+            )
+    return manifest
+
+
+def download_checkpoint(
+    store: ObjectStore,
+    ref: CheckpointRef,
+    dest: Path,
+    progress: ProgressCallback | None = None,
+) -> CheckpointManifest:
+    """Download every file of `ref` into `dest`, each verified by sha256.
+
+    Files land in a staging folder next to `dest` and move in only after all of them
+    verified, so a failure leaves `dest` as it was.
+    """
+    manifest = fetch_manifest(store, ref)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-"))
+    try:
+        for item in manifest.files:
+            local = staging.joinpath(*PurePosixPath(item.path).parts)
+            # sha256 covers the size too: a verified file is the file the manifest lists.
+            store.get_file(
+                ref.prefix + item.path, local, expected_sha256=item.sha256, progress=progress
+            )
+        dest.mkdir(parents=True, exist_ok=True)
+        for item in manifest.files:
+            parts = PurePosixPath(item.path).parts
+            target = dest.joinpath(*parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging.joinpath(*parts), target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def list_checkpoints(store: ObjectStore, job_id: str) -> list[CheckpointRef]:
+    """Checkpoints of `job_id` that have a readable manifest, newest (epoch, seq) first."""
+    refs: list[CheckpointRef] = []
+    for key in store.list_keys(keys.checkpoints_prefix(job_id)):
+        if not key.endswith("/" + keys.MANIFEST_NAME):
+            continue
+        prefix = key[: -len(keys.MANIFEST_NAME)]
+        parsed = keys.parse_checkpoint_prefix(prefix)
+        if parsed is None or parsed[0] != job_id:
+            continue
+        with contextlib.suppress(ObjectNotFound):  # deleted while we listed
+            data = store.get_bytes(key)
+            try:
+                manifest = CheckpointManifest.model_validate_json(data)
+            except ValidationError:
+                continue  # not a checkpoint we can resume from
+            refs.append(
+                CheckpointRef(
+                    epoch=parsed[1],
+                    seq=parsed[2],
+                    step=manifest.step,
+                    prefix=prefix,
+                    manifest_sha256=sha256_bytes(data),
+                )
+            )
+    refs.sort(key=lambda r: (r.epoch, r.seq), reverse=True)
+    return refs
+
+
+def delete_checkpoint(store: ObjectStore, ref: CheckpointRef) -> int:
+    """Delete a checkpoint, manifest first so a half-deleted one never looks complete."""
+    deleted = store.delete_prefix(keys.manifest_key(ref.prefix))
+    return deleted + store.delete_prefix(ref.prefix)
+
+
+def upload_outputs(
+    store: ObjectStore,
+    *,
+    job_id: str,
+    epoch: int,
+    files: Sequence[tuple[str, Path]],
+    progress: ProgressCallback | None = None,
+) -> list[ObjectRef]:
+    """Upload one segment's outputs under `jobs/<job>/outputs/<epoch>/`."""
+    prefix = keys.outputs_prefix(job_id, epoch)
+    _check_files(files, f"outputs {prefix}")
+    return [store.put_file(prefix + rel, local, progress=progress) for rel, local in files]

@@ -1,0 +1,338 @@
+"""S3-compatible object store (Backblaze B2, AWS, moto) with boto3.
+
+Retries are ours, not botocore's: exponential backoff with jitter and long caps (B2 answers
+503 under load and asks clients to back off), on 5xx/SlowDown/timeouts/connection errors,
+`StorageAccess.max_attempts` tries in all. Every upload records the content's sha256 as
+object metadata; every download whose sha256 the caller knows is verified before it is
+moved into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlparse
+
+import boto3
+from boto3.exceptions import Boto3Error
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from relaymd.logsetup import add_secret, get_logger
+from relaymd.models import ObjectRef, StorageAccess
+from relaymd.storage.base import (
+    IntegrityError,
+    ObjectNotFound,
+    ObjectStore,
+    ProgressCallback,
+    StorageError,
+)
+from relaymd.storage.hashing import sha256_bytes, sha256_file
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+MIB = 1 << 20
+# Backoff: random wait in [0, min(RETRY_MAX_WAIT_S, RETRY_WAIT_S * 2**n)]. Read at each call,
+# so tests (and impatient operators, via the environment) can shorten it.
+RETRY_WAIT_S = float(os.environ.get("RELAYMD_STORAGE_RETRY_WAIT_S", "2"))
+RETRY_MAX_WAIT_S = float(os.environ.get("RELAYMD_STORAGE_RETRY_MAX_WAIT_S", "300"))
+SHA256_METADATA = "sha256"
+
+_RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+_RETRY_CODES = {
+    "SlowDown",
+    "ServiceUnavailable",
+    "InternalError",
+    "RequestTimeout",
+    "Throttling",
+    "TooManyRequests",
+}
+_NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and what it wraps (boto3's transfer layer re-raises ClientErrors as others)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        wrapped = getattr(current, "last_exception", None)
+        current = (
+            wrapped
+            if isinstance(wrapped, BaseException)
+            else (current.__cause__ or current.__context__)
+        )
+    return chain
+
+
+def _client_error(exc: BaseException) -> ClientError | None:
+    return next((e for e in _causes(exc) if isinstance(e, ClientError)), None)
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    for cause in _causes(exc):
+        if isinstance(cause, ClientError):
+            status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            code = cause.response.get("Error", {}).get("Code", "")
+            return status in _RETRY_STATUS or code in _RETRY_CODES
+        if isinstance(cause, ConnectionError | HTTPClientError | TimeoutError):
+            return True
+    return False
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """(bucket, key prefix ending in '/' or empty) of `s3://bucket[/prefix]`."""
+    parsed = urlparse(url)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise StorageError(f"{url}: not an s3://bucket[/prefix] URL")
+    prefix = parsed.path.strip("/")
+    return parsed.netloc, (prefix + "/" if prefix else "")
+
+
+class S3Store(ObjectStore):
+    def __init__(self, access: StorageAccess) -> None:
+        self.url = access.url
+        self.bucket, self.prefix = parse_s3_url(access.url)
+        self.max_attempts = access.max_attempts
+        for secret in access.secret_values():
+            add_secret(secret)
+        config = Config(
+            # B2 (and other S3-compatibles) reject the CRC checksums botocore now adds by default.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            connect_timeout=30,
+            read_timeout=120,
+            s3={"addressing_style": "path"} if access.endpoint_url else None,
+        )
+        session = boto3.session.Session(
+            aws_access_key_id=_reveal(access.access_key_id),
+            aws_secret_access_key=_reveal(access.secret_access_key),
+            region_name=access.region,
+        )
+        self.client: S3Client = session.client(
+            "s3", endpoint_url=access.endpoint_url, config=config
+        )
+        threshold = access.multipart_threshold_mib * MIB
+        self.transfer_config = TransferConfig(
+            multipart_threshold=threshold,
+            # S3 parts must be at least 5 MiB (all but the last).
+            multipart_chunksize=max(threshold, 5 * MIB),
+            max_concurrency=4,
+        )
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _full(self, key: str) -> str:
+        if not key or key.startswith("/"):
+            raise StorageError(f"{self.url}: invalid object key {key!r}")
+        return self.prefix + key
+
+    def _call(self, op: str, key: str, fn: Callable[[], T]) -> T:
+        """Run `fn` with backoff on transient failures; map errors to StorageError."""
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "storage_retry",
+                op=op,
+                url=self.url,
+                key=key,
+                attempt=state.attempt_number,
+                max_attempts=self.max_attempts,
+                error=str(exc),
+            )
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=wait_random_exponential(multiplier=RETRY_WAIT_S, max=RETRY_MAX_WAIT_S),
+            retry=retry_if_exception(_is_retryable),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(fn)
+        except StorageError:
+            raise
+        except (BotoCoreError, ClientError, Boto3Error) as exc:
+            raise self._error(op, key, exc) from exc
+        except OSError as exc:  # the local side: disk full, unreadable file
+            raise StorageError(f"{self.url}: {op} {key}: {exc}") from exc
+
+    def _error(self, op: str, key: str, exc: BaseException) -> StorageError:
+        client_error = _client_error(exc)
+        if client_error is not None:
+            code = str(client_error.response.get("Error", {}).get("Code", ""))
+            status = client_error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code == "NoSuchBucket":
+                return StorageError(
+                    f"{self.url}: bucket {self.bucket!r} does not exist; create it or fix "
+                    "storage.url in the config"
+                )
+            if _is_not_found(client_error):
+                return ObjectNotFound(f"{self.url}: no object {key!r}")
+            if status == 403 or code in ("AccessDenied", "InvalidAccessKeyId"):
+                return StorageError(
+                    f"{self.url}: {op} {key}: access denied ({code}); check the storage "
+                    "credentials and that the key may use this bucket"
+                )
+        attempts = f" after {self.max_attempts} attempts" if _is_retryable(exc) else ""
+        return StorageError(f"{self.url}: {op} {key} failed{attempts}: {exc}")
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def put_file(self, key: str, path: Path, progress: ProgressCallback | None = None) -> ObjectRef:
+        path = Path(path)
+        try:
+            sha, size = sha256_file(path), path.stat().st_size
+        except OSError as exc:
+            raise StorageError(f"{path}: cannot read the file to upload: {exc.strerror}") from exc
+        full = self._full(key)
+
+        def upload() -> None:
+            self.client.upload_file(
+                str(path),
+                self.bucket,
+                full,
+                ExtraArgs={"Metadata": {SHA256_METADATA: sha}},
+                Callback=progress,
+                Config=self.transfer_config,
+            )
+
+        self._call("upload", key, upload)
+        return ObjectRef(key=key, sha256=sha, size=size)
+
+    def put_bytes(self, key: str, data: bytes) -> ObjectRef:
+        sha = sha256_bytes(data)
+        full = self._full(key)
+        self._call(
+            "put",
+            key,
+            lambda: self.client.put_object(
+                Bucket=self.bucket, Key=full, Body=data, Metadata={SHA256_METADATA: sha}
+            ),
+        )
+        return ObjectRef(key=key, sha256=sha, size=len(data))
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def _check_sha(self, key: str, actual: str, expected: str | None) -> None:
+        if expected is not None and actual != expected:
+            raise IntegrityError(
+                f"{self.url}: {key}: sha256 {actual} does not match the expected "
+                f"{expected}; the object is corrupt or was replaced"
+            )
+
+    def get_file(
+        self,
+        key: str,
+        dest: Path,
+        expected_sha256: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        dest = Path(dest)
+        full = self._full(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        os.close(fd)
+        try:
+            self._call(
+                "download",
+                key,
+                lambda: self.client.download_file(
+                    self.bucket, full, tmp, Callback=progress, Config=self.transfer_config
+                ),
+            )
+            self._check_sha(key, sha256_file(Path(tmp)), expected_sha256)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def get_bytes(self, key: str, expected_sha256: str | None = None) -> bytes:
+        full = self._full(key)
+
+        def read() -> bytes:
+            body = self.client.get_object(Bucket=self.bucket, Key=full)["Body"]
+            with contextlib.closing(body):
+                return body.read()
+
+        data = self._call("get", key, read)
+        self._check_sha(key, sha256_bytes(data), expected_sha256)
+        return data
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        full = self._full(key)
+
+        def head() -> dict[str, Any] | None:
+            try:
+                return dict(self.client.head_object(Bucket=self.bucket, Key=full))
+            except ClientError as exc:
+                if _is_not_found(exc):
+                    return None
+                raise
+
+        return self._call("head", key, head)
+
+    def exists(self, key: str) -> bool:
+        return self._head(key) is not None
+
+    def size(self, key: str) -> int:
+        head = self._head(key)
+        if head is None:
+            raise ObjectNotFound(f"{self.url}: no object {key!r}")
+        return int(head["ContentLength"])
+
+    # -- listing and deletion -------------------------------------------------------------
+
+    def list_keys(self, prefix: str) -> list[str]:
+        full = self.prefix + prefix
+
+        def listing() -> list[str]:
+            found: list[str] = []
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                found.extend(item["Key"][len(self.prefix) :] for item in page.get("Contents", []))
+            return found
+
+        return sorted(self._call("list", prefix, listing))
+
+    def delete_prefix(self, prefix: str) -> int:
+        # One DeleteObject per key: DeleteObjects needs a body checksum that some
+        # S3-compatible stores accept only as Content-MD5, which botocore no longer sends.
+        keys = self.list_keys(prefix)
+        for key in keys:
+            self._call("delete", key, functools.partial(self._delete_one, key))
+        return len(keys)
+
+    def _delete_one(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
+
+
+def _is_not_found(exc: ClientError) -> bool:
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in _NOT_FOUND_CODES or status == 404
+
+
+def _reveal(secret: Any) -> str | None:
+    return None if secret is None else str(secret.get_secret_value())
