@@ -10,7 +10,6 @@ config file, in the XDG config dir, then among the profiles shipped with RelayMD
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from relaymd import paths
+from relaymd.executables import local_worker_command
 from relaymd.models import ClusterProfile, Config, Partition, StorageConfig
 
 LOCAL_CLUSTER = "local"
@@ -72,7 +72,7 @@ def embedded_default() -> LoadedConfig:
                 max_running=1,
             )
         ],
-        native_worker=[sys.executable, "-m", "worker_entry"],
+        native_worker=local_worker_command(),
         max_workers=1,
         command_timeout_s=30.0,
     )

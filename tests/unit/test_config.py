@@ -45,9 +45,15 @@ def test_profile_beside_the_config_wins(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('storage: {url: "file:///x"}\nclusters: [nowhere]\n', "cluster profile 'nowhere' not found"),
+        (
+            'storage: {url: "file:///x"}\nclusters: [nowhere]\n',
+            "cluster profile 'nowhere' not found",
+        ),
         ("storage: {url: ftp://x}\nclusters: [clusterA]\n", "storage.url"),
-        ('storage: {url: "file:///x"}\nclusters: [clusterA]\ndeamon: {}\n', "deamon: unknown field"),
+        (
+            'storage: {url: "file:///x"}\nclusters: [clusterA]\ndeamon: {}\n',
+            "deamon: unknown field",
+        ),
         (
             'storage: {url: "file:///x"}\nclusters:\n  - name: c\n    scratch: /s\n'
             "    ssh: {host: h, prot: 22}\n    partitions: [{name: p, walltime_minutes: 0}]\n"
@@ -78,9 +84,11 @@ def test_bad_value_is_shown(tmp_path: Path) -> None:
         load_config(path)
 
 
-def test_missing_explicit_config_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_explicit_config_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RELAYMD_CONFIG", str(tmp_path / "absent.yaml"))
-    with pytest.raises(ConfigError, match="absent.yaml: config file not found"):
+    with pytest.raises(ConfigError, match=r"absent\.yaml: config file not found"):
         load_config()
 
 

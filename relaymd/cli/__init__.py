@@ -1,0 +1,1 @@
+"""The operator CLI `relaymd` (typer + rich). Entry point: relaymd.cli.app:main."""

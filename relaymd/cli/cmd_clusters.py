@@ -1,0 +1,185 @@
+"""`relaymd clusters list|enable|disable|test`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from relaymd.cli.errors import CliError, ExitCode
+
+if TYPE_CHECKING:
+    from relaymd.cli.cluster_checks import CheckResult
+    from relaymd.models import ClusterProfile
+
+app = typer.Typer(
+    help="Clusters from the config, their reachability and on/off switch.\n\n"
+    "\b\nExamples:\n  relaymd clusters list\n  relaymd clusters test clusterA\n"
+    "  relaymd clusters disable clusterB   # no new allocations there; running ones finish",
+    no_args_is_help=True,
+)
+
+NameArg = Annotated[str, typer.Argument(help="Cluster name from the config.", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+@app.command("list")
+def list_clusters(as_json: JsonOpt = False) -> None:
+    """Configured clusters with what the daemon last saw of them."""
+    from rich.table import Table
+
+    from relaymd.cli import context
+    from relaymd.cli.output import age, console, print_json
+
+    loaded = context.load()
+    seen = {s.name: s for s in context.open_state(loaded).list_cluster_status()}
+    rows = [
+        (p, seen.get(p.name), seen[p.name].enabled if p.name in seen else p.enabled)
+        for p in loaded.clusters
+    ]
+    if as_json:
+        print_json(
+            [
+                {
+                    "name": profile.name,
+                    "transport": profile.transport,
+                    "scheduler": profile.scheduler,
+                    "enabled": enabled,
+                    "partitions": [p.name for p in profile.partitions],
+                    "status": status,
+                }
+                for profile, status, enabled in rows
+            ]
+        )
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in (
+        "NAME",
+        "TRANSPORT",
+        "SCHEDULER",
+        "PARTITIONS",
+        "ENABLED",
+        "STATUS",
+        "LAST POLL",
+        "ERROR",
+    ):
+        table.add_column(column)
+    for profile, status, enabled in rows:
+        host = f" ({profile.ssh.host})" if profile.ssh else ""
+        table.add_row(
+            profile.name,
+            profile.transport + host,
+            profile.scheduler,
+            ", ".join(f"{p.name} {p.walltime_minutes:g}m" for p in profile.partitions),
+            "yes" if enabled else "[yellow]no[/]",
+            _reachability(status),
+            age(getattr(status, "last_poll_at", None)),
+            (getattr(status, "last_error", None) or "")[:60],
+        )
+    console().print(table)
+
+
+def _reachability(status: object) -> str:
+    if status is None:
+        return "unknown (not polled yet)"
+    value = str(getattr(status, "reachability", "unknown"))
+    style = {"reachable": "green", "needs-auth": "yellow", "unreachable": "red"}.get(value, "")
+    return f"[{style}]{value}[/]" if style else value
+
+
+def _toggle(name: str, enabled: bool) -> None:
+    from relaymd.cli import context
+
+    loaded = context.load()
+    try:
+        loaded.cluster(name)
+    except Exception as exc:
+        raise CliError(
+            str(exc), hint="see `relaymd clusters list`", code=ExitCode.NOT_FOUND
+        ) from None
+    context.open_state(loaded).set_cluster_enabled(name, enabled)
+    print(
+        f"{name}: {'enabled' if enabled else 'disabled (running allocations finish; no new ones)'}"
+    )
+
+
+@app.command("enable")
+def enable(name: NameArg) -> None:
+    """Allow new allocations on a cluster again."""
+    _toggle(name, True)
+
+
+@app.command("disable")
+def disable(name: NameArg) -> None:
+    """Stop submitting new allocations to a cluster (running ones finish their jobs)."""
+    _toggle(name, False)
+
+
+@app.command("test")
+def test(name: NameArg, as_json: JsonOpt = False) -> None:
+    """Connect and check SLURM tools, scratch, apptainer + image (or native worker), storage.
+
+    Exit 3 when the cluster cannot be reached, 1 when a check fails.
+    """
+    from relaymd.cli import context
+    from relaymd.cli.output import console, print_json
+
+    loaded = context.load()
+    try:
+        profile = loaded.cluster(name)
+    except Exception as exc:
+        raise CliError(
+            str(exc), hint="see `relaymd clusters list`", code=ExitCode.NOT_FOUND
+        ) from None
+    results = _run_checks(profile)
+    results.append(_storage_check(loaded))
+    if as_json:
+        print_json({"cluster": name, "ok": all(r.ok for r in results), "checks": results})
+    else:
+        out = console()
+        for result in results:
+            mark = "[green]pass[/]" if result.ok else "[red]FAIL[/]"
+            out.print(f"{mark}  {result.name:<14} {result.detail}", soft_wrap=True)
+            if result.hint:
+                out.print(f"      [yellow]hint:[/] {result.hint}", soft_wrap=True)
+    if not all(r.ok for r in results):
+        raise typer.Exit(int(ExitCode.FAILED))
+
+
+def _run_checks(profile: ClusterProfile) -> list[CheckResult]:
+    import asyncio
+
+    from relaymd.cli.cluster_checks import build_check_script, parse_check_output
+    from relaymd.transport import TransportError, make_transport  # type: ignore[attr-defined,unused-ignore]
+
+    async def go() -> str:
+        transport: Any = make_transport(profile)
+        try:
+            result = await transport.run(build_check_script(profile))
+        finally:
+            await transport.close()
+        return str(result.stdout)
+
+    try:
+        stdout = asyncio.run(go())
+    except (TransportError, OSError, TimeoutError) as exc:
+        where = profile.ssh.host if profile.ssh else "localhost"
+        raise CliError(
+            f"cluster {profile.name}: cannot reach {where}: {exc}",
+            hint="check `ssh:` in the profile and that `ssh <host>` works without a prompt "
+            "(2FA: see docs/hpc-notes.md)",
+            code=ExitCode.UNREACHABLE,
+        ) from None
+    return parse_check_output(stdout)
+
+
+def _storage_check(loaded: object) -> CheckResult:
+    from relaymd.cli.cluster_checks import HINTS, CheckResult
+    from relaymd.cli.storage import open_object_store
+
+    try:
+        store = open_object_store(loaded)  # type: ignore[arg-type]
+        store.check()
+    except Exception as exc:
+        return CheckResult(name="storage", ok=False, detail=str(exc), hint=HINTS["storage"])
+    return CheckResult(name="storage", ok=True, detail=store.url)

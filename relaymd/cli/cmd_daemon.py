@@ -1,0 +1,180 @@
+"""`relaymd daemon run|start|stop|status`."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+import typer
+
+from relaymd.cli.errors import CliError, ExitCode
+
+app = typer.Typer(
+    help="The reconcile daemon: one process on this workstation drives every cluster.\n\n"
+    "\b\nExamples:\n  relaymd daemon run            # foreground, logs to stderr (systemd)\n"
+    "  relaymd daemon start          # background, logs to the daemon log file\n"
+    "  relaymd daemon status --json\n  relaymd daemon stop",
+    no_args_is_help=True,
+)
+
+
+def read_pid() -> int | None:
+    """The running daemon's pid, or None. Asks the lock itself (the daemon holds an flock for
+    its whole life), so a stale file left by a crash never looks like a live daemon."""
+    import fcntl
+    import os
+
+    from relaymd import paths
+
+    try:
+        fd = os.open(paths.daemon_lock(), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            match = re.search(rb"\d+", os.pread(fd, 64, 0))
+            return int(match.group()) if match else -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+@app.command("run")
+def run(
+    max_cycles: Annotated[
+        int | None,
+        typer.Option(help="Stop after this many reconcile cycles (testing).", show_default=False),
+    ] = None,
+) -> None:
+    """Run the daemon in the foreground until SIGTERM/SIGINT (for systemd or a terminal)."""
+    import sys
+
+    from relaymd.cli import context
+    from relaymd.daemon import DaemonAlreadyRunning, run_daemon_blocking
+    from relaymd.logging import configure
+
+    loaded = context.load()
+    if read_pid() is not None:
+        raise CliError(
+            f"a daemon is already running (pid {read_pid()})",
+            hint="`relaymd daemon stop` first, or use `relaymd daemon status`",
+            code=ExitCode.CONFLICT,
+        )
+    import os
+
+    if not context.OPTIONS.debug and os.environ.get("RELAYMD_LOG_LEVEL") == "WARNING":
+        os.environ["RELAYMD_LOG_LEVEL"] = "INFO"  # the daemon's log is its interface
+    configure()
+    try:
+        run_daemon_blocking(loaded, interactive=sys.stdin.isatty(), max_cycles=max_cycles)
+    except DaemonAlreadyRunning as exc:
+        raise CliError(str(exc), code=ExitCode.CONFLICT) from None
+
+
+@app.command("start")
+def start(
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for the daemon to take its lock.")
+    ] = 10.0,
+) -> None:
+    """Start the daemon in the background; its log goes to the daemon log file."""
+    import os
+    import subprocess
+    import time
+
+    from relaymd import paths
+    from relaymd.cli import context
+    from relaymd.executables import relaymd_command
+
+    context.load()  # fail here, not in the background, on a bad config
+    existing = read_pid()
+    if existing is not None:
+        raise CliError(f"a daemon is already running (pid {existing})", code=ExitCode.CONFLICT)
+    log_path = paths.daemon_log()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    argv = relaymd_command()
+    if context.OPTIONS.config_path is not None:
+        argv += ["--config", str(context.OPTIONS.config_path)]
+    argv += ["daemon", "run"]
+    with open(log_path, "ab") as log_file, open(os.devnull, "rb") as devnull:
+        process = subprocess.Popen(
+            argv, stdin=devnull, stdout=log_file, stderr=log_file, start_new_session=True
+        )
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise CliError(
+                f"the daemon exited at start (code {process.returncode})",
+                hint=f"see the end of {log_path}",
+            )
+        if read_pid() == process.pid:
+            print(f"daemon started (pid {process.pid}); log: {log_path}")
+            return
+        time.sleep(0.1)
+    print(f"daemon starting (pid {process.pid}); log: {log_path}")
+
+
+@app.command("stop")
+def stop(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for a clean exit.")] = 60.0,
+) -> None:
+    """Send SIGTERM to the daemon and wait until it has exited."""
+    import os
+    import signal
+    import time
+
+    pid = read_pid()
+    if pid is None:
+        print("daemon not running")
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print(f"daemon stopped (pid {pid})")
+            return
+        time.sleep(0.1)
+    raise CliError(
+        f"the daemon (pid {pid}) did not exit within {timeout:.0f} s",
+        hint=f"it may be waiting on a slow cluster; wait longer or `kill -9 {pid}`",
+    )
+
+
+@app.command("status")
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Whether the daemon runs, and its last reconcile cycle. Exit 1 when it is not running."""
+    from relaymd import paths
+    from relaymd.cli import context
+    from relaymd.cli.output import age, print_json
+
+    pid = read_pid()
+    daemon = context.open_state().get_daemon_status()
+    if as_json:
+        print_json(
+            {
+                "running": pid is not None,
+                "pid": pid,
+                "log": str(paths.daemon_log()),
+                "status": daemon,
+            }
+        )
+    else:
+        print(f"daemon: {f'running (pid {pid})' if pid else 'not running'}")
+        if daemon is not None:
+            for line in _describe(daemon, age):
+                print(line)
+        print(f"log: {paths.daemon_log()}")
+    if pid is None:
+        raise typer.Exit(int(ExitCode.FAILED))
+
+
+def _describe(daemon: object, age: object) -> list[str]:
+    data = daemon.model_dump() if hasattr(daemon, "model_dump") else {}
+    return [f"  {k}: {v}" for k, v in data.items() if v is not None]

@@ -1,0 +1,346 @@
+"""`relaymd jobs list|show|cancel|requeue|hold|release|logs|history|download`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from relaymd.cli.errors import CliError, ExitCode
+
+if TYPE_CHECKING:
+    from relaymd.models import Job
+    from relaymd.state import StateStore
+
+app = typer.Typer(
+    help="List and act on jobs. A job id can be shortened to any unique prefix.\n\n"
+    "\b\nExamples:\n  relaymd jobs list\n  relaymd jobs list --state running --json\n"
+    "  relaymd jobs show j01hx\n  relaymd jobs history j01hx\n  relaymd jobs cancel j01hx\n"
+    "  relaymd jobs download j01hx --dest ./results",
+    no_args_is_help=True,
+)
+
+JobArg = Annotated[str, typer.Argument(help="Job id or unique prefix.", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+ACTIVE = ("assigned", "running")
+
+
+def _progress(job: Job) -> str:
+    if job.total_steps:
+        return f"{job.step}/{job.total_steps} ({100 * job.step / job.total_steps:.0f}%)"
+    return str(job.step) if job.step else "-"
+
+
+@app.command("list")
+def list_jobs(
+    state: Annotated[
+        list[str] | None,
+        typer.Option("--state", "-s", help="Only jobs in this state (repeatable)."),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+    offset: Annotated[int, typer.Option(help="Skip this many first.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """List jobs in scheduling order (priority, then age)."""
+    from rich.table import Table
+
+    from relaymd.cli import context
+    from relaymd.cli.output import age, console, print_json, state_style, styled
+    from relaymd.models import JobState
+
+    try:
+        states = [JobState(s) for s in state] if state else None
+    except ValueError:
+        valid = ", ".join(s.value for s in JobState)
+        raise CliError(f"--state: unknown state; use one of {valid}", code=ExitCode.USAGE) from None
+    store = context.open_state()
+    jobs = store.list_jobs(states=states, limit=limit, offset=offset)
+    if as_json:
+        print_json(jobs)
+        return
+    if not jobs:
+        console().print(
+            "no jobs" + (" in that state" if states else "; submit one with `relaymd submit DIR`")
+        )
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("ID", "TITLE", "STATE", "PROGRESS", "NS/DAY", "EPOCH", "RETRIES", "UPDATED"):
+        table.add_column(column)
+    for job in jobs:
+        table.add_row(
+            job.id,
+            job.spec.title,
+            styled(job.state, state_style(job.state))
+            + (f" ({job.operator_request} requested)" if job.operator_request else ""),
+            _progress(job),
+            f"{job.ns_per_day:.1f}" if job.ns_per_day else "-",
+            str(job.epoch),
+            str(job.retries),
+            age(job.updated_at),
+        )
+    console().print(table)
+
+
+@app.command("show")
+def show(job_id: JobArg, as_json: JsonOpt = False) -> None:
+    """Everything about one job: spec, state, resume point, bundle."""
+    from relaymd.cli import context
+    from relaymd.cli.output import console, print_json, state_style, styled
+
+    job = context.find_job(context.open_state(), job_id)
+    if as_json:
+        print_json(job)
+        return
+    out = console()
+    out.print(f"[bold]{job.id}[/]  {job.spec.title}")
+    rows = [
+        ("state", styled(job.state, state_style(job.state))),
+        ("operator request", str(job.operator_request or "-")),
+        ("engine", job.spec.engine.kind),
+        ("image", job.spec.image),
+        ("progress", _progress(job)),
+        ("ns/day", f"{job.ns_per_day:.2f}" if job.ns_per_day else "-"),
+        ("epoch", str(job.epoch)),
+        ("allocation", job.allocation_id or "-"),
+        ("retries", f"{job.retries}/{job.spec.max_retries}"),
+        ("priority", str(job.spec.priority)),
+        ("gpus", f"{job.spec.resources.gpus} (min {job.spec.resources.min_vram_gib} GiB)"),
+        ("clusters", ", ".join(job.spec.placement.allowed_clusters) or "any"),
+        ("bundle", f"{job.bundle.key} ({job.bundle.size} B, sha256 {job.bundle.sha256[:12]}…)"),
+        (
+            "resume point",
+            f"{job.checkpoint.prefix} (step {job.checkpoint.step})" if job.checkpoint else "start",
+        ),
+        ("failure", job.failure_reason or "-"),
+        ("created", job.created_at.isoformat(timespec="seconds")),
+        ("updated", job.updated_at.isoformat(timespec="seconds")),
+    ]
+    for name, value in rows:
+        out.print(f"  {name:<17}{value}")
+
+
+def _audit(store: StateStore, job: Job, kind: str, message: str) -> None:
+    store.add_event(job_id=job.id, kind=kind, message=message)
+
+
+def _set(store: StateStore, job: Job, **changes: object) -> Job:
+    """Compare-and-set: if the daemon changed the job since we read it, do nothing."""
+    from relaymd.state.errors import ConflictError
+
+    try:
+        return store.update_job(job.model_copy(update=changes), expected_updated_at=job.updated_at)
+    except ConflictError:
+        raise CliError(
+            f"job {job.id} changed while this command ran (the daemon is working on it)",
+            hint="run the command again",
+            code=ExitCode.CONFLICT,
+        ) from None
+
+
+@app.command("cancel")
+def cancel(job_id: JobArg) -> None:
+    """Cancel a job. Queued/held: at once. Running: the daemon stops its worker (keeping the
+    last checkpoint) on its next cycle."""
+    from relaymd.cli import context
+    from relaymd.models import JobState, OperatorRequest
+
+    store = context.open_state()
+    job = context.find_job(store, job_id)
+    if job.state.is_final:
+        raise CliError(f"job {job.id} is already {job.state}", code=ExitCode.CONFLICT)
+    if job.state in (JobState.QUEUED, JobState.HELD):
+        _set(store, job, state=JobState.CANCELLED, operator_request=None)
+        _audit(store, job, "cancelled", "cancelled by operator")
+        print(f"{job.id}: cancelled")
+    else:
+        _set(store, job, operator_request=OperatorRequest.CANCEL)
+        _audit(store, job, "cancel_requested", "operator asked to cancel a running job")
+        print(f"{job.id}: cancel requested; the daemon stops the worker on its next cycle")
+
+
+@app.command("requeue")
+def requeue(job_id: JobArg) -> None:
+    """Put a job back in the queue. Running: the worker checkpoints and stops, then the job
+    resumes from that checkpoint on the next allocation. Failed/cancelled/held: queued again
+    from its last checkpoint, with the retry count reset."""
+    from relaymd.cli import context
+    from relaymd.models import JobState, OperatorRequest
+
+    store = context.open_state()
+    job = context.find_job(store, job_id)
+    if job.state is JobState.COMPLETED:
+        raise CliError(
+            f"job {job.id} is completed; submit it again instead", code=ExitCode.CONFLICT
+        )
+    if job.state is JobState.QUEUED:
+        print(f"{job.id}: already queued")
+        return
+    if job.state.value in ACTIVE:
+        _set(store, job, operator_request=OperatorRequest.REQUEUE)
+        _audit(store, job, "requeue_requested", "operator asked to requeue a running job")
+        print(f"{job.id}: requeue requested; the daemon stops the worker on its next cycle")
+        return
+    _set(store, job, state=JobState.QUEUED, retries=0, failure_reason=None, operator_request=None)
+    _audit(store, job, "requeued", f"requeued by operator from {job.state}")
+    print(f"{job.id}: queued")
+
+
+@app.command("hold")
+def hold(job_id: JobArg) -> None:
+    """Keep a queued job from being assigned (queued -> held)."""
+    from relaymd.cli import context
+    from relaymd.models import JobState
+
+    store = context.open_state()
+    job = context.find_job(store, job_id)
+    if job.state is JobState.HELD:
+        print(f"{job.id}: already held")
+        return
+    if job.state is not JobState.QUEUED:
+        raise CliError(
+            f"job {job.id} is {job.state}; only a queued job can be held",
+            hint="to stop a running job use `relaymd jobs requeue` then hold it",
+            code=ExitCode.CONFLICT,
+        )
+    _set(store, job, state=JobState.HELD)
+    _audit(store, job, "held", "held by operator")
+    print(f"{job.id}: held")
+
+
+@app.command("release")
+def release(job_id: JobArg) -> None:
+    """Let a held job run again (held -> queued)."""
+    from relaymd.cli import context
+    from relaymd.models import JobState
+
+    store = context.open_state()
+    job = context.find_job(store, job_id)
+    if job.state is not JobState.HELD:
+        raise CliError(f"job {job.id} is {job.state}, not held", code=ExitCode.CONFLICT)
+    _set(store, job, state=JobState.QUEUED)
+    _audit(store, job, "released", "released by operator")
+    print(f"{job.id}: queued")
+
+
+@app.command("logs")
+def logs(
+    job_id: JobArg,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="Show the last N lines.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """The worker/engine log tail the daemon last read (running jobs) or kept (failures)."""
+    from relaymd.cli import context
+    from relaymd.cli.output import print_json
+
+    job = context.find_job(context.open_state(), job_id)
+    tail = job.log_tail[-lines:] if lines > 0 else list(job.log_tail)
+    if as_json:
+        print_json(
+            {
+                "job_id": job.id,
+                "state": job.state,
+                "failure_reason": job.failure_reason,
+                "lines": tail,
+            }
+        )
+        return
+    if job.failure_reason:
+        print(f"# failure: {job.failure_reason}")
+    if not tail:
+        print(f"# no log lines stored for {job.id} yet (state {job.state})")
+    for line in tail:
+        print(line)
+
+
+@app.command("history")
+def history(job_id: JobArg, as_json: JsonOpt = False) -> None:
+    """The relay timeline: each segment with its cluster, allocation, steps and times."""
+    from rich.table import Table
+
+    from relaymd.cli import context
+    from relaymd.cli.output import console, duration, print_json
+
+    store = context.open_state()
+    job = context.find_job(store, job_id)
+    segments = store.list_segments(job.id)
+    if as_json:
+        print_json({"job": job, "segments": segments})
+        return
+    out = console()
+    out.print(f"[bold]{job.id}[/]  {job.spec.title}  ({job.state}, {_progress(job)})")
+    if not segments:
+        out.print("no segments yet: the job has not started on any allocation")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in (
+        "#",
+        "EPOCH",
+        "CLUSTER",
+        "ALLOCATION",
+        "STEPS",
+        "STARTED",
+        "DURATION",
+        "OUTCOME",
+        "REASON",
+    ):
+        table.add_column(column)
+    for number, segment in enumerate(segments, start=1):
+        end = segment.ended_at
+        seconds = (end - segment.started_at).total_seconds() if end else None
+        steps = (
+            f"{segment.start_step} → {segment.end_step if segment.end_step is not None else '…'}"
+        )
+        table.add_row(
+            str(number),
+            str(segment.epoch),
+            segment.cluster,
+            segment.allocation_id,
+            steps,
+            segment.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            duration(seconds),
+            segment.outcome,
+            segment.reason or "",
+        )
+    out.print(table)
+    clusters = sorted({s.cluster for s in segments})
+    out.print(f"{len(segments)} segment(s) on {', '.join(clusters)}")
+
+
+@app.command("download")
+def download(
+    job_id: JobArg,
+    dest: Annotated[
+        Path | None,
+        typer.Option(
+            "--dest", "-d", help="Target folder (default: ./<job id>).", show_default=False
+        ),
+    ] = None,
+    outputs: Annotated[bool, typer.Option(help="Fetch every segment's outputs.")] = True,
+    checkpoint: Annotated[bool, typer.Option(help="Fetch the latest verified checkpoint.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fetch outputs (outputs/<epoch>/...) and the latest checkpoint, verifying sha256."""
+    from relaymd.cli import context
+    from relaymd.cli.download import download_job
+    from relaymd.cli.output import print_json
+    from relaymd.cli.storage import open_object_store
+
+    loaded = context.load()
+    job = context.find_job(context.open_state(loaded), job_id)
+    target = dest or Path(job.id)
+    result = download_job(
+        job,
+        open_object_store(loaded),
+        target,
+        outputs=outputs,
+        checkpoint=checkpoint,
+        show_progress=not as_json,
+    )
+    if as_json:
+        print_json(result)
+        return
+    print(f"{len(result.files)} file(s) in {target}")
+    if result.checkpoint_dir:
+        print(f"latest checkpoint: {result.checkpoint_dir}")

@@ -1,0 +1,184 @@
+"""`relaymd submit DIR...`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from relaymd.cli.errors import CliError, ExitCode
+
+HELP = """Submit job directories: validate, pack, upload, verify, then register.
+
+The job spec comes from DIR/relaymd.yaml (a JobSpec, see docs/configuration.md) and/or flags;
+flags win. Nothing is registered unless its bundle was uploaded and read back with the right
+sha256; a failed submit leaves no job and no uploaded object.
+
+\b
+Examples:
+  relaymd submit ./abl1-complex                      # uses ./abl1-complex/relaymd.yaml
+  relaymd submit ./run --engine openmm --steps 5000000 --cluster clusterA --cluster clusterB
+  relaymd submit ./atom --engine command --command "python rbfe.py" --checkpoint-glob "*.xml"
+  relaymd submit lig1/ lig2/ lig3/ --priority 10     # uploads in parallel
+  relaymd submit ./run --dry-run --json              # validate and show the spec only
+"""
+
+
+def submit(
+    directories: Annotated[
+        list[Path], typer.Argument(help="Job input directories.", show_default=False)
+    ],
+    engine: Annotated[
+        str | None, typer.Option(help="Engine: openmm or command.", show_default=False)
+    ] = None,
+    command: Annotated[
+        str | None,
+        typer.Option(help="Command line for --engine command (shell-quoted).", show_default=False),
+    ] = None,
+    checkpoint_glob: Annotated[
+        list[str] | None,
+        typer.Option("--checkpoint-glob", help="Checkpoint files of a command job (repeatable)."),
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Total MD steps (openmm).", show_default=False)
+    ] = None,
+    gpus: Annotated[int | None, typer.Option(help="GPUs per job.", show_default=False)] = None,
+    min_vram: Annotated[
+        float | None, typer.Option(help="Minimum GPU memory in GiB.", show_default=False)
+    ] = None,
+    cluster: Annotated[
+        list[str] | None,
+        typer.Option("--cluster", help="Allowed cluster (repeatable; default: any)."),
+    ] = None,
+    title: Annotated[
+        str | None,
+        typer.Option(help="Job title (default: the directory name).", show_default=False),
+    ] = None,
+    priority: Annotated[
+        int | None, typer.Option(help="Higher runs first.", show_default=False)
+    ] = None,
+    max_retries: Annotated[
+        int | None,
+        typer.Option(help="Application failures retried before the job fails.", show_default=False),
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option(help="Worker image profile (e.g. openmm).", show_default=False)
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate only; upload nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    from relaymd.cli import context
+    from relaymd.cli.output import console, err_console, print_json
+    from relaymd.submit import PreparedJob, SpecOverrides, SubmitError, SubmitResult, prepare
+
+    if engine is not None and engine not in ("openmm", "command"):
+        raise CliError(
+            f"--engine: unknown engine {engine!r}",
+            hint="use openmm or command",
+            code=ExitCode.USAGE,
+        )
+    flags = SpecOverrides(
+        engine=engine,
+        command=command,
+        checkpoint_globs=checkpoint_glob or [],
+        steps=steps,
+        gpus=gpus,
+        min_vram_gib=min_vram,
+        clusters=cluster or [],
+        title=title,
+        priority=priority,
+        max_retries=max_retries,
+        image=image,
+    )
+    loaded = context.load()
+    # Validate every directory before uploading anything.
+    prepared: list[PreparedJob] = []
+    for directory in directories:
+        try:
+            prepared.append(prepare(directory, loaded, flags))
+        except SubmitError as exc:
+            code = ExitCode.NOT_FOUND if exc.kind == "missing" else ExitCode.USAGE
+            raise CliError(str(exc), hint="nothing was uploaded or registered", code=code) from None
+
+    if dry_run:
+        results = [
+            SubmitResult(job_id=None, directory=p.directory, title=p.spec.title, dry_run=True)
+            for p in prepared
+        ]
+        if as_json:
+            print_json([{"directory": str(p.directory), "spec": p.spec} for p in prepared])
+        else:
+            for result in results:
+                console().print(f"ok (dry run): {result.directory} -> {result.title!r}")
+        return
+
+    outcomes = _upload_and_register(prepared, loaded, show_progress=not as_json)
+    failures = [o for o in outcomes if isinstance(o, SubmitError)]
+    done = [o for o in outcomes if not isinstance(o, SubmitError)]
+    if as_json:
+        print_json(
+            {
+                "submitted": [r for r in done],
+                "failed": [str(f) for f in failures],
+            }
+        )
+    else:
+        for result in done:
+            console().print(
+                f"submitted [bold]{result.job_id}[/]  {result.title}  ({result.directory})"
+            )
+        for failure in failures if len(outcomes) > 1 else []:
+            err_console().print(f"[bold red]failed:[/] {failure}", soft_wrap=True)
+    if len(outcomes) == 1 and failures:
+        raise CliError(
+            str(failures[0]), hint="nothing was registered; check `storage:` in the config"
+        )
+    if failures:
+        raise CliError(
+            f"{len(failures)} of {len(outcomes)} submission(s) failed; those left nothing behind",
+            hint="check storage settings with `relaymd clusters test`",
+        )
+
+
+def _upload_and_register(prepared: list, loaded: object, *, show_progress: bool) -> list:  # type: ignore[type-arg]
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TransferSpeedColumn,
+    )
+
+    from relaymd.cli import context
+    from relaymd.cli.output import err_console
+    from relaymd.cli.storage import open_object_store
+    from relaymd.submit import submit_jobs
+
+    store = open_object_store(context.load())
+    state = context.open_state()
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err_console(),
+        disable=not show_progress,
+        transient=False,
+    )
+    tasks: dict[Path, TaskID] = {}
+
+    def on_progress(directory: Path, moved: int, total: int) -> None:
+        task = tasks.get(directory)
+        if task is None:
+            task = tasks[directory] = progress.add_task(f"upload {directory.name}", total=total)
+        progress.update(task, advance=moved)
+
+    try:
+        with progress:
+            return submit_jobs(prepared, store=store, state=state, progress=on_progress)
+    finally:
+        state.close()

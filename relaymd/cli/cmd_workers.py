@@ -1,0 +1,68 @@
+"""`relaymd workers list`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="Allocations (SLURM jobs or local processes) carrying workers.\n\n"
+    "\b\nExamples:\n  relaymd workers list\n  relaymd workers list --cluster clusterA --all --json",
+    no_args_is_help=True,
+)
+
+
+@app.command("list")
+def list_workers(
+    cluster: Annotated[
+        str | None, typer.Option(help="Only this cluster.", show_default=False)
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Include ended allocations.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Allocations with cluster, SLURM id, state, GPU, job and heartbeat age."""
+    from rich.table import Table
+
+    from relaymd.cli import context
+    from relaymd.cli.output import age, console, print_json, state_style, styled
+    from relaymd.models import AllocationState
+
+    states = None if all_ else [s for s in AllocationState if not s.is_final]
+    allocations = context.open_state().list_allocations(cluster=cluster, states=states)
+    if as_json:
+        print_json(allocations)
+        return
+    if not allocations:
+        console().print("no allocations" + ("" if all_ else " (use --all to include ended ones)"))
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in (
+        "ALLOCATION",
+        "CLUSTER",
+        "PARTITION",
+        "SLURM ID",
+        "STATE",
+        "GPU",
+        "JOB",
+        "HEARTBEAT",
+        "AGE",
+    ):
+        table.add_column(column)
+    for alloc in allocations:
+        gpu = ", ".join(f"{g.name} ({g.memory_gib:.0f} GiB)" for g in alloc.gpus) or "-"
+        state = styled(alloc.state, state_style(alloc.state))
+        if alloc.end_reason and alloc.state is AllocationState.ENDED:
+            state += f" ({alloc.end_reason})"
+        table.add_row(
+            alloc.id,
+            alloc.cluster,
+            alloc.partition,
+            alloc.scheduler_id or "-",
+            state,
+            gpu,
+            alloc.job_id or "-",
+            age(alloc.seq_changed_at) + (" ago" if alloc.seq_changed_at else ""),
+            age(alloc.started_at or alloc.submitted_at),
+        )
+    console().print(table)

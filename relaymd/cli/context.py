@@ -1,0 +1,96 @@
+"""What every command needs: the global options, the loaded config and the state store.
+
+Kept lazy: nothing here imports pydantic models, boto3 or asyncssh until a command asks,
+so `relaymd --version` and `relaymd --help` stay instant.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from relaymd.cli.errors import CliError, ExitCode
+
+if TYPE_CHECKING:
+    from relaymd.config import LoadedConfig
+    from relaymd.models import Job
+    from relaymd.state import StateStore
+
+
+@dataclass
+class Options:
+    config_path: Path | None = None
+    debug: bool = False
+
+
+OPTIONS = Options()
+_loaded: LoadedConfig | None = None
+
+
+def load() -> LoadedConfig:
+    """The config for this invocation (explicit --config, $RELAYMD_CONFIG, XDG, embedded)."""
+    global _loaded
+    if _loaded is None:
+        from relaymd.config import ConfigError, load_config
+
+        try:
+            _loaded = load_config(OPTIONS.config_path)
+        except ConfigError as exc:
+            raise CliError(
+                str(exc),
+                hint="fix the file, then check it with `relaymd config validate`",
+                code=ExitCode.USAGE,
+            ) from None
+    return _loaded
+
+
+def set_loaded(loaded: LoadedConfig) -> None:
+    """The demo builds its own config in code; later calls of load() return it."""
+    global _loaded
+    _loaded = loaded
+
+
+def state_path(loaded: LoadedConfig) -> Path | None:
+    raw = loaded.config.state_path
+    return Path(raw).expanduser() if raw else None
+
+
+def open_state(loaded: LoadedConfig | None = None) -> StateStore:
+    from relaymd.state import StateStore
+    from relaymd.state.errors import StateStoreError
+
+    loaded = loaded or load()
+    try:
+        return StateStore.open(state_path(loaded))
+    except StateStoreError as exc:
+        raise CliError(str(exc)) from None
+    except (OSError, sqlite3.Error) as exc:
+        raise CliError(
+            f"cannot open the state database: {exc}",
+            hint="check RELAYMD_STATE_DIR / `state_path` in the config and its permissions",
+        ) from None
+
+
+def find_job(state: StateStore, prefix: str) -> Job:
+    """A job by full id or unique prefix; exit 4 when none, 2 when ambiguous."""
+    matches = state.find_job_by_prefix(prefix) if prefix else []
+    exact = [job for job in matches if job.id == prefix]
+    if exact:
+        return exact[0]
+    if len(matches) > 1:
+        shown = ", ".join(job.id for job in matches[:5])
+        raise CliError(
+            f"{prefix!r} matches {len(matches)} jobs ({shown}"
+            f"{', ...' if len(matches) > 5 else ''})",
+            hint="give more characters of the id",
+            code=ExitCode.USAGE,
+        )
+    if not matches:
+        raise CliError(
+            f"no job matches {prefix!r}",
+            hint="list jobs with `relaymd jobs list`",
+            code=ExitCode.NOT_FOUND,
+        )
+    return matches[0]

@@ -1,0 +1,116 @@
+"""Fetch a job's outputs and latest checkpoint from storage, verifying every checksum.
+
+Outputs are copied to DEST/outputs/<epoch>/..., the checkpoint to DEST/checkpoint/<epoch>-<seq>/.
+Checkpoint files are checked against the manifest (whose own sha256 the daemon recorded);
+output files against their segment's manifest when the worker wrote one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, Field, ValidationError
+
+from relaymd.cli.errors import CliError, ExitCode
+from relaymd.models import CheckpointManifest, Job
+from relaymd.storage import keys
+
+if TYPE_CHECKING:
+    from relaymd.storage.base import ObjectStore
+
+
+class DownloadResult(BaseModel):
+    job_id: str
+    destination: Path
+    files: list[Path] = Field(default_factory=list)
+    verified: int = 0  # files whose sha256 was checked
+    checkpoint_dir: Path | None = None
+
+
+def _safe_join(base: Path, relative: str) -> Path:
+    parts = PurePosixPath(relative).parts
+    if not parts or relative.startswith("/") or ".." in parts:
+        raise CliError(f"refusing to write outside {base}: object path {relative!r}")
+    return base.joinpath(*parts)
+
+
+def _manifest_hashes(store: ObjectStore, prefix: str) -> dict[str, str]:
+    """path -> sha256 from `prefix/manifest.json`, if present and readable."""
+    key = keys.manifest_key(prefix)
+    if not store.exists(key):
+        return {}
+    try:
+        manifest = CheckpointManifest.model_validate_json(store.get_bytes(key))
+    except ValidationError:
+        return {}
+    return {f.path: f.sha256 for f in manifest.files}
+
+
+def download_job(
+    job: Job,
+    store: ObjectStore,
+    dest: Path,
+    *,
+    outputs: bool = True,
+    checkpoint: bool = True,
+    show_progress: bool = True,
+) -> DownloadResult:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from relaymd.cli.output import err_console
+    from relaymd.storage.base import StorageError
+
+    result = DownloadResult(job_id=job.id, destination=dest)
+    plan: list[tuple[str, Path, str | None]] = []  # key, local path, expected sha256
+    if outputs:
+        out_root = keys.job_prefix(job.id) + "outputs/"
+        by_prefix: dict[str, dict[str, str]] = {}
+        for key in store.list_keys(out_root):
+            relative = key[len(out_root) :]
+            epoch, _, inner = relative.partition("/")
+            if not inner or inner == keys.MANIFEST_NAME:
+                continue
+            prefix = f"{out_root}{epoch}/"
+            hashes = by_prefix.setdefault(prefix, _manifest_hashes(store, prefix))
+            plan.append((key, _safe_join(dest / "outputs", relative), hashes.get(inner)))
+    if checkpoint and job.checkpoint is not None:
+        ref = job.checkpoint
+        manifest_bytes = store.get_bytes(
+            keys.manifest_key(ref.prefix), expected_sha256=ref.manifest_sha256
+        )
+        manifest = CheckpointManifest.model_validate_json(manifest_bytes)
+        result.checkpoint_dir = dest / "checkpoint" / f"{ref.epoch}-{ref.seq}"
+        result.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        (result.checkpoint_dir / keys.MANIFEST_NAME).write_bytes(manifest_bytes)
+        for item in manifest.files:
+            plan.append(
+                (ref.prefix + item.path, _safe_join(result.checkpoint_dir, item.path), item.sha256)
+            )
+    if not plan:
+        raise CliError(
+            f"job {job.id} has nothing to download yet (no outputs, no checkpoint)",
+            hint="wait until its first segment has checkpointed; see `relaymd jobs history`",
+            code=ExitCode.NOT_FOUND,
+        )
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err_console(),
+        disable=not show_progress,
+    )
+    with progress:
+        task = progress.add_task(f"download {job.id}", total=None)
+        for key, local, sha in plan:
+            local.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                store.get_file(
+                    key, local, expected_sha256=sha, progress=lambda n: progress.advance(task, n)
+                )
+            except StorageError as exc:
+                raise CliError(f"{key}: download failed: {exc}") from None
+            result.files.append(local)
+            result.verified += sha is not None
+    return result

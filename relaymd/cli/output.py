@@ -1,0 +1,104 @@
+"""Console helpers: rich tables for people, `--json` for scripts (one JSON document on stdout)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+    from rich.console import Console
+
+_console: Console | None = None
+_err_console: Console | None = None
+
+
+def console() -> Console:
+    global _console
+    if _console is None:
+        from rich.console import Console
+
+        _console = Console(highlight=False)
+    return _console
+
+
+def err_console() -> Console:
+    global _err_console
+    if _err_console is None:
+        from rich.console import Console
+
+        _err_console = Console(stderr=True, highlight=False)
+    return _err_console
+
+
+def to_jsonable(value: BaseModel | Sequence[BaseModel] | dict[str, Any] | Any) -> Any:
+    from pydantic import BaseModel
+
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    return value
+
+
+def print_json(value: Any) -> None:
+    """Plain stdout, no rich markup or wrapping, so `| jq` always parses."""
+    sys.stdout.write(json.dumps(to_jsonable(value), indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def age(when: datetime | None, now: datetime | None = None) -> str:
+    """'12s', '5m', '3h', '2d' ago; '-' for never."""
+    if when is None:
+        return "-"
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    seconds = max(0.0, ((now or datetime.now(UTC)) - when).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def human_bytes(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+def state_style(state: str) -> str:
+    return {
+        "queued": "cyan",
+        "assigned": "blue",
+        "running": "green",
+        "held": "yellow",
+        "completed": "bold green",
+        "failed": "bold red",
+        "cancelled": "dim",
+        "pending": "cyan",
+        "submitting": "blue",
+        "ended": "dim",
+    }.get(state, "")
+
+
+def styled(text: str, style: str) -> str:
+    """`text` in rich markup with `style`, escaped; plain when there is no style."""
+    from rich.markup import escape
+
+    return f"[{style}]{escape(text)}[/]" if style else escape(text)

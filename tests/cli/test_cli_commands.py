@@ -1,0 +1,203 @@
+"""The operator CLI end to end: real `relaymd` processes on tmp state/data/config."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from conftest import CliEnv
+
+from relaymd import __version__
+
+
+def make_job_dir(root: Path, name: str = "job", spec: str | None = None) -> Path:
+    directory = root / name
+    directory.mkdir()
+    for file in ("system.xml", "state.xml", "integrator.xml"):
+        (directory / file).write_text(f"<{file}/>\n")
+    (directory / "relaymd.yaml").write_text(
+        spec or "title: tiny\nengine: {kind: openmm, total_steps: 1000}\nresources: {gpus: 0}\n"
+    )
+    return directory
+
+
+def job_rows(cli: CliEnv) -> int:
+    if not cli.db.exists():
+        return 0
+    with sqlite3.connect(cli.db) as db:
+        return int(db.execute("SELECT count(*) FROM jobs").fetchone()[0])
+
+
+def stored_objects(cli: CliEnv) -> list[Path]:
+    return (
+        sorted(p for p in cli.storage_dir.rglob("*") if p.is_file())
+        if cli.storage_dir.exists()
+        else []
+    )
+
+
+def test_version_and_help(cli: CliEnv) -> None:
+    done = cli.run("--version")
+    assert (done.returncode, done.stdout.strip()) == (0, f"relaymd {__version__}")
+    for args in (["--help"], ["jobs", "--help"], ["submit", "--help"], ["demo", "--help"]):
+        done = cli.run(*args)
+        assert done.returncode == 0, done.stderr
+        assert "Usage" in done.stdout
+
+
+def test_status_and_listings_on_an_empty_state(cli: CliEnv) -> None:
+    done = cli.run("status")
+    assert done.returncode == 0, done.stderr
+    status = cli.json("status")
+    assert sum(status["jobs"].values()) == 0
+    assert cli.json("jobs", "list") == []
+    assert cli.json("workers", "list") == []
+    [cluster] = cli.json("clusters", "list")
+    assert (cluster["name"], cluster["enabled"]) == ("local", True)
+
+
+def test_submit_then_manage_a_job(cli: CliEnv) -> None:
+    directory = make_job_dir(cli.root)
+    done = cli.run("submit", str(directory), "--priority", "5")
+    assert done.returncode == 0, done.stderr
+    [job] = cli.json("jobs", "list")
+    assert (job["state"], job["spec"]["title"], job["spec"]["priority"]) == ("queued", "tiny", 5)
+    # The registered bundle exists in storage with the recorded checksum.
+    bundle = cli.storage_dir / job["bundle"]["key"]
+    assert hashlib.sha256(bundle.read_bytes()).hexdigest() == job["bundle"]["sha256"]
+
+    prefix = job["id"][:8]
+    assert cli.json("jobs", "show", prefix)["id"] == job["id"]
+    assert cli.run("jobs", "hold", prefix).returncode == 0
+    assert cli.json("jobs", "show", prefix)["state"] == "held"
+    assert cli.run("jobs", "hold", prefix).returncode == 0  # idempotent
+    assert cli.run("jobs", "release", prefix).returncode == 0
+    assert cli.json("jobs", "show", prefix)["state"] == "queued"
+    history = cli.json("jobs", "history", prefix)
+    assert (history["job"]["id"], history["segments"]) == (job["id"], [])
+    assert cli.run("jobs", "cancel", prefix).returncode == 0
+    assert cli.json("jobs", "show", prefix)["state"] == "cancelled"
+    again = cli.run("jobs", "cancel", prefix)
+    assert again.returncode == 5 and "already cancelled" in again.stderr
+    assert cli.run("jobs", "requeue", prefix).returncode == 0
+    assert cli.json("jobs", "list", "--state", "queued")[0]["id"] == job["id"]
+    assert cli.json("status")["jobs"]["queued"] == 1
+
+
+def test_several_directories_and_flags_only(cli: CliEnv) -> None:
+    first, second = (cli.root / "a", cli.root / "b")
+    for directory in (first, second):
+        directory.mkdir()
+        (directory / "run.sh").write_text("echo hi\n")
+    done = cli.run(
+        "submit",
+        str(first),
+        str(second),
+        "--engine",
+        "command",
+        "--command",
+        "bash run.sh",
+        "--checkpoint-glob",
+        "*.chk",
+        "--gpus",
+        "0",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    submitted = json.loads(done.stdout)["submitted"]
+    assert [s["title"] for s in submitted] == ["a", "b"]
+    jobs = cli.json("jobs", "list")
+    assert {j["spec"]["engine"]["command"][0] for j in jobs} == {"bash"}
+    assert len(stored_objects(cli)) == 2
+
+
+def test_dry_run_uploads_nothing(cli: CliEnv) -> None:
+    directory = make_job_dir(cli.root)
+    done = cli.run("submit", str(directory), "--dry-run", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["spec"]["engine"]["total_steps"] == 1000
+    assert (job_rows(cli), stored_objects(cli)) == (0, [])
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "expected"),
+    [
+        ("missing_dir", 4, ["nowhere", "no such directory"]),
+        ("unknown_cluster", 2, ["placement", "clusterZ", "configured clusters: local"]),
+        ("invalid_spec", 2, ["relaymd.yaml", "engine.openmm.total_step", "unknown field"]),
+        ("missing_input", 4, ["engine.state", "state.xml"]),
+        ("invalid_config", 2, ["config.yaml", "storage.url"]),
+        ("config_is_dir", 2, ["is a directory"]),
+        ("config_missing", 2, ["nope.yaml", "config file not found"]),
+        ("storage_unwritable", 1, ["upload", "failed"]),
+    ],
+)
+def test_bad_input_is_named_and_leaves_nothing(
+    cli: CliEnv, case: str, code: int, expected: list[str]
+) -> None:
+    directory = make_job_dir(cli.root)
+    args = ["submit", str(directory)]
+    env: dict[str, str] = {}
+    if case == "missing_dir":
+        args = ["submit", str(cli.root / "nowhere")]
+    elif case == "unknown_cluster":
+        args += ["--cluster", "clusterZ"]
+    elif case == "invalid_spec":
+        (directory / "relaymd.yaml").write_text("title: t\nengine: {kind: openmm, total_step: 5}\n")
+    elif case == "missing_input":
+        (directory / "state.xml").unlink()
+    elif case == "invalid_config":
+        cli.config.write_text("storage: {url: ftp://nowhere}\nclusters: [local]\n")
+    elif case == "config_is_dir":
+        env["RELAYMD_CONFIG"] = str(cli.root)
+    elif case == "config_missing":
+        env["RELAYMD_CONFIG"] = str(cli.root / "nope.yaml")
+    elif case == "storage_unwritable":
+        # The storage root is a plain file: the upload itself fails.
+        cli.data_dir.mkdir(parents=True)
+        cli.storage_dir.write_text("not a folder")
+    done = cli.run(*args, env=env)
+    assert done.returncode == code, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    assert "error:" in done.stderr
+    for fragment in expected:
+        assert fragment in done.stderr
+    assert job_rows(cli) == 0
+    objects = [] if case == "storage_unwritable" else stored_objects(cli)
+    assert objects == []
+
+
+def test_config_init_validate_and_refuse_overwrite(cli: CliEnv) -> None:
+    target = cli.root / "new" / "config.yaml"
+    assert cli.run("config", "init", str(target)).returncode == 0
+    done = cli.run("config", "validate", str(target))
+    assert done.returncode == 0 and done.stdout.startswith("OK"), done.stderr
+    refused = cli.run("config", "init", str(target))
+    assert refused.returncode == 5 and "already exists" in refused.stderr
+    assert cli.run("config", "init", str(target), "--force").returncode == 0
+    target.write_text(target.read_text().replace("stale_after_s", "stale_after"))
+    bad = cli.run("config", "validate", str(target))
+    assert bad.returncode == 2
+    assert str(target) in bad.stderr and "daemon.stale_after: unknown field" in bad.stderr
+    shown = cli.json("config", "show")
+    assert shown["config"]["clusters"][0]["name"] == "local"
+
+
+def test_unknown_job_and_cluster_exit_4(cli: CliEnv) -> None:
+    done = cli.run("jobs", "show", "jdoesnotexist")
+    assert done.returncode == 4 and "no job matches" in done.stderr
+    done = cli.run("clusters", "disable", "clusterZ")
+    assert done.returncode == 4 and "clusterZ" in done.stderr
+
+
+def test_cluster_disable_enable_and_daemon_status(cli: CliEnv) -> None:
+    assert cli.run("clusters", "disable", "local").returncode == 0
+    assert cli.json("clusters", "list")[0]["enabled"] is False
+    assert cli.run("clusters", "enable", "local").returncode == 0
+    assert cli.json("clusters", "list")[0]["enabled"] is True
+    done = cli.run("daemon", "status", "--json")
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["running"] is False

@@ -1,0 +1,39 @@
+"""The README's quickstart, `relaymd demo`, as a test: a real OpenMM job relayed locally."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+
+import pytest
+from conftest import RELAYMD, REPO, CliEnv
+
+
+@pytest.mark.slow
+def test_demo_relays_a_job_across_at_least_three_segments(cli: CliEnv) -> None:
+    env = {k: v for k, v in cli.env.items() if k != "RELAYMD_CONFIG"}  # the embedded default
+    done = subprocess.run(
+        [str(RELAYMD), "demo", "--state-dir", str(cli.state_dir), "--data-dir", str(cli.data_dir)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    assert "relaymd jobs download" in done.stdout
+
+    [job] = cli.json("jobs", "list")
+    assert job["state"] == "completed"
+    history = cli.json("jobs", "history", job["id"])
+    segments = history["segments"]
+    assert len(segments) >= 3
+    assert [s["epoch"] for s in segments] == sorted({s["epoch"] for s in segments})
+    assert [s["outcome"] for s in segments[:-1]] == ["handoff"] * (len(segments) - 1)
+    assert segments[-1]["outcome"] == "completed"
+    assert segments[-1]["end_step"] == job["total_steps"]
+    # Each segment resumed where the previous one handed off.
+    for before, after in itertools.pairwise(segments):
+        assert after["start_step"] == before["end_step"]
+    outputs = cli.data_dir / "storage" / "jobs" / job["id"] / "outputs"
+    assert outputs.is_dir() and any(outputs.rglob("*"))
