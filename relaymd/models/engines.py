@@ -28,6 +28,8 @@ class OpenMMSettings(UserModel):
     system: str | None = "system.xml"
     state: str | None = "state.xml"
     integrator: str | None = "integrator.xml"
+    # Optional PDB giving atom names for the DCD trajectory of serialized-XML inputs.
+    topology: str | None = None
     pdb: str | None = None
     forcefields: list[str] = Field(default_factory=list)
     integrator_settings: IntegratorSettings = Field(default_factory=IntegratorSettings)

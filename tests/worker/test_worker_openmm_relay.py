@@ -1,0 +1,243 @@
+"""Real OpenMM (Reference platform, ~200-atom water box) relayed by real worker processes."""
+
+from __future__ import annotations
+
+import re
+import signal
+from pathlib import Path
+
+import pytest
+from worker_harness import TERMINAL, Allocation, Relay, wait_for
+
+from relaymd.models import (
+    CheckpointRef,
+    ControlAction,
+    EventKind,
+    StorageAccess,
+    WorkerEvent,
+)
+from relaymd.storage import ObjectStore
+from relaymd.storage.checkpoints import download_checkpoint, list_checkpoints, verify_checkpoint
+from relaymd.storage.keys import outputs_prefix
+from relaymd.storage.mailbox import read_events
+
+EVERY = 20
+
+
+def _engine(total: int) -> dict[str, object]:
+    return {
+        "kind": "openmm",
+        "total_steps": total,
+        "checkpoint_every_steps": EVERY,
+        "report_every_steps": 10,
+        "dcd_every_steps": 20,
+        "topology": "topology.pdb",
+    }
+
+
+def _final_state(store: ObjectStore, ref: CheckpointRef, dest: Path) -> str:
+    download_checkpoint(store, ref, dest)
+    return (dest / "state.xml").read_text()
+
+
+def _block(xml: str, tag: str) -> str:
+    match = re.search(rf"<{tag}>.*?</{tag}>", xml, re.S)
+    assert match, tag
+    return match.group(0)
+
+
+def _checkpoints_of(events: list[WorkerEvent], epoch: int) -> list[WorkerEvent]:
+    return [e for e in events if e.kind is EventKind.CHECKPOINT and e.epoch == epoch]
+
+
+def _run_segment(
+    relay: Relay, engine: dict[str, object], stop_after_checkpoints: int | None
+) -> tuple[Allocation, WorkerEvent]:
+    """One allocation, one epoch: stop it (control.json) after N checkpoints, or let it end."""
+    alloc = relay.allocation()
+    alloc.assign(relay.assignment(alloc, engine))
+    alloc.start(idle_timeout=1.0)
+    epoch = relay.epoch
+    if stop_after_checkpoints is not None:
+
+        def seen() -> bool:
+            events = alloc.events()
+            done = any(e.kind in TERMINAL for e in events)
+            return done or len(_checkpoints_of(events, epoch)) >= stop_after_checkpoints
+
+        wait_for(seen, 60, "checkpoint events")
+        alloc.control(ControlAction.STOP, relay.job_id, epoch)
+    end = alloc.wait_event(TERMINAL, timeout=60, epoch=epoch)
+    assert alloc.wait_exit(60) == 0
+    relay.advance(alloc.events())
+    return alloc, end
+
+
+@pytest.mark.slow
+def test_relay_across_segments_is_bitwise_identical(
+    tmp_path: Path, file_access: StorageAccess, bundle_dir: Path
+) -> None:
+    total = 260
+    single = Relay(tmp_path / "single", file_access, "job-single")
+    single.upload_bundle(bundle_dir)
+    _, end = _run_segment(single, _engine(total), None)
+    assert end.kind is EventKind.COMPLETED and end.step == total
+    assert end.checkpoint is not None and end.checkpoint.step == total
+    reference = _final_state(single.store, end.checkpoint, tmp_path / "ref")
+
+    relay = Relay(tmp_path / "relay", file_access, "job-relay")
+    relay.upload_bundle(bundle_dir)
+    ends: list[WorkerEvent] = []
+    starts: list[WorkerEvent] = []
+    for _ in range(20):
+        alloc, end = _run_segment(relay, _engine(total), stop_after_checkpoints=1)
+        ends.append(end)
+        starts += [e for e in alloc.events() if e.kind is EventKind.STARTED]
+        if end.kind is EventKind.COMPLETED:
+            break
+        assert end.kind is EventKind.STOPPED, end
+        assert end.checkpoint is not None and end.checkpoint.epoch == relay.epoch
+        verify_checkpoint(relay.store, end.checkpoint)
+    assert ends[-1].kind is EventKind.COMPLETED and ends[-1].step == total
+    assert len(ends) >= 4, [e.step for e in ends]
+    # Every segment after the first resumed from where the previous one stopped, via the
+    # binary checkpoint (same platform).
+    assert starts[0].resumed_from == "start" and starts[0].step == 0
+    for previous, start in zip(ends, starts[1:], strict=False):
+        assert start.resumed_from == "checkpoint"
+        assert previous.checkpoint is not None and start.step == previous.checkpoint.step
+    assert ends[-1].checkpoint is not None
+    relayed = _final_state(relay.store, ends[-1].checkpoint, tmp_path / "relayed")
+    assert _block(relayed, "Positions") == _block(reference, "Positions")
+    assert _block(relayed, "Velocities") == _block(reference, "Velocities")
+    assert relayed == reference
+    # Each segment's outputs are kept under its own epoch.
+    for epoch in range(1, relay.epoch + 1):
+        keys = relay.store.list_keys(outputs_prefix(relay.job_id, epoch))
+        assert any(k.endswith("state_data.csv") for k in keys), (epoch, keys)
+
+
+@pytest.mark.slow
+def test_kill9_loses_at_most_one_checkpoint_interval(
+    tmp_path: Path, file_access: StorageAccess, bundle_dir: Path
+) -> None:
+    total = 200
+    relay = Relay(tmp_path, file_access, "job-kill")
+    relay.upload_bundle(bundle_dir)
+    alloc = relay.allocation()
+    alloc.assign(relay.assignment(alloc, _engine(total)))
+    alloc.start()
+    wait_for(lambda: len(_checkpoints_of(alloc.events(), 1)) >= 2, 60, "two checkpoints")
+    alloc.kill(signal.SIGKILL)
+    assert alloc.wait_exit(30) == -signal.SIGKILL
+    last_beat = alloc.heartbeat()
+    assert last_beat is not None and last_beat.epoch == 1
+    relay.advance(alloc.events())
+    assert relay.pointer is not None
+    newest = list_checkpoints(relay.store, relay.job_id)[0]
+    assert newest == relay.pointer  # every uploaded checkpoint was announced
+    assert last_beat.step - relay.pointer.step <= EVERY
+
+    _, end = _run_segment(relay, _engine(total), None)
+    assert end.kind is EventKind.COMPLETED and end.step == total
+    started = [e for e in _all_events(tmp_path) if e.kind is EventKind.STARTED and e.epoch == 2]
+    assert started[0].step == newest.step and started[0].resumed_from == "checkpoint"
+    # Redone work = the killed segment's progress past its newest uploaded checkpoint.
+    assert 0 <= last_beat.step - started[0].step <= EVERY
+
+
+def _all_events(root: Path) -> list[WorkerEvent]:
+    events: list[WorkerEvent] = []
+    for folder in sorted((root / "alloc").iterdir()):
+        events += read_events(folder / "events.jsonl", 0)[0]
+    return events
+
+
+@pytest.mark.slow
+def test_sigterm_hands_off_with_a_verified_checkpoint(
+    tmp_path: Path, file_access: StorageAccess, bundle_dir: Path
+) -> None:
+    relay = Relay(tmp_path, file_access, "job-term")
+    relay.upload_bundle(bundle_dir)
+    alloc = relay.allocation()
+    alloc.assign(relay.assignment(alloc, _engine(100_000)))
+    alloc.start()
+    wait_for(lambda: _checkpoints_of(alloc.events(), 1), 60, "first checkpoint")
+    alloc.kill(signal.SIGTERM)
+    handoff = alloc.wait_event({EventKind.HANDOFF}, timeout=60)
+    assert alloc.wait_exit(60) == 0
+    assert "SIGTERM" in (handoff.reason or "")
+    assert handoff.checkpoint is not None
+    manifest = verify_checkpoint(relay.store, handoff.checkpoint)
+    assert handoff.step is not None and manifest.step == handoff.step >= EVERY
+    assert manifest.platform == "Reference"
+    assert {f.path for f in manifest.files} >= {"checkpoint.chk", "state.xml"}
+    # The handoff checkpoint is the newest one and not a periodic one (step not a multiple).
+    assert list_checkpoints(relay.store, relay.job_id)[0] == handoff.checkpoint
+    beat = alloc.heartbeat()
+    assert beat is not None and beat.handoff_margin_s is not None and beat.platform == "Reference"
+
+
+@pytest.mark.slow
+def test_corrupted_latest_checkpoint_falls_back_to_previous(
+    tmp_path: Path, file_access: StorageAccess, bundle_dir: Path
+) -> None:
+    relay = Relay(tmp_path, file_access, "job-corrupt")
+    relay.upload_bundle(bundle_dir)
+    _, end = _run_segment(relay, _engine(100_000), stop_after_checkpoints=2)
+    assert end.kind is EventKind.STOPPED
+    latest, previous = relay.pointer, relay.fallbacks[0]
+    assert latest is not None and previous.step < latest.step
+    # Flip bytes of the latest checkpoint's state in the store.
+    store_root = Path(file_access.url.removeprefix("file://"))
+    victim = store_root / latest.prefix / "state.xml"
+    victim.write_bytes(victim.read_bytes().replace(b"<Positions>", b"<Positions >", 1))
+
+    alloc = relay.allocation()
+    alloc.assign(relay.assignment(alloc, _engine(100_000)))
+    alloc.start()
+    fallback = alloc.wait_event({EventKind.CHECKPOINT_FALLBACK}, timeout=60)
+    started = alloc.wait_event({EventKind.STARTED}, timeout=60)
+    alloc.control(ControlAction.STOP, relay.job_id, relay.epoch)
+    assert alloc.wait_event({EventKind.STOPPED}, timeout=60).checkpoint is not None
+    assert alloc.wait_exit(60) == 0
+    assert fallback.checkpoint == previous
+    assert f"{latest.epoch}-{latest.seq}" in (fallback.reason or "")
+    assert started.step == previous.step and started.checkpoint == previous
+
+
+@pytest.mark.slow
+def test_relay_through_moto_s3_keeps_secrets_out_of_logs(
+    tmp_path: Path, moto_access: StorageAccess, bundle_dir: Path
+) -> None:
+    relay = Relay(tmp_path, moto_access, "job-s3")
+    relay.upload_bundle(bundle_dir)
+    first, end = _run_segment(relay, _engine(120), stop_after_checkpoints=1)
+    assert end.kind is EventKind.STOPPED and end.checkpoint is not None
+    second, end = _run_segment(relay, _engine(120), None)
+    assert end.kind is EventKind.COMPLETED and end.step == 120
+    assert relay.store.list_keys(outputs_prefix(relay.job_id, 2))
+    for alloc in (first, second):
+        assert "worker-secret-key-123" not in alloc.log()
+        assert "assignment_taken" in alloc.log()
+
+
+@pytest.mark.slow
+def test_deadline_minus_margin_triggers_a_planned_handoff(
+    tmp_path: Path, file_access: StorageAccess, bundle_dir: Path
+) -> None:
+    import time
+
+    relay = Relay(tmp_path, file_access, "job-deadline")
+    relay.upload_bundle(bundle_dir)
+    alloc = relay.allocation()
+    alloc.assign(relay.assignment(alloc, _engine(100_000)))
+    alloc.start("--deadline", str(time.time() + 8))
+    handoff = alloc.wait_event({EventKind.HANDOFF}, timeout=60)
+    assert alloc.wait_exit(30) == 0
+    assert "allocation deadline" in (handoff.reason or "")
+    assert handoff.checkpoint is not None and handoff.checkpoint.step > 0
+    verify_checkpoint(relay.store, handoff.checkpoint)
+    beat = alloc.heartbeat()
+    assert beat is not None and beat.deadline is not None
+    assert beat.handoff_margin_s is not None and 0.5 <= beat.handoff_margin_s <= 2

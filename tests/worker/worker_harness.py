@@ -1,0 +1,189 @@
+"""The test plays the daemon: it writes assignment.json/control.json, runs real
+`relaymd-worker` processes and reads their events, heartbeats and checkpoints."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from relaymd.models import (
+    CONTROL_FILE,
+    EVENTS_FILE,
+    HEARTBEAT_FILE,
+    Assignment,
+    CheckpointRef,
+    Control,
+    ControlAction,
+    EventKind,
+    Heartbeat,
+    ObjectRef,
+    StorageAccess,
+    WorkerEvent,
+)
+from relaymd.storage import ObjectStore, open_store
+from relaymd.storage.bundle import pack_bundle
+from relaymd.storage.keys import bundle_key
+from relaymd.storage.mailbox import atomic_write_bytes, atomic_write_model, read_events, read_model
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+TERMINAL = {EventKind.HANDOFF, EventKind.STOPPED, EventKind.COMPLETED, EventKind.FAILED}
+
+
+def load_example(relpath: str, name: str) -> object:
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / relpath)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Allocation:
+    """One allocation folder and the worker process running in it."""
+
+    def __init__(self, root: Path, allocation_id: str, access: StorageAccess) -> None:
+        self.dir = root / "alloc" / allocation_id
+        self.dir.mkdir(parents=True, mode=0o700)
+        self.id = allocation_id
+        atomic_write_bytes(self.dir / "credentials", access.credentials_json().encode(), 0o600)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.work_dir = root / "work" / allocation_id
+
+    def start(self, *extra: str, idle_timeout: float = 30.0) -> subprocess.Popen[bytes]:
+        args = [
+            sys.executable, "-m", "worker_entry",
+            "--alloc-dir", str(self.dir),
+            "--heartbeat-interval", "0.2",
+            "--idle-timeout", str(idle_timeout),
+            "--margin-min", "0.5",
+            "--margin-max", "2",
+            "--platform", "Reference",
+            "--work-dir", str(self.work_dir),
+            *extra,
+        ]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RELAYMD_"))}
+        env["PYTHONPATH"] = str(REPO)
+        self.proc = subprocess.Popen(
+            args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        return self.proc
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        assert self.proc is not None
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"worker did not exit; log:\n{self.log()}") from None
+        return rc
+
+    def log(self) -> str:
+        path = self.dir / "worker.log"
+        return path.read_text() if path.exists() else ""
+
+    def assign(self, assignment: Assignment) -> None:
+        atomic_write_model(self.dir / "assignment.json", assignment)
+
+    def write_raw_assignment(self, data: bytes) -> None:
+        atomic_write_bytes(self.dir / "assignment.json", data)
+
+    def control(self, action: ControlAction, job_id: str | None, epoch: int | None) -> None:
+        atomic_write_model(
+            self.dir / CONTROL_FILE, Control(action=action, job_id=job_id, epoch=epoch)
+        )
+
+    def events(self) -> list[WorkerEvent]:
+        return read_events(self.dir / EVENTS_FILE, 0)[0]
+
+    def heartbeat(self) -> Heartbeat | None:
+        return read_model(self.dir / HEARTBEAT_FILE, Heartbeat)
+
+    def wait_event(
+        self, kinds: set[EventKind], timeout: float = 60.0, epoch: int | None = None
+    ) -> WorkerEvent:
+        def find() -> WorkerEvent | None:
+            for event in self.events():
+                if event.kind in kinds and (epoch is None or event.epoch == epoch):
+                    return event
+            if self.proc is not None and self.proc.poll() is not None:
+                # Exited: one last look, then give up with the log.
+                for event in self.events():
+                    if event.kind in kinds and (epoch is None or event.epoch == epoch):
+                        return event
+                raise AssertionError(f"worker exited {self.proc.returncode}; log:\n{self.log()}")
+            return None
+
+        found = wait_for(find, timeout, f"{kinds} event")
+        assert isinstance(found, WorkerEvent)
+        return found
+
+    def kill(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+
+class Relay:
+    """A job in a store, and the daemon's bookkeeping: epoch and resume pointer."""
+
+    def __init__(self, root: Path, access: StorageAccess, job_id: str) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.access = access
+        self.store: ObjectStore = open_store(access)
+        self.job_id = job_id
+        self.epoch = 0
+        self.pointer: CheckpointRef | None = None
+        self.fallbacks: list[CheckpointRef] = []
+        self.allocations = 0
+
+    def upload_bundle(self, source_dir: Path) -> ObjectRef:
+        archive = self.root / f"{self.job_id}-bundle.tar.gz"
+        pack_bundle(source_dir, archive)
+        self.bundle = self.store.put_file(bundle_key(self.job_id), archive)
+        return self.bundle
+
+    def allocation(self) -> Allocation:
+        self.allocations += 1
+        return Allocation(self.root, f"a{self.allocations:03d}", self.access)
+
+    def assignment(self, alloc: Allocation, engine: object, **extra: object) -> Assignment:
+        self.epoch += 1
+        return Assignment.model_validate(
+            {
+                "allocation_id": alloc.id,
+                "job_id": self.job_id,
+                "epoch": self.epoch,
+                "engine": engine,
+                "bundle": self.bundle,
+                "resume": self.pointer,
+                "fallbacks": self.fallbacks,
+                **extra,
+            }
+        )
+
+    def advance(self, events: list[WorkerEvent]) -> None:
+        """The daemon's rule: only checkpoints of the current epoch move the pointer."""
+        for event in events:
+            if event.kind is EventKind.CHECKPOINT and event.epoch == self.epoch:
+                assert event.checkpoint is not None
+                if (
+                    self.pointer is not None and self.pointer.epoch == self.epoch
+                ) or self.pointer is not None:
+                    self.fallbacks.insert(0, self.pointer)
+                self.pointer = event.checkpoint

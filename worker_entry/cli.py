@@ -1,0 +1,101 @@
+"""`relaymd-worker --alloc-dir <scratch>/alloc/<allocation_id>`: argparse only, so `--help`
+works without OpenMM or any operator dependency."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from worker_entry.options import PLATFORMS, DeadlineError, WorkerOptions, resolve_deadline
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        return default
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="relaymd-worker",
+        description="Run RelayMD relay segments inside one allocation. Reads assignment.json "
+        "and control.json from the allocation folder, writes heartbeat.json and events.jsonl, "
+        "and exchanges checkpoints with object storage.",
+    )
+    parser.add_argument(
+        "--alloc-dir",
+        required=True,
+        type=Path,
+        help="the allocation's mailbox folder, <scratch>/alloc/<allocation_id>",
+    )
+    parser.add_argument(
+        "--deadline",
+        help="allocation end (ISO-8601 or unix time); default: $RELAYMD_DEADLINE, "
+        "$SLURM_JOB_END_TIME, squeue, else none",
+    )
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=_env_float("RELAYMD_HEARTBEAT_INTERVAL", 30.0),
+        help="seconds between heartbeats (default 30, $RELAYMD_HEARTBEAT_INTERVAL)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=600.0,
+        help="exit after this many seconds without an assignment (default 600)",
+    )
+    parser.add_argument("--margin-min", type=float, default=30.0, help="handoff margin floor (s)")
+    parser.add_argument("--margin-max", type=float, default=900.0, help="handoff margin cap (s)")
+    parser.add_argument(
+        "--platform",
+        choices=PLATFORMS,
+        default=os.environ.get("RELAYMD_PLATFORM") or None,
+        help="OpenMM platform (default $RELAYMD_PLATFORM, else the job's, "
+        "else CUDA > OpenCL > CPU)",
+    )
+    parser.add_argument(
+        "--work-dir", type=Path, help="node-local scratch (default: a temp dir under $TMPDIR)"
+    )
+    return parser
+
+
+def parse_options(argv: list[str] | None = None) -> WorkerOptions:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        deadline = resolve_deadline(args.deadline, dict(os.environ))
+    except DeadlineError as exc:
+        parser.error(str(exc))
+    if args.margin_min > args.margin_max:
+        parser.error("--margin-min must not exceed --margin-max")
+    return WorkerOptions(
+        alloc_dir=args.alloc_dir.absolute(),
+        deadline=deadline,
+        heartbeat_interval_s=args.heartbeat_interval,
+        idle_timeout_s=args.idle_timeout,
+        margin_min_s=args.margin_min,
+        margin_max_s=args.margin_max,
+        platform=args.platform,
+        work_dir=args.work_dir,
+        poll_interval_s=min(0.5, max(0.05, args.heartbeat_interval / 4)),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_options(argv)
+    from worker_entry.worker import StartupError, run_worker
+
+    try:
+        return run_worker(options)
+    except StartupError as exc:
+        print(f"relaymd-worker: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

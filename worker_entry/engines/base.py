@@ -1,0 +1,114 @@
+"""What an engine gets from the segment runner and what it answers."""
+
+from __future__ import annotations
+
+import abc
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, Field
+
+from relaymd.models import CheckpointManifest
+from worker_entry.stopping import StopRequest
+
+
+class EngineFailure(Exception):
+    """The job cannot run: the message is the precise reason the `failed` event carries."""
+
+    def __init__(self, reason: str, *, retryable: bool = False, log_tail: list[str] | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+        self.log_tail = log_tail or []
+
+
+class Restored(BaseModel):
+    """A verified checkpoint downloaded to `directory` (files at their manifest paths)."""
+
+    directory: Path
+    manifest: CheckpointManifest
+
+
+class Outcome(StrEnum):
+    COMPLETED = "completed"
+    STOPPED = "stopped"  # a StopRequest was honoured; a final checkpoint was submitted
+
+
+class EngineResult(BaseModel):
+    outcome: Outcome
+    step: int
+    stop: StopRequest | None = None
+
+
+class SegmentHooks(Protocol):
+    """The segment runner's services, called from the engine's (main) thread."""
+
+    def check_stop(self) -> StopRequest | None: ...
+
+    def new_checkpoint_dir(self) -> tuple[int, Path]:
+        """(seq, an empty local folder) for the next checkpoint."""
+        ...
+
+    def submit_checkpoint(
+        self,
+        seq: int,
+        step: int,
+        files: list[tuple[str, Path]],
+        local_dir: Path,
+        *,
+        platform: str | None,
+        engine_version: str | None,
+        save_s: float,
+    ) -> None:
+        """Queue for background upload; the engine must not touch `local_dir` afterwards."""
+        ...
+
+    def report_progress(
+        self, step: int, total: int | None, ns_per_day: float | None = None
+    ) -> None: ...
+
+    def set_platform(self, platform: str) -> None: ...
+
+    def time_left_s(self) -> float | None:
+        """Seconds until the allocation deadline, None without one."""
+        ...
+
+
+class Engine(abc.ABC):
+    name: str
+    resumed_from: Literal["checkpoint", "state_xml", "start"] = "start"
+    total_steps: int | None = None
+    start_step: int = 0
+    output_dir: Path = Path()
+
+    @abc.abstractmethod
+    def prepare(self, work_dir: Path, restored: Restored | None, platform: str | None) -> None:
+        """Load inputs from the extracted bundle in `work_dir` and resume from `restored`.
+        Raises EngineFailure with a precise reason when inputs are missing or invalid."""
+
+    @abc.abstractmethod
+    def run(self, hooks: SegmentHooks, checkpoint_interval_s: float) -> EngineResult:
+        """Run until complete or asked to stop; on a stop, submit a final checkpoint first."""
+
+    @abc.abstractmethod
+    def output_files(self) -> list[tuple[str, Path]]:
+        """This segment's output files, uploaded under outputs/<epoch>/."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Free resources (processes, contexts)."""
+
+
+class CheckpointFiles(BaseModel):
+    """Names of the files an openmm checkpoint holds."""
+
+    checkpoint: str = "checkpoint.chk"
+    state: str = "state.xml"
+    info: str = "checkpoint_info.json"
+
+
+class OpenMMCheckpointInfo(BaseModel):
+    step: int = Field(ge=0)
+    platform: str
+    time_ps: float
+    openmm_version: str

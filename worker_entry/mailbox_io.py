@@ -1,0 +1,112 @@
+"""The worker's side of the allocation folder (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from relaymd.models import (
+    ASSIGNMENT_FILE,
+    CONTROL_FILE,
+    EVENTS_FILE,
+    HEARTBEAT_FILE,
+    Assignment,
+    Control,
+    ControlAction,
+    Heartbeat,
+    WorkerEvent,
+)
+from relaymd.storage.mailbox import append_event, atomic_write_model, read_model
+from worker_entry.logging import get_logger
+
+log = get_logger(__name__)
+
+# An assignment that stays unparsable this long is malformed, not half-written.
+GARBLED_GRACE_S = 3.0
+
+
+class AssignmentRead(BaseModel):
+    """One look at assignment.json: nothing, a valid assignment, or a malformed one."""
+
+    digest: str
+    assignment: Assignment | None = None
+    error: str | None = None
+    job_id: str | None = None
+    epoch: int | None = None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "(root)"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+class Mailbox:
+    def __init__(self, alloc_dir: Path) -> None:
+        self.dir = alloc_dir
+        self.allocation_id = alloc_dir.name
+        self._events_lock = threading.Lock()
+
+    def append(self, event: WorkerEvent) -> None:
+        with self._events_lock:
+            append_event(self.dir / EVENTS_FILE, event)
+        log.info(
+            "worker_event",
+            kind=event.kind.value,
+            job_id=event.job_id,
+            epoch=event.epoch,
+            step=event.step,
+            reason=event.reason,
+        )
+
+    def write_heartbeat(self, heartbeat: Heartbeat) -> None:
+        atomic_write_model(self.dir / HEARTBEAT_FILE, heartbeat)
+
+    def read_control(self) -> Control | None:
+        return read_model(self.dir / CONTROL_FILE, Control)
+
+    def applicable_control(self, job_id: str | None, epoch: int | None) -> ControlAction | None:
+        """A control with no job id applies to whatever runs; otherwise it must name this one."""
+        control = self.read_control()
+        if control is None:
+            return None
+        if control.job_id is not None and control.job_id != job_id:
+            return None
+        if control.epoch is not None and control.epoch != epoch:
+            return None
+        return control.action
+
+    def read_assignment(self) -> AssignmentRead | None:
+        """None when absent or (so far) unparsable JSON; otherwise the parse result."""
+        try:
+            raw = (self.dir / ASSIGNMENT_FILE).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("assignment_unreadable", error=str(exc))
+            return None
+        digest = hashlib.sha256(raw).hexdigest()
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return AssignmentRead(digest=digest, error=f"{ASSIGNMENT_FILE} is not JSON: {exc}")
+        if not isinstance(data, dict):
+            return AssignmentRead(digest=digest, error=f"{ASSIGNMENT_FILE} is not a JSON object")
+        job_id = data.get("job_id") if isinstance(data.get("job_id"), str) else None
+        epoch = data.get("epoch") if isinstance(data.get("epoch"), int) else None
+        try:
+            assignment = Assignment.model_validate(data)
+        except ValidationError as exc:
+            return AssignmentRead(
+                digest=digest,
+                error=f"malformed {ASSIGNMENT_FILE}: {_describe(exc)}",
+                job_id=job_id,
+                epoch=epoch,
+            )
+        return AssignmentRead(digest=digest, assignment=assignment, job_id=job_id, epoch=epoch)

@@ -1,0 +1,101 @@
+"""Fetch a job's inputs: the bundle (sha256-verified, safely extracted) and the resume
+checkpoint, falling back to older checkpoints when the newest fails verification."""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from relaymd.models import Assignment, CheckpointRef
+from relaymd.storage.base import IntegrityError, ObjectNotFound, ObjectStore, StorageError
+from relaymd.storage.bundle import BundleError, UnsafeBundleError, extract_bundle
+from relaymd.storage.checkpoints import download_checkpoint
+from worker_entry.engines.base import EngineFailure, Restored
+from worker_entry.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class Staged(BaseModel):
+    work_dir: Path
+    restored: Restored | None = None
+    resumed_ref: CheckpointRef | None = None
+    # Why newer checkpoints were skipped (empty when `resume` itself was good).
+    fallback_reasons: list[str] = []
+
+
+def _name(ref: CheckpointRef) -> str:
+    return f"{ref.epoch}-{ref.seq} (step {ref.step})"
+
+
+def fetch_bundle(store: ObjectStore, assignment: Assignment, seg_dir: Path) -> Path:
+    archive = seg_dir / "bundle.tar.gz"
+    work_dir = seg_dir / "work"
+    key = assignment.bundle.key
+    try:
+        store.get_file(key, archive, expected_sha256=assignment.bundle.sha256)
+    except ObjectNotFound:
+        raise EngineFailure(f"bundle {key} is not in storage") from None
+    except IntegrityError as exc:
+        raise EngineFailure(f"bundle {key} failed sha256 verification: {exc}") from None
+    except StorageError as exc:
+        raise EngineFailure(f"cannot download bundle {key}: {exc}", retryable=True) from None
+    work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        extract_bundle(archive, work_dir)
+    except UnsafeBundleError as exc:
+        raise EngineFailure(f"unsafe bundle {key}: {exc}") from None
+    except (BundleError, tarfile.TarError, OSError, EOFError) as exc:
+        raise EngineFailure(f"bundle {key} is not a readable tar.gz: {exc}") from None
+    finally:
+        archive.unlink(missing_ok=True)
+    return work_dir
+
+
+def _fetch_checkpoint(
+    store: ObjectStore, assignment: Assignment, ref: CheckpointRef, dest: Path
+) -> Restored:
+    manifest = download_checkpoint(store, ref, dest)
+    problems = []
+    if manifest.job_id != assignment.job_id:
+        problems.append(f"manifest is for job {manifest.job_id}")
+    if manifest.step != ref.step or manifest.epoch != ref.epoch or manifest.seq != ref.seq:
+        problems.append(
+            f"manifest says {manifest.epoch}-{manifest.seq} step {manifest.step}, "
+            f"the assignment says {ref.epoch}-{ref.seq} step {ref.step}"
+        )
+    if manifest.engine != assignment.engine.kind:
+        problems.append(f"manifest is for engine {manifest.engine}, not {assignment.engine.kind}")
+    if problems:
+        raise IntegrityError("; ".join(problems))
+    return Restored(directory=dest, manifest=manifest)
+
+
+def stage(store: ObjectStore, assignment: Assignment, seg_dir: Path) -> Staged:
+    work_dir = fetch_bundle(store, assignment, seg_dir)
+    if assignment.resume is None:
+        return Staged(work_dir=work_dir)
+    reasons: list[str] = []
+    for index, ref in enumerate([assignment.resume, *assignment.fallbacks]):
+        dest = seg_dir / f"restore-{index}"
+        try:
+            restored = _fetch_checkpoint(store, assignment, ref, dest)
+        except (IntegrityError, ObjectNotFound, ValidationError, ValueError) as exc:
+            # ObjectNotFound/IntegrityError subclass StorageError: test them first.
+            reasons.append(f"checkpoint {_name(ref)} unusable: {exc}")
+            log.warning(
+                "checkpoint_unusable", job_id=assignment.job_id, ref=ref.prefix, error=str(exc)
+            )
+            shutil.rmtree(dest, ignore_errors=True)
+            continue
+        except StorageError as exc:
+            raise EngineFailure(
+                f"cannot download checkpoint {_name(ref)}: {exc}", retryable=True
+            ) from None
+        return Staged(
+            work_dir=work_dir, restored=restored, resumed_ref=ref, fallback_reasons=reasons
+        )
+    raise EngineFailure("no usable checkpoint to resume from: " + " | ".join(reasons))
