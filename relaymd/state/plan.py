@@ -1,0 +1,107 @@
+"""How one store operation is written once and run by both the sync and the async front-end.
+
+An operation is a generator that yields `Statement`s and receives each one's `Result`; it
+returns the operation's value. It does no I/O itself, so `StateStore` (sqlite3) and
+`AsyncStateStore` (aiosqlite) are only loops that execute what it yields. A `Plan` pairs the
+generator with whether it writes, which decides how the executor opens its transaction.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Generator, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Generic, ParamSpec, TypeVar
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+Params = Sequence[Any] | Mapping[str, Any]
+
+# Transaction control, shared by both executors. IMMEDIATE takes the write lock up front:
+# a deferred transaction that later writes fails at once with SQLITE_BUSY instead of waiting.
+BEGIN_WRITE = "BEGIN IMMEDIATE"
+BEGIN_READ = "BEGIN DEFERRED"
+COMMIT = "COMMIT"
+ROLLBACK = "ROLLBACK"
+
+
+def savepoint(depth: int) -> str:
+    return f"SAVEPOINT relaymd_{depth}"
+
+
+def release(depth: int) -> str:
+    return f"RELEASE SAVEPOINT relaymd_{depth}"
+
+
+def rollback_to(depth: int) -> str:
+    return f"ROLLBACK TO SAVEPOINT relaymd_{depth}"
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    sql: str
+    params: Params = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    rowcount: int = -1
+    lastrowid: int | None = None
+
+
+Steps = Generator[Statement, Result, T]
+
+
+class Access(Enum):
+    READ = "read"
+    WRITE = "write"
+    RAW = "raw"  # the operation issues its own transaction control (opening, migrating)
+
+
+@dataclass(slots=True)
+class Plan(Generic[T]):
+    access: Access
+    steps: Steps[T]
+
+
+def reads(fn: Callable[P, Steps[T]]) -> Callable[P, Plan[T]]:
+    """Mark an operation as read-only: run it in a deferred (snapshot) transaction."""
+
+    @functools.wraps(fn)
+    def plan(*args: P.args, **kwargs: P.kwargs) -> Plan[T]:
+        return Plan(Access.READ, fn(*args, **kwargs))
+
+    return plan
+
+
+def writes(fn: Callable[P, Steps[T]]) -> Callable[P, Plan[T]]:
+    """Mark an operation as writing: run it in BEGIN IMMEDIATE (or the caller's transaction)."""
+
+    @functools.wraps(fn)
+    def plan(*args: P.args, **kwargs: P.kwargs) -> Plan[T]:
+        return Plan(Access.WRITE, fn(*args, **kwargs))
+
+    return plan
+
+
+def in_transaction(plan: Plan[T]) -> Steps[T]:
+    """The plan's statements wrapped in the transaction its access needs."""
+    if plan.access is Access.RAW:
+        return (yield from plan.steps)
+    yield Statement(BEGIN_WRITE if plan.access is Access.WRITE else BEGIN_READ)
+    try:
+        value = yield from plan.steps
+        yield Statement(COMMIT)
+    except BaseException:
+        with suppress(Exception):  # SQLite may already have rolled back (e.g. disk full)
+            yield Statement(ROLLBACK)
+        raise
+    return value
+
+
+def first_value(result: Result) -> Any:
+    return result.rows[0][0] if result.rows else None

@@ -1,0 +1,571 @@
+"""Every SQL statement of the state store and the mapping between rows and models.
+
+Each public function is one store operation (see `relaymd.state.plan`): both front-ends call
+it and execute what it yields, so the SQL and the row<->model mapping exist only here.
+Rows are decoded from the `data` JSON column; the other columns are derived from the model on
+every write by the `_*_row` functions, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from relaymd.models import (
+    Allocation,
+    AllocationCount,
+    AllocationState,
+    AuditEvent,
+    ClusterStatus,
+    DaemonStatus,
+    Job,
+    JobState,
+    Segment,
+    SegmentOutcome,
+    StatusSummary,
+    utcnow,
+)
+from relaymd.state.errors import ConflictError, DuplicateError, NotFoundError, SchemaTooNewError
+from relaymd.state.plan import (
+    Access,
+    Plan,
+    Result,
+    Statement,
+    Steps,
+    first_value,
+    in_transaction,
+    reads,
+    writes,
+)
+from relaymd.state.schema import MIGRATIONS, SCHEMA_VERSION, split_script
+
+# Long enough to ride out the daemon's biggest transaction and a WAL checkpoint.
+BUSY_TIMEOUT_S = 30.0
+
+_ONE_MICROSECOND = timedelta(microseconds=1)
+
+
+def ts(value: datetime | None) -> str | None:
+    """A fixed-width UTC text that sorts like the instant (pydantic's JSON form does not)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:  # the models only make aware datetimes; treat naive as UTC
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _bumped(previous: datetime) -> datetime:
+    """Now, but strictly after `previous`, so every update changes `updated_at`."""
+    return max(utcnow(), _aware(previous) + _ONE_MICROSECOND)
+
+
+def _insert_sql(table: str, columns: Sequence[str]) -> str:
+    names = ", ".join(columns)
+    values = ", ".join(f":{c}" for c in columns)
+    return f"INSERT INTO {table} ({names}) VALUES ({values}) ON CONFLICT DO NOTHING"
+
+
+def _update_sql(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+    sets = ", ".join(f"{c} = :{c}" for c in columns if c not in key)
+    where = " AND ".join(f"{c} = :{c}" for c in key)
+    return f"UPDATE {table} SET {sets} WHERE {where}"
+
+
+def _upsert_sql(table: str, columns: Sequence[str], key: str) -> str:
+    names = ", ".join(columns)
+    values = ", ".join(f":{c}" for c in columns)
+    sets = ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
+    return (
+        f"INSERT INTO {table} ({names}) VALUES ({values}) ON CONFLICT ({key}) DO UPDATE SET {sets}"
+    )
+
+
+def _placeholders(values: Sequence[Any]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+# --- schema and connection -------------------------------------------------------------------
+
+CONNECTION_PRAGMAS = (
+    f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}",
+    # FULL: a committed epoch must survive a power cut, or two workers could share one.
+    "PRAGMA synchronous = FULL",
+    # Read through the OS page cache without copying: a fresh CLI process starts cold.
+    "PRAGMA mmap_size = 268435456",
+)
+
+
+def _user_version() -> Steps[int]:
+    result = yield Statement("PRAGMA user_version")
+    return int(first_value(result) or 0)
+
+
+def _needs_migration(found: int, path: Path | str) -> bool:
+    if found > SCHEMA_VERSION:
+        raise SchemaTooNewError(path, found, SCHEMA_VERSION)
+    return found < SCHEMA_VERSION
+
+
+def _setup(path: Path | str) -> Steps[int]:
+    for pragma in CONNECTION_PRAGMAS:
+        yield Statement(pragma)
+    found = yield from _user_version()
+    _needs_migration(found, path)  # refuse a newer file before changing anything in it
+    yield Statement("PRAGMA journal_mode = WAL")
+    if found < SCHEMA_VERSION:
+        found = yield from in_transaction(Plan(Access.WRITE, _migrate(path)))
+    return found
+
+
+def _migrate(path: Path | str) -> Steps[int]:
+    # Re-read under the write lock: another process may have migrated meanwhile.
+    found = yield from _user_version()
+    if _needs_migration(found, path):
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            for sql in split_script(MIGRATIONS[version - 1]):
+                yield Statement(sql)
+            yield Statement(f"PRAGMA user_version = {version}")
+    return found
+
+
+def open_connection(path: Path | str) -> Plan[int]:
+    """Configure a fresh connection and migrate the file; returns the version found."""
+    return Plan(Access.RAW, _setup(path))
+
+
+@reads
+def schema_version() -> Steps[int]:
+    return (yield from _user_version())
+
+
+# --- jobs ------------------------------------------------------------------------------------
+
+_JOB_COLUMNS = (
+    "id",
+    "state",
+    "priority",
+    "epoch",
+    "allocation_id",
+    "ns_per_day",
+    "created_at",
+    "updated_at",
+    "data",
+)
+_INSERT_JOB = _insert_sql("jobs", _JOB_COLUMNS)
+_UPDATE_JOB = _update_sql("jobs", _JOB_COLUMNS, ("id",))
+_JOB_ORDER = "ORDER BY priority DESC, created_at ASC, id ASC"
+
+
+def _job_row(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "state": job.state.value,
+        "priority": job.spec.priority,
+        "epoch": job.epoch,
+        "allocation_id": job.allocation_id,
+        "ns_per_day": job.ns_per_day,
+        "created_at": ts(job.created_at),
+        "updated_at": ts(job.updated_at),
+        "data": job.model_dump_json(),
+    }
+
+
+def _jobs(result: Result) -> list[Job]:
+    return [Job.model_validate_json(row[0]) for row in result.rows]
+
+
+def _load_job(job_id: str) -> Steps[Job]:
+    result = yield Statement("SELECT data FROM jobs WHERE id = ?", (job_id,))
+    if not result.rows:
+        raise NotFoundError(f"no job {job_id} in the state database")
+    return Job.model_validate_json(result.rows[0][0])
+
+
+@writes
+def insert_job(job: Job) -> Steps[None]:
+    result = yield Statement(_INSERT_JOB, _job_row(job))
+    if result.rowcount == 0:
+        raise DuplicateError(f"job {job.id} already exists in the state database")
+
+
+@reads
+def get_job(job_id: str) -> Steps[Job | None]:
+    result = yield Statement("SELECT data FROM jobs WHERE id = ?", (job_id,))
+    jobs = _jobs(result)
+    return jobs[0] if jobs else None
+
+
+@reads
+def list_jobs(
+    states: Sequence[JobState] | None = None, limit: int | None = None, offset: int = 0
+) -> Steps[list[Job]]:
+    params: list[Any] = []
+    where = ""
+    if states is not None:
+        if not states:
+            return []
+        where = f"WHERE state IN ({_placeholders(states)})"
+        params.extend(JobState(s).value for s in states)
+    params.extend((-1 if limit is None else limit, offset))
+    # Sort and page on the covering index first, then fetch only the page's JSON: sorting
+    # the JSON of every matching row would cost milliseconds per thousand jobs.
+    result = yield Statement(
+        "SELECT jobs.data FROM (SELECT id, priority, created_at FROM jobs "
+        f"{where} {_JOB_ORDER} LIMIT ? OFFSET ?) AS page JOIN jobs ON jobs.id = page.id "
+        "ORDER BY page.priority DESC, page.created_at ASC, page.id ASC",
+        params,
+    )
+    return _jobs(result)
+
+
+@writes
+def update_job(job: Job, expected_updated_at: datetime | None = None) -> Steps[Job]:
+    """Replace the row; returns what was stored.
+
+    The epoch never goes backwards (a caller holding an older copy cannot undo a
+    `next_epoch`), and `updated_at` always advances. With `expected_updated_at`, the update
+    is a compare-and-set: ConflictError if the row changed since that copy was read.
+    """
+    current = yield from _load_job(job.id)
+    if expected_updated_at is not None and _aware(current.updated_at) != _aware(
+        expected_updated_at
+    ):
+        raise ConflictError(
+            f"job {job.id} changed since it was read (updated at {current.updated_at})"
+        )
+    stored = job.model_copy(
+        update={"epoch": max(current.epoch, job.epoch), "updated_at": _bumped(current.updated_at)}
+    )
+    yield Statement(_UPDATE_JOB, _job_row(stored))
+    return stored
+
+
+@reads
+def count_jobs_by_state() -> Steps[dict[JobState, int]]:
+    result = yield Statement("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+    return _state_counts(result.rows)
+
+
+def _state_counts(rows: Sequence[Sequence[Any]]) -> dict[JobState, int]:
+    counts = dict.fromkeys(JobState, 0)
+    for state, count, *_ in rows:
+        counts[JobState(state)] = int(count)
+    return counts
+
+
+@writes
+def next_epoch(job_id: str) -> Steps[int]:
+    current = yield from _load_job(job_id)
+    stored = current.model_copy(
+        update={"epoch": current.epoch + 1, "updated_at": _bumped(current.updated_at)}
+    )
+    yield Statement(_UPDATE_JOB, _job_row(stored))
+    return stored.epoch
+
+
+@reads
+def find_job_by_prefix(prefix: str, limit: int | None = None) -> Steps[list[Job]]:
+    """Jobs whose id starts with `prefix`, by id; `limit=2` is enough to detect ambiguity."""
+    if not prefix:
+        raise ValueError("a job id prefix must not be empty")
+    # A range on the primary key (LIKE would scan the table and treat _ and % specially).
+    result = yield Statement(
+        "SELECT data FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+        (prefix, prefix + "\U0010ffff", -1 if limit is None else limit),
+    )
+    return _jobs(result)
+
+
+# --- allocations -----------------------------------------------------------------------------
+
+_ALLOCATION_COLUMNS = ("id", "cluster", "state", "job_id", "submitted_at", "data")
+_INSERT_ALLOCATION = _insert_sql("allocations", _ALLOCATION_COLUMNS)
+_UPDATE_ALLOCATION = _update_sql("allocations", _ALLOCATION_COLUMNS, ("id",))
+
+
+def _allocation_row(allocation: Allocation) -> dict[str, Any]:
+    return {
+        "id": allocation.id,
+        "cluster": allocation.cluster,
+        "state": allocation.state.value,
+        "job_id": allocation.job_id,
+        "submitted_at": ts(allocation.submitted_at),
+        "data": allocation.model_dump_json(),
+    }
+
+
+@writes
+def insert_allocation(allocation: Allocation) -> Steps[None]:
+    result = yield Statement(_INSERT_ALLOCATION, _allocation_row(allocation))
+    if result.rowcount == 0:
+        raise DuplicateError(f"allocation {allocation.id} already exists in the state database")
+
+
+@reads
+def get_allocation(allocation_id: str) -> Steps[Allocation | None]:
+    result = yield Statement("SELECT data FROM allocations WHERE id = ?", (allocation_id,))
+    return Allocation.model_validate_json(result.rows[0][0]) if result.rows else None
+
+
+@reads
+def list_allocations(
+    cluster: str | None = None, states: Sequence[AllocationState] | None = None
+) -> Steps[list[Allocation]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if cluster is not None:
+        clauses.append("cluster = ?")
+        params.append(cluster)
+    if states is not None:
+        if not states:
+            return []
+        clauses.append(f"state IN ({_placeholders(states)})")
+        params.extend(AllocationState(s).value for s in states)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    result = yield Statement(
+        f"SELECT data FROM allocations {where} ORDER BY submitted_at, id", params
+    )
+    return [Allocation.model_validate_json(row[0]) for row in result.rows]
+
+
+@writes
+def update_allocation(allocation: Allocation) -> Steps[None]:
+    result = yield Statement(_UPDATE_ALLOCATION, _allocation_row(allocation))
+    if result.rowcount == 0:
+        raise NotFoundError(f"no allocation {allocation.id} in the state database")
+
+
+# --- segments --------------------------------------------------------------------------------
+
+_SEGMENT_COLUMNS = (
+    "job_id",
+    "epoch",
+    "allocation_id",
+    "cluster",
+    "start_step",
+    "end_step",
+    "started_at",
+    "ended_at",
+    "outcome",
+    "reason",
+    "data",
+)
+_INSERT_SEGMENT = _insert_sql("segments", _SEGMENT_COLUMNS)
+_UPDATE_SEGMENT = _update_sql("segments", _SEGMENT_COLUMNS, ("job_id", "epoch"))
+
+
+def _segment_row(segment: Segment) -> dict[str, Any]:
+    return {
+        "job_id": segment.job_id,
+        "epoch": segment.epoch,
+        "allocation_id": segment.allocation_id,
+        "cluster": segment.cluster,
+        "start_step": segment.start_step,
+        "end_step": segment.end_step,
+        "started_at": ts(segment.started_at),
+        "ended_at": ts(segment.ended_at),
+        "outcome": segment.outcome.value,
+        "reason": segment.reason,
+        "data": segment.model_dump_json(),
+    }
+
+
+@writes
+def insert_segment(segment: Segment) -> Steps[None]:
+    result = yield Statement(_INSERT_SEGMENT, _segment_row(segment))
+    if result.rowcount == 0:
+        raise DuplicateError(
+            f"job {segment.job_id} already has a segment for epoch {segment.epoch}"
+        )
+
+
+@writes
+def close_segment(
+    job_id: str,
+    epoch: int,
+    outcome: SegmentOutcome,
+    end_step: int | None,
+    reason: str | None = None,
+) -> Steps[Segment]:
+    """Record how a segment ended. Closing again (a later, better classification) overwrites
+    the outcome and reason but keeps the first `ended_at`, and a None `end_step` keeps the
+    stored one."""
+    result = yield Statement(
+        "SELECT data FROM segments WHERE job_id = ? AND epoch = ?", (job_id, epoch)
+    )
+    if not result.rows:
+        raise NotFoundError(f"job {job_id} has no segment for epoch {epoch}")
+    segment = Segment.model_validate_json(result.rows[0][0])
+    closed = segment.model_copy(
+        update={
+            "outcome": SegmentOutcome(outcome),
+            "end_step": segment.end_step if end_step is None else end_step,
+            "reason": reason,
+            "ended_at": segment.ended_at or utcnow(),
+        }
+    )
+    yield Statement(_UPDATE_SEGMENT, _segment_row(closed))
+    return closed
+
+
+@reads
+def list_segments(job_id: str) -> Steps[list[Segment]]:
+    result = yield Statement(
+        "SELECT data FROM segments WHERE job_id = ? ORDER BY epoch, id", (job_id,)
+    )
+    return [Segment.model_validate_json(row[0]) for row in result.rows]
+
+
+# --- audit events ----------------------------------------------------------------------------
+
+_INSERT_EVENT = (
+    "INSERT INTO events (at, kind, job_id, allocation_id, cluster, data) "
+    "VALUES (:at, :kind, :job_id, :allocation_id, :cluster, :data)"
+)
+
+
+def _event_from_row(row: Sequence[Any]) -> AuditEvent:
+    event = AuditEvent.model_validate_json(row[1])
+    return event.model_copy(update={"id": int(row[0])})
+
+
+@writes
+def add_event(
+    kind: str,
+    message: str,
+    *,
+    job_id: str | None = None,
+    allocation_id: str | None = None,
+    cluster: str | None = None,
+) -> Steps[AuditEvent]:
+    event = AuditEvent(
+        kind=kind, message=message, job_id=job_id, allocation_id=allocation_id, cluster=cluster
+    )
+    result = yield Statement(
+        _INSERT_EVENT,
+        {
+            "at": ts(event.at),
+            "kind": event.kind,
+            "job_id": event.job_id,
+            "allocation_id": event.allocation_id,
+            "cluster": event.cluster,
+            "data": event.model_dump_json(exclude={"id"}),
+        },
+    )
+    return event.model_copy(update={"id": result.lastrowid})
+
+
+@reads
+def list_events(job_id: str | None = None, limit: int = 50) -> Steps[list[AuditEvent]]:
+    """The newest `limit` events (of one job, or all), oldest first like a log tail."""
+    where, params = ("WHERE job_id = ?", [job_id]) if job_id is not None else ("", [])
+    result = yield Statement(
+        f"SELECT id, data FROM (SELECT id, data FROM events {where} ORDER BY id DESC LIMIT ?) "
+        "ORDER BY id ASC",
+        [*params, limit],
+    )
+    return [_event_from_row(row) for row in result.rows]
+
+
+# --- clusters --------------------------------------------------------------------------------
+
+_CLUSTER_COLUMNS = ("name", "enabled", "reachability", "data")
+_UPSERT_CLUSTER = _upsert_sql("clusters", _CLUSTER_COLUMNS, "name")
+
+
+def _cluster_row(status: ClusterStatus) -> dict[str, Any]:
+    return {
+        "name": status.name,
+        "enabled": int(status.enabled),
+        "reachability": status.reachability.value,
+        "data": status.model_dump_json(),
+    }
+
+
+def _load_cluster(name: str) -> Steps[ClusterStatus | None]:
+    result = yield Statement("SELECT data FROM clusters WHERE name = ?", (name,))
+    return ClusterStatus.model_validate_json(result.rows[0][0]) if result.rows else None
+
+
+@writes
+def upsert_cluster_status(status: ClusterStatus) -> Steps[ClusterStatus]:
+    """Store the daemon's view of a cluster. `enabled` belongs to the operator: an existing
+    row keeps its flag (change it with `set_cluster_enabled`); a new row takes the given one."""
+    current = yield from _load_cluster(status.name)
+    stored = status if current is None else status.model_copy(update={"enabled": current.enabled})
+    yield Statement(_UPSERT_CLUSTER, _cluster_row(stored))
+    return stored
+
+
+@reads
+def get_cluster_status(name: str) -> Steps[ClusterStatus | None]:
+    return (yield from _load_cluster(name))
+
+
+@reads
+def list_cluster_status() -> Steps[list[ClusterStatus]]:
+    result = yield Statement("SELECT data FROM clusters ORDER BY name")
+    return [ClusterStatus.model_validate_json(row[0]) for row in result.rows]
+
+
+@writes
+def set_cluster_enabled(name: str, enabled: bool) -> Steps[ClusterStatus]:
+    current = yield from _load_cluster(name)
+    stored = (current or ClusterStatus(name=name)).model_copy(update={"enabled": enabled})
+    yield Statement(_UPSERT_CLUSTER, _cluster_row(stored))
+    return stored
+
+
+# --- daemon ----------------------------------------------------------------------------------
+
+_UPSERT_DAEMON = _upsert_sql("daemon", ("id", "data"), "id")
+
+
+@writes
+def set_daemon_status(status: DaemonStatus) -> Steps[None]:
+    yield Statement(_UPSERT_DAEMON, {"id": 1, "data": status.model_dump_json()})
+
+
+def _load_daemon() -> Steps[DaemonStatus | None]:
+    result = yield Statement("SELECT data FROM daemon WHERE id = 1")
+    return DaemonStatus.model_validate_json(result.rows[0][0]) if result.rows else None
+
+
+@reads
+def get_daemon_status() -> Steps[DaemonStatus | None]:
+    return (yield from _load_daemon())
+
+
+# --- relaymd status --------------------------------------------------------------------------
+
+
+@reads
+def status_summary() -> Steps[StatusSummary]:
+    """Aggregates only (covering indexes), in one snapshot: fast with 100 000 jobs."""
+    jobs = yield Statement("SELECT state, COUNT(*), TOTAL(ns_per_day) FROM jobs GROUP BY state")
+    allocations = yield Statement(
+        "SELECT cluster, state, COUNT(*) FROM allocations GROUP BY cluster, state "
+        "ORDER BY cluster, state"
+    )
+    clusters = yield from list_cluster_status().steps
+    daemon = yield from _load_daemon()
+    counts = _state_counts(jobs.rows)
+    rate = sum(float(r[2]) for r in jobs.rows if r[0] == JobState.RUNNING.value)
+    return StatusSummary(
+        jobs=counts,
+        total_jobs=sum(counts.values()),
+        running_jobs=counts[JobState.RUNNING],
+        running_ns_per_day=rate,
+        allocations=[
+            AllocationCount(cluster=c, state=AllocationState(s), count=n)
+            for c, s, n in allocations.rows
+        ],
+        clusters=clusters,
+        daemon=daemon,
+    )

@@ -1,0 +1,110 @@
+"""The schema as numbered migrations; `PRAGMA user_version` records how many were applied.
+
+Never edit a released migration: append a new script. Opening a file runs the missing ones in
+one write transaction, so a crash mid-migration leaves the file at its old version.
+
+Every table keeps the model's full JSON in `data` (the source of truth when reading) plus the
+columns that queries filter, sort or aggregate on; `relaymd.state.queries` keeps both in step.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+# v1: the relay itself.
+_V1 = """
+CREATE TABLE jobs (
+    id            TEXT PRIMARY KEY,
+    state         TEXT NOT NULL,
+    priority      INTEGER NOT NULL DEFAULT 0,
+    epoch         INTEGER NOT NULL DEFAULT 0,
+    allocation_id TEXT,
+    ns_per_day    REAL,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    data          TEXT NOT NULL
+);
+CREATE INDEX jobs_by_order ON jobs (priority DESC, created_at ASC, id ASC);
+CREATE INDEX jobs_by_state_order ON jobs (state, priority DESC, created_at ASC, id ASC);
+
+CREATE TABLE allocations (
+    id           TEXT PRIMARY KEY,
+    cluster      TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    job_id       TEXT,
+    submitted_at TEXT NOT NULL,
+    data         TEXT NOT NULL
+);
+CREATE INDEX allocations_by_cluster_state ON allocations (cluster, state);
+CREATE INDEX allocations_by_state ON allocations (state, submitted_at, id);
+
+CREATE TABLE segments (
+    id            INTEGER PRIMARY KEY,
+    job_id        TEXT NOT NULL,
+    epoch         INTEGER NOT NULL,
+    allocation_id TEXT NOT NULL,
+    cluster       TEXT NOT NULL,
+    start_step    INTEGER NOT NULL,
+    end_step      INTEGER,
+    started_at    TEXT NOT NULL,
+    ended_at      TEXT,
+    outcome       TEXT NOT NULL,
+    reason        TEXT,
+    data          TEXT NOT NULL,
+    UNIQUE (job_id, epoch)
+);
+CREATE INDEX segments_by_allocation ON segments (allocation_id);
+
+CREATE TABLE events (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    at            TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    job_id        TEXT,
+    allocation_id TEXT,
+    cluster       TEXT,
+    data          TEXT NOT NULL
+);
+CREATE INDEX events_by_job ON events (job_id, id);
+"""
+
+# v2: operator-facing status (per-cluster switch and reachability, the daemon's heartbeat)
+# and a covering index so `relaymd status` aggregates jobs without touching the table.
+_V2 = """
+CREATE TABLE clusters (
+    name         TEXT PRIMARY KEY,
+    enabled      INTEGER NOT NULL DEFAULT 1,
+    reachability TEXT NOT NULL,
+    data         TEXT NOT NULL
+);
+
+CREATE TABLE daemon (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    data TEXT NOT NULL
+);
+
+CREATE INDEX jobs_by_state_rate ON jobs (state, ns_per_day);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _is_blank(sql: str) -> bool:
+    """Only whitespace, `--` comments and semicolons."""
+    code = "".join(line.split("--", 1)[0] for line in sql.splitlines())
+    return not code.strip(" \t;")
+
+
+def split_script(script: str) -> list[str]:
+    """Split a script into statements (executescript would COMMIT our open transaction)."""
+    statements: list[str] = []
+    buffer = ""
+    for piece in script.split(";"):
+        buffer += piece + ";"
+        if sqlite3.complete_statement(buffer):
+            if not _is_blank(buffer):
+                statements.append(buffer.strip())
+            buffer = ""
+    if not _is_blank(buffer):
+        raise ValueError(f"incomplete SQL statement at the end of a migration: {buffer!r}")
+    return statements
