@@ -1,0 +1,77 @@
+"""Quoting of every value that reaches a job script or a scheduler command.
+
+Profile paths may start with `~/` or `$VAR` (`$SCRATCH/relaymd`), which must expand on the
+cluster; everything else is single-quoted, so no profile or job value can inject shell code.
+`#SBATCH` values are not shell at all: sbatch splits them on whitespace, so they must be one
+token with no line breaks or quotes (else a value could add options such as `--uid`).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+_LEADING_VAR = re.compile(
+    r"^\$(\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))"
+)
+_SBATCH_TOKEN = re.compile(r"^[^\s'\"\\`\x00-\x1f\x7f]+$")
+_SCHEDULER_ID = re.compile(r"^[0-9]+(_[0-9]+)?$")
+
+
+class UnsafeValue(ValueError):
+    """A profile or job value that cannot be put into a job script safely."""
+
+
+def quote(value: object) -> str:
+    return shlex.quote(str(value))
+
+
+def shell_path(path: str) -> str:
+    """A shell word for `path`: a leading `~/` or `$VAR` expands, the rest is quoted."""
+    if path == "~" or path.startswith("~/"):
+        rest = path[1:]
+        return '"$HOME"' + (shlex.quote(rest) if rest else "")
+    match = _LEADING_VAR.match(path)
+    if match:
+        name = match["braced"] or match["plain"]
+        rest = path[match.end() :]
+        return f'"${{{name}}}"' + (shlex.quote(rest) if rest else "")
+    return shlex.quote(path)
+
+
+def is_literal_path(path: str) -> bool:
+    """True when the path needs no expansion on the cluster (usable in `#SBATCH` lines)."""
+    return path.startswith("/") and "$" not in path and _SBATCH_TOKEN.match(path) is not None
+
+
+def sbatch_value(field: str, value: object) -> str:
+    """One `#SBATCH` token, or UnsafeValue naming the field."""
+    text = str(value)
+    if not _SBATCH_TOKEN.match(text):
+        raise UnsafeValue(
+            f"{field} {text!r} cannot go into an #SBATCH line: use one word without spaces,"
+            " quotes, backslashes, backticks or line breaks"
+        )
+    return text
+
+
+def sbatch_option(field: str, line: str) -> str:
+    """A whole extra `#SBATCH` option from a profile, e.g. `--mail-type=END`."""
+    text = sbatch_value(field, line)
+    if not text.startswith("-"):
+        raise UnsafeValue(f"{field} {text!r} must be an sbatch option starting with `-`")
+    return text
+
+
+def scheduler_id(value: str) -> str:
+    """A SLURM job id (or a pid for the direct scheduler): digits only, never raw text."""
+    if not _SCHEDULER_ID.match(value):
+        raise UnsafeValue(f"scheduler job id {value!r} is not a number")
+    return value
+
+
+def allocation_id(value: str) -> str:
+    # relaymd.ids makes [0-9a-z] ids; anything else did not come from us.
+    if not value or not value.isascii() or not value.isalnum():
+        raise UnsafeValue(f"allocation id {value!r} is not alphanumeric")
+    return value

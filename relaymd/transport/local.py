@@ -1,0 +1,64 @@
+"""Commands on this machine: `bash -s` as an asyncio subprocess (the embedded `local` cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+
+from relaymd.models import ClusterProfile
+from relaymd.transport.base import CommandResult, RemoteTimeout, Transport, TransportError
+
+
+class LocalTransport(Transport):
+    def __init__(self, profile: ClusterProfile) -> None:
+        self.cluster = profile.name
+        self.default_timeout = profile.command_timeout_s
+        self.round_trips = 0
+        self._slots = asyncio.Semaphore(profile.max_channels)
+
+    async def run(self, script: str, *, timeout: float | None = None) -> CommandResult:  # noqa: ASYNC109
+        limit = self.default_timeout if timeout is None else timeout
+        self.round_trips += 1
+        async with self._slots:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    "bash",
+                    "-s",
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    # Own process group, so a timeout kills the whole script, not just bash.
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise TransportError(
+                    f"{self.cluster}: cannot start bash on this machine: {exc}",
+                    cluster=self.cluster,
+                ) from exc
+            try:
+                out, err = await asyncio.wait_for(proc.communicate(script.encode()), limit)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(Exception):
+                    await proc.wait()
+                raise RemoteTimeout(
+                    f"{self.cluster}: local command ran past its {limit:g} s timeout and was"
+                    " killed; raise `command_timeout_s` in the cluster profile if this repeats",
+                    cluster=self.cluster,
+                ) from None
+        code = proc.returncode if proc.returncode is not None else -1
+        return CommandResult(
+            # A signal death reads like it does in a shell: 128 + signal number.
+            exit_status=128 - code if code < 0 else code,
+            stdout=out.decode(errors="replace"),
+            stderr=err.decode(errors="replace"),
+        )
+
+    async def check(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

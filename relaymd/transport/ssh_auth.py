@@ -1,0 +1,75 @@
+"""The asyncssh client object: 2FA prompts on the terminal, or NeedsAuth when nobody is there."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+from collections.abc import Callable, Sequence
+
+import asyncssh
+
+# (prompt text, echo) -> the answer. Injectable so tests can answer prompts.
+Prompter = Callable[[str, bool], str]
+
+
+def terminal_prompter(prompt: str, echo: bool) -> str:
+    if echo:
+        sys.stderr.write(prompt)
+        sys.stderr.flush()
+        return sys.stdin.readline().rstrip("\n")
+    return getpass.getpass(prompt)
+
+
+class RelayClient(asyncssh.SSHClient):
+    """Answers keyboard-interactive/password prompts only when a person runs the daemon."""
+
+    def __init__(
+        self,
+        cluster: str,
+        *,
+        interactive: bool,
+        prompter: Prompter,
+        on_lost: Callable[[RelayClient], None],
+    ) -> None:
+        self.cluster = cluster
+        self.interactive = interactive
+        self.prompter = prompter
+        self.on_lost = on_lost
+        # Set when the server asked for something only a person can give (2FA, password).
+        self.wanted_person = False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.on_lost(self)
+
+    def auth_banner_received(self, msg: str, lang: str) -> None:
+        if self.interactive:
+            sys.stderr.write(msg)
+
+    def kbdint_auth_requested(self) -> str | None:
+        self.wanted_person = True
+        return "" if self.interactive else None
+
+    async def kbdint_challenge_received(
+        self, name: str, instructions: str, lang: str, prompts: Sequence[tuple[str, bool]]
+    ) -> list[str] | None:
+        if not self.interactive:
+            self.wanted_person = True
+            return None
+        if not prompts:  # an instructions-only round
+            if instructions:
+                sys.stderr.write(f"{self.cluster}: {instructions}\n")
+            return []
+        header = f"{self.cluster}: {name}\n{instructions}\n".strip()
+        if header:
+            sys.stderr.write(header + "\n")
+        answers = []
+        for text, echo in prompts:
+            answers.append(await asyncio.to_thread(self.prompter, f"[{self.cluster}] {text}", echo))
+        return answers
+
+    async def password_auth_requested(self) -> str | None:
+        self.wanted_person = True
+        if not self.interactive:
+            return None
+        return await asyncio.to_thread(self.prompter, f"[{self.cluster}] password: ", False)

@@ -1,0 +1,179 @@
+"""SlurmScheduler through SSHTransport on the testbed's real SLURM: submit, query, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from relaymd.ids import new_allocation_id
+from relaymd.models import Allocation, ClusterProfile
+from relaymd.scheduler import EndState, SchedulerJob, SchedulerPhase, SlurmScheduler
+from relaymd.scheduler.base import alloc_dir
+from relaymd.transport.ssh import SSHTransport
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
+from testbed import TestbedCluster, require_testbed
+
+pytestmark = [pytest.mark.testbed]
+
+POLL_S = 1.0
+# Bounds, not timings: a wedged cluster fails the test instead of hanging CI.
+END_BOUND_S = 90.0
+
+
+@pytest.fixture
+def cluster() -> TestbedCluster:
+    return require_testbed().cluster("clustera")
+
+
+def profile_for(cluster: TestbedCluster, native: list[str]) -> ClusterProfile:
+    return ClusterProfile.model_validate(
+        {
+            "name": cluster.name,
+            "ssh": {
+                "host": cluster.ssh_host,
+                "port": cluster.ssh_port,
+                "username": cluster.username,
+                "identity_file": str(cluster.client_key),
+                "known_hosts": str(cluster.known_hosts),
+            },
+            "scratch": str(cluster.scratch),
+            "partitions": [
+                {"name": cluster.partition, "walltime_minutes": 5, "gpus_per_allocation": 0}
+            ],
+            "native_worker": native,
+            "command_timeout_s": 30,
+        }
+    )
+
+
+@pytest.fixture
+async def transport(cluster: TestbedCluster) -> AsyncIterator[SSHTransport]:
+    t = SSHTransport(profile_for(cluster, ["true"]), ssh_config=None)
+    yield t
+    await t.close()
+
+
+async def submit(
+    transport: SSHTransport, profile: ClusterProfile, scheduler: SlurmScheduler, walltime_s: int
+) -> tuple[Allocation, str]:
+    alloc = Allocation(
+        id=new_allocation_id(),
+        cluster=profile.name,
+        partition=profile.partitions[0].name,
+        image="openmm",
+        walltime_s=walltime_s,
+    )
+    folder = alloc_dir(profile.scratch, alloc.id)
+    script = scheduler.render_job_script(alloc, profile, ["--alloc-dir", folder])
+    payload = base64.b64encode(script.encode()).decode()
+    # What the daemon's batched write does, in one round trip: folder, job.sh, submit.
+    result = await transport.run(
+        f"mkdir -p -m 700 {folder} && printf %s {payload} | base64 -d > {folder}/job.sh\n"
+        + scheduler.submit_snippet(alloc, f"{folder}/job.sh")
+    )
+    [sub] = scheduler.parse_submit(result.stdout)
+    assert sub.allocation_id == alloc.id and sub.error is None, result
+    assert sub.scheduler_id is not None
+    return alloc, sub.scheduler_id
+
+
+async def poll_until_ended(
+    transport: SSHTransport, scheduler: SlurmScheduler, alloc: Allocation, sid: str
+) -> tuple[SchedulerJob, list[SchedulerPhase]]:
+    phases: list[SchedulerPhase] = []
+    deadline = time.monotonic() + END_BOUND_S
+    while time.monotonic() < deadline:
+        result = await transport.run(scheduler.query_snippet(scheduler.profile, [sid]))
+        assert result.exit_status == 0, result
+        jobs = {j.allocation_id: j for j in scheduler.parse_query(result.stdout)}
+        job = jobs.get(alloc.id)
+        if job is not None:
+            assert job.scheduler_id == sid
+            phases.append(job.phase)
+            if job.phase is SchedulerPhase.ENDED:
+                return job, phases
+        await asyncio.sleep(POLL_S)
+    raise AssertionError(f"job {sid} did not end within {END_BOUND_S} s; saw {phases}")
+
+
+async def test_submit_run_complete(cluster: TestbedCluster, transport: SSHTransport) -> None:
+    # The "worker": prints its args and the SLURM job name, sleeps a little, exits 0.
+    native = ["bash", "-c", 'echo "worker $SLURM_JOB_NAME $*"; sleep 4', "worker"]
+    profile = profile_for(cluster, native)
+    scheduler = SlurmScheduler(profile)
+    alloc, sid = await submit(transport, profile, scheduler, walltime_s=300)
+    trips = transport.round_trips
+    job, phases = await poll_until_ended(transport, scheduler, alloc, sid)
+    # squeue and sacct together cost one round trip per poll (invariant 6).
+    assert transport.round_trips - trips == len(phases)
+    assert phases[0] in (SchedulerPhase.PENDING, SchedulerPhase.RUNNING)
+    assert job.end_state is EndState.COMPLETED, job
+    assert job.exit_code == "0:0"
+    assert job.node == cluster.node
+    folder = alloc_dir(profile.scratch, alloc.id)
+    out = await transport.run(f"cat {folder}/slurm-{sid}.out; stat -c %a {folder}")
+    assert f"worker relaymd-{alloc.id} --alloc-dir {folder}" in out.stdout
+    assert out.stdout.split()[-1] == "700"
+
+
+async def test_scancel_ends_cancelled(cluster: TestbedCluster, transport: SSHTransport) -> None:
+    profile = profile_for(cluster, ["sleep", "300"])
+    scheduler = SlurmScheduler(profile)
+    alloc, sid = await submit(transport, profile, scheduler, walltime_s=600)
+    # Seen live by squeue first (sacct is not asked for a job we believe is running).
+    for _ in range(30):
+        listed = scheduler.parse_query(
+            (await transport.run(scheduler.query_snippet(profile, []))).stdout
+        )
+        if any(j.allocation_id == alloc.id for j in listed):
+            break
+        await asyncio.sleep(POLL_S)
+    else:
+        raise AssertionError("the job never showed in squeue")
+    cancel = await transport.run(scheduler.cancel_snippet([sid]))
+    assert cancel.exit_status == 0, cancel
+    job, _ = await poll_until_ended(transport, scheduler, alloc, sid)
+    assert job.end_state is EndState.CANCELLED, job
+    assert job.raw_state.startswith("CANCELLED")
+
+
+async def test_query_is_one_round_trip_for_many_ids(
+    cluster: TestbedCluster, transport: SSHTransport
+) -> None:
+    scheduler = SlurmScheduler(profile_for(cluster, ["true"]))
+    before = transport.round_trips
+    result = await transport.run(
+        scheduler.query_snippet(scheduler.profile, [str(i) for i in range(1, 200)])
+    )
+    assert result.exit_status == 0, result
+    assert transport.round_trips - before == 1
+    # Ids that SLURM never had (or other users' jobs) produce no relaymd allocations.
+    assert all(j.allocation_id for j in scheduler.parse_query(result.stdout))
+
+
+@pytest.mark.slow
+async def test_walltime_exceeded_ends_timeout(
+    cluster: TestbedCluster, transport: SSHTransport
+) -> None:
+    # The shortest SLURM walltime is one minute; slurmctld notices within its timer period.
+    profile = profile_for(cluster, ["bash", "-c", "trap '' TERM; sleep 600"])
+    scheduler = SlurmScheduler(profile)
+    alloc, sid = await submit(transport, profile, scheduler, walltime_s=60)
+    deadline = time.monotonic() + 180
+    job = None
+    while time.monotonic() < deadline:
+        jobs = scheduler.parse_query(
+            (await transport.run(scheduler.query_snippet(profile, [sid]))).stdout
+        )
+        job = next((j for j in jobs if j.allocation_id == alloc.id), None)
+        if job is not None and job.phase is SchedulerPhase.ENDED:
+            break
+        await asyncio.sleep(5)
+    assert job is not None and job.end_state is EndState.TIMEOUT, job

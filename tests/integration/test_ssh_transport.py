@@ -1,0 +1,186 @@
+"""SSHTransport against the testbed's real sshd (tests/testbed/up.sh): reuse, errors, reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from relaymd.models import ClusterProfile
+from relaymd.transport import HostKeyRejected, HostUnreachable, RemoteTimeout
+from relaymd.transport.ssh import SSHTransport
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
+from testbed import TestbedCluster, require_testbed
+
+pytestmark = [pytest.mark.testbed]
+
+
+@pytest.fixture
+def cluster() -> TestbedCluster:
+    return require_testbed().cluster("clustera")
+
+
+def profile_for(cluster: TestbedCluster, **ssh: object) -> ClusterProfile:
+    settings: dict[str, object] = {
+        "host": cluster.ssh_host,
+        "port": cluster.ssh_port,
+        "username": cluster.username,
+        "identity_file": str(cluster.client_key),
+        "known_hosts": str(cluster.known_hosts),
+        "connect_timeout_s": 10,
+    }
+    settings.update(ssh)
+    return ClusterProfile.model_validate(
+        {
+            "name": cluster.name,
+            "ssh": settings,
+            "scratch": str(cluster.scratch),
+            "partitions": [{"name": cluster.partition, "walltime_minutes": 5}],
+            "native_worker": ["true"],
+            "command_timeout_s": 20,
+        }
+    )
+
+
+async def test_one_connection_serves_many_commands(cluster: TestbedCluster) -> None:
+    transport = SSHTransport(profile_for(cluster), ssh_config=None)
+    try:
+        results = [await transport.run(f"echo run-{i}; echo $SLURM_CONF >&2") for i in range(5)]
+        # Concurrent callers share the same connection too (one channel each).
+        results += await asyncio.gather(*(transport.run("id -un") for _ in range(6)))
+    finally:
+        await transport.close()
+    assert [r.stdout for r in results[:5]] == [f"run-{i}\n" for i in range(5)]
+    assert all(r.stdout == f"{cluster.username}\n" for r in results[5:])
+    assert results[0].stderr.strip() == str(cluster.slurm_conf)
+    assert transport.connects == 1
+    assert transport.round_trips == 11
+
+
+async def test_script_on_stdin_keeps_exit_status_and_needs_no_quoting(
+    cluster: TestbedCluster,
+) -> None:
+    transport = SSHTransport(profile_for(cluster), ssh_config=None)
+    big = "x" * 300_000  # beyond any argv limit: the script travels on stdin
+    script = f'v=\'{big}\'\nprintf \'%s\' "${{#v}}"\necho " it\'s \\"quoted\\"" >&2\nexit 7\n'
+    try:
+        result = await transport.run(script)
+    finally:
+        await transport.close()
+    assert result.exit_status == 7
+    assert result.stdout == "300000"
+    assert result.stderr == ' it\'s "quoted"\n'
+
+
+async def test_unknown_host_key_is_rejected_with_the_fix(
+    cluster: TestbedCluster, tmp_path: Path
+) -> None:
+    known = tmp_path / "known_hosts"
+    # Another host's key only: this host is unknown.
+    known.write_text(
+        "\n".join(
+            line
+            for line in cluster.known_hosts.read_text().splitlines()
+            if not line.startswith(f"[{cluster.ssh_host}]:{cluster.ssh_port} ")
+        )
+        + "\n"
+    )
+    transport = SSHTransport(profile_for(cluster, known_hosts=str(known)), ssh_config=None)
+    with pytest.raises(HostKeyRejected) as caught:
+        await transport.run("true")
+    message = str(caught.value)
+    assert f"ssh-keyscan -p {cluster.ssh_port} {cluster.ssh_host} >> {known}" in message
+    assert "fingerprint" in message and cluster.name in message
+    assert transport.connects == 0
+
+
+async def test_changed_host_key_warns_of_mitm(cluster: TestbedCluster, tmp_path: Path) -> None:
+    other = require_testbed().cluster("clusterb")
+    # Record clusterb's key under clustera's address: as if clustera's key had changed.
+    theirs = next(
+        line
+        for line in other.known_hosts.read_text().splitlines()
+        if line.startswith(f"[{other.ssh_host}]:{other.ssh_port} ")
+    )
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[{cluster.ssh_host}]:{cluster.ssh_port} {theirs.split(' ', 1)[1]}\n")
+    transport = SSHTransport(profile_for(cluster, known_hosts=str(known)), ssh_config=None)
+    with pytest.raises(HostKeyRejected) as caught:
+        await transport.check()
+    message = str(caught.value)
+    assert "man-in-the-middle" in message
+    assert f"ssh-keygen -f {known} -R '[{cluster.ssh_host}]:{cluster.ssh_port}'" in message
+
+
+async def test_wrong_port_is_unreachable(cluster: TestbedCluster) -> None:
+    transport = SSHTransport(profile_for(cluster, port=1), ssh_config=None, connect_attempts=2)
+    with pytest.raises(HostUnreachable) as caught:
+        await transport.run("true")
+    assert f"{cluster.ssh_host}:1" in str(caught.value)
+    assert transport.connects == 0
+
+
+async def test_command_past_its_timeout_raises_and_connection_survives(
+    cluster: TestbedCluster,
+) -> None:
+    transport = SSHTransport(profile_for(cluster), ssh_config=None)
+    try:
+        with pytest.raises(RemoteTimeout) as caught:
+            await transport.run("sleep 30", timeout=1)
+        assert "timeout" in str(caught.value)
+        after = await transport.run("echo still-here")
+    finally:
+        await transport.close()
+    assert after.stdout == "still-here\n"
+    assert transport.connects == 1
+
+
+async def test_ssh_config_alias_is_honoured(cluster: TestbedCluster, tmp_path: Path) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host relaymd-test-alias\n"
+        f"  HostName {cluster.ssh_host}\n"
+        f"  Port {cluster.ssh_port}\n"
+        f"  User {cluster.username}\n"
+        f"  IdentityFile {cluster.client_key}\n"
+    )
+    profile = ClusterProfile.model_validate(
+        {
+            "name": cluster.name,
+            "ssh": {"host": "relaymd-test-alias", "known_hosts": str(cluster.known_hosts)},
+            "scratch": str(cluster.scratch),
+            "partitions": [{"name": cluster.partition, "walltime_minutes": 5}],
+            "native_worker": ["true"],
+        }
+    )
+    transport = SSHTransport(profile, ssh_config=config)
+    try:
+        result = await transport.run("id -un")
+    finally:
+        await transport.close()
+    assert result.stdout == f"{cluster.username}\n"
+    assert transport.target() == (cluster.ssh_host, cluster.ssh_port)
+
+
+async def test_reconnects_after_the_connection_is_dropped(cluster: TestbedCluster) -> None:
+    transport = SSHTransport(profile_for(cluster), ssh_config=None)
+    try:
+        # bash's parent is the remote `timeout`, whose parent is this connection's sshd.
+        found = await transport.run("ps -o ppid= -p $PPID; ps -o comm= -p $(ps -o ppid= -p $PPID)")
+        session_pid = int(found.stdout.split()[0])
+        assert "sshd" in found.stdout
+        os.kill(session_pid, signal.SIGKILL)
+        for _ in range(50):  # until asyncssh notices the dead connection
+            if transport._conn is None:
+                break
+            await asyncio.sleep(0.1)
+        result = await transport.run("echo back")
+    finally:
+        await transport.close()
+    assert result.stdout == "back\n"
+    assert transport.connects == 2

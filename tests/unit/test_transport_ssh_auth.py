@@ -1,0 +1,97 @@
+"""SSHTransport against an in-process asyncssh server that asks for a 2FA code (kbd-interactive)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from relaymd.models import ClusterProfile
+from relaymd.transport import NeedsAuth
+from relaymd.transport.ssh import SSHTransport
+
+CODE = "246810"
+
+
+class TwoFactorServer(asyncssh.SSHServer):
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def kbdint_auth_supported(self) -> bool:
+        return True
+
+    def get_kbdint_challenge(self, username: str, lang: str, submethods: str):  # type: ignore[no-untyped-def]
+        return "Duo", "Enter your one-time code", "", [("Verification code: ", False)]
+
+    def validate_kbdint_response(self, username: str, responses):  # type: ignore[no-untyped-def]
+        return list(responses) == [CODE]
+
+
+async def handle(process: asyncssh.SSHServerProcess[str]) -> None:
+    script = await process.stdin.read()
+    process.stdout.write(f"ran {len(script)} bytes with {process.command}\n")
+    process.exit(0)
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    srv = await asyncssh.listen(
+        "127.0.0.1",
+        0,
+        server_host_keys=[key],
+        server_factory=TwoFactorServer,
+        process_factory=handle,
+    )
+    port = srv.sockets[0].getsockname()[1]
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{port} {key.export_public_key().decode()}")
+    yield port, known
+    srv.close()
+    await srv.wait_closed()
+
+
+def profile(port: int, known: Path) -> ClusterProfile:
+    return ClusterProfile.model_validate(
+        {
+            "name": "clusterA",
+            "ssh": {"host": "127.0.0.1", "port": port, "username": "me", "known_hosts": str(known)},
+            "scratch": "/scratch",
+            "partitions": [{"name": "gpu", "walltime_minutes": 240}],
+            "native_worker": ["w"],
+        }
+    )
+
+
+async def test_2fa_without_a_person_is_needs_auth(
+    server: tuple[int, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    transport = SSHTransport(profile(*server), ssh_config=None)
+    with pytest.raises(NeedsAuth) as caught:
+        await transport.run("true")
+    assert "relaymd daemon run" in str(caught.value) and "clusterA" in str(caught.value)
+    assert transport.connects == 0
+
+
+async def test_2fa_answered_on_the_terminal_when_interactive(
+    server: tuple[int, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    asked: list[tuple[str, bool]] = []
+
+    def prompter(text: str, echo: bool) -> str:
+        asked.append((text, echo))
+        return CODE
+
+    transport = SSHTransport(profile(*server), ssh_config=None, interactive=True, prompter=prompter)
+    try:
+        first = await transport.run("echo hi\n")
+        await transport.run("echo again\n")
+    finally:
+        await transport.close()
+    assert asked == [("[clusterA] Verification code: ", False)]  # once: the connection is reused
+    assert first.stdout.startswith("ran 8 bytes with timeout -k 5 65 bash -s")
+    assert transport.connects == 1
