@@ -1,0 +1,57 @@
+"""Late binding: queued jobs to idle allocations, best match first (DESIGN.md §3).
+
+Pure: takes the idle allocations of one cluster (fresh heartbeat, worker idle, unbound) and
+the queued jobs, returns pairs. The caller fences each pair with a new epoch.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from relaymd.daemon.eligibility import fits_allocation, job_order_key
+from relaymd.models import Allocation, ClusterProfile, Job
+
+
+class Binding(BaseModel):
+    job_id: str
+    allocation_id: str
+
+
+def _gpu_rank(alloc: Allocation, profile: ClusterProfile) -> int:
+    """Higher for GPUs earlier in profile.preferred_gpus; 0 when unranked or unknown."""
+    names = [g.name.lower() for g in alloc.gpus]
+    ranking = [p.lower() for p in profile.preferred_gpus]
+    for index, wanted in enumerate(ranking):
+        if any(wanted in name for name in names):
+            return len(ranking) - index
+    return 0
+
+
+def score(job: Job, alloc: Allocation, profile: ClusterProfile) -> tuple[float, ...]:
+    """Bigger is better: preferred cluster, preferred GPU model, fewest wasted GPUs, VRAM."""
+    preferred = 1.0 if alloc.cluster in job.spec.placement.preferred_clusters else 0.0
+    try:
+        offered = profile.partition(alloc.partition).gpus_per_allocation
+    except KeyError:
+        offered = job.spec.resources.gpus
+    wasted = offered - job.spec.resources.gpus
+    vram = min((g.memory_gib for g in alloc.gpus), default=0.0)
+    return (preferred, float(_gpu_rank(alloc, profile)), -float(wasted), -vram)
+
+
+def assign(idle: list[Allocation], queued: list[Job], profile: ClusterProfile) -> list[Binding]:
+    """Bind jobs (priority order) to the best-scoring idle allocation each can use.
+
+    VRAM is a tie-breaker in reverse (smallest sufficient GPU first) so big GPUs stay free for
+    jobs that need them.
+    """
+    free = list(idle)
+    bindings: list[Binding] = []
+    for job in sorted(queued, key=job_order_key):
+        candidates = [a for a in free if fits_allocation(job, a, profile)]
+        if not candidates:
+            continue
+        best = max(candidates, key=lambda a: (score(job, a, profile), -a.submitted_at.timestamp()))
+        free.remove(best)
+        bindings.append(Binding(job_id=job.id, allocation_id=best.id))
+    return bindings

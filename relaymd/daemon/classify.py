@@ -1,0 +1,190 @@
+"""What a segment's end means for its job (DESIGN.md §5).
+
+Inputs are facts: a terminal worker event of the job's current epoch, or SLURM's end state of
+the allocation when no such event exists, or the daemon's own verdict (hung worker, operator
+request). Output is one `JobOutcome`. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from relaymd.models import EventKind, Job, OperatorRequest, SegmentOutcome, WorkerEvent
+
+# SLURM ends that say nothing about the simulation: resume from the last checkpoint.
+RESUMABLE_END_STATES = frozenset(
+    {"TIMEOUT", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL", "OUT_OF_MEMORY", "DEADLINE", "CANCELLED"}
+)
+TERMINAL_EVENTS = frozenset(
+    {EventKind.HANDOFF, EventKind.COMPLETED, EventKind.FAILED, EventKind.STOPPED}
+)
+
+
+class Verdict(StrEnum):
+    REQUEUE = "requeue"  # back to queued, resumes from the resume pointer under a new epoch
+    COMPLETE = "complete"
+    FAIL = "fail"
+    CANCEL = "cancel"
+
+
+class JobOutcome(BaseModel):
+    verdict: Verdict
+    segment: SegmentOutcome
+    reason: str
+    # True when this outcome spends one of the job's bounded application retries.
+    counts_retry: bool = False
+    log_tail: list[str] = Field(default_factory=list)
+    end_step: int | None = None
+
+
+def _operator_outcome(job: Job, reason: str, end_step: int | None) -> JobOutcome | None:
+    if job.operator_request is OperatorRequest.CANCEL:
+        return JobOutcome(
+            verdict=Verdict.CANCEL,
+            segment=SegmentOutcome.CANCELLED,
+            reason=f"cancelled by operator ({reason})",
+            end_step=end_step,
+        )
+    if job.operator_request is OperatorRequest.REQUEUE:
+        return JobOutcome(
+            verdict=Verdict.REQUEUE,
+            segment=SegmentOutcome.STOPPED,
+            reason=f"requeued by operator ({reason})",
+            end_step=end_step,
+        )
+    return None
+
+
+def classify_event(job: Job, event: WorkerEvent) -> JobOutcome | None:
+    """Outcome of a terminal event of the job's current epoch; None for progress events."""
+    if event.kind not in TERMINAL_EVENTS:
+        return None
+    step = event.checkpoint.step if event.checkpoint else event.step
+    if event.kind is EventKind.COMPLETED:
+        return JobOutcome(
+            verdict=Verdict.COMPLETE,
+            segment=SegmentOutcome.COMPLETED,
+            reason="completed",
+            end_step=event.step,
+        )
+    if event.kind is EventKind.HANDOFF:
+        operator = _operator_outcome(job, "handoff", step)
+        return operator or JobOutcome(
+            verdict=Verdict.REQUEUE,
+            segment=SegmentOutcome.HANDOFF,
+            reason=event.reason or "handoff at allocation deadline",
+            end_step=step,
+        )
+    if event.kind is EventKind.STOPPED:
+        operator = _operator_outcome(job, "worker stopped", step)
+        return operator or JobOutcome(
+            verdict=Verdict.REQUEUE,
+            segment=SegmentOutcome.STOPPED,
+            reason=event.reason or "worker stopped",
+            end_step=step,
+        )
+    # FAILED: resumable failures (lost upload, node trouble) requeue for free; application
+    # failures spend a retry.
+    operator = _operator_outcome(job, "worker failed", step)
+    if operator is not None:
+        return operator
+    reason = event.reason or "worker reported a failure"
+    if event.retryable:
+        return JobOutcome(
+            verdict=Verdict.REQUEUE,
+            segment=SegmentOutcome.FAILED,
+            reason=f"resumable failure: {reason}",
+            log_tail=event.log_tail,
+            end_step=step,
+        )
+    return application_failure(job, reason, event.log_tail, step)
+
+
+def application_failure(
+    job: Job, reason: str, log_tail: list[str], end_step: int | None = None
+) -> JobOutcome:
+    """Bounded retries: requeue while retries remain, then fail keeping reason and log tail."""
+    if job.retries < job.spec.max_retries:
+        return JobOutcome(
+            verdict=Verdict.REQUEUE,
+            segment=SegmentOutcome.FAILED,
+            reason=f"retry {job.retries + 1}/{job.spec.max_retries} after: {reason}",
+            counts_retry=True,
+            log_tail=log_tail,
+            end_step=end_step,
+        )
+    return JobOutcome(
+        verdict=Verdict.FAIL,
+        segment=SegmentOutcome.FAILED,
+        reason=f"failed after {job.retries} retries: {reason}",
+        counts_retry=False,
+        log_tail=log_tail,
+        end_step=end_step,
+    )
+
+
+def classify_allocation_end(
+    job: Job,
+    end_state: str | None,
+    exit_code: int | str | None = None,
+    log_tail: list[str] | None = None,
+) -> JobOutcome:
+    """The allocation ended with the job still bound and no terminal event of its epoch.
+
+    SLURM's infrastructure ends requeue from the checkpoint without spending a retry; a plain
+    FAILED (the worker died without saying why, e.g. killed) spends one so a job that kills its
+    worker every time cannot loop forever; an unknown end (vanished from squeue and sacct) is
+    "lost" and requeues.
+    """
+    state = (str(end_state) if end_state is not None else "UNKNOWN").upper()
+    operator = _operator_outcome(job, f"allocation ended {state}", None)
+    if operator is not None:
+        return operator
+    if state in RESUMABLE_END_STATES:
+        return JobOutcome(
+            verdict=Verdict.REQUEUE,
+            segment=SegmentOutcome.LOST,
+            reason=f"allocation ended {state}; resuming from the last checkpoint",
+            log_tail=log_tail or [],
+        )
+    if state == "FAILED":
+        code = f" (exit code {exit_code})" if exit_code is not None else ""
+        return application_failure(
+            job, f"allocation FAILED{code} without a worker event", log_tail or []
+        )
+    if state == "COMPLETED":
+        # The worker exited 0 without handing off or completing: it died quietly.
+        return JobOutcome(
+            verdict=Verdict.REQUEUE,
+            segment=SegmentOutcome.LOST,
+            reason="allocation completed without a worker event; resuming",
+            log_tail=log_tail or [],
+        )
+    return JobOutcome(
+        verdict=Verdict.REQUEUE,
+        segment=SegmentOutcome.LOST,
+        reason=f"allocation lost ({state}); resuming from the last checkpoint",
+        log_tail=log_tail or [],
+    )
+
+
+def classify_hung(job: Job, stale_for_s: float) -> JobOutcome:
+    """Heartbeat seq stuck while SLURM says running: requeue under a new epoch (fenced)."""
+    operator = _operator_outcome(job, "worker hung", None)
+    return operator or JobOutcome(
+        verdict=Verdict.REQUEUE,
+        segment=SegmentOutcome.LOST,
+        reason=f"worker heartbeat stale for {stale_for_s:.0f}s; stopped and requeued",
+    )
+
+
+def classify_stop_timeout(job: Job) -> JobOutcome:
+    """The worker did not confirm a stop within the grace period; the allocation is cancelled."""
+    operator = _operator_outcome(job, "stop not confirmed", None)
+    return operator or JobOutcome(
+        verdict=Verdict.REQUEUE,
+        segment=SegmentOutcome.LOST,
+        reason="worker did not confirm the stop; allocation cancelled and job requeued",
+    )

@@ -1,0 +1,554 @@
+"""One cluster's decisions for one cycle, from the snapshot and the store's rows. Pure.
+
+Order inside a cycle matters: the scheduler's view first (adopt, start, end), then the
+worker's events (read after the query, so they explain any end), then liveness, operator
+requests, late binding and finally provisioning on what is left. Everything lands in a
+`CycleDecisions` that the caller persists in one transaction before it writes to the cluster.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from relaymd.daemon.assign import assign
+from relaymd.daemon.classify import (
+    JobOutcome,
+    Verdict,
+    classify_allocation_end,
+    classify_event,
+    classify_hung,
+    classify_stop_timeout,
+)
+from relaymd.daemon.liveness import is_stale, liveness_reference, observe_heartbeat
+from relaymd.daemon.provision import SubmitIntent, is_spare, plan_provisioning
+from relaymd.daemon.remote_read import AllocationFiles, ClusterSnapshot
+from relaymd.models import (
+    Allocation,
+    AllocationState,
+    ClusterProfile,
+    DaemonSettings,
+    EventKind,
+    Job,
+    JobState,
+    OperatorRequest,
+    Segment,
+    SegmentOutcome,
+    WorkerEvent,
+    WorkerState,
+)
+
+ACTIVE_JOB_STATES = (JobState.QUEUED, JobState.ASSIGNED, JobState.RUNNING, JobState.HELD)
+_LEAVING_EVENTS = {
+    EventKind.HANDOFF: "worker handed off",
+    EventKind.STOPPED: "worker stopped",
+    EventKind.IDLE_EXIT: "worker idle exit",
+}
+
+
+class AuditRecord(BaseModel):
+    kind: str
+    message: str
+    job_id: str | None = None
+    allocation_id: str | None = None
+
+
+class SegmentClose(BaseModel):
+    job_id: str
+    epoch: int
+    outcome: SegmentOutcome
+    end_step: int | None
+    reason: str | None = None
+
+
+class DecideInput(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    now: datetime
+    profile: ClusterProfile
+    profiles: dict[str, ClusterProfile]
+    settings: DaemonSettings
+    enabled: bool
+    usable_clusters: set[str]
+    snapshot: ClusterSnapshot
+    allocations: list[Allocation]  # this cluster's rows that were read this cycle
+    all_live: list[Allocation]  # live allocations of every cluster (provisioning)
+    jobs: dict[str, Job]  # every active job, plus any job a read allocation is bound to
+    verified: set[tuple[str, int, int]] = Field(default_factory=set)  # (job, epoch, seq)
+    submit_grace_s: float = 120.0
+    want_log: dict[str, str] = Field(default_factory=dict)  # ended allocation -> job
+    # Allocations missing from both squeue and sacct, since when (sacct can lag squeue).
+    vanished_since: dict[str, datetime] = Field(default_factory=dict)
+    vanished_grace_s: float = 30.0
+
+
+class CycleDecisions(BaseModel):
+    allocations: dict[str, Allocation] = Field(default_factory=dict)  # changed rows
+    new_allocations: list[Allocation] = Field(default_factory=list)
+    submit_intents: dict[str, SubmitIntent] = Field(default_factory=dict)
+    jobs: dict[str, Job] = Field(default_factory=dict)  # changed rows
+    bound: list[str] = Field(default_factory=list)  # job ids bound this cycle (new epoch)
+    new_segments: list[Segment] = Field(default_factory=list)
+    closed_segments: list[SegmentClose] = Field(default_factory=list)
+    audits: list[AuditRecord] = Field(default_factory=list)
+    cancel: dict[str, str] = Field(default_factory=dict)  # allocation id -> scheduler id
+    want_log: dict[str, str] = Field(default_factory=dict)  # allocation -> job (log tail)
+    checkpointed: list[str] = Field(default_factory=list)  # jobs whose pointer advanced
+    vanished_since: dict[str, datetime] = Field(default_factory=dict)  # still unexplained
+
+    @property
+    def changed(self) -> bool:
+        # Audits mark every state change; progress-only updates (ns/day) do not count, so a
+        # quietly running job lets the poll interval back off.
+        return bool(self.audits or self.new_allocations or self.cancel)
+
+
+class _Cycle:
+    """Working copies of the rows plus the record of what changed."""
+
+    def __init__(self, inp: DecideInput) -> None:
+        self.inp = inp
+        self.now = inp.now
+        self.out = CycleDecisions()
+        self.allocs: dict[str, Allocation] = {a.id: a for a in inp.allocations}
+        self.jobs: dict[str, Job] = dict(inp.jobs)
+
+    # -- bookkeeping -------------------------------------------------------------------
+    def put_alloc(self, alloc: Allocation) -> None:
+        if self.allocs.get(alloc.id) != alloc:
+            self.allocs[alloc.id] = alloc
+            self.out.allocations[alloc.id] = alloc
+
+    def put_job(self, job: Job) -> None:
+        if self.jobs.get(job.id) != job:
+            job = job.model_copy(update={"updated_at": self.now})
+            self.jobs[job.id] = job
+            self.out.jobs[job.id] = job
+
+    def audit(
+        self, kind: str, message: str, *, job_id: str | None = None, alloc_id: str | None = None
+    ) -> None:
+        self.out.audits.append(
+            AuditRecord(kind=kind, message=message, job_id=job_id, allocation_id=alloc_id)
+        )
+
+    def bound_job(self, alloc: Allocation) -> Job | None:
+        """The active job bound to this allocation (both sides must agree)."""
+        if alloc.job_id is None:
+            return None
+        job = self.jobs.get(alloc.job_id)
+        if job is None or job.allocation_id != alloc.id or job.state.is_final:
+            return None
+        return job
+
+    # -- outcomes ----------------------------------------------------------------------
+    def apply_outcome(self, job: Job, alloc: Allocation | None, outcome: JobOutcome) -> None:
+        end_step = outcome.end_step if outcome.end_step is not None else job.step
+        if job.checkpoint is not None and outcome.verdict is Verdict.REQUEUE:
+            end_step = max(end_step, job.checkpoint.step)
+        self.out.closed_segments.append(
+            SegmentClose(
+                job_id=job.id,
+                epoch=job.epoch,
+                outcome=outcome.segment,
+                end_step=end_step,
+                reason=outcome.reason,
+            )
+        )
+        update: dict[str, Any] = {"allocation_id": None, "operator_request": None}
+        if outcome.verdict is Verdict.REQUEUE:
+            update["state"] = JobState.QUEUED
+            # Resume from the pointer: progress beyond it is not kept.
+            update["step"] = job.checkpoint.step if job.checkpoint else 0
+            if outcome.counts_retry:
+                update["retries"] = job.retries + 1
+                update["log_tail"] = outcome.log_tail
+                update["failure_reason"] = outcome.reason
+        elif outcome.verdict is Verdict.COMPLETE:
+            update["state"] = JobState.COMPLETED
+            update["step"] = outcome.end_step or job.total_steps or job.step
+            update["failure_reason"] = None
+        elif outcome.verdict is Verdict.FAIL:
+            update["state"] = JobState.FAILED
+            update["failure_reason"] = outcome.reason
+            update["log_tail"] = outcome.log_tail
+        else:
+            update["state"] = JobState.CANCELLED
+        self.put_job(job.model_copy(update=update))
+        if alloc is not None and alloc.job_id == job.id:
+            self.put_alloc(alloc.model_copy(update={"job_id": None}))
+        self.audit(
+            f"job_{outcome.verdict.value}",
+            outcome.reason,
+            job_id=job.id,
+            alloc_id=alloc.id if alloc else None,
+        )
+
+    # -- phases ------------------------------------------------------------------------
+    def scheduler_view(self, alloc: Allocation) -> Allocation:
+        """Adopt, start or end the allocation from the scheduler's report."""
+        sj = self.inp.snapshot.scheduler_jobs.get(alloc.id)
+        phase = str(sj.phase) if sj is not None else None
+        update: dict[str, Any] = {}
+        if sj is not None and sj.scheduler_id and alloc.scheduler_id != sj.scheduler_id:
+            update["scheduler_id"] = sj.scheduler_id
+            if alloc.state is AllocationState.SUBMITTING:
+                self.audit(
+                    "allocation_adopted",
+                    f"found as scheduler job {sj.scheduler_id} after an unconfirmed submit",
+                    alloc_id=alloc.id,
+                )
+        if phase == "pending" and alloc.state is AllocationState.SUBMITTING:
+            update["state"] = AllocationState.PENDING
+        elif phase == "running" and alloc.state in (
+            AllocationState.SUBMITTING,
+            AllocationState.PENDING,
+        ):
+            update["state"] = AllocationState.RUNNING
+            update["started_at"] = self.now
+            node = getattr(sj, "node", None) or "?"
+            self.audit("allocation_running", f"running on {node}", alloc_id=alloc.id)
+        if update:
+            alloc = alloc.model_copy(update=update)
+            self.put_alloc(alloc)
+        return alloc
+
+    def ended_state(self, alloc: Allocation) -> tuple[bool, str | None, int | None]:
+        """(ended, end state, exit code) from the scheduler; vanished counts as ended."""
+        sj = self.inp.snapshot.scheduler_jobs.get(alloc.id)
+        if sj is not None:
+            if str(sj.phase) != "ended":
+                return False, None, None
+            end = sj.end_state
+            return True, (str(end) if end is not None else None), sj.exit_code
+        if alloc.state is AllocationState.SUBMITTING:
+            # Never seen by the scheduler: give an interrupted submit time to show up, then
+            # drop the row (a later cycle provisions afresh; an orphan found later is cancelled).
+            age = (self.now - alloc.submitted_at).total_seconds()
+            return age >= self.inp.submit_grace_s, "NOT_SUBMITTED", None
+        if alloc.state is AllocationState.ENDED:
+            return False, None, None
+        # Absent from squeue is not finished (invariant 5): wait for sacct or the worker's
+        # events to explain it, for a while, before calling it lost.
+        since = self.inp.vanished_since.get(alloc.id, self.now)
+        if (self.now - since).total_seconds() < self.inp.vanished_grace_s and (
+            self.bound_job(alloc) is not None
+        ):
+            self.out.vanished_since[alloc.id] = since
+            return False, None, None
+        return True, None, None
+
+    def events(self, alloc: Allocation, files: AllocationFiles) -> Allocation:
+        for event in files.events:
+            alloc = self.event(alloc, event)
+        if files.events_offset != alloc.events_offset:
+            alloc = alloc.model_copy(update={"events_offset": files.events_offset})
+            self.put_alloc(alloc)
+        return alloc
+
+    def event(self, alloc: Allocation, event: WorkerEvent) -> Allocation:
+        if event.kind in _LEAVING_EVENTS and alloc.end_reason is None:
+            alloc = alloc.model_copy(update={"end_reason": _LEAVING_EVENTS[event.kind]})
+            self.put_alloc(alloc)
+        if event.kind is EventKind.IDLE_EXIT or event.job_id is None:
+            return alloc
+        job = self.bound_job(alloc)
+        if job is None or job.id != event.job_id or job.epoch != event.epoch:
+            # A late write of an old epoch (or of a job moved elsewhere): fenced, never merged.
+            self.audit(
+                "stale_event_ignored",
+                f"{event.kind.value} of epoch {event.epoch} ignored"
+                f" (current epoch {job.epoch if job else 'none'})",
+                job_id=event.job_id,
+                alloc_id=alloc.id,
+            )
+            return alloc
+        if event.kind is EventKind.STARTED:
+            if job.state is JobState.ASSIGNED:
+                self.put_job(job.model_copy(update={"state": JobState.RUNNING}))
+            self.audit(
+                "job_started",
+                f"epoch {job.epoch} started (resumed from {event.resumed_from or 'start'})",
+                job_id=job.id,
+                alloc_id=alloc.id,
+            )
+        elif event.kind is EventKind.CHECKPOINT and event.checkpoint is not None:
+            ref = event.checkpoint
+            if (job.id, ref.epoch, ref.seq) in self.inp.verified and ref.epoch == job.epoch:
+                if job.checkpoint is None or (ref.epoch, ref.seq) > (
+                    job.checkpoint.epoch,
+                    job.checkpoint.seq,
+                ):
+                    self.put_job(job.model_copy(update={"checkpoint": ref, "step": ref.step}))
+                    self.out.checkpointed.append(job.id)
+            else:
+                self.audit(
+                    "checkpoint_unverified",
+                    f"checkpoint {ref.prefix} failed verification; pointer not moved",
+                    job_id=job.id,
+                    alloc_id=alloc.id,
+                )
+        elif event.kind is EventKind.CHECKPOINT_FALLBACK:
+            self.audit(
+                "checkpoint_fallback",
+                event.reason or "worker resumed from a fallback",
+                job_id=job.id,
+                alloc_id=alloc.id,
+            )
+        else:
+            outcome = classify_event(job, event)
+            if outcome is not None:
+                self.apply_outcome(job, alloc, outcome)
+                alloc = self.allocs[alloc.id]
+        return alloc
+
+    def end(
+        self, alloc: Allocation, state: str | None, code: int | None, files: AllocationFiles | None
+    ) -> None:
+        job = self.bound_job(alloc)
+        if job is not None:
+            tail = files.log_tail if files and files.log_tail else []
+            self.apply_outcome(job, alloc, classify_allocation_end(job, state, code, tail))
+            alloc = self.allocs[alloc.id]
+            if not tail:
+                self.out.want_log[alloc.id] = job.id
+        reason = alloc.end_reason or (state or "vanished")
+        self.put_alloc(
+            alloc.model_copy(
+                update={
+                    "state": AllocationState.ENDED,
+                    "ended_at": self.now,
+                    "end_reason": f"{reason} ({state})"
+                    if state and state not in reason
+                    else reason,
+                }
+            )
+        )
+        self.audit("allocation_ended", f"ended: {state or 'vanished'}", alloc_id=alloc.id)
+
+    def liveness(self, alloc: Allocation, files: AllocationFiles | None) -> Allocation:
+        heartbeat = files.heartbeat if files else None
+        alloc2 = observe_heartbeat(alloc, heartbeat, self.now)
+        if alloc2 != alloc:
+            self.put_alloc(alloc2)
+            alloc = alloc2
+        job = self.bound_job(alloc)
+        if (
+            heartbeat is not None
+            and job is not None
+            and heartbeat.job_id == job.id
+            and heartbeat.epoch == job.epoch
+            and heartbeat.state is WorkerState.RUNNING
+        ):
+            update: dict[str, Any] = {
+                "total_steps": heartbeat.total_steps,
+                "ns_per_day": heartbeat.ns_per_day,
+            }
+            if job.state is JobState.ASSIGNED:
+                update["state"] = JobState.RUNNING
+            if (
+                job.total_steps != heartbeat.total_steps
+                or job.ns_per_day != heartbeat.ns_per_day
+                or "state" in update
+            ):
+                self.put_job(job.model_copy(update=update))
+        if (
+            alloc.state is AllocationState.RUNNING
+            and alloc.stop_requested_at is None
+            and is_stale(alloc, self.now, self.inp.settings.stale_after_s)
+        ):
+            since = liveness_reference(alloc)
+            stale_for = (self.now - since).total_seconds() if since else 0.0
+            alloc = alloc.model_copy(update={"stop_requested_at": self.now})
+            self.put_alloc(alloc)
+            self.audit(
+                "worker_hung",
+                f"heartbeat seq {alloc.last_seq} unchanged for {stale_for:.0f}s; stopping",
+                alloc_id=alloc.id,
+                job_id=alloc.job_id,
+            )
+            job = self.bound_job(alloc)
+            if job is not None:
+                self.apply_outcome(job, alloc, classify_hung(job, stale_for))
+                alloc = self.allocs[alloc.id]
+        return alloc
+
+    def stop_grace(self, alloc: Allocation) -> None:
+        if alloc.stop_requested_at is None or alloc.state is AllocationState.ENDED:
+            return
+        waited = (self.now - alloc.stop_requested_at).total_seconds()
+        if waited < self.inp.settings.stop_grace_s:
+            return
+        job = self.bound_job(alloc)
+        if job is not None:
+            self.apply_outcome(job, alloc, classify_stop_timeout(job))
+        if alloc.id not in self.out.cancel and alloc.scheduler_id:
+            self.out.cancel[alloc.id] = alloc.scheduler_id
+            self.audit("allocation_cancel", f"no stop after {waited:.0f}s", alloc_id=alloc.id)
+
+    def operator_requests(self) -> None:
+        for job in list(self.jobs.values()):
+            if job.operator_request is None or job.state.is_final:
+                continue
+            if job.state in (JobState.QUEUED, JobState.HELD):
+                if job.operator_request is OperatorRequest.CANCEL:
+                    self.put_job(
+                        job.model_copy(
+                            update={"state": JobState.CANCELLED, "operator_request": None}
+                        )
+                    )
+                    self.audit("job_cancel", "cancelled by operator while queued", job_id=job.id)
+                else:
+                    self.put_job(job.model_copy(update={"operator_request": None}))
+                    self.audit("job_requeue", "already queued", job_id=job.id)
+                continue
+            alloc = self.allocs.get(job.allocation_id or "")
+            if alloc is None or alloc.stop_requested_at is not None:
+                continue
+            self.put_alloc(alloc.model_copy(update={"stop_requested_at": self.now}))
+            self.audit(
+                "stop_requested",
+                f"operator {job.operator_request.value}: stop sent to the worker",
+                job_id=job.id,
+                alloc_id=alloc.id,
+            )
+
+    def bind(self, heartbeats: dict[str, AllocationFiles]) -> None:
+        idle: list[Allocation] = []
+        for alloc in self.allocs.values():
+            files = heartbeats.get(alloc.id)
+            beat = files.heartbeat if files else None
+            if (
+                alloc.state is AllocationState.RUNNING
+                and is_spare(alloc)
+                and beat is not None
+                and beat.state is WorkerState.IDLE
+                and not is_stale(alloc, self.now, self.inp.settings.stale_after_s)
+            ):
+                idle.append(alloc)
+        queued = [
+            j
+            for j in self.jobs.values()
+            if j.state is JobState.QUEUED and j.operator_request is None
+        ]
+        for binding in assign(idle, queued, self.inp.profile):
+            job = self.jobs[binding.job_id]
+            alloc = self.allocs[binding.allocation_id]
+            epoch = job.epoch + 1  # the store's next_epoch confirms it on persist
+            job = job.model_copy(
+                update={
+                    "state": JobState.ASSIGNED,
+                    "epoch": epoch,
+                    "allocation_id": alloc.id,
+                    "step": job.checkpoint.step if job.checkpoint else 0,
+                }
+            )
+            self.put_job(job)
+            self.put_alloc(alloc.model_copy(update={"job_id": job.id}))
+            self.out.bound.append(job.id)
+            self.out.new_segments.append(
+                Segment(
+                    job_id=job.id,
+                    epoch=epoch,
+                    allocation_id=alloc.id,
+                    cluster=alloc.cluster,
+                    start_step=job.step,
+                    started_at=self.now,
+                )
+            )
+            self.audit(
+                "job_assigned",
+                f"epoch {epoch} on {alloc.cluster}/{alloc.partition}",
+                job_id=job.id,
+                alloc_id=alloc.id,
+            )
+
+    def provision(self, new_id: Any) -> None:
+        live = {a.id: a for a in self.inp.all_live}
+        live.update({a.id: a for a in self.allocs.values()})
+        live_list = [a for a in live.values() if a.state is not AllocationState.ENDED]
+        queued = [
+            j
+            for j in self.jobs.values()
+            if j.state is JobState.QUEUED and j.operator_request is None
+        ]
+        plan = plan_provisioning(
+            self.inp.profile,
+            queued=queued,
+            allocations=live_list,
+            profiles=self.inp.profiles,
+            usable_clusters=self.inp.usable_clusters,
+            enabled=self.inp.enabled,
+            queue_racing=self.inp.settings.queue_racing,
+        )
+        for alloc_id in plan.cancel:
+            alloc = self.allocs.get(alloc_id)
+            if alloc is None or alloc.id in self.out.cancel or not alloc.scheduler_id:
+                continue
+            self.put_alloc(alloc.model_copy(update={"end_reason": "not needed"}))
+            self.out.cancel[alloc.id] = alloc.scheduler_id
+            self.audit(
+                "allocation_cancel", "pending allocation no longer needed", alloc_id=alloc.id
+            )
+        for intent in plan.submit:
+            partition = self.inp.profile.partition(intent.partition)
+            alloc = Allocation(
+                id=new_id(),
+                cluster=self.inp.profile.name,
+                partition=partition.name,
+                image=intent.image,
+                state=AllocationState.SUBMITTING,
+                walltime_s=max(1, round(partition.walltime_minutes * 60)),
+                submitted_at=self.now,
+            )
+            self.out.new_allocations.append(alloc)
+            self.out.submit_intents[alloc.id] = intent
+            self.audit(
+                "allocation_submitting",
+                f"{partition.name} for image {intent.image}",
+                alloc_id=alloc.id,
+            )
+
+
+def decide_cycle(inp: DecideInput, new_allocation_id: Any) -> CycleDecisions:
+    cycle = _Cycle(inp)
+    files = inp.snapshot.files
+    for alloc in list(cycle.allocs.values()):
+        if alloc.state is AllocationState.ENDED:
+            continue
+        alloc = cycle.scheduler_view(alloc)
+        alloc_files = files.get(alloc.id)
+        if alloc_files is not None:
+            alloc = cycle.events(alloc, alloc_files)
+        ended, state, code = cycle.ended_state(alloc)
+        if ended:
+            cycle.end(alloc, state, code, alloc_files)
+            continue
+        alloc = cycle.liveness(alloc, alloc_files)
+        cycle.stop_grace(alloc)
+    # Orphans: relaymd jobs the scheduler knows but the store does not (another state file,
+    # or a dropped submit that showed up late): cancel, never adopt twice.
+    known = {a.id for a in inp.allocations} | {a.id for a in inp.all_live}
+    for alloc_id, sj in inp.snapshot.scheduler_jobs.items():
+        if alloc_id not in known and str(sj.phase) != "ended" and sj.scheduler_id:
+            cycle.out.cancel[alloc_id] = sj.scheduler_id
+            cycle.audit(
+                "orphan_cancel", f"unknown scheduler job {sj.scheduler_id}", alloc_id=alloc_id
+            )
+    for alloc_id, job_id in inp.want_log.items():
+        tail = files[alloc_id].log_tail if alloc_id in files else None
+        job = cycle.jobs.get(job_id)
+        if tail and job is not None and not job.log_tail:
+            cycle.put_job(job.model_copy(update={"log_tail": tail}))
+            cycle.audit(
+                "log_tail_collected",
+                f"{len(tail)} lines of worker.log",
+                job_id=job_id,
+                alloc_id=alloc_id,
+            )
+    cycle.operator_requests()
+    cycle.bind(files)
+    cycle.provision(new_allocation_id)
+    return cycle.out

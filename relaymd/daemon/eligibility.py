@@ -1,0 +1,50 @@
+"""Which jobs may run where: image, GPU count, measured VRAM, placement."""
+
+from __future__ import annotations
+
+from relaymd.models import Allocation, ClusterProfile, GpuInfo, Job, Partition
+
+
+def cluster_allows(job: Job, cluster: str) -> bool:
+    allowed = job.spec.placement.allowed_clusters
+    return not allowed or cluster in allowed
+
+
+def image_available(profile: ClusterProfile, image: str) -> bool:
+    return profile.native_worker is not None or image in profile.images
+
+
+def fits_partition(job: Job, profile: ClusterProfile, partition: Partition) -> bool:
+    """Could an allocation of this partition ever run the job?"""
+    return (
+        cluster_allows(job, profile.name)
+        and image_available(profile, job.spec.image)
+        and job.spec.resources.gpus <= partition.gpus_per_allocation
+    )
+
+
+def vram_ok(job: Job, gpus: list[GpuInfo]) -> bool:
+    """Measured VRAM (from the worker's nvidia-smi report) against the job's minimum.
+
+    Nothing measured yet (no GPUs reported) only passes for jobs that ask for no minimum.
+    """
+    need = job.spec.resources.min_vram_gib
+    if need <= 0:
+        return True
+    return bool(gpus) and min(g.memory_gib for g in gpus) >= need
+
+
+def fits_allocation(job: Job, alloc: Allocation, profile: ClusterProfile) -> bool:
+    """May this job be bound to this allocation (image, partition, placement, VRAM)?"""
+    if alloc.image != job.spec.image or alloc.cluster != profile.name:
+        return False
+    try:
+        partition = profile.partition(alloc.partition)
+    except KeyError:
+        return False
+    return fits_partition(job, profile, partition) and vram_ok(job, alloc.gpus)
+
+
+def job_order_key(job: Job) -> tuple[int, float, str]:
+    """Higher priority first, then oldest first."""
+    return (-job.spec.priority, job.created_at.timestamp(), job.id)

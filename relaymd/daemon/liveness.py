@@ -1,0 +1,42 @@
+"""Liveness on the daemon's clock (invariant 5).
+
+A worker's heartbeat carries a `seq` it increments every H seconds. The daemon remembers
+the last seq it saw and *its own* time when that seq last changed; the worker's clock
+(`written_at`) is never compared with ours, so clock skew cannot make a worker look dead.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from relaymd.models import Allocation, Heartbeat
+
+
+def observe_heartbeat(alloc: Allocation, heartbeat: Heartbeat | None, now: datetime) -> Allocation:
+    """The allocation with `last_seq`/`seq_changed_at` updated from a freshly read heartbeat.
+
+    A missing or unreadable heartbeat is "no news": nothing changes.
+    """
+    if heartbeat is None or heartbeat.seq == alloc.last_seq:
+        return alloc
+    update: dict[str, object] = {"last_seq": heartbeat.seq, "seq_changed_at": now}
+    if heartbeat.gpus:
+        update["gpus"] = heartbeat.gpus
+    return alloc.model_copy(update=update)
+
+
+def liveness_reference(alloc: Allocation) -> datetime | None:
+    """Daemon time since which the worker owes us a moving seq."""
+    return alloc.seq_changed_at or alloc.started_at
+
+
+def is_stale(alloc: Allocation, now: datetime, stale_after_s: float) -> bool:
+    """True when the seq has not moved for `stale_after_s` seconds of daemon time.
+
+    Only meaningful for an allocation the scheduler reports running: before it started there
+    is no worker to hear from.
+    """
+    since = liveness_reference(alloc)
+    if since is None:
+        return False
+    return (now - since).total_seconds() >= stale_after_s

@@ -1,0 +1,91 @@
+"""What the daemon writes into allocation folders: payload bytes, built from committed rows."""
+
+from __future__ import annotations
+
+import orjson
+
+from relaymd.daemon.remote_write import FileWrite
+from relaymd.models import (
+    ASSIGNMENT_FILE,
+    CONTROL_FILE,
+    CREDENTIALS_FILE,
+    Allocation,
+    Assignment,
+    Control,
+    ControlAction,
+    Heartbeat,
+    Job,
+    OperatorRequest,
+    StorageAccess,
+    WorkerState,
+)
+
+
+def credentials_bytes(access: StorageAccess) -> bytes:
+    """The StorageAccess JSON with secrets revealed: only ever written to a 0600 file."""
+    data = access.model_dump(mode="json")
+    for field in ("access_key_id", "secret_access_key"):
+        value = getattr(access, field)
+        data[field] = value.get_secret_value() if value is not None else None
+    return orjson.dumps(data)
+
+
+def credentials_file(alloc_id: str, access: StorageAccess) -> FileWrite:
+    return FileWrite(
+        allocation_id=alloc_id, name=CREDENTIALS_FILE, data=credentials_bytes(access), mode=0o600
+    )
+
+
+def assignment_needed(job: Job, heartbeat: Heartbeat | None) -> bool:
+    """Rewrite assignment.json until the worker shows it took this (job, epoch).
+
+    Rewriting is idempotent (the worker runs an assignment only once per (job, epoch)), and it
+    is what makes a crash between commit and write harmless.
+    """
+    if heartbeat is None:
+        return True
+    return not (heartbeat.job_id == job.id and heartbeat.epoch == job.epoch)
+
+
+def assignment_file(alloc: Allocation, job: Job) -> FileWrite:
+    assignment = Assignment(
+        allocation_id=alloc.id,
+        job_id=job.id,
+        epoch=job.epoch,
+        title=job.spec.title,
+        engine=job.spec.engine,
+        bundle=job.bundle,
+        resume=job.checkpoint,
+        checkpoint_interval_s=job.spec.checkpoint_interval_s,
+    )
+    return FileWrite(
+        allocation_id=alloc.id,
+        name=ASSIGNMENT_FILE,
+        data=assignment.model_dump_json().encode(),
+        mode=0o600,
+    )
+
+
+def control_needed(heartbeat: Heartbeat | None) -> bool:
+    return heartbeat is None or heartbeat.state not in (WorkerState.STOPPING, WorkerState.EXITING)
+
+
+def control_file(alloc: Allocation, job: Job | None) -> FileWrite:
+    if job is not None and job.operator_request is OperatorRequest.CANCEL:
+        reason = "cancelled by operator"
+    elif job is not None and job.operator_request is OperatorRequest.REQUEUE:
+        reason = "requeued by operator"
+    else:
+        reason = "stopped by the daemon (stale heartbeat or not needed)"
+    control = Control(
+        action=ControlAction.STOP,
+        job_id=job.id if job else None,
+        epoch=job.epoch if job else None,
+        reason=reason,
+    )
+    return FileWrite(
+        allocation_id=alloc.id,
+        name=CONTROL_FILE,
+        data=control.model_dump_json().encode(),
+        mode=0o600,
+    )

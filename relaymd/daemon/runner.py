@@ -1,0 +1,586 @@
+"""One cluster's reconcile cycle: read -> decide -> persist -> write -> persist results.
+
+At most two round trips per cycle (invariant 6). Decisions are committed BEFORE the write that
+acts on them (invariant 4: a `submitting` row exists before sbatch runs; an epoch is committed
+before the assignment that carries it), and everything written is derived from committed rows,
+so a crash anywhere is repaired by the next cycle: a `submitting` row is adopted by job name
+or dropped, an assignment is rewritten until the worker shows it took it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from relaymd.daemon.context import DaemonContext
+from relaymd.daemon.decide import ACTIVE_JOB_STATES, CycleDecisions, DecideInput, decide_cycle
+from relaymd.daemon.mailbox_files import (
+    assignment_file,
+    assignment_needed,
+    control_file,
+    control_needed,
+    credentials_file,
+)
+from relaymd.daemon.remote_read import (
+    ClusterSnapshot,
+    ReadRequest,
+    build_read_script,
+    parse_read_output,
+)
+from relaymd.daemon.remote_write import (
+    FileWrite,
+    SubmitCommand,
+    WritePlan,
+    build_write_script,
+    parse_write_output,
+)
+from relaymd.daemon.shell import alloc_folder
+from relaymd.ids import new_allocation_id
+from relaymd.logging import get_logger
+from relaymd.models import (
+    Allocation,
+    AllocationState,
+    ClusterProfile,
+    EventKind,
+    Job,
+    JobState,
+    utcnow,
+)
+from relaymd.models.state import ClusterReachability, ClusterStatus
+
+log = get_logger(__name__)
+
+# Fault injection for the crash-safety tests only: kill this process with SIGKILL right before
+# or right after the write that runs sbatch (the two moments invariant 4 is about).
+_FAULT = os.environ.get("RELAYMD_TEST_FAULT", "")
+
+
+def _maybe_crash(point: str) -> None:
+    if point == _FAULT:
+        log.warning("test_fault_crash", point=point)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+LIVE_STATES = [AllocationState.SUBMITTING, AllocationState.PENDING, AllocationState.RUNNING]
+JOB_SCRIPT = "job.sh"
+
+
+class CycleReport(BaseModel):
+    cluster: str
+    ok: bool
+    changed: bool = False
+    busy: bool = False
+    round_trips: int = 0
+    error: str | None = None
+    decide_cpu_s: float = 0.0
+
+
+class ClusterRunner:
+    def __init__(
+        self,
+        ctx: DaemonContext,
+        profile: ClusterProfile,
+        *,
+        interactive: bool = False,
+        transport_factory: Callable[..., Any] | None = None,
+        scheduler: Any = None,
+    ) -> None:
+        self.ctx = ctx
+        self.profile = profile
+        self.interactive = interactive
+        if transport_factory is None:
+            from relaymd.transport import make_transport
+
+            transport_factory = make_transport
+        if scheduler is None:
+            from relaymd.scheduler import make_scheduler
+
+            scheduler = make_scheduler(profile)
+        self._transport_factory = transport_factory
+        self.transport: Any = None
+        self.scheduler = scheduler
+        self.want_log: dict[str, str] = {}
+        self.vanished_since: dict[str, datetime] = {}
+        self.interval = profile.poll.min_interval_s
+        self.cycles = 0
+        self.last_parse_cpu_s = 0.0
+        self.last_decide_cpu_s = 0.0
+        self._jobs_after: dict[str, Job] = {}
+        self.config_error = self._check_profile()
+
+    @property
+    def name(self) -> str:
+        return self.profile.name
+
+    def _check_profile(self) -> str | None:
+        """Render a job script per partition and image once: a profile value that cannot go
+        into a script safely stops submissions on this cluster (with the reason in its status)
+        instead of failing every cycle."""
+        images = list(self.profile.images) or ["openmm"]
+        for partition in self.profile.partitions:
+            for image in images:
+                probe = Allocation(
+                    id="a0000000000000000",
+                    cluster=self.name,
+                    partition=partition.name,
+                    image=image,
+                    walltime_s=max(1, round(partition.walltime_minutes * 60)),
+                )
+                try:
+                    self.scheduler.render_job_script(probe, self.profile, self._worker_args(probe))
+                    self.scheduler.submit_snippet(probe, f"{self.profile.scratch}/x/{JOB_SCRIPT}")
+                except ValueError as exc:
+                    log.error("cluster_profile_unsafe", cluster=self.name, error=str(exc))
+                    return f"cluster {self.name}: {exc}"
+        return None
+
+    async def close(self) -> None:
+        if self.transport is not None:
+            transport, self.transport = self.transport, None
+            result = transport.close()
+            if asyncio.iscoroutine(result):
+                await result
+
+    def _transport(self) -> Any:
+        if self.transport is None:
+            self.transport = self._transport_factory(self.profile, interactive=self.interactive)
+        return self.transport
+
+    async def _run(self, script: str) -> Any:
+        return await self._transport().run(script, timeout=self.profile.command_timeout_s)
+
+    # -- the cycle ---------------------------------------------------------------------
+    async def cycle(self) -> CycleReport:
+        from relaymd.transport import (
+            HostKeyRejected,
+            HostUnreachable,
+            NeedsAuth,
+            RemoteTimeout,
+            TransportError,
+        )
+
+        store = self.ctx.store
+        started = utcnow()
+        status = await store.get_cluster_status(self.name)
+        enabled = status.enabled if status is not None else self.profile.enabled
+        # A misconfigured profile keeps watching what exists but submits nothing.
+        submit_ok = enabled and self.config_error is None
+        report = CycleReport(cluster=self.name, ok=False)
+        trips_before = self._round_trips()
+        try:
+            snapshot, read_allocs = await self._read()
+            decisions, allocs_after = await self._decide_and_commit(
+                snapshot, read_allocs, submit_ok
+            )
+            await self._write(decisions, allocs_after, snapshot)
+        except (NeedsAuth, HostKeyRejected) as exc:
+            await self._failed(status, enabled, ClusterReachability.NEEDS_AUTH, exc, started)
+            report.error = str(exc)
+            await self.close()
+            return report
+        except (HostUnreachable, RemoteTimeout, TransportError, SnapshotError) as exc:
+            await self._failed(status, enabled, ClusterReachability.UNREACHABLE, exc, started)
+            report.error = str(exc)
+            await self.close()
+            return report
+        finally:
+            report.round_trips = self._round_trips() - trips_before
+        report.ok = True
+        report.changed = decisions.changed
+        report.decide_cpu_s = self.last_decide_cpu_s
+        live = [a for a in allocs_after if a.state is not AllocationState.ENDED]
+        report.busy = bool(live)
+        self.ctx.reachability[self.name] = ClusterReachability.REACHABLE
+        await self._status_ok(enabled, started, live)
+        if decisions.checkpointed:
+            await self._retention(decisions.checkpointed)
+        return report
+
+    def _round_trips(self) -> int:
+        return int(getattr(self.transport, "round_trips", 0)) if self.transport else 0
+
+    async def _read(self) -> tuple[ClusterSnapshot, list[Allocation]]:
+        store = self.ctx.store
+        allocs = await store.list_allocations(cluster=self.name, states=LIVE_STATES)
+        requests = [ReadRequest(allocation_id=a.id, events_offset=a.events_offset) for a in allocs]
+        for alloc_id in list(self.want_log):
+            ended = await store.get_allocation(alloc_id)
+            if ended is None:
+                self.want_log.pop(alloc_id)
+                continue
+            allocs.append(ended)
+            requests.append(
+                ReadRequest(
+                    allocation_id=alloc_id, events_offset=ended.events_offset, want_log=True
+                )
+            )
+        # Ids whose end the scheduler should report (sacct) if they are no longer live.
+        sched_ids = [
+            a.scheduler_id
+            for a in allocs
+            if a.scheduler_id and a.state is not AllocationState.ENDED
+        ]
+        query = self.scheduler.query_snippet(self.profile, sched_ids)
+        script, token = build_read_script(self.profile.scratch, query, requests)
+        result = await self._run(script)
+        cpu = time.process_time()
+        snapshot = parse_read_output(
+            result.stdout, token, self.name, requests, self.scheduler.parse_query
+        )
+        self.last_parse_cpu_s = time.process_time() - cpu
+        if not snapshot.query_ok:
+            raise SnapshotError(
+                f"{self.name}: scheduler query failed: {snapshot.query_error or result.stderr}"
+            )
+        return snapshot, allocs
+
+    async def _verified(
+        self, snapshot: ClusterSnapshot, jobs: dict[str, Job]
+    ) -> set[tuple[str, int, int]]:
+        """Checkpoints of current epochs whose manifest verifies (outside the store lock)."""
+        from relaymd.storage.checkpoints import verify_checkpoint
+
+        verified: set[tuple[str, int, int]] = set()
+        for files in snapshot.files.values():
+            for event in files.events:
+                ref = event.checkpoint
+                job = jobs.get(event.job_id or "")
+                if (
+                    event.kind is not EventKind.CHECKPOINT
+                    or ref is None
+                    or job is None
+                    or ref.epoch != job.epoch
+                    or event.epoch != job.epoch
+                ):
+                    continue
+                try:
+                    await asyncio.to_thread(verify_checkpoint, self.ctx.object_store, ref)
+                except Exception as exc:  # any storage or integrity failure: not verified
+                    log.warning(
+                        "checkpoint_verify_failed", job_id=job.id, prefix=ref.prefix, error=str(exc)
+                    )
+                    continue
+                verified.add((job.id, ref.epoch, ref.seq))
+        return verified
+
+    async def _load_jobs(self, allocs: list[Allocation]) -> dict[str, Job]:
+        store = self.ctx.store
+        jobs = {j.id: j for j in await store.list_jobs(states=list(ACTIVE_JOB_STATES))}
+        for alloc in allocs:
+            if alloc.job_id and alloc.job_id not in jobs:
+                job = await store.get_job(alloc.job_id)
+                if job is not None:
+                    jobs[job.id] = job
+        for job_id in self.want_log.values():
+            if job_id not in jobs:
+                job = await store.get_job(job_id)
+                if job is not None:
+                    jobs[job.id] = job
+        return jobs
+
+    async def _decide_and_commit(
+        self, snapshot: ClusterSnapshot, read_allocs: list[Allocation], enabled: bool
+    ) -> tuple[CycleDecisions, list[Allocation]]:
+        store = self.ctx.store
+        verified = await self._verified(snapshot, await self._load_jobs(read_allocs))
+        # Read, decide and persist inside one write transaction: the CLI (operator requests,
+        # submits) cannot change a row between our read and our write of it.
+        async with self.ctx.store_lock, store.transaction():
+            read_ids = {a.id for a in read_allocs}
+            allocs = [a for a in [await store.get_allocation(i) for i in read_ids] if a is not None]
+            jobs = await self._load_jobs(allocs)
+            all_live = await store.list_allocations(states=LIVE_STATES)
+            cpu = time.process_time()
+            decisions = decide_cycle(
+                DecideInput(
+                    now=utcnow(),
+                    profile=self.profile,
+                    profiles=self.ctx.profiles,
+                    settings=self.ctx.settings,
+                    enabled=enabled,
+                    usable_clusters=self.ctx.usable_clusters(),
+                    snapshot=snapshot,
+                    allocations=allocs,
+                    all_live=all_live,
+                    jobs=jobs,
+                    verified=verified,
+                    submit_grace_s=self.profile.command_timeout_s + 15,
+                    want_log={k: v for k, v in self.want_log.items() if k in read_ids},
+                    vanished_since=self.vanished_since,
+                    vanished_grace_s=max(30.0, 3 * self.profile.poll.min_interval_s),
+                ),
+                new_allocation_id,
+            )
+            self.last_decide_cpu_s = time.process_time() - cpu + self.last_parse_cpu_s
+            await self._persist(decisions)
+        for alloc_id in snapshot.files:
+            if alloc_id in self.want_log and snapshot.files[alloc_id].log_tail is not None:
+                self.want_log.pop(alloc_id)
+        self.want_log.update(decisions.want_log)
+        self.vanished_since = decisions.vanished_since
+        merged = {a.id: a for a in allocs}
+        merged.update(decisions.allocations)
+        merged.update({a.id: a for a in decisions.new_allocations})
+        self._jobs_after = {**jobs, **decisions.jobs}
+        return decisions, list(merged.values())
+
+    async def _persist(self, d: CycleDecisions) -> None:
+        from relaymd.state import NotFoundError
+
+        store = self.ctx.store
+        for alloc in d.new_allocations:
+            await store.insert_allocation(alloc)
+        for alloc in d.allocations.values():
+            await store.update_allocation(alloc)
+        for job_id in d.bound:
+            epoch = await store.next_epoch(job_id)
+            job = d.jobs[job_id]
+            if epoch != job.epoch:
+                d.jobs[job_id] = job.model_copy(update={"epoch": epoch})
+                for seg in d.new_segments:
+                    if seg.job_id == job_id:
+                        seg.epoch = epoch
+        for job in d.jobs.values():
+            await store.update_job(job)
+        for close in d.closed_segments:
+            try:
+                async with store.transaction():  # a savepoint: a miss undoes only itself
+                    await store.close_segment(
+                        close.job_id,
+                        close.epoch,
+                        close.outcome,
+                        close.end_step,
+                        reason=close.reason,
+                    )
+            except NotFoundError:
+                # A job bound before segments were recorded: the history has a gap, the
+                # relay goes on.
+                log.warning("segment_missing", job_id=close.job_id, epoch=close.epoch)
+        for seg in d.new_segments:
+            await store.insert_segment(seg)
+        for audit in d.audits:
+            await store.add_event(
+                audit.kind,
+                audit.message,
+                job_id=audit.job_id,
+                allocation_id=audit.allocation_id,
+                cluster=self.name,
+            )
+            log.info(
+                audit.kind,
+                cluster=self.name,
+                job_id=audit.job_id,
+                allocation_id=audit.allocation_id,
+                detail=audit.message,
+            )
+
+    def _worker_args(self, alloc: Allocation) -> list[str]:
+        worker = self.ctx.worker
+        return [
+            "--alloc-dir",
+            alloc_folder(self.profile.scratch, alloc.id),
+            "--heartbeat-interval",
+            f"{worker.heartbeat_interval_s:g}",
+            "--idle-timeout",
+            f"{worker.idle_timeout_s:g}",
+            "--margin-min",
+            f"{worker.handoff_margin_min_s:g}",
+            "--margin-max",
+            f"{worker.handoff_margin_max_s:g}",
+        ]
+
+    async def _write(
+        self, d: CycleDecisions, allocs: list[Allocation], snapshot: ClusterSnapshot
+    ) -> None:
+        plan = WritePlan()
+        jobs = self._jobs_after
+        for alloc in d.new_allocations:
+            folder = alloc_folder(self.profile.scratch, alloc.id)
+            script = self.scheduler.render_job_script(alloc, self.profile, self._worker_args(alloc))
+            plan.mkdirs.append(alloc.id)
+            plan.files.append(credentials_file(alloc.id, self.ctx.access))
+            plan.files.append(
+                FileWrite(allocation_id=alloc.id, name=JOB_SCRIPT, data=script.encode(), mode=0o700)
+            )
+            plan.submits.append(
+                SubmitCommand(
+                    allocation_id=alloc.id,
+                    snippet=self.scheduler.submit_snippet(alloc, f"{folder}/{JOB_SCRIPT}"),
+                )
+            )
+        for alloc in allocs:
+            if alloc.state is AllocationState.ENDED or alloc.state is AllocationState.SUBMITTING:
+                continue
+            files = snapshot.files.get(alloc.id)
+            beat = files.heartbeat if files else None
+            job = jobs.get(alloc.job_id or "")
+            if alloc.stop_requested_at is not None:
+                if control_needed(beat):
+                    plan.files.append(control_file(alloc, job))
+                continue
+            if (
+                job is not None
+                and job.allocation_id == alloc.id
+                and job.state is JobState.ASSIGNED
+                and assignment_needed(job, beat)
+            ):
+                plan.files.append(assignment_file(alloc, job))
+        if d.cancel:
+            plan.cancel_snippet = self.scheduler.cancel_snippet(sorted(set(d.cancel.values())))
+            plan.cancel_count = len(d.cancel)
+        if plan.empty:
+            return
+        script, token = build_write_script(self.profile.scratch, plan)
+        if plan.submits:
+            _maybe_crash("before_submit_write")
+        # On a transport error unconfirmed submits stay `submitting`: the next read adopts
+        # them by job name or drops them.
+        result = await self._run(script)
+        if plan.submits:
+            _maybe_crash("after_submit_write")
+        outcome = parse_write_output(result.stdout, token, plan, self.scheduler.parse_submit)
+        await self._record_submits(d.new_allocations, outcome)
+        if outcome.failed_files:
+            log.warning("mailbox_write_failed", cluster=self.name, files=outcome.failed_files)
+
+    async def _record_submits(self, new: list[Allocation], outcome: Any) -> None:
+        if not new:
+            return
+        store = self.ctx.store
+        async with self.ctx.store_lock, store.transaction():
+            for alloc in new:
+                sub = outcome.submits.get(alloc.id)
+                if sub is not None and sub.scheduler_id:
+                    current = await store.get_allocation(alloc.id)
+                    if current is not None and current.state is AllocationState.SUBMITTING:
+                        await store.update_allocation(
+                            current.model_copy(
+                                update={
+                                    "state": AllocationState.PENDING,
+                                    "scheduler_id": sub.scheduler_id,
+                                }
+                            )
+                        )
+                    await store.add_event(
+                        "allocation_submitted",
+                        f"scheduler job {sub.scheduler_id}",
+                        allocation_id=alloc.id,
+                        cluster=self.name,
+                    )
+                    log.info(
+                        "allocation_submitted",
+                        cluster=self.name,
+                        allocation_id=alloc.id,
+                        scheduler_id=sub.scheduler_id,
+                    )
+                elif sub is not None or outcome.complete:
+                    error = (sub.error if sub is not None else None) or "no submit result"
+                    await store.update_allocation(
+                        alloc.model_copy(
+                            update={
+                                "state": AllocationState.ENDED,
+                                "ended_at": utcnow(),
+                                "end_reason": f"submit failed: {error}"[:500],
+                            }
+                        )
+                    )
+                    await store.add_event(
+                        "allocation_submit_failed",
+                        error[:500],
+                        allocation_id=alloc.id,
+                        cluster=self.name,
+                    )
+                    log.warning(
+                        "allocation_submit_failed",
+                        cluster=self.name,
+                        allocation_id=alloc.id,
+                        error=error[:500],
+                    )
+
+    async def _retention(self, job_ids: list[str]) -> None:
+        from relaymd.daemon.retention import apply_retention
+
+        for job_id in set(job_ids):
+            job = await self.ctx.store.get_job(job_id)
+            if job is None or job.checkpoint is None:
+                continue
+            try:
+                deleted = await asyncio.to_thread(
+                    apply_retention,
+                    self.ctx.object_store,
+                    job_id,
+                    job.checkpoint,
+                    self.ctx.settings.retention_keep,
+                )
+            except Exception as exc:  # retention is housekeeping: never fail a cycle on it
+                log.warning("retention_failed", job_id=job_id, error=str(exc))
+                continue
+            if deleted:
+                log.info("checkpoints_pruned", job_id=job_id, deleted=len(deleted))
+
+    # -- cluster status ----------------------------------------------------------------
+    async def _status_ok(self, enabled: bool, started: datetime, live: list[Allocation]) -> None:
+        async with self.ctx.store_lock:
+            await self._upsert_ok(enabled, started, live)
+
+    async def _upsert_ok(self, enabled: bool, started: datetime, live: list[Allocation]) -> None:
+        # The operator may have flipped the switch during the cycle: keep their value.
+        current = await self.ctx.store.get_cluster_status(self.name)
+        enabled = current.enabled if current is not None else enabled
+        await self.ctx.store.upsert_cluster_status(
+            ClusterStatus(
+                name=self.name,
+                enabled=enabled,
+                reachability=ClusterReachability.REACHABLE
+                if enabled
+                else ClusterReachability.DISABLED,
+                last_poll_at=started,
+                last_ok_at=utcnow(),
+                last_error=self.config_error,
+                poll_interval_s=self.interval,
+                pending=sum(
+                    a.state in (AllocationState.PENDING, AllocationState.SUBMITTING) for a in live
+                ),
+                running=sum(a.state is AllocationState.RUNNING for a in live),
+            )
+        )
+
+    async def _failed(
+        self,
+        status: ClusterStatus | None,
+        enabled: bool,
+        reachability: ClusterReachability,
+        exc: Exception,
+        started: datetime,
+    ) -> None:
+        self.ctx.reachability[self.name] = reachability
+        log.warning(
+            "cluster_poll_failed", cluster=self.name, reachability=str(reachability), error=str(exc)
+        )
+        update = {
+            "name": self.name,
+            "enabled": enabled,
+            "reachability": reachability,
+            "last_poll_at": started,
+            "last_error": str(exc)[:500],
+            "poll_interval_s": self.interval,
+        }
+        async with self.ctx.store_lock:
+            current = await self.ctx.store.get_cluster_status(self.name)
+            if current is not None:
+                update["enabled"] = current.enabled
+                new = current.model_copy(update=update)
+            else:
+                new = ClusterStatus.model_validate(update)
+            await self.ctx.store.upsert_cluster_status(new)
+
+
+class SnapshotError(Exception):
+    """The batched read ran but the scheduler query inside it failed."""

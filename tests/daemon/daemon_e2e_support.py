@@ -1,0 +1,157 @@
+"""Helpers for daemon end-to-end tests: a tiny OpenMM input, a config, a daemon process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from relaymd.models import JobSpec, OpenMMSettings, Resources
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_tiny_system(directory: Path, box_nm: float = 1.6) -> float:
+    """A small water box (a few hundred atoms) as serialized XML; returns Reference steps/s."""
+    import openmm as mm
+    import openmm.app as app
+    import openmm.unit as unit
+
+    directory.mkdir(parents=True, exist_ok=True)
+    forcefield = app.ForceField("amber14/tip3pfb.xml")
+    modeller = app.Modeller(app.Topology(), [])
+    modeller.addSolvent(forcefield, boxSize=mm.Vec3(box_nm, box_nm, box_nm) * unit.nanometer)
+    system = forcefield.createSystem(
+        modeller.topology,
+        nonbondedMethod=app.CutoffPeriodic,
+        nonbondedCutoff=0.7 * unit.nanometer,
+        constraints=app.HBonds,
+    )
+    integrator = mm.LangevinMiddleIntegrator(
+        300 * unit.kelvin, 1 / unit.picosecond, 0.002 * unit.picoseconds
+    )
+    integrator.setRandomNumberSeed(7)
+    context = mm.Context(system, integrator, mm.Platform.getPlatformByName("Reference"))
+    context.setPositions(modeller.positions)
+    mm.LocalEnergyMinimizer.minimize(context, maxIterations=50)
+    context.setVelocitiesToTemperature(300 * unit.kelvin, 7)
+    state = context.getState(getPositions=True, getVelocities=True, enforcePeriodicBox=True)
+    (directory / "system.xml").write_text(mm.XmlSerializer.serialize(system))
+    (directory / "integrator.xml").write_text(mm.XmlSerializer.serialize(integrator))
+    (directory / "state.xml").write_text(mm.XmlSerializer.serialize(state))
+    integrator.step(10)
+    started = time.perf_counter()
+    integrator.step(100)
+    return 100 / max(time.perf_counter() - started, 1e-6)
+
+
+def write_spec(directory: Path, title: str, steps: int, checkpoint_s: float = 2.0) -> None:
+    spec = JobSpec(
+        title=title,
+        engine=OpenMMSettings(
+            total_steps=steps,
+            report_every_steps=100,
+            checkpoint_every_steps=None,
+            platform="Reference",
+        ),
+        resources=Resources(gpus=0),
+        checkpoint_interval_s=checkpoint_s,
+        max_retries=3,
+    )
+    (directory / "relaymd.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+
+
+def local_config(
+    root: Path, *, walltime_s: float, native_worker: list[str] | None = None, **overrides: Any
+) -> Path:
+    config: dict[str, Any] = {
+        "storage": {"url": (root / "storage").as_uri()},
+        "state_path": str(root / "state" / "state.sqlite"),
+        "clusters": [
+            {
+                "name": "local",
+                "transport": "local",
+                "scheduler": "direct",
+                "scratch": str(root / "scratch"),
+                "partitions": [
+                    {
+                        "name": "local",
+                        "walltime_minutes": walltime_s / 60,
+                        "gpus_per_allocation": 0,
+                        "max_pending": 1,
+                        "max_running": 1,
+                    }
+                ],
+                "native_worker": native_worker or [sys.executable, "-m", "worker_entry"],
+                "max_workers": 2,
+                "command_timeout_s": 10,
+                "poll": {"min_interval_s": 0.5, "max_interval_s": 1.0},
+            }
+        ],
+        "daemon": {"stale_after_s": 6, "stop_grace_s": 4},
+        "worker": {
+            "heartbeat_interval_s": 1,
+            "idle_timeout_s": 4,
+            "handoff_margin_min_s": 2,
+            "handoff_margin_max_s": 4,
+        },
+    }
+    config.update(overrides)
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def daemon_env(root: Path, config: Path, fault: str | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        RELAYMD_CONFIG=str(config),
+        RELAYMD_STATE_DIR=str(root / "state"),
+        RELAYMD_DATA_DIR=str(root / "data"),
+        PYTHONPATH=str(REPO),
+    )
+    env.pop("RELAYMD_TEST_FAULT", None)
+    if fault:
+        env["RELAYMD_TEST_FAULT"] = fault
+    return env
+
+
+def start_daemon(root: Path, config: Path, fault: str | None = None) -> subprocess.Popen[bytes]:
+    code = (
+        "from relaymd.config import load_config\n"
+        "from relaymd.daemon import run_daemon_blocking\n"
+        "run_daemon_blocking(load_config())\n"
+    )
+    log = open(root / "daemon.log", "ab")  # noqa: SIM115 - lives as long as the process
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=daemon_env(root, config, fault),
+        stdout=log,
+        stderr=log,
+        cwd=REPO,
+        start_new_session=True,
+    )
+
+
+def kill9(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def wait_for(what: str, check: Callable[[], T | None], timeout: float, root: Path) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.3)
+    tail = (root / "daemon.log").read_text(errors="replace")[-4000:]
+    raise AssertionError(f"timed out waiting for {what}; daemon log tail:\n{tail}")

@@ -1,0 +1,93 @@
+import pytest
+from daemon_factories import make_job
+
+from relaymd.daemon.classify import (
+    Verdict,
+    classify_allocation_end,
+    classify_event,
+    classify_hung,
+    classify_stop_timeout,
+)
+from relaymd.models import EventKind, OperatorRequest, SegmentOutcome, WorkerEvent
+
+
+def event(kind: EventKind, **fields: object) -> WorkerEvent:
+    return WorkerEvent(kind=kind, allocation_id="a1", job_id="j1", epoch=1, **fields)
+
+
+@pytest.mark.parametrize(
+    "state", ["TIMEOUT", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL", "OUT_OF_MEMORY", "DEADLINE"]
+)
+def test_infrastructure_ends_requeue_without_spending_a_retry(state: str) -> None:
+    out = classify_allocation_end(make_job(), state)
+    assert out.verdict is Verdict.REQUEUE
+    assert out.segment is SegmentOutcome.LOST
+    assert not out.counts_retry
+    assert state in out.reason
+
+
+def test_lost_allocation_requeues() -> None:
+    out = classify_allocation_end(make_job(), None)
+    assert (out.verdict, out.counts_retry) == (Verdict.REQUEUE, False)
+    assert "UNKNOWN" in out.reason
+
+
+def test_failed_without_event_spends_retries_then_fails() -> None:
+    out = classify_allocation_end(make_job(max_retries=2, retries=1), "FAILED", 137, ["boom"])
+    assert (out.verdict, out.counts_retry) == (Verdict.REQUEUE, True)
+    assert "exit code 137" in out.reason
+    out = classify_allocation_end(make_job(max_retries=2, retries=2), "FAILED", 1, ["boom"])
+    assert out.verdict is Verdict.FAIL
+    assert out.log_tail == ["boom"]
+
+
+def test_application_failure_event_is_bounded() -> None:
+    failed = event(EventKind.FAILED, reason="NaN in coordinates", log_tail=["a", "b"])
+    out = classify_event(make_job(max_retries=1, retries=0), failed)
+    assert out is not None and out.verdict is Verdict.REQUEUE and out.counts_retry
+    out = classify_event(make_job(max_retries=1, retries=1), failed)
+    assert out is not None and out.verdict is Verdict.FAIL
+    assert "NaN in coordinates" in out.reason and out.log_tail == ["a", "b"]
+    assert out.segment is SegmentOutcome.FAILED
+
+
+def test_retryable_failure_event_requeues_for_free() -> None:
+    out = classify_event(
+        make_job(retries=5, max_retries=0), event(EventKind.FAILED, retryable=True)
+    )
+    assert out is not None and out.verdict is Verdict.REQUEUE and not out.counts_retry
+
+
+def test_handoff_complete_and_progress_events() -> None:
+    out = classify_event(make_job(), event(EventKind.HANDOFF, step=40))
+    assert out is not None and (out.verdict, out.segment) == (
+        Verdict.REQUEUE,
+        SegmentOutcome.HANDOFF,
+    )
+    out = classify_event(make_job(), event(EventKind.COMPLETED, step=100))
+    assert out is not None and out.verdict is Verdict.COMPLETE and out.end_step == 100
+    assert classify_event(make_job(), event(EventKind.CHECKPOINT)) is None
+    assert classify_event(make_job(), event(EventKind.STARTED)) is None
+
+
+def test_operator_requests_win_over_requeue() -> None:
+    cancel = make_job(operator_request=OperatorRequest.CANCEL)
+    for out in (
+        classify_event(cancel, event(EventKind.STOPPED)),
+        classify_event(cancel, event(EventKind.HANDOFF)),
+        classify_allocation_end(cancel, "TIMEOUT"),
+        classify_hung(cancel, 300),
+        classify_stop_timeout(cancel),
+    ):
+        assert out is not None and out.verdict is Verdict.CANCEL
+    requeue = make_job(operator_request=OperatorRequest.REQUEUE)
+    out = classify_event(requeue, event(EventKind.STOPPED))
+    assert out is not None and out.verdict is Verdict.REQUEUE and "operator" in out.reason
+    # Completion is completion, whatever was asked meanwhile.
+    out = classify_event(cancel, event(EventKind.COMPLETED))
+    assert out is not None and out.verdict is Verdict.COMPLETE
+
+
+def test_hung_worker_requeues() -> None:
+    out = classify_hung(make_job(), 301)
+    assert out.verdict is Verdict.REQUEUE and "stale" in out.reason

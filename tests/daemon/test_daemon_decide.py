@@ -1,0 +1,282 @@
+"""The per-cycle decisions: fencing, liveness, crash-safe submission, operator requests."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from itertools import count
+from types import SimpleNamespace
+
+from daemon_factories import SHA, T0, make_alloc, make_job, make_profile
+
+from relaymd.daemon.decide import DecideInput, decide_cycle
+from relaymd.daemon.remote_read import AllocationFiles, ClusterSnapshot
+from relaymd.models import (
+    AllocationState,
+    CheckpointRef,
+    DaemonSettings,
+    EventKind,
+    Heartbeat,
+    JobState,
+    OperatorRequest,
+    SegmentOutcome,
+    WorkerEvent,
+    WorkerState,
+)
+
+R, P, S, E = (
+    AllocationState.RUNNING,
+    AllocationState.PENDING,
+    AllocationState.SUBMITTING,
+    AllocationState.ENDED,
+)
+_ids = count()
+
+
+def new_id() -> str:
+    return f"anew{next(_ids)}"
+
+
+def sj(alloc_id: str, phase: str = "running", end_state: str | None = None, sid: str = "100"):
+    return SimpleNamespace(
+        allocation_id=alloc_id,
+        scheduler_id=sid,
+        phase=phase,
+        end_state=end_state,
+        exit_code=None,
+        node="n1",
+    )
+
+
+def ref(epoch: int, seq: int, step: int) -> CheckpointRef:
+    return CheckpointRef(
+        epoch=epoch,
+        seq=seq,
+        step=step,
+        prefix=f"jobs/j1/checkpoints/{epoch}-{seq}/",
+        manifest_sha256=SHA,
+    )
+
+
+def beat(seq: int, state=WorkerState.RUNNING, job="j1", epoch=2) -> Heartbeat:
+    return Heartbeat(allocation_id="a1", seq=seq, state=state, job_id=job, epoch=epoch)
+
+
+def run(allocs, jobs, *, sched=None, files=None, now=T0, verified=(), settings=None, **kw):
+    snapshot = ClusterSnapshot(
+        cluster="c1",
+        query_ok=True,
+        scheduler_jobs={s.allocation_id: s for s in (sched or [])},
+        files={f.allocation_id: f for f in (files or [])},
+    )
+    profile = make_profile(max_running=kw.pop("max_running", 4))
+    return decide_cycle(
+        DecideInput(
+            now=now,
+            profile=profile,
+            profiles={"c1": profile},
+            settings=settings or DaemonSettings(stale_after_s=60, stop_grace_s=30),
+            enabled=True,
+            usable_clusters={"c1"},
+            snapshot=snapshot,
+            allocations=allocs,
+            all_live=[a for a in allocs if a.state is not E],
+            jobs={j.id: j for j in jobs},
+            verified=set(verified),
+            **kw,
+        ),
+        new_id,
+    )
+
+
+def running_pair(**alloc_fields):
+    job = make_job(
+        "j1", state=JobState.RUNNING, epoch=2, allocation_id="a1", checkpoint=ref(2, 1, 10)
+    )
+    alloc = make_alloc(
+        "a1", state=R, job_id="j1", scheduler_id="100", started_at=T0, **alloc_fields
+    )
+    return job, alloc
+
+
+def test_only_verified_checkpoints_of_the_current_epoch_move_the_pointer() -> None:
+    job, alloc = running_pair()
+    events = [
+        WorkerEvent(
+            kind=EventKind.CHECKPOINT,
+            allocation_id="a1",
+            job_id="j1",
+            epoch=1,
+            checkpoint=ref(1, 9, 90),
+        ),
+        WorkerEvent(
+            kind=EventKind.CHECKPOINT,
+            allocation_id="a1",
+            job_id="j1",
+            epoch=2,
+            checkpoint=ref(2, 2, 20),
+        ),
+        WorkerEvent(
+            kind=EventKind.CHECKPOINT,
+            allocation_id="a1",
+            job_id="j1",
+            epoch=2,
+            checkpoint=ref(2, 3, 30),
+        ),
+    ]
+    files = AllocationFiles(allocation_id="a1", heartbeat=beat(1), events=events, events_offset=300)
+    out = run(
+        [alloc], [job], sched=[sj("a1")], files=[files], verified={("j1", 1, 9), ("j1", 2, 2)}
+    )
+    new = out.jobs["j1"]
+    assert (new.checkpoint.epoch, new.checkpoint.seq, new.step) == (2, 2, 20)
+    kinds = [a.kind for a in out.audits]
+    assert "stale_event_ignored" in kinds and "checkpoint_unverified" in kinds
+    assert out.allocations["a1"].events_offset == 300
+    assert out.checkpointed == ["j1"]
+
+
+def test_old_epoch_terminal_event_is_ignored() -> None:
+    job, alloc = running_pair()
+    late = WorkerEvent(kind=EventKind.COMPLETED, allocation_id="a1", job_id="j1", epoch=1, step=100)
+    files = AllocationFiles(allocation_id="a1", heartbeat=beat(1), events=[late], events_offset=10)
+    out = run([alloc], [job], sched=[sj("a1")], files=[files])
+    assert "j1" not in out.jobs or out.jobs["j1"].state is JobState.RUNNING
+
+
+def test_handoff_requeues_and_the_job_is_bound_again_under_a_new_epoch() -> None:
+    job, alloc = running_pair()
+    idle = make_alloc("a2", state=R, scheduler_id="101", started_at=T0)
+    handoff = WorkerEvent(
+        kind=EventKind.HANDOFF, allocation_id="a1", job_id="j1", epoch=2, checkpoint=ref(2, 1, 10)
+    )
+    files = [
+        AllocationFiles(
+            allocation_id="a1", heartbeat=beat(3, WorkerState.EXITING), events=[handoff]
+        ),
+        AllocationFiles(
+            allocation_id="a2",
+            heartbeat=Heartbeat(allocation_id="a2", seq=1, state=WorkerState.IDLE),
+        ),
+    ]
+    out = run([alloc, idle], [job], sched=[sj("a1"), sj("a2", sid="101")], files=files)
+    assert [(c.epoch, c.outcome) for c in out.closed_segments] == [(2, SegmentOutcome.HANDOFF)]
+    j = out.jobs["j1"]
+    assert (j.state, j.epoch, j.allocation_id, j.step) == (JobState.ASSIGNED, 3, "a2", 10)
+    assert out.bound == ["j1"] and out.new_segments[0].epoch == 3
+    assert out.allocations["a1"].job_id is None and out.allocations["a1"].end_reason
+    assert out.new_allocations == []  # the idle worker covered the demand
+
+
+def test_allocation_death_reported_by_slurm_requeues_and_provisions() -> None:
+    job, alloc = running_pair()
+    out = run(
+        [alloc],
+        [job],
+        sched=[sj("a1", "ended", "NODE_FAIL")],
+        files=[AllocationFiles(allocation_id="a1")],
+    )
+    assert out.jobs["j1"].state is JobState.QUEUED and out.jobs["j1"].retries == 0
+    assert out.allocations["a1"].state is E
+    assert out.closed_segments[0].outcome is SegmentOutcome.LOST
+    assert len(out.new_allocations) == 1 and out.new_allocations[0].state is S
+    assert out.want_log == {"a1": "j1"}
+
+
+def test_hung_worker_is_stopped_requeued_then_cancelled_after_grace() -> None:
+    job, alloc = running_pair(last_seq=5, seq_changed_at=T0)
+    files = [AllocationFiles(allocation_id="a1", heartbeat=beat(5))]
+    out = run([alloc], [job], sched=[sj("a1")], files=files, now=T0 + timedelta(seconds=59))
+    assert "j1" not in out.jobs
+    out = run([alloc], [job], sched=[sj("a1")], files=files, now=T0 + timedelta(seconds=61))
+    assert out.jobs["j1"].state is JobState.QUEUED
+    stopped = out.allocations["a1"]
+    assert stopped.stop_requested_at is not None and stopped.job_id is None
+    assert out.cancel == {}
+    later = run(
+        [stopped], [out.jobs["j1"]], sched=[sj("a1")], files=files, now=T0 + timedelta(seconds=95)
+    )
+    assert later.cancel == {"a1": "100"}
+
+
+def test_submitting_row_is_adopted_by_name_or_dropped_after_grace() -> None:
+    pending = make_alloc("a1", state=S)
+    out = run([pending], [], sched=[sj("a1", "pending", sid="777")])
+    assert out.allocations["a1"].state is P and out.allocations["a1"].scheduler_id == "777"
+    assert "allocation_adopted" in [a.kind for a in out.audits]
+    # Not found, within the grace period: wait (the sbatch may still be running).
+    out = run([pending], [], now=T0 + timedelta(seconds=10), submit_grace_s=60)
+    assert "a1" not in out.allocations
+    out = run([pending], [], now=T0 + timedelta(seconds=61), submit_grace_s=60)
+    assert out.allocations["a1"].state is E
+
+
+def test_unknown_relaymd_jobs_are_cancelled_as_orphans() -> None:
+    out = run([], [], sched=[sj("azzz", "pending", sid="999")])
+    assert out.cancel == {"azzz": "999"}
+
+
+def test_demand_is_not_provisioned_twice() -> None:
+    jobs = [make_job("j1"), make_job("j2", created_s=1)]
+    out = run([], jobs)
+    assert len(out.new_allocations) == 2
+    # Next cycle sees its own submitting rows: nothing more.
+    out2 = run(out.new_allocations, jobs, now=T0 + timedelta(seconds=1), submit_grace_s=60)
+    assert out2.new_allocations == []
+
+
+def test_operator_cancel_stops_worker_then_cancels_on_stopped_event() -> None:
+    job, alloc = running_pair()
+    job = job.model_copy(update={"operator_request": OperatorRequest.CANCEL})
+    files = [AllocationFiles(allocation_id="a1", heartbeat=beat(2))]
+    out = run([alloc], [job], sched=[sj("a1")], files=files)
+    assert out.allocations["a1"].stop_requested_at is not None
+    assert "j1" not in out.jobs  # not yet: the worker checkpoints first
+    stopped = WorkerEvent(kind=EventKind.STOPPED, allocation_id="a1", job_id="j1", epoch=2)
+    files = [
+        AllocationFiles(
+            allocation_id="a1", heartbeat=beat(3, WorkerState.EXITING), events=[stopped]
+        )
+    ]
+    out = run([out.allocations["a1"]], [job], sched=[sj("a1")], files=files)
+    assert out.jobs["j1"].state is JobState.CANCELLED
+    queued = make_job("j2", operator_request=OperatorRequest.CANCEL)
+    assert run([], [queued]).jobs["j2"].state is JobState.CANCELLED
+
+
+def test_repeated_application_failure_fails_the_job_with_its_log() -> None:
+    job, alloc = running_pair()
+    job = job.model_copy(update={"retries": 2})
+    failed = WorkerEvent(
+        kind=EventKind.FAILED,
+        allocation_id="a1",
+        job_id="j1",
+        epoch=2,
+        reason="NaN",
+        log_tail=["x"],
+    )
+    files = [
+        AllocationFiles(allocation_id="a1", heartbeat=beat(2, WorkerState.IDLE), events=[failed])
+    ]
+    out = run([alloc], [job], sched=[sj("a1")], files=files)
+    final = out.jobs["j1"]
+    assert (
+        final.state is JobState.FAILED and final.log_tail == ["x"] and "NaN" in final.failure_reason
+    )
+
+
+def test_absent_from_squeue_is_not_finished_until_sacct_or_grace() -> None:
+    job, alloc = running_pair()
+    files = [AllocationFiles(allocation_id="a1", heartbeat=beat(1))]
+    out = run([alloc], [job], sched=[], files=files, vanished_grace_s=30)
+    assert "a1" not in out.allocations or out.allocations["a1"].state is R
+    assert "a1" in out.vanished_since
+    later = run(
+        [alloc],
+        [job],
+        sched=[],
+        files=files,
+        now=T0 + timedelta(seconds=31),
+        vanished_since=out.vanished_since,
+        vanished_grace_s=30,
+    )
+    assert later.allocations["a1"].state is E and later.jobs["j1"].state is JobState.QUEUED

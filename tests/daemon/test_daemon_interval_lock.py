@@ -1,0 +1,43 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from relaymd.daemon.interval import next_interval
+from relaymd.daemon.lock import DaemonAlreadyRunning, DaemonLock
+from relaymd.models import PollSettings
+
+
+def test_interval_backs_off_and_snaps_back() -> None:
+    poll = PollSettings(min_interval_s=2, max_interval_s=10)
+    seen = []
+    value = 2.0
+    for _ in range(8):
+        value = next_interval(value, poll, changed=False, busy=True)
+        seen.append(value)
+    assert seen[0] == 3.0 and seen[-1] == 10.0 and seen == sorted(seen)
+    assert next_interval(10.0, poll, changed=True, busy=True) == 2.0
+    assert next_interval(10.0, poll, changed=False, busy=False, idle_cap=30) == 15.0
+
+
+def test_second_lock_holder_gets_clear_message(tmp_path: Path) -> None:
+    path = tmp_path / "daemon.lock"
+    with DaemonLock(path):
+        code = (
+            "import sys; from pathlib import Path; from relaymd.daemon.lock import DaemonLock\n"
+            f"DaemonLock(Path({str(path)!r})).acquire()"
+        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert proc.returncode != 0
+        assert "already running" in proc.stderr
+        with pytest.raises(DaemonAlreadyRunning, match="relaymd daemon stop"):
+            DaemonLock(path).acquire()
+    DaemonLock(path).acquire()  # released: free again
+
+
+def test_interval_is_capped_by_heartbeats_while_busy_and_backs_off_on_failure() -> None:
+    poll = PollSettings(min_interval_s=5, max_interval_s=60)
+    assert next_interval(40, poll, changed=False, busy=True, busy_cap=30) == 30
+    assert next_interval(40, poll, changed=False, busy=False, busy_cap=30) == 60
+    assert next_interval(5, poll, changed=True, busy=True, failed=True) >= 10

@@ -1,0 +1,116 @@
+from daemon_factories import make_alloc, make_job, make_profile
+
+from relaymd.daemon.provision import plan_provisioning
+from relaymd.models import AllocationState, Partition
+
+P = AllocationState.PENDING
+R = AllocationState.RUNNING
+
+
+def plan(profile, queued, allocs, profiles=None, usable=None, enabled=True, racing=False):
+    profiles = profiles or {profile.name: profile}
+    return plan_provisioning(
+        profile,
+        queued=queued,
+        allocations=allocs,
+        profiles=profiles,
+        usable_clusters=usable if usable is not None else set(profiles),
+        enabled=enabled,
+        queue_racing=racing,
+    )
+
+
+def test_submits_for_unmet_demand_within_max_pending() -> None:
+    profile = make_profile(max_pending=2)
+    jobs = [make_job(f"j{i}", created_s=i) for i in range(5)]
+    out = plan(profile, jobs, [])
+    assert len(out.submit) == 2 and out.cancel == []
+    # Two pending already cover two jobs and fill max_pending: nothing more.
+    allocs = [make_alloc("a1", state=P), make_alloc("a2", state=P)]
+    assert plan(profile, jobs, allocs).submit == []
+
+
+def test_idle_and_pending_supply_is_counted() -> None:
+    profile = make_profile(max_pending=5)
+    jobs = [make_job("j1"), make_job("j2")]
+    allocs = [make_alloc("a1", state=R), make_alloc("a2", state=P)]
+    assert plan(profile, jobs, allocs).submit == []
+    # A bound, stopping, or leaving allocation is not supply.
+    allocs = [
+        make_alloc("a1", state=R, job_id="jx"),
+        make_alloc("a2", state=R, end_reason="handoff"),
+        make_alloc("a3", state=R, stop_requested_at=make_alloc().submitted_at),
+    ]
+    assert len(plan(profile, jobs, allocs).submit) == 2
+
+
+def test_max_running_blocks_new_submissions() -> None:
+    profile = make_profile(max_running=1)
+    out = plan(profile, [make_job()], [make_alloc("a1", state=R, job_id="jx")])
+    assert out.submit == []
+
+
+def test_cancels_pending_nobody_needs_but_not_idle_workers() -> None:
+    profile = make_profile()
+    allocs = [
+        make_alloc("a1", state=P, submitted_s=1),
+        make_alloc("a2", state=P, submitted_s=2),
+        make_alloc("a3", state=R),
+    ]
+    out = plan(profile, [make_job("j1")], allocs)
+    # The idle worker takes j1; both pending are surplus. Idle workers leave on their own.
+    assert sorted(out.cancel) == ["a1", "a2"]
+    out = plan(profile, [make_job("j1"), make_job("j2")], allocs)
+    assert out.cancel == ["a2"]  # the oldest pending is kept
+
+
+def test_eligibility_image_gpus_placement() -> None:
+    profile = make_profile(gpus=1, native=False)
+    assert plan(profile, [make_job(image="atom-openmm")], []).submit == []
+    assert plan(profile, [make_job(gpus=2)], []).submit == []
+    assert plan(profile, [make_job(allowed=["other"])], []).submit == []
+    assert len(plan(profile, [make_job(gpus=1, allowed=["c1"])], []).submit) == 1
+
+
+def test_partitions_fill_in_order_and_image_is_recorded() -> None:
+    profile = make_profile(
+        partitions=[
+            Partition(name="small", walltime_minutes=5, gpus_per_allocation=1, max_pending=1),
+            Partition(name="big", walltime_minutes=5, gpus_per_allocation=4, max_pending=3),
+        ]
+    )
+    jobs = [make_job("j1", gpus=4), make_job("j2", gpus=1), make_job("j3", gpus=1)]
+    out = plan(profile, jobs, [])
+    assert sorted((s.partition, s.image) for s in out.submit) == [
+        ("big", "openmm"),
+        ("big", "openmm"),
+        ("small", "openmm"),
+    ]
+
+
+def test_disabled_cluster_submits_nothing() -> None:
+    assert plan(make_profile(), [make_job()], [], enabled=False).submit == []
+
+
+def test_without_racing_supply_elsewhere_counts_once() -> None:
+    c1, c2 = make_profile("c1"), make_profile("c2")
+    profiles = {"c1": c1, "c2": c2}
+    pending_on_c2 = [make_alloc("a1", cluster="c2", state=P)]
+    assert plan(c1, [make_job()], pending_on_c2, profiles).submit == []
+    # ... unless c2 is unreachable: then demand moves to c1.
+    assert len(plan(c1, [make_job()], pending_on_c2, profiles, usable={"c1"}).submit) == 1
+
+
+def test_queue_racing_submits_on_every_cluster_and_cancels_surplus_once_met() -> None:
+    c1, c2 = make_profile("c1"), make_profile("c2")
+    profiles = {"c1": c1, "c2": c2}
+    pending_on_c2 = [make_alloc("a1", cluster="c2", state=P)]
+    out = plan(c1, [make_job()], pending_on_c2, profiles, racing=True)
+    assert len(out.submit) == 1
+    # The job got bound on c2: c1's pending allocation is surplus.
+    allocs = [
+        make_alloc("a1", cluster="c2", state=R, job_id="j1"),
+        make_alloc("a2", cluster="c1", state=P),
+    ]
+    out = plan(c1, [], allocs, profiles, racing=True)
+    assert out.cancel == ["a2"] and out.submit == []

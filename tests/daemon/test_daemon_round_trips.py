@@ -1,0 +1,197 @@
+"""Invariant 6: a cycle costs at most two round trips per cluster, for 1 or 50 workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from daemon_factories import make_job
+from daemon_fakes import BashTransport, FileQueueScheduler
+
+from relaymd.daemon.context import DaemonContext
+from relaymd.daemon.runner import ClusterRunner
+from relaymd.models import (
+    Allocation,
+    AllocationState,
+    ClusterProfile,
+    DaemonSettings,
+    Heartbeat,
+    JobState,
+    Partition,
+    StorageAccess,
+    WorkerSettings,
+    WorkerState,
+)
+
+
+async def make_runner(tmp_path: Path, n: int) -> tuple[ClusterRunner, object, BashTransport]:
+    from relaymd.state import AsyncStateStore
+    from relaymd.storage import open_store
+
+    scratch = tmp_path / "scratch"
+    profile = ClusterProfile(
+        name="c1",
+        transport="local",
+        scheduler="slurm",
+        scratch=str(scratch),
+        partitions=[
+            Partition(
+                name="p1", walltime_minutes=5, gpus_per_allocation=0, max_pending=3, max_running=200
+            )
+        ],
+        native_worker=["worker"],
+    )
+    store = await AsyncStateStore.open(tmp_path / "state.sqlite")
+    access = StorageAccess(url=(tmp_path / "storage").as_uri())
+    ctx = DaemonContext(
+        store=store,
+        object_store=open_store(access),
+        access=access,
+        profiles={"c1": profile},
+        settings=DaemonSettings(),
+        worker=WorkerSettings(),
+    )
+    transport = BashTransport()
+    runner = ClusterRunner(
+        ctx,
+        profile,
+        transport_factory=lambda *a, **k: transport,
+        scheduler=FileQueueScheduler(scratch),
+    )
+    lines = []
+    for i in range(n):
+        alloc_id = f"a{i:04d}"
+        folder = scratch / "alloc" / alloc_id
+        folder.mkdir(parents=True)
+        beat = Heartbeat(allocation_id=alloc_id, seq=1, state=WorkerState.IDLE)
+        (folder / "heartbeat.json").write_text(beat.model_dump_json())
+        await store.insert_allocation(
+            Allocation(
+                id=alloc_id,
+                cluster="c1",
+                partition="p1",
+                image="openmm",
+                state=AllocationState.RUNNING,
+                scheduler_id=str(100 + i),
+                walltime_s=300,
+            )
+        )
+        lines.append(f"{alloc_id} {100 + i} running\n")
+        await store.insert_job(make_job(f"j{i:04d}", created_s=i))
+    scratch.mkdir(parents=True, exist_ok=True)
+    (scratch / "queue").write_text("".join(lines))
+    return runner, store, transport
+
+
+@pytest.mark.parametrize("n", [1, 50])
+async def test_at_most_two_round_trips_per_cycle(tmp_path: Path, n: int) -> None:
+    runner, store, transport = await make_runner(tmp_path, n)
+    try:
+        # Cycle 1: one read, one write carrying every assignment.
+        report = await runner.cycle()
+        assert report.ok, report.error
+        assert report.round_trips == 2 == len(transport.scripts)
+        assigned = [j for j in await store.list_jobs() if j.state is JobState.ASSIGNED]
+        assert len(assigned) == n
+        folders = sorted((tmp_path / "scratch" / "alloc").glob("*/assignment.json"))
+        assert len(folders) == n
+        # Cycle 2: the workers have not picked up yet: the assignments are rewritten, still 2.
+        report = await runner.cycle()
+        assert report.round_trips == 2
+        # The workers take their assignments: a quiet cycle is a single read.
+        for job in assigned:
+            folder = tmp_path / "scratch" / "alloc" / job.allocation_id
+            beat = Heartbeat(
+                allocation_id=job.allocation_id,
+                seq=2,
+                state=WorkerState.RUNNING,
+                job_id=job.id,
+                epoch=job.epoch,
+            )
+            (folder / "heartbeat.json").write_text(beat.model_dump_json())
+        report = await runner.cycle()
+        assert report.round_trips == 1
+        assert all(j.state is JobState.RUNNING for j in await store.list_jobs())
+    finally:
+        await store.close()
+
+
+async def test_submissions_and_cancels_share_the_one_write(tmp_path: Path) -> None:
+    runner, store, _transport = await make_runner(tmp_path, 0)
+    try:
+        for i in range(5):
+            await store.insert_job(make_job(f"q{i}", created_s=i))
+        report = await runner.cycle()
+        assert report.round_trips == 2
+        allocs = await store.list_allocations()
+        assert len(allocs) == 3  # max_pending
+        assert all(a.state is AllocationState.PENDING and a.scheduler_id for a in allocs)
+        for alloc in allocs:
+            folder = tmp_path / "scratch" / "alloc" / alloc.id
+            assert (folder / "job.sh").is_file() and (folder / "credentials").is_file()
+            assert (folder / "credentials").stat().st_mode & 0o777 == 0o600
+            assert "credentials" not in (folder / "job.sh").read_text()
+        # Jobs cancelled: the pending allocations are surplus and cancelled in one write.
+        for job in await store.list_jobs():
+            await store.update_job(job.model_copy(update={"state": JobState.CANCELLED}))
+        report = await runner.cycle()
+        assert report.round_trips == 2
+        assert (tmp_path / "scratch" / "queue").read_text().strip() == ""
+    finally:
+        await store.close()
+
+
+async def test_unsafe_profile_value_stops_submissions_not_the_daemon(tmp_path: Path) -> None:
+    from relaymd.scheduler import SlurmScheduler
+
+    runner, store, transport = await make_runner(tmp_path, 0)
+    try:
+        bad = runner.profile.model_copy(
+            update={
+                "partitions": [
+                    runner.profile.partitions[0].model_copy(
+                        update={"account": "x; touch /tmp/relaymd-pwned"}
+                    )
+                ]
+            }
+        )
+        real = SlurmScheduler(bad)
+        fake = runner.scheduler
+        fake.render_job_script = real.render_job_script  # the real template and its checks
+        evil = ClusterRunner(
+            runner.ctx, bad, transport_factory=lambda *a, **k: transport, scheduler=fake
+        )
+        assert evil.config_error is not None and "account" in evil.config_error
+        await store.insert_job(make_job("q1"))
+        report = await evil.cycle()
+        assert report.ok and report.round_trips == 1  # read only: nothing to submit
+        assert await store.list_allocations() == []
+        status = await store.get_cluster_status("c1")
+        assert status is not None and "account" in (status.last_error or "")
+    finally:
+        await store.close()
+
+
+async def test_unreachable_or_auth_failure_marks_the_cluster_not_the_jobs(tmp_path: Path) -> None:
+    from relaymd.models.state import ClusterReachability
+    from relaymd.transport import HostUnreachable, NeedsAuth
+
+    runner, store, transport = await make_runner(tmp_path, 2)
+    try:
+        for error, expected in (
+            (HostUnreachable("login node down"), ClusterReachability.UNREACHABLE),
+            (NeedsAuth("2FA prompt"), ClusterReachability.NEEDS_AUTH),
+        ):
+
+            async def broken(script: str, *, timeout: float | None = None, error=error) -> None:  # noqa: ASYNC109
+                raise error
+
+            transport.run = broken
+            report = await runner.cycle()
+            assert not report.ok
+            status = await store.get_cluster_status("c1")
+            assert status is not None and status.reachability is expected
+            assert all(j.state is JobState.QUEUED for j in await store.list_jobs())
+            assert all(a.state is AllocationState.RUNNING for a in await store.list_allocations())
+    finally:
+        await store.close()

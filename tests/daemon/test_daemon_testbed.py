@@ -1,0 +1,331 @@
+"""The daemon on the two-cluster SLURM testbed (real sshd, real SLURM, moto S3).
+
+One daemon run carries every scenario, to keep the testbed time affordable:
+6 jobs on 1-minute allocations relay across both clusters; meanwhile a worker is killed with
+SIGKILL, an allocation is scancel'ed, the daemon is killed with SIGKILL and restarted, and one
+cluster's sshd is stopped for two minutes. One job has a malicious title.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from daemon_e2e_support import REPO, kill9, wait_for, write_spec, write_tiny_system
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
+from testbed import Testbed, require_testbed
+
+from relaymd.models import Heartbeat, JobState
+from relaymd.models.state import ClusterReachability
+
+pytestmark = [pytest.mark.testbed, pytest.mark.slow, pytest.mark.timeout(1500)]
+
+EVIL_TITLE = "$(touch /tmp/relaymd-pwned-title) `touch /tmp/relaymd-pwned-tick`; rm -rf ~ #"
+
+
+def _code_copy() -> Path:
+    """relaymd/ and worker_entry/ where the cluster user can import them."""
+    target = Path("/srv/relaymd-testbed") / f"code-{secrets.token_hex(4)}"
+    for package in ("relaymd", "worker_entry"):
+        shutil.copytree(
+            REPO / package, target / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    subprocess.run(["chmod", "-R", "a+rX", str(target)], check=True)
+    return target
+
+
+def _config(root: Path, tb: Testbed, code: Path, run: str, bucket: str) -> Path:
+    clusters = []
+    for c in tb.clusters:
+        clusters.append(
+            {
+                "name": c.name,
+                "transport": "ssh",
+                "ssh": {
+                    "host": c.ssh_host,
+                    "port": c.ssh_port,
+                    "username": c.username,
+                    "identity_file": str(c.client_key),
+                    "known_hosts": str(c.known_hosts),
+                    "connect_timeout_s": 5,
+                    "keepalive_s": 5,
+                },
+                "scheduler": "slurm",
+                "scratch": f"{c.scratch}/{run}",
+                "partitions": [
+                    {
+                        "name": c.partition,
+                        "walltime_minutes": 1,
+                        "gpus_per_allocation": 0,
+                        "max_pending": 2,
+                        "max_running": 3,
+                    }
+                ],
+                "native_worker": [
+                    "env",
+                    f"PYTHONPATH={code}",
+                    str(tb.worker_python),
+                    "-m",
+                    "worker_entry",
+                ],
+                "command_timeout_s": 15,
+                "poll": {"min_interval_s": 2, "max_interval_s": 4},
+            }
+        )
+    config = {
+        "storage": {
+            "url": f"s3://{bucket}/relay",
+            "endpoint_url": tb.s3_endpoint_url,
+            "region": tb.s3_region,
+            "max_attempts": 3,
+        },
+        "state_path": str(root / "state" / "state.sqlite"),
+        "clusters": clusters,
+        "daemon": {"stale_after_s": 20, "stop_grace_s": 15},
+        "worker": {
+            "heartbeat_interval_s": 3,
+            "idle_timeout_s": 15,
+            "handoff_margin_min_s": 5,
+            "handoff_margin_max_s": 12,
+        },
+    }
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _start(root: Path, config: Path, tb: Testbed) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update(
+        RELAYMD_CONFIG=str(config),
+        RELAYMD_STATE_DIR=str(root / "state"),
+        RELAYMD_DATA_DIR=str(root / "data"),
+        RELAYMD_S3_ACCESS_KEY_ID=tb.s3_access_key_id,
+        RELAYMD_S3_SECRET_ACCESS_KEY=tb.s3_secret_access_key,
+        PYTHONPATH=str(REPO),
+    )
+    env.pop("RELAYMD_TEST_FAULT", None)
+    code = (
+        "from relaymd.config import load_config\n"
+        "from relaymd.daemon import run_daemon_blocking\n"
+        "run_daemon_blocking(load_config())\n"
+    )
+    log = open(root / "daemon.log", "ab")  # noqa: SIM115 - lives as long as the process
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=env,
+        stdout=log,
+        stderr=log,
+        cwd=REPO,
+        start_new_session=True,
+    )
+
+
+def _slurm(tb: Testbed, cluster: str, *args: str) -> str:
+    env = dict(os.environ, SLURM_CONF=str(tb.cluster(cluster).slurm_conf))
+    return subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout
+
+
+def _sshd_listener(name: str) -> tuple[int, list[str]]:
+    """The listener's pid (from its pid file) and the command line that started it.
+
+    sshd rewrites its argv into a title (`sshd: /usr/sbin/sshd -f ... [listener] ...`), so the
+    command line is recovered from that title.
+    """
+    pid = int(Path(f"/run/relaymd-testbed/sshd-{name}.pid").read_text().split()[0])
+    words = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+    title = " ".join(words)
+    if title.startswith("sshd: "):
+        title = title[len("sshd: ") :].split(" [listener]", 1)[0]
+    return pid, shlex.split(title)
+
+
+def _sshd_sessions(listener: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(listener)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_testbed_relay_with_failures(tmp_path: Path) -> None:
+    tb = require_testbed()
+    import boto3
+
+    from relaymd.config import load_config
+    from relaymd.secrets import make_secrets_provider, storage_access
+    from relaymd.state import StateStore
+    from relaymd.storage import open_store
+    from relaymd.submit import submit_directory
+
+    for stale in Path("/tmp").glob("relaymd-pwned-*"):
+        stale.unlink()
+    run = f"t{secrets.token_hex(4)}"
+    bucket = f"relaymd-{run}"
+    boto3.client(
+        "s3",
+        endpoint_url=tb.s3_endpoint_url,
+        region_name=tb.s3_region,
+        aws_access_key_id=tb.s3_access_key_id,
+        aws_secret_access_key=tb.s3_secret_access_key,
+    ).create_bucket(Bucket=bucket)
+    code = _code_copy()
+    config_path = _config(tmp_path, tb, code, run, bucket)
+    os.environ["RELAYMD_S3_ACCESS_KEY_ID"] = tb.s3_access_key_id
+    os.environ["RELAYMD_S3_SECRET_ACCESS_KEY"] = tb.s3_secret_access_key
+    loaded = load_config(config_path)
+    store = open_store(storage_access(loaded.config, make_secrets_provider(loaded.config.secrets)))
+    state = StateStore.open(Path(loaded.config.state_path))
+    started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+    inputs = tmp_path / "inputs"
+    rate = write_tiny_system(inputs)
+    # ~45 s of compute on an idle core: two or more 1-minute segments under contention.
+    steps = max(500, int(rate * 45) // 100 * 100)
+    jobs = []
+    for i in range(6):
+        job_dir = tmp_path / f"job{i}"
+        shutil.copytree(inputs, job_dir)
+        write_spec(job_dir, EVIL_TITLE if i == 0 else f"testbed job {i}", steps, checkpoint_s=5)
+        jobs.append(submit_directory(job_dir, loaded=loaded, store=store, state=state))
+
+    daemon = _start(tmp_path, config_path, tb)
+    listener_cmd: list[str] | None = None
+    try:
+        # 1. A worker killed with SIGKILL: its job is requeued and resumes.
+        victim = wait_for(
+            "a checkpointed running job",
+            lambda: next(
+                (j for j in state.list_jobs(states=[JobState.RUNNING]) if j.checkpoint), None
+            ),
+            300,
+            tmp_path,
+        )
+        alloc = state.get_allocation(victim.allocation_id or "")
+        assert alloc is not None
+        folder = Path(tb.cluster(alloc.cluster).scratch) / run / "alloc" / alloc.id
+        beat = Heartbeat.model_validate_json((folder / "heartbeat.json").read_text())
+        os.kill(beat.pid, signal.SIGKILL)
+
+        # 2. Another running allocation scancel'ed behind the daemon's back.
+        target = wait_for(
+            "a second running job",
+            lambda: next(
+                (
+                    j
+                    for j in state.list_jobs(states=[JobState.RUNNING])
+                    if j.id != victim.id and j.allocation_id
+                ),
+                None,
+            ),
+            120,
+            tmp_path,
+        )
+        cancelled = state.get_allocation(target.allocation_id or "")
+        assert cancelled is not None and cancelled.scheduler_id
+        _slurm(tb, cancelled.cluster, "scancel", cancelled.scheduler_id)
+
+        for job in (victim, target):
+            wait_for(
+                f"{job.id} requeued and resumed",
+                lambda job=job: (
+                    (j := state.get_job(job.id))
+                    and j.epoch > job.epoch
+                    and j.state in (JobState.RUNNING, JobState.COMPLETED)
+                ),
+                240,
+                tmp_path,
+            )
+
+        # 3. The daemon killed with SIGKILL mid-run, restarted.
+        kill9(daemon)
+        daemon = _start(tmp_path, config_path, tb)
+
+        # 4. clustera's sshd down for two minutes: clusterb carries on.
+        listener, listener_cmd = _sshd_listener("clustera")
+        sessions = _sshd_sessions(listener)
+        os.kill(listener, signal.SIGTERM)
+        for pid in sessions:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        outage_started = time.monotonic()
+        wait_for(
+            "clustera seen unreachable",
+            lambda: (
+                (s := state.get_cluster_status("clustera"))
+                and s.reachability is ClusterReachability.UNREACHABLE
+            ),
+            90,
+            tmp_path,
+        )
+        time.sleep(max(0.0, 120 - (time.monotonic() - outage_started)))
+        progressed_b = [
+            s
+            for j in state.list_jobs()
+            for s in state.list_segments(j.id)
+            if s.cluster == "clusterb" and s.started_at.timestamp() > time.time() - 125
+        ]
+        assert progressed_b, "clusterb did not carry on while clustera was down"
+        subprocess.run(listener_cmd, check=True)
+        listener_cmd = None
+        wait_for(
+            "clustera reachable again",
+            lambda: (
+                (s := state.get_cluster_status("clustera"))
+                and s.reachability is ClusterReachability.REACHABLE
+            ),
+            120,
+            tmp_path,
+        )
+
+        # 5. Everything completes.
+        wait_for(
+            "all jobs final",
+            lambda: all((state.get_job(j.id) or j).state.is_final for j in jobs),
+            900,
+            tmp_path,
+        )
+    finally:
+        if listener_cmd is not None:
+            with contextlib.suppress(OSError):
+                subprocess.run(listener_cmd, check=False)
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=60)
+
+    finals = [state.get_job(j.id) for j in jobs]
+    assert all(j is not None and j.state is JobState.COMPLETED for j in finals), [
+        (j.id, j.state, j.failure_reason) for j in finals if j
+    ]
+    clusters_used = set()
+    for job in jobs:
+        segments = state.list_segments(job.id)
+        assert len(segments) >= 2, (job.id, segments)
+        clusters_used |= {s.cluster for s in segments}
+    assert clusters_used == {"clustera", "clusterb"}
+
+    # No duplicate sbatch: every relaymd job name appears once in each cluster's accounting.
+    for c in tb.clusters:
+        names = _slurm(
+            tb, c.name, "sacct", "-a", "-X", "-n", "-P", "-o", "JobName", "-S", started_at
+        ).split()
+        ours = [n for n in names if n.startswith("relaymd-")]
+        dupes = [n for n, k in Counter(ours).items() if k > 1]
+        assert not dupes, f"{c.name}: submitted twice: {dupes}"
+        rows = {a.id for a in state.list_allocations(cluster=c.name) if a.scheduler_id}
+        assert {n.removeprefix("relaymd-") for n in ours} >= rows
+
+    # No injection through the title (it travels only as base64 JSON).
+    assert not list(Path("/tmp").glob("relaymd-pwned-*"))
+    state.close()
+    shutil.rmtree(code, ignore_errors=True)
