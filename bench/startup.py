@@ -1,11 +1,13 @@
 """Start-up time of the `relaymd` CLI: source install vs. the PyInstaller binaries.
 
-    .venv/bin/python bench/startup.py [--runs 15] [--no-write]
+    .venv/bin/python bench/startup.py [--runs 15] [--jobs 3000] [--no-write]
 
-Runs each command repeatedly (after warm-up runs, hyperfine-style) with an isolated, empty
-XDG/state dir, reports the median, min and max wall time, and for the source install which
-heavy modules the command imports (from `python -X importtime`). Writes a markdown table
-into docs/benchmarks.md between `<!-- bench:startup -->` and `<!-- /bench:startup -->`.
+Runs each command repeatedly (after warm-up runs, hyperfine-style) with an isolated XDG/state
+dir, reports the median, min and max wall time, and for the source install which heavy
+modules the command imports (from `python -X importtime`). `status` runs twice: on an empty
+state dir and on a database holding `--jobs` jobs (filled by bench/status_scale.py's `fill`).
+Writes a markdown table into docs/benchmarks.md between `<!-- bench:startup -->` and
+`<!-- /bench:startup -->`.
 Binaries that are not built (packaging/build-binary.sh [--onedir]) are left out.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -22,6 +25,9 @@ import time
 from pathlib import Path
 
 from pydantic import BaseModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from status_scale import fill  # a sibling script; bench/ is not a package
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -36,6 +42,7 @@ TARGETS_S = {("source", "--version"): 0.2, ("binary (onefile)", "status"): 0.5}
 class Measurement(BaseModel):
     variant: str
     command: str
+    state: str  # "empty" or "<n> jobs"
     runs: int
     median_s: float
     min_s: float
@@ -95,18 +102,27 @@ def variants() -> list[tuple[str, list[str], list[str] | None]]:
     return found
 
 
-def measure(runs: int, warmup: int) -> list[Measurement]:
+def measure(runs: int, warmup: int, jobs: int) -> list[Measurement]:
     results = []
-    with tempfile.TemporaryDirectory(prefix="relaymd-bench-") as tmp:
-        env = _env(Path(tmp))
+    with (
+        tempfile.TemporaryDirectory(prefix="relaymd-bench-") as empty,
+        tempfile.TemporaryDirectory(prefix="relaymd-bench-") as full,
+    ):
+        envs = {"empty": _env(Path(empty)), f"{jobs} jobs": _env(Path(full))}
+        filled = Path(envs[f"{jobs} jobs"]["RELAYMD_STATE_DIR"]) / "state.sqlite"
+        filled.parent.mkdir(parents=True)
+        fill(filled, jobs, random.Random(7))
+        cases = [("--version", "empty"), ("status", "empty"), ("status", f"{jobs} jobs")]
         for variant, prefix, traced in variants():
-            for command in ("--version", "status"):
+            for command, state in cases:
+                env = envs[state]
                 argv = [*prefix, *command.split()]
                 times = time_command(argv, env, runs, warmup)
                 results.append(
                     Measurement(
                         variant=variant,
                         command=command,
+                        state=state,
                         runs=runs,
                         median_s=statistics.median(times),
                         min_s=min(times),
@@ -126,12 +142,12 @@ def render(results: list[Measurement], runs: int) -> str:
     if onefile.exists():
         size = f" Onefile binary: {onefile.stat().st_size / 2**20:.1f} MiB."
     lines = [
-        f"`relaymd` start-up, median of {runs} runs after warm-up, empty state dir "
+        f"`relaymd` start-up, median of {runs} runs after warm-up, isolated state dir "
         f"(bench/startup.py). Python {platform.python_version()}, {platform.machine()}, "
         f"{os.cpu_count()} CPUs.{size}",
         "",
-        "| variant | command | median | min | max | target | heavy modules imported |",
-        "|---|---|---:|---:|---:|---|---|",
+        "| variant | command | state | median | min | max | target | heavy modules imported |",
+        "|---|---|---|---:|---:|---:|---|---|",
     ]
     for r in results:
         target = (
@@ -141,7 +157,7 @@ def render(results: list[Measurement], runs: int) -> str:
         )
         heavy = "n/a" if r.heavy_modules is None else (", ".join(r.heavy_modules) or "none")
         lines.append(
-            f"| {r.variant} | `relaymd {r.command}` | {r.median_s * 1000:.0f} ms | "
+            f"| {r.variant} | `relaymd {r.command}` | {r.state} | {r.median_s * 1000:.0f} ms | "
             f"{r.min_s * 1000:.0f} ms | {r.max_s * 1000:.0f} ms | {target} | {heavy} |"
         )
     return "\n".join(lines)
@@ -163,9 +179,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=3000, help="jobs in the filled database")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
-    table = render(measure(args.runs, args.warmup), args.runs)
+    table = render(measure(args.runs, args.warmup, args.jobs), args.runs)
     print(table)
     if not args.no_write:
         DOCS.parent.mkdir(parents=True, exist_ok=True)

@@ -37,5 +37,10 @@ if grep -Eiq '(^|[/ ])(openmm|numpy)([/._ ]|$)' <<<"$contents"; then
     echo "error: $binary contains openmm or numpy; they belong in the worker image only" >&2
     exit 1
 fi
+# setuptools' runtime hook would import it (~180 ms) on every start (docs/adr/0002).
+if grep -Eq '(^|[ ])(pyi_rth_setuptools|setuptools)$' <<<"$contents"; then
+    echo "error: $binary bundles setuptools; add what pulls it in to EXCLUDES in the spec" >&2
+    exit 1
+fi
 "$binary" --version
 echo "built $binary ($mode, $(du -sh "$artefact" | cut -f1))"

@@ -1,100 +1,98 @@
-"""The `relaymd` command: wiring, global options and error handling.
+"""The `relaymd` entry point: fast paths, logging level and error handling.
 
-Heavy imports (pydantic models, boto3, asyncssh, jinja2, openmm) happen inside the commands
-that need them; this module and the command modules import only typer.
+Start-up time is part of the interface (`relaymd status` is typed all day, and the
+single-file binary unpacks itself on every start), so this module imports neither typer nor
+rich nor pydantic. `--version` and a plain `relaymd [--debug] [-c FILE] status [--json]` run
+without typer; everything else goes through the typer app in relaymd.cli.commands.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
-
-import typer
+from typing import TYPE_CHECKING, Any
 
 from relaymd import __version__
-from relaymd.cli import (
-    cmd_clusters,
-    cmd_config,
-    cmd_daemon,
-    cmd_demo,
-    cmd_jobs,
-    cmd_status,
-    cmd_submit,
-    cmd_workers,
-)
-from relaymd.cli.context import OPTIONS
 from relaymd.cli.errors import CliError, ExitCode
 
-HELP = """Relay long OpenMM simulations across short SLURM allocations, through checkpoints
-in object storage.
-
-\b
-First time?   relaymd demo                  (a real job relayed on this machine)
-Every day:    relaymd submit ./myjob ; relaymd status ; relaymd jobs list
-Exit codes:   0 ok, 1 failed, 2 usage/config error, 3 cluster unreachable,
-              4 not found, 5 not allowed in the current state, 130 interrupted
-"""
-
-app = typer.Typer(
-    name="relaymd",
-    help=HELP,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
-def _version(value: bool) -> None:
-    if value:
-        print(f"relaymd {__version__}")
-        raise typer.Exit()
+@dataclass(frozen=True)
+class PlainStatus:
+    """A `relaymd status` call the fast path can run by itself, with its options."""
+
+    config: Path | None
+    debug: bool
+    as_json: bool
 
 
-@app.callback()
-def _global(
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            "-c",
-            envvar="RELAYMD_CONFIG",
-            help="Config file (default: $XDG_CONFIG_HOME/relaymd/config.yaml, else the "
-            "embedded local default).",
-            show_default=False,
-        ),
-    ] = None,
-    debug: Annotated[
-        bool, typer.Option("--debug", help="Show tracebacks and debug logs on errors.")
-    ] = False,
-    version: Annotated[
-        bool,
-        typer.Option(
-            "--version", "-V", callback=_version, is_eager=True, help="Print the version."
-        ),
-    ] = False,
-) -> None:
-    OPTIONS.config_path = config
-    OPTIONS.debug = debug
+def parse_plain_status(args: Sequence[str]) -> PlainStatus | None:
+    """`[--debug] [--config FILE | -c FILE | --config=FILE] status [--json]`, parsed the way
+    the typer app would; None for anything else (help, other options, shell completion), which
+    then goes through typer, so the fast path never changes what a command means."""
+    if "_RELAYMD_COMPLETE" in os.environ:
+        return None
+    config: str | None = None
+    debug = False
+    rest = list(args)
+    while rest and rest[0] != "status":
+        token = rest.pop(0)
+        if token == "--debug":
+            debug = True
+        elif token in ("--config", "-c") and rest:
+            config = rest.pop(0)
+        elif token.startswith("--config="):
+            config = token.partition("=")[2]
+        else:
+            return None
+        if config is not None and (not config or config.startswith("-")):
+            return None  # odd values: let click decide what they mean
+    if not rest or any(token != "--json" for token in rest[1:]):
+        return None
+    if config is None:
+        config = os.environ.get("RELAYMD_CONFIG") or None  # click ignores an empty envvar
+    return PlainStatus(Path(config) if config else None, debug, len(rest) > 1)
 
 
-app.command("submit", no_args_is_help=True, help=cmd_submit.HELP)(cmd_submit.submit)
-app.command("status")(cmd_status.status)
-app.command("demo")(cmd_demo.demo)
-app.add_typer(cmd_jobs.app, name="jobs")
-app.add_typer(cmd_clusters.app, name="clusters")
-app.add_typer(cmd_workers.app, name="workers")
-app.add_typer(cmd_daemon.app, name="daemon")
-app.add_typer(cmd_config.app, name="config")
+def _run_plain_status(plain: PlainStatus) -> None:
+    from relaymd.cli.context import OPTIONS
+    from relaymd.cli.status_view import show_status
+
+    OPTIONS.config_path = plain.config
+    OPTIONS.debug = plain.debug
+    try:
+        show_status(plain.as_json)
+    except KeyboardInterrupt:
+        sys.exit(int(ExitCode.INTERRUPTED))  # as typer does: no message
+    except BrokenPipeError:
+        # `relaymd status | head`: as click does, exit 1 without a traceback at shutdown.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+
+
+def _run_typer() -> None:
+    from relaymd.cli.commands import app
+
+    app()
+
+
+def __getattr__(name: str) -> Any:
+    # `relaymd.cli.app.app` (the typer app) is still importable, built on first access.
+    if name == "app":
+        from relaymd.cli.commands import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _configure_logging(debug: bool) -> None:
     # Logs go to stderr and stay quiet unless asked: the CLI's own output is the interface.
     # Only the level is set here; structlog itself is imported (slowly) by the modules that
     # log, so `relaymd status` never pays for it.
-    import os
-
     if debug:
         os.environ["RELAYMD_LOG_LEVEL"] = "DEBUG"
     else:
@@ -120,8 +118,12 @@ def main() -> None:
         return
     debug = "--debug" in args
     _configure_logging(debug)
+    plain = parse_plain_status(args)
     try:
-        app()
+        if plain is not None:
+            _run_plain_status(plain)
+        else:
+            _run_typer()
     except CliError as exc:
         if debug:
             import traceback

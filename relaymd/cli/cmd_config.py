@@ -79,9 +79,7 @@ def init(
             code=ExitCode.CONFLICT,
         )
     target.parent.mkdir(parents=True, exist_ok=True)
-    text = STARTER_CONFIG.format(
-        data_dir=paths.data_dir(), worker=" ".join(local_worker_command())
-    )
+    text = STARTER_CONFIG.format(data_dir=paths.data_dir(), worker=" ".join(local_worker_command()))
     target.write_text(text)
     print(f"wrote {target}")
     print("next: edit it, then `relaymd config validate`")

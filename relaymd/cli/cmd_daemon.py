@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 import typer
 
+from relaymd.cli.context import read_pid  # lives there so `relaymd status` skips typer
 from relaymd.cli.errors import CliError, ExitCode
 
 app = typer.Typer(
@@ -16,30 +16,6 @@ app = typer.Typer(
     "  relaymd daemon status --json\n  relaymd daemon stop",
     no_args_is_help=True,
 )
-
-
-def read_pid() -> int | None:
-    """The running daemon's pid, or None. Asks the lock itself (the daemon holds an flock for
-    its whole life), so a stale file left by a crash never looks like a live daemon."""
-    import fcntl
-    import os
-
-    from relaymd import paths
-
-    try:
-        fd = os.open(paths.daemon_lock(), os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            match = re.search(rb"\d+", os.pread(fd, 64, 0))
-            return int(match.group()) if match else -1
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
 
 
 @app.command("run")

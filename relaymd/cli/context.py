@@ -1,7 +1,8 @@
-"""What every command needs: the global options, the loaded config and the state store.
+"""What every command needs: the global options, the loaded config, the state store and
+the daemon's pid.
 
-Kept lazy: nothing here imports pydantic models, boto3 or asyncssh until a command asks,
-so `relaymd --version` and `relaymd --help` stay instant.
+Kept lazy: nothing here imports typer, pydantic models, boto3 or asyncssh until a command
+asks, so `relaymd --version` and `relaymd status` stay instant.
 """
 
 from __future__ import annotations
@@ -71,6 +72,31 @@ def open_state(loaded: LoadedConfig | None = None) -> StateStore:
             f"cannot open the state database: {exc}",
             hint="check RELAYMD_STATE_DIR / `state_path` in the config and its permissions",
         ) from None
+
+
+def read_pid() -> int | None:
+    """The running daemon's pid, or None. Asks the lock itself (the daemon holds an flock for
+    its whole life), so a stale file left by a crash never looks like a live daemon."""
+    import fcntl
+    import os
+    import re
+
+    from relaymd import paths
+
+    try:
+        fd = os.open(paths.daemon_lock(), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            match = re.search(rb"\d+", os.pread(fd, 64, 0))
+            return int(match.group()) if match else -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def find_job(state: StateStore, prefix: str) -> Job:

@@ -32,7 +32,9 @@ from relaymd.models import (
 )
 
 SHA = "a" * 64
-REF = CheckpointRef(epoch=2, seq=3, step=400, prefix="jobs/j1/checkpoints/2-3/", manifest_sha256=SHA)
+REF = CheckpointRef(
+    epoch=2, seq=3, step=400, prefix="jobs/j1/checkpoints/2-3/", manifest_sha256=SHA
+)
 BUNDLE = ObjectRef(key="jobs/j1/input/bundle.tar.gz", sha256=SHA, size=10)
 SPEC = JobSpec(title="t", engine=OpenMMSettings(total_steps=1000))
 PROFILE = ClusterProfile.model_validate(
@@ -68,7 +70,9 @@ SAMPLES: list[BaseModel] = [
         gpus=[GpuInfo(name="NVIDIA H100", memory_total_mib=81559)],
         deadline=datetime(2026, 1, 1, tzinfo=UTC),
     ),
-    WorkerEvent(kind=EventKind.CHECKPOINT, allocation_id="a1", job_id="j1", epoch=3, checkpoint=REF),
+    WorkerEvent(
+        kind=EventKind.CHECKPOINT, allocation_id="a1", job_id="j1", epoch=3, checkpoint=REF
+    ),
     CheckpointManifest(
         job_id="j1",
         epoch=3,
