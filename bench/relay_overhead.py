@@ -13,7 +13,6 @@ the relay_overhead markers.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import subprocess
@@ -35,20 +34,11 @@ from relaymd.storage import open_store
 from relaymd.storage.bundle import pack_bundle
 from relaymd.storage.keys import bundle_key
 from relaymd.storage.mailbox import atomic_write_bytes, atomic_write_model, read_events
+from relaymd.water_box import write_water_box
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- bench:relay_overhead -->", "<!-- /bench:relay_overhead -->"
-
-
-def _make_inputs(directory: Path, box_nm: float) -> int:
-    spec = importlib.util.spec_from_file_location(
-        "make_inputs", REPO / "examples" / "water-box" / "make_inputs.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return int(module.write_water_box(directory, box_nm=box_nm, seed=5, platform="CPU"))
 
 
 def _wait_event(path: Path, kinds: set[EventKind], timeout: float) -> WorkerEvent:
@@ -64,7 +54,7 @@ def _wait_event(path: Path, kinds: set[EventKind], timeout: float) -> WorkerEven
 def run(segments: int, simulate_s: float, box_nm: float) -> tuple[int, list[dict[str, float]]]:
     root = Path(tempfile.mkdtemp(prefix="relaymd-bench-"))
     inputs = root / "inputs"
-    atoms = _make_inputs(inputs, box_nm)
+    atoms = write_water_box(inputs, box_nm, seed=5, platform="CPU").atoms
     (root / "store").mkdir()
     access = StorageAccess(url=f"file://{root / 'store'}")
     store = open_store(access)

@@ -17,7 +17,7 @@ from relaymd.storage import keys
 from relaymd.storage.base import ObjectStore, StorageError
 from relaymd.storage.checkpoints import upload_outputs
 from worker_entry.engines import make_engine
-from worker_entry.engines.base import Engine, EngineFailure, Outcome
+from worker_entry.engines.base import Engine, EngineFailure, Outcome, PendingCheckpoint
 from worker_entry.heartbeat import HeartbeatWriter
 from worker_entry.logging import get_logger
 from worker_entry.mailbox_io import Mailbox
@@ -25,7 +25,7 @@ from worker_entry.margin import HandoffMargin
 from worker_entry.staging import stage
 from worker_entry.status import WorkerStatus
 from worker_entry.stopping import StopMonitor, StopRequest
-from worker_entry.uploader import CheckpointUploader, PendingCheckpoint
+from worker_entry.uploader import CheckpointUploader
 
 log = get_logger(__name__)
 
@@ -94,30 +94,9 @@ class SegmentRunner:
         directory.mkdir(parents=True)
         return self._seq, directory
 
-    def submit_checkpoint(
-        self,
-        seq: int,
-        step: int,
-        files: list[tuple[str, Path]],
-        local_dir: Path,
-        *,
-        platform: str | None,
-        engine_version: str | None,
-        save_s: float,
-    ) -> None:
+    def submit_checkpoint(self, pending: PendingCheckpoint) -> None:
         assert self._uploader is not None
-        self._uploader.submit(
-            PendingCheckpoint(
-                seq=seq,
-                step=step,
-                files=files,
-                local_dir=local_dir,
-                platform=platform,
-                engine_version=engine_version,
-                save_s=save_s,
-                created_at=time.time(),
-            )
-        )
+        self._uploader.submit(pending)
 
     def report_progress(
         self, step: int, total: int | None, ns_per_day: float | None = None

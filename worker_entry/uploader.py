@@ -11,32 +11,17 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
-
-from pydantic import BaseModel, ConfigDict
 
 from relaymd.models import CheckpointRef
 from relaymd.storage.base import ObjectStore
-from relaymd.storage.checkpoints import CheckpointExists, upload_checkpoint
+from relaymd.storage.checkpoints import CheckpointExists, upload_checkpoint, upload_outputs
+from worker_entry.engines.base import PendingCheckpoint
 from worker_entry.logging import get_logger
 
 log = get_logger(__name__)
 
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 60.0
-
-
-class PendingCheckpoint(BaseModel):
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    seq: int
-    step: int
-    files: list[tuple[str, Path]]
-    local_dir: Path  # removed once uploaded (or superseded)
-    platform: str | None = None
-    engine_version: str | None = None
-    save_s: float = 0.0  # how long the engine took to write it (for the handoff margin)
-    created_at: float  # time.time() when the engine finished writing it
 
 
 # Called with the verified ref and the seconds from "engine starts writing" to "verified".
@@ -109,9 +94,21 @@ class CheckpointUploader(threading.Thread):
             self._busy = False
             self._cond.notify_all()
 
-    def _superseded(self) -> bool:
+    def _supersede(self, pending: PendingCheckpoint) -> bool:
+        """Drop `pending` for a newer queued checkpoint, handing its output chunk on to that
+        one: a checkpoint may be skipped, a stretch of trajectory may not."""
         with self._cond:
-            return len(self._queue) > 1
+            if len(self._queue) < 2:
+                return False
+            successor = self._queue[1]
+            carried = []
+            for name, path in pending.outputs:
+                target = successor.local_dir / "outputs-carried" / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(path, target)
+                carried.append((name, target))
+            successor.outputs[:0] = carried
+            return True
 
     def run(self) -> None:
         while (pending := self._next()) is not None:
@@ -133,7 +130,7 @@ class CheckpointUploader(threading.Thread):
                     if self._closed or isinstance(exc, CheckpointExists):
                         self._done(pending)
                         break
-                    if self._superseded():
+                    if self._supersede(pending):
                         log.info("checkpoint_superseded", seq=pending.seq, step=pending.step)
                         self._done(pending)
                         break
@@ -151,6 +148,12 @@ class CheckpointUploader(threading.Thread):
                 break
 
     def _upload(self, pending: PendingCheckpoint) -> CheckpointRef:
+        # Outputs first: a crash in between leaves a chunk that the next epoch redoes (named by
+        # its steps, so the overlap is visible) rather than a gap in the trajectory.
+        if pending.outputs:
+            upload_outputs(
+                self._store, job_id=self._job_id, epoch=self._epoch, files=pending.outputs
+            )
         # upload_checkpoint refuses a taken (epoch, seq): checkpoints are never overwritten.
         return upload_checkpoint(
             self._store,

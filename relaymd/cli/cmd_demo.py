@@ -132,15 +132,16 @@ def _submit_demo_job(loaded: LoadedConfig, segment_seconds: float, segments: int
 
     from relaymd import paths
     from relaymd.cli import context
-    from relaymd.cli.demo_system import write_water_box
     from relaymd.cli.output import console
     from relaymd.cli.storage import open_object_store
     from relaymd.models import JobSpec, OpenMMSettings, Resources
     from relaymd.submit import SPEC_FILE, SubmitError, submit_directory
+    from relaymd.water_box import write_water_box
 
     directory = paths.data_dir() / "demo" / f"input-{int(time.time())}"
     with console().status("building a TIP3P water box with OpenMM and timing it on this CPU…"):
-        inputs = write_water_box(directory)
+        inputs = write_water_box(directory, timing_steps=300)
+    assert inputs.steps_per_second is not None
     usable = segment_seconds - SEGMENT_OVERHEAD_S
     steps = max(1000, int(inputs.steps_per_second * usable * (segments - 0.5)) // 100 * 100)
     spec = JobSpec(

@@ -274,31 +274,21 @@ def history(job_id: JobArg, as_json: JsonOpt = False) -> None:
         out.print("no segments yet: the job has not started on any allocation")
         return
     table = Table(box=None, pad_edge=False)
-    for column in (
-        "#",
-        "EPOCH",
-        "CLUSTER",
-        "ALLOCATION",
-        "STEPS",
-        "STARTED",
-        "DURATION",
-        "OUTCOME",
-        "REASON",
-    ):
-        table.add_column(column)
-    for number, segment in enumerate(segments, start=1):
+    for column in ("EPOCH", "CLUSTER", "ALLOCATION", "STEPS", "STARTED (UTC)", "TOOK", "OUTCOME"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("REASON", ratio=1)  # the only column that wraps on a narrow terminal
+    for segment in segments:
         end = segment.ended_at
         seconds = (end - segment.started_at).total_seconds() if end else None
         steps = (
             f"{segment.start_step} → {segment.end_step if segment.end_step is not None else '…'}"
         )
         table.add_row(
-            str(number),
             str(segment.epoch),
             segment.cluster,
             segment.allocation_id,
             steps,
-            segment.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            segment.started_at.strftime("%m-%d %H:%M:%S"),
             duration(seconds),
             segment.outcome,
             segment.reason or "",

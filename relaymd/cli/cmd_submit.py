@@ -144,31 +144,16 @@ def submit(
 
 
 def _upload_and_register(prepared: list, loaded: object, *, show_progress: bool) -> list:  # type: ignore[type-arg]
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TaskID,
-        TextColumn,
-        TransferSpeedColumn,
-    )
+    from rich.progress import TaskID
 
     from relaymd.cli import context
-    from relaymd.cli.output import err_console
+    from relaymd.cli.output import transfer_progress
     from relaymd.cli.storage import open_object_store
     from relaymd.submit import submit_jobs
 
     store = open_object_store(context.load())
     state = context.open_state()
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=err_console(),
-        disable=not show_progress,
-        transient=False,
-    )
+    progress = transfer_progress(show_progress)
     tasks: dict[Path, TaskID] = {}
 
     def on_progress(directory: Path, moved: int, total: int) -> None:

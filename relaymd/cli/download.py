@@ -56,9 +56,7 @@ def download_job(
     checkpoint: bool = True,
     show_progress: bool = True,
 ) -> DownloadResult:
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-    from relaymd.cli.output import err_console
+    from relaymd.cli.output import transfer_progress
     from relaymd.storage.base import StorageError
 
     result = DownloadResult(job_id=job.id, destination=dest)
@@ -93,14 +91,7 @@ def download_job(
             hint="wait until its first segment has checkpointed; see `relaymd jobs history`",
             code=ExitCode.NOT_FOUND,
         )
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=err_console(),
-        disable=not show_progress,
-    )
+    progress = transfer_progress(show_progress)
     with progress:
         task = progress.add_task(f"download {job.id}", total=None)
         for key, local, sha in plan:

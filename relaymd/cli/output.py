@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pydantic import BaseModel
     from rich.console import Console
+    from rich.progress import Progress
 
 _console: Console | None = None
 _err_console: Console | None = None
@@ -32,6 +33,20 @@ def err_console() -> Console:
 
         _err_console = Console(stderr=True, highlight=False)
     return _err_console
+
+
+def transfer_progress(enabled: bool) -> Progress:
+    """A byte-counting progress display on stderr, so `--json` output on stdout stays clean."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err_console(),
+        disable=not enabled,
+    )
 
 
 def to_jsonable(value: BaseModel | Sequence[BaseModel] | dict[str, Any] | Any) -> Any:

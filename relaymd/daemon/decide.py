@@ -25,6 +25,7 @@ from relaymd.daemon.classify import (
 from relaymd.daemon.liveness import is_stale, liveness_reference, observe_heartbeat
 from relaymd.daemon.provision import SubmitIntent, is_spare, plan_provisioning
 from relaymd.daemon.remote_read import AllocationFiles, ClusterSnapshot
+from relaymd.daemon.retention import advance_pointer
 from relaymd.models import (
     Allocation,
     AllocationState,
@@ -281,7 +282,7 @@ class _Cycle:
                     job.checkpoint.epoch,
                     job.checkpoint.seq,
                 ):
-                    self.put_job(job.model_copy(update={"checkpoint": ref, "step": ref.step}))
+                    self.put_job(advance_pointer(job, ref, self.inp.settings.retention_keep))
                     self.out.checkpointed.append(job.id)
             else:
                 self.audit(

@@ -56,6 +56,7 @@ def assignment_file(alloc: Allocation, job: Job) -> FileWrite:
         engine=job.spec.engine,
         bundle=job.bundle,
         resume=job.checkpoint,
+        fallbacks=job.fallbacks,
         checkpoint_interval_s=job.spec.checkpoint_interval_s,
     )
     return FileWrite(

@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from relaymd.daemon.shell import shell_path
 from relaymd.logging import get_logger
 from relaymd.models import EVENTS_FILE, HEARTBEAT_FILE, WORKER_LOG_FILE, Heartbeat, WorkerEvent
+from relaymd.scheduler.shell import shell_path
 from relaymd.storage.mailbox import parse_events
 
 log = get_logger(__name__)

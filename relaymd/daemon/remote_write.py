@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from relaymd.daemon.shell import shell_path
+from relaymd.scheduler.shell import shell_path
 
 
 class FileWrite(BaseModel):

@@ -1,32 +1,43 @@
 """Checkpoint retention: keep the newest N verified checkpoints of a job (invariant 2).
 
-Runs only after the resume pointer moved to a newly verified checkpoint; deletes only
-checkpoints strictly older than the pointer, never the pointer itself, and keeps the N-1
-newest of those as fallbacks.
+The job row carries the pointer and its N-1 fallbacks (the pointers it had before, newest
+first); retention runs after the pointer moved and deletes only older checkpoints that are
+neither, so whatever an assignment may name as a fallback is still in storage.
 """
 
 from __future__ import annotations
 
-from relaymd.models import CheckpointRef
+from relaymd.models import CheckpointRef, Job
 from relaymd.storage.base import ObjectStore
 from relaymd.storage.checkpoints import delete_checkpoint, list_checkpoints
 
 
-def to_delete(
-    checkpoints: list[CheckpointRef], pointer: CheckpointRef, keep: int
-) -> list[CheckpointRef]:
-    older = sorted(
-        (c for c in checkpoints if (c.epoch, c.seq) < (pointer.epoch, pointer.seq)),
-        key=lambda c: (c.epoch, c.seq),
-        reverse=True,
-    )
-    return older[max(keep - 1, 0) :]
+def advance_pointer(job: Job, ref: CheckpointRef, keep: int) -> Job:
+    """`job` resuming from `ref`, its old pointer first among the (keep - 1) fallbacks."""
+    older = [job.checkpoint] if job.checkpoint is not None else []
+    fallbacks = [*older, *job.fallbacks][: max(keep - 1, 0)]
+    return job.model_copy(update={"checkpoint": ref, "step": ref.step, "fallbacks": fallbacks})
 
 
-def apply_retention(
-    store: ObjectStore, job_id: str, pointer: CheckpointRef, keep: int
-) -> list[CheckpointRef]:
-    doomed = to_delete(list_checkpoints(store, job_id), pointer, keep)
+def _key(ref: CheckpointRef) -> tuple[int, int]:
+    return (ref.epoch, ref.seq)
+
+
+def to_delete(checkpoints: list[CheckpointRef], job: Job) -> list[CheckpointRef]:
+    """Checkpoints older than the pointer that are neither the pointer nor a fallback.
+
+    Newer ones stay (not yet verified, or a fenced writer's); so does anything the job could
+    still resume from. An older checkpoint never verified (a zombie epoch's) goes.
+    """
+    if job.checkpoint is None:
+        return []
+    pointer = _key(job.checkpoint)
+    kept = {pointer, *(_key(ref) for ref in job.fallbacks)}
+    return [c for c in checkpoints if _key(c) < pointer and _key(c) not in kept]
+
+
+def apply_retention(store: ObjectStore, job: Job) -> list[CheckpointRef]:
+    doomed = to_delete(list_checkpoints(store, job.id), job)
     for ref in doomed:
         delete_checkpoint(store, ref)
     return doomed

@@ -41,7 +41,6 @@ from relaymd.daemon.remote_write import (
     build_write_script,
     parse_write_output,
 )
-from relaymd.daemon.shell import alloc_folder
 from relaymd.ids import new_allocation_id
 from relaymd.logging import get_logger
 from relaymd.models import (
@@ -54,6 +53,7 @@ from relaymd.models import (
     utcnow,
 )
 from relaymd.models.state import ClusterReachability, ClusterStatus
+from relaymd.scheduler.base import alloc_dir
 
 log = get_logger(__name__)
 
@@ -385,7 +385,7 @@ class ClusterRunner:
         worker = self.ctx.worker
         return [
             "--alloc-dir",
-            alloc_folder(self.profile.scratch, alloc.id),
+            alloc_dir(self.profile.scratch, alloc.id),
             "--heartbeat-interval",
             f"{worker.heartbeat_interval_s:g}",
             "--idle-timeout",
@@ -402,7 +402,7 @@ class ClusterRunner:
         plan = WritePlan()
         jobs = self._jobs_after
         for alloc in d.new_allocations:
-            folder = alloc_folder(self.profile.scratch, alloc.id)
+            folder = alloc_dir(self.profile.scratch, alloc.id)
             script = self.scheduler.render_job_script(alloc, self.profile, self._worker_args(alloc))
             plan.mkdirs.append(alloc.id)
             plan.files.append(credentials_file(alloc.id, self.ctx.access))
@@ -512,13 +512,7 @@ class ClusterRunner:
             if job is None or job.checkpoint is None:
                 continue
             try:
-                deleted = await asyncio.to_thread(
-                    apply_retention,
-                    self.ctx.object_store,
-                    job_id,
-                    job.checkpoint,
-                    self.ctx.settings.retention_keep,
-                )
+                deleted = await asyncio.to_thread(apply_retention, self.ctx.object_store, job)
             except Exception as exc:  # retention is housekeeping: never fail a cycle on it
                 log.warning("retention_failed", job_id=job_id, error=str(exc))
                 continue

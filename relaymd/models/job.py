@@ -66,7 +66,10 @@ class Job(WireModel):
     state: JobState = JobState.QUEUED
     epoch: int = 0
     bundle: ObjectRef
-    checkpoint: CheckpointRef | None = None
+    checkpoint: CheckpointRef | None = None  # the resume pointer: newest verified checkpoint
+    # Older verified checkpoints kept by retention, newest first: the worker falls back to
+    # them when the pointer's files fail verification.
+    fallbacks: list[CheckpointRef] = Field(default_factory=list)
     allocation_id: str | None = None
     retries: int = 0
     step: int = 0

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import yaml
 
 from relaymd.models import JobSpec, OpenMMSettings, Resources
+from relaymd.water_box import write_water_box
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
@@ -21,36 +22,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 def write_tiny_system(directory: Path, box_nm: float = 1.6) -> float:
     """A small water box (a few hundred atoms) as serialized XML; returns Reference steps/s."""
-    import openmm as mm
-    import openmm.app as app
-    import openmm.unit as unit
-
-    directory.mkdir(parents=True, exist_ok=True)
-    forcefield = app.ForceField("amber14/tip3pfb.xml")
-    modeller = app.Modeller(app.Topology(), [])
-    modeller.addSolvent(forcefield, boxSize=mm.Vec3(box_nm, box_nm, box_nm) * unit.nanometer)
-    system = forcefield.createSystem(
-        modeller.topology,
-        nonbondedMethod=app.CutoffPeriodic,
-        nonbondedCutoff=0.7 * unit.nanometer,
-        constraints=app.HBonds,
+    box = write_water_box(
+        directory, box_nm, seed=7, platform="Reference", pme=False, timing_steps=100
     )
-    integrator = mm.LangevinMiddleIntegrator(
-        300 * unit.kelvin, 1 / unit.picosecond, 0.002 * unit.picoseconds
-    )
-    integrator.setRandomNumberSeed(7)
-    context = mm.Context(system, integrator, mm.Platform.getPlatformByName("Reference"))
-    context.setPositions(modeller.positions)
-    mm.LocalEnergyMinimizer.minimize(context, maxIterations=50)
-    context.setVelocitiesToTemperature(300 * unit.kelvin, 7)
-    state = context.getState(getPositions=True, getVelocities=True, enforcePeriodicBox=True)
-    (directory / "system.xml").write_text(mm.XmlSerializer.serialize(system))
-    (directory / "integrator.xml").write_text(mm.XmlSerializer.serialize(integrator))
-    (directory / "state.xml").write_text(mm.XmlSerializer.serialize(state))
-    integrator.step(10)
-    started = time.perf_counter()
-    integrator.step(100)
-    return 100 / max(time.perf_counter() - started, 1e-6)
+    assert box.steps_per_second is not None
+    return box.steps_per_second
 
 
 def write_spec(directory: Path, title: str, steps: int, checkpoint_s: float = 2.0) -> None:

@@ -18,8 +18,8 @@ from relaymd.daemon.remote_write import (
     build_write_script,
     parse_write_output,
 )
-from relaymd.daemon.shell import shell_path
 from relaymd.models import EventKind, Heartbeat, WorkerEvent, WorkerState
+from relaymd.scheduler.shell import shell_path
 
 
 def bash(script: str, env: dict[str, str] | None = None) -> str:

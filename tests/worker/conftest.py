@@ -11,17 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from worker_harness import load_example
 
 from relaymd.models import StorageAccess
+from relaymd.water_box import write_water_box
 
 
 @pytest.fixture(scope="session")
 def water_box_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """~200-atom TIP3P box as System/State/Integrator XML, generated once per session."""
-    make_inputs = load_example("water-box/make_inputs.py", "water_box_make_inputs")
     directory = tmp_path_factory.mktemp("water-box")
-    make_inputs.write_water_box(directory, box_nm=1.3, seed=11)  # type: ignore[attr-defined]
+    write_water_box(directory, box_nm=1.3, seed=11, platform="Reference")
     return directory
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,26 @@ def _block(xml: str, tag: str) -> str:
     match = re.search(rf"<{tag}>.*?</{tag}>", xml, re.S)
     assert match, tag
     return match.group(0)
+
+
+_CHUNK = re.compile(r"/outputs/(\d+)/state_data\.(\d{10})-(\d{10})\.csv$")
+
+
+def _state_data_chunks(relay: Relay) -> list[tuple[int, int, int]]:
+    """(epoch, start step, end step) of every uploaded state-data chunk, in step order."""
+    chunks = []
+    for key in relay.store.list_keys(f"jobs/{relay.job_id}/outputs/"):
+        match = _CHUNK.search(key)
+        if match:
+            chunks.append((int(match[1]), int(match[2]), int(match[3])))
+    return sorted(chunks, key=lambda c: (c[1], c[0]))
+
+
+def _assert_contiguous(chunks: list[tuple[int, int, int]], total: int) -> None:
+    """Chunks tile steps 0..total with neither gap nor overlap, epochs never going back."""
+    assert chunks and chunks[0][1] == 0 and chunks[-1][2] == total, chunks
+    for (e1, _, end), (e2, start, _) in pairwise(chunks):
+        assert start == end and e2 >= e1, chunks
 
 
 def _checkpoints_of(events: list[WorkerEvent], epoch: int) -> list[WorkerEvent]:
@@ -111,10 +132,13 @@ def test_relay_across_segments_is_bitwise_identical(
     assert _block(relayed, "Positions") == _block(reference, "Positions")
     assert _block(relayed, "Velocities") == _block(reference, "Velocities")
     assert relayed == reference
-    # Each segment's outputs are kept under its own epoch.
+    # Each segment's outputs are kept under its own epoch, and together they tile the run.
     for epoch in range(1, relay.epoch + 1):
         keys = relay.store.list_keys(outputs_prefix(relay.job_id, epoch))
-        assert any(k.endswith("state_data.csv") for k in keys), (epoch, keys)
+        assert any(k.endswith(".dcd") for k in keys), (epoch, keys)
+    chunks = _state_data_chunks(relay)
+    assert {c[0] for c in chunks} == set(range(1, relay.epoch + 1))
+    _assert_contiguous(chunks, total)
 
 
 @pytest.mark.slow
@@ -144,6 +168,12 @@ def test_kill9_loses_at_most_one_checkpoint_interval(
     assert started[0].step == newest.step and started[0].resumed_from == "checkpoint"
     # Redone work = the killed segment's progress past its newest uploaded checkpoint.
     assert 0 <= last_beat.step - started[0].step <= EVERY
+    # The killed segment's outputs up to that checkpoint were uploaded with it: no gap. (A kill
+    # between a chunk's upload and its checkpoint's leaves that one chunk as a visible overlap.)
+    chunks = _state_data_chunks(relay)
+    orphans = [c for c in chunks if c[0] == 1 and c[2] > newest.step]
+    assert len(orphans) <= 1 and all(c[1] == newest.step for c in orphans), chunks
+    _assert_contiguous([c for c in chunks if c not in orphans], total)
 
 
 def _all_events(root: Path) -> list[WorkerEvent]:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -34,14 +33,6 @@ from relaymd.storage.mailbox import atomic_write_bytes, atomic_write_model, read
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 TERMINAL = {EventKind.HANDOFF, EventKind.STOPPED, EventKind.COMPLETED, EventKind.FAILED}
-
-
-def load_example(relpath: str, name: str) -> object:
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / relpath)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:

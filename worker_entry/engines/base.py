@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import abc
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from relaymd.models import CheckpointManifest
 from worker_entry.stopping import StopRequest
@@ -41,6 +42,27 @@ class EngineResult(BaseModel):
     stop: StopRequest | None = None
 
 
+class PendingCheckpoint(BaseModel):
+    """A checkpoint the engine wrote locally, queued for background upload.
+
+    `outputs` are the output files (trajectory, logs) written since the previous checkpoint,
+    closed at this one: uploaded under outputs/<epoch>/ just before the checkpoint itself, so
+    a killed worker loses outputs no further back than it loses simulation.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    seq: int
+    step: int
+    files: list[tuple[str, Path]]
+    local_dir: Path  # removed once uploaded (or superseded)
+    outputs: list[tuple[str, Path]] = Field(default_factory=list)  # also under local_dir
+    platform: str | None = None
+    engine_version: str | None = None
+    save_s: float = 0.0  # how long the engine took to write it (for the handoff margin)
+    created_at: float = Field(default_factory=time.time)  # when the engine finished writing
+
+
 class SegmentHooks(Protocol):
     """The segment runner's services, called from the engine's (main) thread."""
 
@@ -50,17 +72,7 @@ class SegmentHooks(Protocol):
         """(seq, an empty local folder) for the next checkpoint."""
         ...
 
-    def submit_checkpoint(
-        self,
-        seq: int,
-        step: int,
-        files: list[tuple[str, Path]],
-        local_dir: Path,
-        *,
-        platform: str | None,
-        engine_version: str | None,
-        save_s: float,
-    ) -> None:
+    def submit_checkpoint(self, pending: PendingCheckpoint) -> None:
         """Queue for background upload; the engine must not touch `local_dir` afterwards."""
         ...
 

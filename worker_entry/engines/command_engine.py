@@ -26,6 +26,7 @@ from worker_entry.engines.base import (
     EngineFailure,
     EngineResult,
     Outcome,
+    PendingCheckpoint,
     Restored,
     SegmentHooks,
 )
@@ -201,13 +202,14 @@ class CommandEngine(Engine):
             shutil.rmtree(directory, ignore_errors=True)
             return False
         hooks.submit_checkpoint(
-            seq,
-            self._samples(),
-            copied,
-            directory,
-            platform=self.platform,
-            engine_version=None,
-            save_s=time.monotonic() - started,
+            PendingCheckpoint(
+                seq=seq,
+                step=self._samples(),
+                files=copied,
+                local_dir=directory,
+                platform=self.platform,
+                save_s=time.monotonic() - started,
+            )
         )
         return True
 

@@ -8,6 +8,7 @@ does not load. Every checkpoint holds both, plus the step count.
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from worker_entry.engines.base import (
     EngineResult,
     OpenMMCheckpointInfo,
     Outcome,
+    PendingCheckpoint,
     Restored,
     SegmentHooks,
 )
@@ -32,6 +34,17 @@ TARGET_CHUNK_S = 0.5  # stop/control/deadline are checked between chunks this lo
 TRAJECTORY_FILE = "trajectory.dcd"
 STATE_DATA_FILE = "state_data.csv"
 FILES = CheckpointFiles()
+OUTPUT_FILES = (TRAJECTORY_FILE, STATE_DATA_FILE)
+
+
+def chunk_name(name: str, start_step: int, end_step: int) -> str:
+    """`trajectory.dcd` written over steps (start, end] -> `trajectory.0000001000-0000002000.dcd`.
+
+    Zero-padded so a listing sorts in step order; the steps make any overlap between a killed
+    segment's last chunk and its successor's first one visible.
+    """
+    stem, dot, suffix = name.rpartition(".")
+    return f"{stem}.{start_step:010d}-{end_step:010d}{dot}{suffix}"
 
 
 def choose_platform(requested: str | None) -> Any:
@@ -91,7 +104,8 @@ class OpenMMEngine(Engine):
         self.simulation: Any = None
         self.platform_name = ""
         self._reporter_files: list[Any] = []
-        self._outputs: list[tuple[str, Path]] = []
+        self._out_dir = Path()
+        self._chunk_start = 0
         self._step_ps = 0.0
         self._last_checkpoint_step: int | None = None
 
@@ -179,7 +193,9 @@ class OpenMMEngine(Engine):
                 f"checkpoint is at step {self.start_step}, "
                 f"beyond total_steps {self.settings.total_steps}"
             )
-        self._add_reporters(work_dir / "relaymd-outputs")
+        self._out_dir = work_dir / "relaymd-outputs"
+        self._chunk_start = self.start_step
+        self._open_reporters()
 
     def _resume(self, restored: Restored) -> None:
         sim = self.simulation
@@ -208,18 +224,18 @@ class OpenMMEngine(Engine):
             "openmm_resumed", step=step, resumed_from=self.resumed_from, platform=self.platform_name
         )
 
-    def _add_reporters(self, out_dir: Path) -> None:
+    # -- outputs: one chunk per checkpoint interval ---------------------------------------
+    def _open_reporters(self) -> None:
         import openmm.app as app
 
-        out_dir.mkdir(parents=True, exist_ok=True)
+        self._out_dir.mkdir(parents=True, exist_ok=True)
         s = self.settings
         sim = self.simulation
         if s.dcd_every_steps:
-            path = out_dir / TRAJECTORY_FILE
-            sim.reporters.append(app.DCDReporter(str(path), s.dcd_every_steps))
-            self._outputs.append((TRAJECTORY_FILE, path))
-        path = out_dir / STATE_DATA_FILE
-        handle = path.open("w")
+            sim.reporters.append(
+                app.DCDReporter(str(self._out_dir / TRAJECTORY_FILE), s.dcd_every_steps)
+            )
+        handle = (self._out_dir / STATE_DATA_FILE).open("w")
         self._reporter_files.append(handle)
         sim.reporters.append(
             app.StateDataReporter(
@@ -232,7 +248,22 @@ class OpenMMEngine(Engine):
                 speed=True,
             )
         )
-        self._outputs.append((STATE_DATA_FILE, path))
+
+    def _take_chunk(self, into: Path, end_step: int) -> list[tuple[str, Path]]:
+        """Close the output files written since the last checkpoint and move the non-empty
+        ones into `into`, named by their steps."""
+        self._close_reporters()
+        chunk: list[tuple[str, Path]] = []
+        for name in OUTPUT_FILES:
+            path = self._out_dir / name
+            if path.is_file() and path.stat().st_size > 0:
+                into.mkdir(parents=True, exist_ok=True)
+                target = into / chunk_name(name, self._chunk_start, end_step)
+                shutil.move(path, target)
+                chunk.append((target.name, target))
+            path.unlink(missing_ok=True)
+        self._chunk_start = end_step
+        return chunk
 
     # -- running -----------------------------------------------------------------------
     def _checkpoint(self, hooks: SegmentHooks) -> None:
@@ -254,14 +285,21 @@ class OpenMMEngine(Engine):
             openmm_version=openmm.__version__,
         )
         (directory / FILES.info).write_text(info.model_dump_json())
+        outputs = self._take_chunk(directory / "outputs", step)
+        self._open_reporters()
         hooks.submit_checkpoint(
-            seq,
-            step,
-            [(name, directory / name) for name in (FILES.checkpoint, FILES.state, FILES.info)],
-            directory,
-            platform=self.platform_name,
-            engine_version=openmm.__version__,
-            save_s=time.monotonic() - started,
+            PendingCheckpoint(
+                seq=seq,
+                step=step,
+                files=[
+                    (name, directory / name) for name in (FILES.checkpoint, FILES.state, FILES.info)
+                ],
+                local_dir=directory,
+                outputs=outputs,
+                platform=self.platform_name,
+                engine_version=openmm.__version__,
+                save_s=time.monotonic() - started,
+            )
         )
 
     def run(self, hooks: SegmentHooks, checkpoint_interval_s: float) -> EngineResult:
@@ -301,8 +339,11 @@ class OpenMMEngine(Engine):
         return EngineResult(outcome=Outcome.COMPLETED, step=step)
 
     def output_files(self) -> list[tuple[str, Path]]:
-        self._close_reporters()
-        return [(name, path) for name, path in self._outputs if path.is_file()]
+        # Checkpoints carry the outputs up to them; this is what came after the last one
+        # (nothing, after a stop or completion: both end with a checkpoint).
+        if self.simulation is None:
+            return []
+        return self._take_chunk(self._out_dir / "tail", int(self.simulation.currentStep))
 
     def _close_reporters(self) -> None:
         if self.simulation is not None:
