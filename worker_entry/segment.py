@@ -15,7 +15,7 @@ from relaymd.models import (
 )
 from relaymd.storage import keys
 from relaymd.storage.base import ObjectStore, StorageError
-from relaymd.storage.checkpoints import upload_outputs
+from relaymd.storage.checkpoints import OutputsWriter
 from worker_entry.engines import make_engine
 from worker_entry.engines.base import Engine, EngineFailure, Outcome, PendingCheckpoint
 from worker_entry.heartbeat import HeartbeatWriter
@@ -156,6 +156,7 @@ class SegmentRunner:
                 engine = make_engine(a.engine)
                 engine.prepare(staged.work_dir, staged.restored, self.platform)
                 self._seq = self._first_free_seq()
+                outputs = OutputsWriter(self.store, job_id=a.job_id, epoch=a.epoch)
             except StorageError as exc:
                 raise EngineFailure(f"storage unavailable: {exc}", retryable=True) from None
             self.status.update(
@@ -169,6 +170,7 @@ class SegmentRunner:
                 job_id=a.job_id,
                 epoch=a.epoch,
                 engine=engine.name,
+                outputs=outputs,
                 on_uploaded=self._on_uploaded,
             )
             self._uploader.start()
@@ -207,12 +209,13 @@ class SegmentRunner:
         return EventKind.FAILED
 
     def _upload_outputs(self, engine: Engine) -> None:
+        assert self._uploader is not None
         files = engine.output_files()
         if not files:
             return
         for attempt in range(1, OUTPUT_UPLOAD_ATTEMPTS + 1):
             try:
-                upload_outputs(self.store, job_id=self.a.job_id, epoch=self.a.epoch, files=files)
+                self._uploader.outputs.upload(files)
                 return
             except (StorageError, OSError) as exc:
                 log.warning("outputs_upload_failed", attempt=attempt, error=str(exc))

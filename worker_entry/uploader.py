@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from relaymd.models import CheckpointRef
 from relaymd.storage.base import ObjectStore
-from relaymd.storage.checkpoints import CheckpointExists, upload_checkpoint, upload_outputs
+from relaymd.storage.checkpoints import CheckpointExists, OutputsWriter, upload_checkpoint
 from worker_entry.engines.base import PendingCheckpoint
 from worker_entry.logging import get_logger
 
@@ -36,6 +36,7 @@ class CheckpointUploader(threading.Thread):
         job_id: str,
         epoch: int,
         engine: str,
+        outputs: OutputsWriter,
         on_uploaded: UploadedCallback,
     ) -> None:
         super().__init__(name=f"upload-{job_id}-{epoch}", daemon=True)
@@ -43,6 +44,7 @@ class CheckpointUploader(threading.Thread):
         self._job_id = job_id
         self._epoch = epoch
         self._engine = engine
+        self.outputs = outputs
         self._on_uploaded = on_uploaded
         self._cond = threading.Condition()
         self._queue: list[PendingCheckpoint] = []
@@ -151,9 +153,7 @@ class CheckpointUploader(threading.Thread):
         # Outputs first: a crash in between leaves a chunk that the next epoch redoes (named by
         # its steps, so the overlap is visible) rather than a gap in the trajectory.
         if pending.outputs:
-            upload_outputs(
-                self._store, job_id=self._job_id, epoch=self._epoch, files=pending.outputs
-            )
+            self.outputs.upload(pending.outputs)
         # upload_checkpoint refuses a taken (epoch, seq): checkpoints are never overwritten.
         return upload_checkpoint(
             self._store,

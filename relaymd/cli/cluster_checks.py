@@ -12,6 +12,7 @@ import shlex
 from pydantic import BaseModel
 
 from relaymd.models import ClusterProfile
+from relaymd.scheduler.shell import shell_path
 
 MARK = "RELAYMD-CHECK"
 
@@ -44,9 +45,10 @@ def build_check_script(profile: ClusterProfile) -> str:
     lines = ["set +e", *profile.setup]
 
     def check(name: str, test: str, detail_ok: str, detail_fail: str) -> None:
+        label = shlex.quote(name)
         lines.append(
-            f"if {test}; then echo {MARK} {name} ok {detail_ok}; "
-            f"else echo {MARK} {name} fail {detail_fail}; fi"
+            f"if {test}; then echo {MARK} {label} ok {detail_ok}; "
+            f"else echo {MARK} {label} fail {detail_fail}; fi"
         )
 
     if profile.scheduler == "slurm":
@@ -58,17 +60,24 @@ def build_check_script(profile: ClusterProfile) -> str:
                 '"not on PATH"',
             )
         check("sacct", "sacct -n -X -S now >/dev/null 2>&1", '"works"', '"failed or not on PATH"')
-    scratch = shlex.quote(profile.scratch)
-    probe = f"{profile.scratch}/.relaymd-probe-$$"
+    # Profile values are quoted everywhere (a leading ~ or $VAR still expands, as in job
+    # scripts), so `clusters test` cannot be used to inject commands either.
+    scratch = shell_path(profile.scratch)
+    probe = f"{scratch}/.relaymd-probe-$$"
     check(
         "scratch",
-        f'mkdir -p {scratch} && touch "{probe}" && rm -f "{probe}"',
+        f"mkdir -p {scratch} && touch {probe} && rm -f {probe}",
         scratch,
-        f'"cannot write in {profile.scratch}"',
+        shlex.quote(f"cannot write in {profile.scratch}"),
     )
     if profile.native_worker:
         exe = shlex.quote(profile.native_worker[0])
-        check("native_worker", f"command -v {exe} >/dev/null 2>&1", exe, f'"{exe} not executable"')
+        check(
+            "native_worker",
+            f"command -v {exe} >/dev/null 2>&1",
+            exe,
+            shlex.quote(f"{profile.native_worker[0]} not executable"),
+        )
     else:
         app = shlex.quote(profile.apptainer)
         check(
@@ -80,7 +89,12 @@ def build_check_script(profile: ClusterProfile) -> str:
         for name, location in sorted(profile.images.items()):
             if location.sif:
                 sif = shlex.quote(location.sif)
-                check(f"image:{name}", f"test -r {sif}", sif, f'"{location.sif} not readable"')
+                check(
+                    f"image:{name}",
+                    f"test -r {sif}",
+                    sif,
+                    shlex.quote(f"{location.sif} not readable"),
+                )
     return "\n".join(lines) + "\n"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -150,10 +150,10 @@ def _run_checks(profile: ClusterProfile) -> list[CheckResult]:
     import asyncio
 
     from relaymd.cli.cluster_checks import build_check_script, parse_check_output
-    from relaymd.transport import TransportError, make_transport  # type: ignore[attr-defined,unused-ignore]
+    from relaymd.transport import TransportError, make_transport
 
     async def go() -> str:
-        transport: Any = make_transport(profile)
+        transport = make_transport(profile)
         try:
             result = await transport.run(build_check_script(profile))
         finally:

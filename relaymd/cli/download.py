@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, Field, ValidationError
 
 from relaymd.cli.errors import CliError, ExitCode
-from relaymd.models import CheckpointManifest, Job
+from relaymd.models import CheckpointManifest, Job, OutputsManifest
 from relaymd.storage import keys
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def _manifest_hashes(store: ObjectStore, prefix: str) -> dict[str, str]:
     if not store.exists(key):
         return {}
     try:
-        manifest = CheckpointManifest.model_validate_json(store.get_bytes(key))
+        manifest = OutputsManifest.model_validate_json(store.get_bytes(key))
     except ValidationError:
         return {}
     return {f.path: f.sha256 for f in manifest.files}

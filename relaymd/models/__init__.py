@@ -65,6 +65,7 @@ from relaymd.models.storage import (
     CheckpointRef,
     ManifestFile,
     ObjectRef,
+    OutputsManifest,
     StorageAccess,
 )
 
@@ -105,6 +106,7 @@ __all__ = [
     "ObjectRef",
     "OpenMMSettings",
     "OperatorRequest",
+    "OutputsManifest",
     "Partition",
     "Placement",
     "PollSettings",

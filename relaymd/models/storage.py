@@ -24,6 +24,19 @@ class ManifestFile(WireModel):
     size: int = Field(ge=0)
 
 
+class OutputsManifest(WireModel):
+    """`outputs/<epoch>/manifest.json`: every output file of one segment with its sha256.
+
+    Rewritten by the segment's one writer after each batch of files, so downloads can verify
+    what they fetch; a file uploaded but not yet listed is simply not verified.
+    """
+
+    job_id: str
+    epoch: int = Field(ge=0)
+    files: list[ManifestFile] = Field(default_factory=list)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
 class CheckpointManifest(WireModel):
     """`manifest.json`, written last: a checkpoint without one does not exist."""
 

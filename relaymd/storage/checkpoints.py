@@ -12,12 +12,20 @@ import contextlib
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from pydantic import ValidationError
 
-from relaymd.models import CheckpointManifest, CheckpointRef, ManifestFile, ObjectRef
+from relaymd.models import (
+    CheckpointManifest,
+    CheckpointRef,
+    ManifestFile,
+    ObjectRef,
+    OutputsManifest,
+    utcnow,
+)
 from relaymd.storage import keys
 from relaymd.storage.base import (
     IntegrityError,
@@ -198,15 +206,43 @@ def delete_checkpoint(store: ObjectStore, ref: CheckpointRef) -> int:
     return deleted + store.delete_prefix(ref.prefix)
 
 
-def upload_outputs(
-    store: ObjectStore,
-    *,
-    job_id: str,
-    epoch: int,
-    files: Sequence[tuple[str, Path]],
-    progress: ProgressCallback | None = None,
-) -> list[ObjectRef]:
-    """Upload one segment's outputs under `jobs/<job>/outputs/<epoch>/`."""
-    prefix = keys.outputs_prefix(job_id, epoch)
-    _check_files(files, f"outputs {prefix}")
-    return [store.put_file(prefix + rel, local, progress=progress) for rel, local in files]
+class OutputsWriter:
+    """The one writer of a segment's `jobs/<job>/outputs/<epoch>/`.
+
+    Uploads batches of output files and rewrites `manifest.json` after each, listing every
+    file so far with its sha256 (`relaymd jobs download` verifies against it). A worker that
+    restarts within the same epoch picks up the manifest already there. Thread-safe: the
+    background uploader and the segment's end both write through it.
+    """
+
+    def __init__(self, store: ObjectStore, *, job_id: str, epoch: int) -> None:
+        self._store = store
+        self._prefix = keys.outputs_prefix(job_id, epoch)
+        self._lock = threading.Lock()
+        self.manifest = OutputsManifest(job_id=job_id, epoch=epoch)
+        key = keys.manifest_key(self._prefix)
+        with contextlib.suppress(ObjectNotFound, ValidationError):
+            self.manifest = OutputsManifest.model_validate_json(store.get_bytes(key))
+
+    def upload(
+        self, files: Sequence[tuple[str, Path]], progress: ProgressCallback | None = None
+    ) -> list[ObjectRef]:
+        _check_files(files, f"outputs {self._prefix}")
+        if any(rel == keys.MANIFEST_NAME for rel, _ in files):
+            raise StorageError(f"outputs {self._prefix}: {keys.MANIFEST_NAME} is reserved")
+        with self._lock:
+            refs = [self._store.put_file(self._prefix + rel, p, progress) for rel, p in files]
+            listed = {f.path: f for f in self.manifest.files}
+            for (rel, _), ref in zip(files, refs, strict=True):
+                listed[rel] = ManifestFile(path=rel, sha256=ref.sha256, size=ref.size)
+            manifest = self.manifest.model_copy(
+                update={
+                    "files": sorted(listed.values(), key=lambda f: f.path),
+                    "updated_at": utcnow(),
+                }
+            )
+            self._store.put_bytes(
+                keys.manifest_key(self._prefix), manifest.model_dump_json().encode()
+            )
+            self.manifest = manifest
+        return refs

@@ -26,7 +26,7 @@ import yaml
 from daemon_e2e_support import REPO, kill9, wait_for, write_spec, write_tiny_system
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
-from testbed import Testbed, require_testbed
+from testbed import Testbed, relay_config, require_testbed, worker_code_copy
 
 from relaymd.models import Heartbeat, JobState
 from relaymd.models.state import ClusterReachability
@@ -34,77 +34,6 @@ from relaymd.models.state import ClusterReachability
 pytestmark = [pytest.mark.testbed, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 EVIL_TITLE = "$(touch /tmp/relaymd-pwned-title) `touch /tmp/relaymd-pwned-tick`; rm -rf ~ #"
-
-
-def _code_copy() -> Path:
-    """relaymd/ and worker_entry/ where the cluster user can import them."""
-    target = Path("/srv/relaymd-testbed") / f"code-{secrets.token_hex(4)}"
-    for package in ("relaymd", "worker_entry"):
-        shutil.copytree(
-            REPO / package, target / package, ignore=shutil.ignore_patterns("__pycache__")
-        )
-    subprocess.run(["chmod", "-R", "a+rX", str(target)], check=True)
-    return target
-
-
-def _config(root: Path, tb: Testbed, code: Path, run: str, bucket: str) -> Path:
-    clusters = []
-    for c in tb.clusters:
-        clusters.append(
-            {
-                "name": c.name,
-                "transport": "ssh",
-                "ssh": {
-                    "host": c.ssh_host,
-                    "port": c.ssh_port,
-                    "username": c.username,
-                    "identity_file": str(c.client_key),
-                    "known_hosts": str(c.known_hosts),
-                    "connect_timeout_s": 5,
-                    "keepalive_s": 5,
-                },
-                "scheduler": "slurm",
-                "scratch": f"{c.scratch}/{run}",
-                "partitions": [
-                    {
-                        "name": c.partition,
-                        "walltime_minutes": 1,
-                        "gpus_per_allocation": 0,
-                        "max_pending": 2,
-                        "max_running": 3,
-                    }
-                ],
-                "native_worker": [
-                    "env",
-                    f"PYTHONPATH={code}",
-                    str(tb.worker_python),
-                    "-m",
-                    "worker_entry",
-                ],
-                "command_timeout_s": 15,
-                "poll": {"min_interval_s": 2, "max_interval_s": 4},
-            }
-        )
-    config = {
-        "storage": {
-            "url": f"s3://{bucket}/relay",
-            "endpoint_url": tb.s3_endpoint_url,
-            "region": tb.s3_region,
-            "max_attempts": 3,
-        },
-        "state_path": str(root / "state" / "state.sqlite"),
-        "clusters": clusters,
-        "daemon": {"stale_after_s": 20, "stop_grace_s": 15},
-        "worker": {
-            "heartbeat_interval_s": 3,
-            "idle_timeout_s": 15,
-            "handoff_margin_min_s": 5,
-            "handoff_margin_max_s": 12,
-        },
-    }
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def _start(root: Path, config: Path, tb: Testbed) -> subprocess.Popen[bytes]:
@@ -160,8 +89,6 @@ def _sshd_sessions(listener: int) -> list[int]:
 
 def test_testbed_relay_with_failures(tmp_path: Path) -> None:
     tb = require_testbed()
-    import boto3
-
     from relaymd.config import load_config
     from relaymd.secrets import make_secrets_provider, storage_access
     from relaymd.state import StateStore
@@ -171,16 +98,9 @@ def test_testbed_relay_with_failures(tmp_path: Path) -> None:
     for stale in Path("/tmp").glob("relaymd-pwned-*"):
         stale.unlink()
     run = f"t{secrets.token_hex(4)}"
-    bucket = f"relaymd-{run}"
-    boto3.client(
-        "s3",
-        endpoint_url=tb.s3_endpoint_url,
-        region_name=tb.s3_region,
-        aws_access_key_id=tb.s3_access_key_id,
-        aws_secret_access_key=tb.s3_secret_access_key,
-    ).create_bucket(Bucket=bucket)
-    code = _code_copy()
-    config_path = _config(tmp_path, tb, code, run, bucket)
+    config_path = tmp_path / "config.yaml"
+    code = worker_code_copy()
+    config_path.write_text(yaml.safe_dump(relay_config(tmp_path, tb, run, code)))
     os.environ["RELAYMD_S3_ACCESS_KEY_ID"] = tb.s3_access_key_id
     os.environ["RELAYMD_S3_SECRET_ACCESS_KEY"] = tb.s3_secret_access_key
     loaded = load_config(config_path)

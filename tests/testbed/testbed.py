@@ -12,8 +12,12 @@ Usage from a test module (tests/ has no packages, so put this dir on sys.path)::
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import socket
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel, ConfigDict
@@ -113,3 +117,92 @@ def require_testbed() -> Testbed:
     if os.environ.get(REQUIRE_ENV) == "1":
         pytest.fail(f"{REQUIRE_ENV}=1 but {msg}", pytrace=False)
     pytest.skip(msg)
+
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path("/srv/relaymd-testbed")  # readable by the cluster user
+
+
+def worker_code_copy() -> Path:
+    """relaymd/ and worker_entry/ copied where the cluster user can import them."""
+    target = SHARED / f"code-{secrets.token_hex(4)}"
+    for package in ("relaymd", "worker_entry"):
+        shutil.copytree(
+            REPO / package, target / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    subprocess.run(["chmod", "-R", "a+rX", str(target)], check=True)
+    return target
+
+
+def create_bucket(tb: Testbed, bucket: str) -> None:
+    import boto3
+
+    boto3.client(
+        "s3",
+        endpoint_url=tb.s3_endpoint_url,
+        region_name=tb.s3_region,
+        aws_access_key_id=tb.s3_access_key_id,
+        aws_secret_access_key=tb.s3_secret_access_key,
+    ).create_bucket(Bucket=bucket)
+
+
+def relay_config(root: Path, tb: Testbed, run: str, code: Path) -> dict[str, Any]:
+    """A RelayMD config (as YAML data) for both testbed clusters: SSH with strict host keys,
+    1-minute SLURM allocations, native workers running `code` (see worker_code_copy), a new
+    moto bucket. Storage credentials come from RELAYMD_S3_ACCESS_KEY_ID / _SECRET_ACCESS_KEY."""
+    bucket = f"relaymd-{run}"
+    create_bucket(tb, bucket)
+    clusters = []
+    for c in tb.clusters:
+        clusters.append(
+            {
+                "name": c.name,
+                "transport": "ssh",
+                "ssh": {
+                    "host": c.ssh_host,
+                    "port": c.ssh_port,
+                    "username": c.username,
+                    "identity_file": str(c.client_key),
+                    "known_hosts": str(c.known_hosts),
+                    "connect_timeout_s": 5,
+                    "keepalive_s": 5,
+                },
+                "scheduler": "slurm",
+                "scratch": f"{c.scratch}/{run}",
+                "partitions": [
+                    {
+                        "name": c.partition,
+                        "walltime_minutes": 1,
+                        "gpus_per_allocation": 0,
+                        "max_pending": 2,
+                        "max_running": 3,
+                    }
+                ],
+                "native_worker": [
+                    "env",
+                    f"PYTHONPATH={code}",
+                    str(tb.worker_python),
+                    "-m",
+                    "worker_entry",
+                ],
+                "command_timeout_s": 15,
+                "poll": {"min_interval_s": 2, "max_interval_s": 4},
+            }
+        )
+    return {
+        "storage": {
+            "url": f"s3://{bucket}/relay",
+            "endpoint_url": tb.s3_endpoint_url,
+            "region": tb.s3_region,
+            "max_attempts": 3,
+        },
+        "state_path": str(root / "state" / "state.sqlite"),
+        "clusters": clusters,
+        "daemon": {"stale_after_s": 20, "stop_grace_s": 15},
+        "worker": {
+            "heartbeat_interval_s": 3,
+            "idle_timeout_s": 15,
+            "handoff_margin_min_s": 5,
+            "handoff_margin_max_s": 12,
+        },
+    }

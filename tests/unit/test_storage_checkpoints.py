@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from relaymd.models import CheckpointManifest, CheckpointRef
+from relaymd.models import CheckpointManifest, CheckpointRef, OutputsManifest
 from relaymd.storage import FileStore, IntegrityError, ObjectNotFound, StorageError, keys
 from relaymd.storage.checkpoints import (
     CheckpointExists,
+    OutputsWriter,
     delete_checkpoint,
     download_checkpoint,
     fetch_manifest,
     list_checkpoints,
     upload_checkpoint,
-    upload_outputs,
     verify_checkpoint,
 )
 from relaymd.storage.hashing import sha256_bytes
@@ -197,10 +197,23 @@ def test_bad_relpaths_are_refused(store: FileStore, files: list[tuple[str, Path]
     assert store.list_keys("") == []
 
 
-def test_upload_outputs(store: FileStore, files: list[tuple[str, Path]]) -> None:
-    refs = upload_outputs(store, job_id="j1", epoch=4, files=files)
-    assert [r.key for r in refs] == [
-        "jobs/j1/outputs/4/state.chk",
-        "jobs/j1/outputs/4/sub/state.xml",
+def test_outputs_writer_lists_every_file_in_the_epoch_manifest(
+    store: FileStore, files: list[tuple[str, Path]]
+) -> None:
+    writer = OutputsWriter(store, job_id="j1", epoch=4)
+    refs = writer.upload(files[:1])
+    assert [r.key for r in refs] == ["jobs/j1/outputs/4/state.chk"]
+    # A worker restarted in the same epoch continues the manifest instead of replacing it.
+    again = OutputsWriter(store, job_id="j1", epoch=4)
+    [ref] = again.upload(files[1:])
+    assert ref.key == "jobs/j1/outputs/4/sub/state.xml"
+    assert store.get_bytes(ref.key, expected_sha256=ref.sha256) == b"<State/>"
+    manifest = OutputsManifest.model_validate_json(
+        store.get_bytes("jobs/j1/outputs/4/manifest.json")
+    )
+    assert [(f.path, f.sha256) for f in manifest.files] == [
+        ("state.chk", refs[0].sha256),
+        ("sub/state.xml", ref.sha256),
     ]
-    assert store.get_bytes(refs[1].key, expected_sha256=refs[1].sha256) == b"<State/>"
+    with pytest.raises(StorageError, match="reserved"):
+        again.upload([("manifest.json", files[0][1])])

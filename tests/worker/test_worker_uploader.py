@@ -8,7 +8,7 @@ from pathlib import Path
 
 from relaymd.models import CheckpointRef, ObjectRef
 from relaymd.storage.base import ProgressCallback, StorageError
-from relaymd.storage.checkpoints import list_checkpoints
+from relaymd.storage.checkpoints import OutputsWriter, list_checkpoints
 from relaymd.storage.file import FileStore
 from worker_entry.engines.base import PendingCheckpoint
 from worker_entry.uploader import CheckpointUploader
@@ -48,7 +48,12 @@ def test_a_superseded_checkpoint_hands_its_outputs_on(tmp_path: Path) -> None:
     store = OutageStore(tmp_path / "store")
     uploaded: list[CheckpointRef] = []
     uploader = CheckpointUploader(
-        store, job_id="j1", epoch=3, engine="openmm", on_uploaded=lambda r, _: uploaded.append(r)
+        store,
+        job_id="j1",
+        epoch=3,
+        engine="openmm",
+        outputs=OutputsWriter(store, job_id="j1", epoch=3),
+        on_uploaded=lambda r, _: uploaded.append(r),
     )
     uploader.start()
     try:
@@ -70,6 +75,7 @@ def test_a_superseded_checkpoint_hands_its_outputs_on(tmp_path: Path) -> None:
     # ...but both output chunks did, so the trajectory has no gap.
     outputs = sorted(store.list_keys("jobs/j1/outputs/3/"))
     assert outputs == [
+        "jobs/j1/outputs/3/manifest.json",
         "jobs/j1/outputs/3/state_data.0000000000-0000000010.csv",
         "jobs/j1/outputs/3/state_data.0000000010-0000000020.csv",
     ]
