@@ -33,6 +33,8 @@ class OpenMMSettings(UserModel):
     pdb: str | None = None
     forcefields: list[str] = Field(default_factory=list)
     integrator_settings: IntegratorSettings = Field(default_factory=IntegratorSettings)
+    # Nonbonded cutoff for `pdb` inputs (PME when the PDB has a box); under half the box.
+    cutoff_nm: float = Field(1.0, gt=0)
     total_steps: int = Field(gt=0)
     checkpoint_every_steps: int | None = Field(None, gt=0)
     report_every_steps: int = Field(1000, gt=0)

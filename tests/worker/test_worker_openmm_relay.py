@@ -72,12 +72,15 @@ def _checkpoints_of(events: list[WorkerEvent], epoch: int) -> list[WorkerEvent]:
 
 
 def _run_segment(
-    relay: Relay, engine: dict[str, object], stop_after_checkpoints: int | None
+    relay: Relay,
+    engine: dict[str, object],
+    stop_after_checkpoints: int | None,
+    *worker_args: str,
 ) -> tuple[Allocation, WorkerEvent]:
     """One allocation, one epoch: stop it (control.json) after N checkpoints, or let it end."""
     alloc = relay.allocation()
     alloc.assign(relay.assignment(alloc, engine))
-    alloc.start(idle_timeout=1.0)
+    alloc.start(*worker_args, idle_timeout=1.0)
     epoch = relay.epoch
     if stop_after_checkpoints is not None:
 
@@ -271,3 +274,50 @@ def test_deadline_minus_margin_triggers_a_planned_handoff(
     beat = alloc.heartbeat()
     assert beat is not None and beat.deadline is not None
     assert beat.handoff_margin_s is not None and 0.5 <= beat.handoff_margin_s <= 2
+
+
+def _started(alloc: Allocation) -> WorkerEvent:
+    [started] = [e for e in alloc.events() if e.kind is EventKind.STARTED]
+    return started
+
+
+@pytest.mark.slow
+def test_another_platform_resumes_from_the_portable_state_xml(
+    tmp_path: Path, file_access: StorageAccess, bundle_dir: Path
+) -> None:
+    relay = Relay(tmp_path, file_access, "job-platform")
+    relay.upload_bundle(bundle_dir)
+    _, end = _run_segment(relay, _engine(100), 1)  # Reference
+    assert end.kind is EventKind.STOPPED and end.checkpoint is not None
+    stopped_at = end.checkpoint
+    second, end = _run_segment(relay, _engine(100), None, "--platform", "CPU")
+    assert end.kind is EventKind.COMPLETED and end.step == 100
+    # OpenMM's binary checkpoint only loads on the platform that wrote it: the worker says
+    # it used the State XML instead, and continues from the same step.
+    started = _started(second)
+    assert started.resumed_from == "state_xml" and started.step == stopped_at.step
+    assert end.checkpoint is not None
+    assert verify_checkpoint(relay.store, end.checkpoint).platform == "CPU"
+
+
+@pytest.mark.slow
+def test_pdb_and_force_field_inputs_relay(
+    tmp_path: Path, file_access: StorageAccess, bundle_dir: Path
+) -> None:
+    engine: dict[str, object] = {
+        "kind": "openmm",
+        "pdb": "topology.pdb",
+        "forcefields": ["amber14/tip3pfb.xml"],
+        "cutoff_nm": 0.6,  # the test box is 1.3 nm wide
+        "total_steps": 80,
+        "checkpoint_every_steps": EVERY,
+        "report_every_steps": 10,
+    }
+    relay = Relay(tmp_path, file_access, "job-pdb")
+    relay.upload_bundle(bundle_dir)
+    first, end = _run_segment(relay, engine, 1)
+    assert end.kind is EventKind.STOPPED and end.checkpoint is not None
+    assert _started(first).resumed_from == "start"
+    second, end = _run_segment(relay, engine, None)
+    assert end.kind is EventKind.COMPLETED and end.step == 80
+    assert _started(second).resumed_from == "checkpoint"

@@ -128,6 +128,7 @@ class OpenMMEngine(Engine):
                 system = forcefield.createSystem(
                     pdb.topology,
                     nonbondedMethod=app.PME if periodic else app.NoCutoff,
+                    nonbondedCutoff=s.cutoff_nm * unit.nanometer,
                     constraints=app.HBonds,
                 )
             except Exception as exc:
