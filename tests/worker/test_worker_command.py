@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from worker_harness import EXAMPLES, TERMINAL, Allocation, Relay, wait_for
+from worker_harness import EXAMPLES, Relay
 
-from relaymd.models import ControlAction, EventKind, StorageAccess, WorkerEvent
+from relaymd.models import EventKind, StorageAccess
 from relaymd.storage.checkpoints import download_checkpoint
 from relaymd.storage.keys import checkpoints_prefix, outputs_prefix
 
@@ -42,26 +42,6 @@ def atom_bundle(tmp_path: Path) -> Path:
     return folder
 
 
-def _segment(relay: Relay, engine: dict[str, object], stop: bool) -> tuple[Allocation, WorkerEvent]:
-    alloc = relay.allocation()
-    alloc.assign(relay.assignment(alloc, engine))
-    alloc.start(idle_timeout=1.0)
-    epoch = relay.epoch
-    if stop:
-
-        def seen() -> bool:
-            events = alloc.events()
-            ckpts = [e for e in events if e.kind is EventKind.CHECKPOINT and e.epoch == epoch]
-            return any(e.kind in TERMINAL for e in events) or bool(ckpts)
-
-        wait_for(seen, 60, "a checkpoint")
-        alloc.control(ControlAction.STOP, relay.job_id, epoch)
-    end = alloc.wait_event(TERMINAL, timeout=60, epoch=epoch)
-    assert alloc.wait_exit(60) == 0
-    relay.advance(alloc.events())
-    return alloc, end
-
-
 @pytest.mark.slow
 def test_atom_like_command_resumes_across_segments(
     tmp_path: Path, file_access: StorageAccess, atom_bundle: Path
@@ -71,7 +51,7 @@ def test_atom_like_command_resumes_across_segments(
     relay.upload_bundle(atom_bundle)
     ends = []
     for _ in range(10):
-        _, end = _segment(relay, _engine(samples), stop=True)
+        _, end = relay.run_segment(_engine(samples), 1)
         ends.append(end)
         if end.kind is EventKind.COMPLETED:
             break

@@ -8,7 +8,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from worker_harness import TERMINAL, Allocation, Relay, wait_for
+from worker_harness import Allocation, Relay, wait_for
 
 from relaymd.models import (
     CheckpointRef,
@@ -71,32 +71,6 @@ def _checkpoints_of(events: list[WorkerEvent], epoch: int) -> list[WorkerEvent]:
     return [e for e in events if e.kind is EventKind.CHECKPOINT and e.epoch == epoch]
 
 
-def _run_segment(
-    relay: Relay,
-    engine: dict[str, object],
-    stop_after_checkpoints: int | None,
-    *worker_args: str,
-) -> tuple[Allocation, WorkerEvent]:
-    """One allocation, one epoch: stop it (control.json) after N checkpoints, or let it end."""
-    alloc = relay.allocation()
-    alloc.assign(relay.assignment(alloc, engine))
-    alloc.start(*worker_args, idle_timeout=1.0)
-    epoch = relay.epoch
-    if stop_after_checkpoints is not None:
-
-        def seen() -> bool:
-            events = alloc.events()
-            done = any(e.kind in TERMINAL for e in events)
-            return done or len(_checkpoints_of(events, epoch)) >= stop_after_checkpoints
-
-        wait_for(seen, 60, "checkpoint events")
-        alloc.control(ControlAction.STOP, relay.job_id, epoch)
-    end = alloc.wait_event(TERMINAL, timeout=60, epoch=epoch)
-    assert alloc.wait_exit(60) == 0
-    relay.advance(alloc.events())
-    return alloc, end
-
-
 @pytest.mark.slow
 def test_relay_across_segments_is_bitwise_identical(
     tmp_path: Path, file_access: StorageAccess, bundle_dir: Path
@@ -104,7 +78,7 @@ def test_relay_across_segments_is_bitwise_identical(
     total = 260
     single = Relay(tmp_path / "single", file_access, "job-single")
     single.upload_bundle(bundle_dir)
-    _, end = _run_segment(single, _engine(total), None)
+    _, end = single.run_segment(_engine(total), None)
     assert end.kind is EventKind.COMPLETED and end.step == total
     assert end.checkpoint is not None and end.checkpoint.step == total
     reference = _final_state(single.store, end.checkpoint, tmp_path / "ref")
@@ -114,7 +88,7 @@ def test_relay_across_segments_is_bitwise_identical(
     ends: list[WorkerEvent] = []
     starts: list[WorkerEvent] = []
     for _ in range(20):
-        alloc, end = _run_segment(relay, _engine(total), stop_after_checkpoints=1)
+        alloc, end = relay.run_segment(_engine(total), stop_after_checkpoints=1)
         ends.append(end)
         starts += [e for e in alloc.events() if e.kind is EventKind.STARTED]
         if end.kind is EventKind.COMPLETED:
@@ -165,7 +139,7 @@ def test_kill9_loses_at_most_one_checkpoint_interval(
     assert newest == relay.pointer  # every uploaded checkpoint was announced
     assert last_beat.step - relay.pointer.step <= EVERY
 
-    _, end = _run_segment(relay, _engine(total), None)
+    _, end = relay.run_segment(_engine(total), None)
     assert end.kind is EventKind.COMPLETED and end.step == total
     started = [e for e in _all_events(tmp_path) if e.kind is EventKind.STARTED and e.epoch == 2]
     assert started[0].step == newest.step and started[0].resumed_from == "checkpoint"
@@ -217,7 +191,7 @@ def test_corrupted_latest_checkpoint_falls_back_to_previous(
 ) -> None:
     relay = Relay(tmp_path, file_access, "job-corrupt")
     relay.upload_bundle(bundle_dir)
-    _, end = _run_segment(relay, _engine(100_000), stop_after_checkpoints=2)
+    _, end = relay.run_segment(_engine(100_000), stop_after_checkpoints=2)
     assert end.kind is EventKind.STOPPED
     latest, previous = relay.pointer, relay.fallbacks[0]
     assert latest is not None and previous.step < latest.step
@@ -245,9 +219,9 @@ def test_relay_through_moto_s3_keeps_secrets_out_of_logs(
 ) -> None:
     relay = Relay(tmp_path, moto_access, "job-s3")
     relay.upload_bundle(bundle_dir)
-    first, end = _run_segment(relay, _engine(120), stop_after_checkpoints=1)
+    first, end = relay.run_segment(_engine(120), stop_after_checkpoints=1)
     assert end.kind is EventKind.STOPPED and end.checkpoint is not None
-    second, end = _run_segment(relay, _engine(120), None)
+    second, end = relay.run_segment(_engine(120), None)
     assert end.kind is EventKind.COMPLETED and end.step == 120
     assert relay.store.list_keys(outputs_prefix(relay.job_id, 2))
     for alloc in (first, second):
@@ -287,10 +261,10 @@ def test_another_platform_resumes_from_the_portable_state_xml(
 ) -> None:
     relay = Relay(tmp_path, file_access, "job-platform")
     relay.upload_bundle(bundle_dir)
-    _, end = _run_segment(relay, _engine(100), 1)  # Reference
+    _, end = relay.run_segment(_engine(100), 1)  # Reference
     assert end.kind is EventKind.STOPPED and end.checkpoint is not None
     stopped_at = end.checkpoint
-    second, end = _run_segment(relay, _engine(100), None, "--platform", "CPU")
+    second, end = relay.run_segment(_engine(100), None, "--platform", "CPU")
     assert end.kind is EventKind.COMPLETED and end.step == 100
     # OpenMM's binary checkpoint only loads on the platform that wrote it: the worker says
     # it used the State XML instead, and continues from the same step.
@@ -315,9 +289,9 @@ def test_pdb_and_force_field_inputs_relay(
     }
     relay = Relay(tmp_path, file_access, "job-pdb")
     relay.upload_bundle(bundle_dir)
-    first, end = _run_segment(relay, engine, 1)
+    first, end = relay.run_segment(engine, 1)
     assert end.kind is EventKind.STOPPED and end.checkpoint is not None
     assert _started(first).resumed_from == "start"
-    second, end = _run_segment(relay, engine, None)
+    second, end = relay.run_segment(engine, None)
     assert end.kind is EventKind.COMPLETED and end.step == 80
     assert _started(second).resumed_from == "checkpoint"

@@ -173,8 +173,30 @@ class Relay:
         for event in events:
             if event.kind is EventKind.CHECKPOINT and event.epoch == self.epoch:
                 assert event.checkpoint is not None
-                if (
-                    self.pointer is not None and self.pointer.epoch == self.epoch
-                ) or self.pointer is not None:
+                if self.pointer is not None:
                     self.fallbacks.insert(0, self.pointer)
                 self.pointer = event.checkpoint
+
+    def run_segment(
+        self, engine: dict[str, object], stop_after_checkpoints: int | None, *worker_args: str
+    ) -> tuple[Allocation, WorkerEvent]:
+        """One allocation, one epoch: stop it (control.json) after N checkpoints, or let it
+        end; then advance the pointer as the daemon would."""
+        alloc = self.allocation()
+        alloc.assign(self.assignment(alloc, engine))
+        alloc.start(*worker_args, idle_timeout=1.0)
+        epoch = self.epoch
+        if stop_after_checkpoints is not None:
+
+            def seen() -> bool:
+                events = alloc.events()
+                done = any(e.kind in TERMINAL for e in events)
+                ckpts = [e for e in events if e.kind is EventKind.CHECKPOINT and e.epoch == epoch]
+                return done or len(ckpts) >= stop_after_checkpoints
+
+            wait_for(seen, 60, "checkpoint events")
+            alloc.control(ControlAction.STOP, self.job_id, epoch)
+        end = alloc.wait_event(TERMINAL, timeout=60, epoch=epoch)
+        assert alloc.wait_exit(60) == 0
+        self.advance(alloc.events())
+        return alloc, end
