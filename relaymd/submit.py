@@ -239,8 +239,14 @@ def validate_job(directory: Path, spec: JobSpec, loaded: LoadedConfig) -> None:
 def prepare(
     directory: Path, loaded: LoadedConfig, flags: SpecOverrides | None = None
 ) -> PreparedJob:
+    from relaymd.storage.bundle import BundleError, scan_bundle
+
     spec = build_spec(directory, flags)
     validate_job(directory, spec, loaded)
+    try:
+        scan_bundle(directory)  # every file packable, before anything is uploaded
+    except BundleError as exc:
+        raise SubmitError(f"{directory}: cannot pack the job directory: {exc}") from None
     return PreparedJob(directory=directory, spec=spec)
 
 
@@ -253,13 +259,16 @@ def upload_bundle(
 ) -> UploadedJob:
     """Pack, upload and verify one job's bundle; on any failure the object is removed."""
     from relaymd.storage.base import IntegrityError, StorageError
-    from relaymd.storage.bundle import pack_bundle
+    from relaymd.storage.bundle import BundleError, pack_bundle
 
     job_id = job_id or new_job_id()
     key = keys.bundle_key(job_id)
     with tempfile.TemporaryDirectory(prefix="relaymd-submit-") as tmp:
         archive = Path(tmp) / "bundle.tar.gz"
-        packed = pack_bundle(job.directory, archive)
+        try:
+            packed = pack_bundle(job.directory, archive)
+        except BundleError as exc:  # changed since prepare() scanned it
+            raise SubmitError(f"{job.directory}: cannot pack the job directory: {exc}") from None
         total = archive.stat().st_size
 
         def on_bytes(moved: int) -> None:
@@ -335,11 +344,16 @@ def submit_jobs(
     outcomes: list[UploadedJob | SubmitError] = []
     with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(prepared)))) as pool:
         futures = [pool.submit(upload_bundle, job, store, progress) for job in prepared]
-        for future in futures:
+        for item, future in zip(prepared, futures, strict=True):
             try:
                 outcomes.append(future.result())
             except SubmitError as exc:
                 outcomes.append(exc)
+            except Exception as exc:  # one directory's surprise must not strand the others
+                log.exception("submit_failed", directory=str(item.directory))
+                outcomes.append(
+                    SubmitError(f"{item.directory}: {type(exc).__name__}: {exc}", kind="storage")
+                )
     results: list[SubmitResult | SubmitError] = []
     for outcome in outcomes:
         if isinstance(outcome, SubmitError):

@@ -67,6 +67,8 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a commented starter config (local cluster + file:// storage) to edit."""
+    import json
+
     from relaymd import paths
     from relaymd.cli.starter_config import STARTER_CONFIG
     from relaymd.executables import local_worker_command
@@ -79,7 +81,10 @@ def init(
             code=ExitCode.CONFLICT,
         )
     target.parent.mkdir(parents=True, exist_ok=True)
-    text = STARTER_CONFIG.format(data_dir=paths.data_dir(), worker=" ".join(local_worker_command()))
+    # JSON is YAML: the argv list stays a list, whatever its paths contain.
+    text = STARTER_CONFIG.format(
+        data_dir=paths.data_dir(), worker=json.dumps(local_worker_command())
+    )
     target.write_text(text)
     print(f"wrote {target}")
     print("next: edit it, then `relaymd config validate`")

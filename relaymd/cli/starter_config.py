@@ -31,7 +31,7 @@ clusters:
     transport: local
     scheduler: direct
     scratch: {data_dir}/scratch
-    native_worker: [{worker}]
+    native_worker: {worker}
     max_workers: 1
     partitions:
       - name: local

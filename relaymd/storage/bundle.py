@@ -58,50 +58,77 @@ def _normalised(info: tarfile.TarInfo, mode: int) -> tarfile.TarInfo:
     return info
 
 
-def pack_bundle(source_dir: Path, dest: Path) -> PackedBundle:
-    """Pack `source_dir` into the tar.gz `dest`.
+class BundleEntry(BaseModel):
+    name: str  # POSIX path inside the bundle
+    path: Path  # where it is read from (symlinks to files already resolved)
+    is_dir: bool
+    executable: bool = False
 
-    Symlinks to files are stored as the file they point to (a worker has no access to the
-    link's target); anything else that is not a file or directory is an error, never
-    silently left out.
+
+def scan_bundle(source_dir: Path) -> list[BundleEntry]:
+    """Every entry `pack_bundle` would store, in order, each one checked.
+
+    Symlinks to files count as the file they point to (a worker has no access to the link's
+    target); a broken link, a link to a directory, an unreadable file or anything that is
+    not a file or directory raises BundleError naming it: never silently left out. Cheap
+    enough to run before any upload starts.
     """
     source_dir = Path(source_dir)
-    dest = Path(dest)
     if not source_dir.is_dir():
         raise BundleError(f"{source_dir}: not a directory")
+    entries: list[BundleEntry] = []
+    for path in _walk_sorted(source_dir):
+        name = path.relative_to(source_dir).as_posix()
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                st = path.stat()
+            except OSError as exc:
+                raise BundleError(f"{path}: broken symlink ({exc.strerror})") from exc
+            if not stat.S_ISREG(st.st_mode):
+                raise BundleError(
+                    f"{path}: symlink to something other than a file; copy the "
+                    "directory in instead of linking it"
+                )
+        if stat.S_ISDIR(st.st_mode):
+            entries.append(BundleEntry(name=name, path=path, is_dir=True))
+        elif stat.S_ISREG(st.st_mode):
+            if not os.access(path, os.R_OK):
+                raise BundleError(f"{path}: not readable (permission denied); fix its mode")
+            executable = bool(st.st_mode & 0o100)
+            entries.append(BundleEntry(name=name, path=path, is_dir=False, executable=executable))
+        else:
+            raise BundleError(f"{path}: not a regular file or directory; remove it")
+    return entries
+
+
+def pack_bundle(source_dir: Path, dest: Path) -> PackedBundle:
+    """Pack `source_dir` (as `scan_bundle` sees it) into the deterministic tar.gz `dest`."""
+    source_dir = Path(source_dir)
+    dest = Path(dest)
     if dest.resolve().is_relative_to(source_dir.resolve()):
         raise BundleError(f"{dest}: the bundle cannot be written inside {source_dir}")
+    entries = scan_bundle(source_dir)
     count = 0
     with (
         open(dest, "wb") as raw,
         gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz,
         tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
-        for path in _walk_sorted(source_dir):
-            name = path.relative_to(source_dir).as_posix()
-            st = path.lstat()
-            if stat.S_ISLNK(st.st_mode):
-                try:
-                    st = path.stat()
-                except OSError as exc:
-                    raise BundleError(f"{path}: broken symlink ({exc.strerror})") from exc
-                if not stat.S_ISREG(st.st_mode):
-                    raise BundleError(
-                        f"{path}: symlink to something other than a file; copy the "
-                        "directory in instead of linking it"
-                    )
-            if stat.S_ISDIR(st.st_mode):
-                info = _normalised(tarfile.TarInfo(name), 0o755)
+        for entry in entries:
+            if entry.is_dir:
+                info = _normalised(tarfile.TarInfo(entry.name), 0o755)
                 info.type = tarfile.DIRTYPE
                 tar.addfile(info)
-            elif stat.S_ISREG(st.st_mode):
-                info = _normalised(tarfile.TarInfo(name), 0o755 if st.st_mode & 0o100 else 0o644)
-                info.size = st.st_size
-                with open(path, "rb") as fh:
+                continue
+            info = _normalised(tarfile.TarInfo(entry.name), 0o755 if entry.executable else 0o644)
+            try:
+                with open(entry.path, "rb") as fh:
+                    info.size = os.fstat(fh.fileno()).st_size
                     tar.addfile(info, fh)
-                count += 1
-            else:
-                raise BundleError(f"{path}: not a regular file or directory; remove it")
+            except OSError as exc:
+                raise BundleError(f"{entry.path}: cannot read ({exc.strerror})") from exc
+            count += 1
     return PackedBundle(sha256=sha256_file(dest), size=dest.stat().st_size, files=count)
 
 

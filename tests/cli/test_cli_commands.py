@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -133,6 +134,8 @@ def test_dry_run_uploads_nothing(cli: CliEnv) -> None:
         ("config_is_dir", 2, ["is a directory"]),
         ("config_missing", 2, ["nope.yaml", "config file not found"]),
         ("storage_unwritable", 1, ["upload", "failed"]),
+        ("broken_symlink", 2, ["broken symlink", "nothing was uploaded"]),
+        ("second_dir_unpackable", 2, ["bad", "not a regular file", "nothing was uploaded"]),
     ],
 )
 def test_bad_input_is_named_and_leaves_nothing(
@@ -155,6 +158,13 @@ def test_bad_input_is_named_and_leaves_nothing(
         env["RELAYMD_CONFIG"] = str(cli.root)
     elif case == "config_missing":
         env["RELAYMD_CONFIG"] = str(cli.root / "nope.yaml")
+    elif case == "broken_symlink":
+        (directory / "restraints.xml").symlink_to(cli.root / "gone.xml")
+    elif case == "second_dir_unpackable":
+        # The first directory is fine; the second holds a FIFO. Neither may be uploaded.
+        bad = make_job_dir(cli.root, "bad")
+        os.mkfifo(bad / "pipe")
+        args.append(str(bad))
     elif case == "storage_unwritable":
         # The storage root is a plain file: the upload itself fails.
         cli.data_dir.mkdir(parents=True)
@@ -184,6 +194,12 @@ def test_config_init_validate_and_refuse_overwrite(cli: CliEnv) -> None:
     assert str(target) in bad.stderr and "daemon.stale_after: unknown field" in bad.stderr
     shown = cli.json("config", "show")
     assert shown["config"]["clusters"][0]["name"] == "local"
+    # The starter's local cluster works as written: its worker command is a real argv.
+    target.write_text(target.read_text().replace("stale_after:", "stale_after_s:"))
+    checked = cli.run("clusters", "test", "local", "--json", env={"RELAYMD_CONFIG": str(target)})
+    assert checked.returncode == 0, (checked.stdout, checked.stderr)
+    checks = {c["name"]: c for c in json.loads(checked.stdout)["checks"]}
+    assert checks["native_worker"]["ok"] and checks["scratch"]["ok"]
 
 
 def test_unknown_job_and_cluster_exit_4(cli: CliEnv) -> None:
