@@ -9,6 +9,7 @@ storage code run as on a SLURM cluster.
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -84,7 +85,12 @@ def demo(
         f"{segment_seconds:.0f}-second segments on the local cluster…"
     )
     final = _run_until_done(loaded, job.id, timeout)
-    _report(loaded, final)
+    # Later commands find the demo's state only with the same folders.
+    chosen = {"RELAYMD_STATE_DIR": state_dir, "RELAYMD_DATA_DIR": data_dir}
+    env_prefix = "".join(
+        f"{name}={shlex.quote(os.environ[name])} " for name, given in chosen.items() if given
+    )
+    _report(loaded, final, segment_seconds, env_prefix)
     if final.state.value != "completed":
         raise CliError(
             f"demo job {final.id} ended {final.state}: "
@@ -282,7 +288,7 @@ def _render(job: Job, segments: list[Segment]) -> Group:
     return Group(header, ProgressBar(total=total, completed=min(job.step, total), width=60), table)
 
 
-def _report(loaded: LoadedConfig, job: Job) -> None:
+def _report(loaded: LoadedConfig, job: Job, segment_seconds: float, env_prefix: str) -> None:
     from relaymd.cli.cmd_jobs import history
     from relaymd.cli.output import console
 
@@ -292,8 +298,12 @@ def _report(loaded: LoadedConfig, job: Job) -> None:
     storage_root = loaded.config.storage.url.removeprefix("file://")
     out.print()
     out.print(f"outputs and checkpoints: {storage_root}/jobs/{job.id}/")
-    out.print(f"copy them here with:     relaymd jobs download {job.id}")
     out.print(
-        "the demo used its own settings (30-second local segments); "
-        "real clusters: see README.md, `relaymd config init`"
+        f"copy them here with:     {env_prefix}relaymd jobs download {job.id}", soft_wrap=True
+    )
+    out.print(f"the relay again:         {env_prefix}relaymd jobs history {job.id}", soft_wrap=True)
+    out.print(
+        f"the demo used its own settings ({segment_seconds:g}-second local segments); "
+        "real clusters: see README.md, `relaymd config init`",
+        soft_wrap=True,
     )

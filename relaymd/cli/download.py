@@ -74,9 +74,17 @@ def download_job(
             plan.append((key, _safe_join(dest / "outputs", relative), hashes.get(inner)))
     if checkpoint and job.checkpoint is not None:
         ref = job.checkpoint
-        manifest_bytes = store.get_bytes(
-            keys.manifest_key(ref.prefix), expected_sha256=ref.manifest_sha256
-        )
+        try:
+            manifest_bytes = store.get_bytes(
+                keys.manifest_key(ref.prefix), expected_sha256=ref.manifest_sha256
+            )
+        except StorageError as exc:
+            raise CliError(
+                f"checkpoint {ref.epoch}-{ref.seq} of job {job.id}: cannot read its manifest: "
+                f"{exc}",
+                hint="`relaymd clusters test <cluster>` checks storage; a sha256 mismatch means "
+                "the object was replaced or corrupted (`--no-checkpoint` fetches the outputs)",
+            ) from None
         manifest = CheckpointManifest.model_validate_json(manifest_bytes)
         result.checkpoint_dir = dest / "checkpoint" / f"{ref.epoch}-{ref.seq}"
         result.checkpoint_dir.mkdir(parents=True, exist_ok=True)

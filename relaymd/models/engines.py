@@ -75,5 +75,20 @@ class CommandSettings(UserModel):
     def _split_string(cls, value: object) -> object:
         return shlex.split(value) if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _resumable(self) -> CommandSettings:
+        # Caught at submit time, not on a GPU node hours later.
+        if not self.checkpoint_globs and self.preset is None:
+            raise ValueError(
+                "a command job needs `checkpoint_globs` (the files it resumes from, e.g. "
+                "'r*/*_ckpt.xml'; --checkpoint-glob) or a `preset` such as atom"
+            )
+        if self.preset == "atom" and self.target_samples is None:
+            raise ValueError(
+                "preset atom needs `target_samples`: AToM-OpenMM can exit 0 after its GPU "
+                "workers crashed, so completion is judged by the samples it reached"
+            )
+        return self
+
 
 EngineSettings = Annotated[OpenMMSettings | CommandSettings, Field(discriminator="kind")]

@@ -41,6 +41,17 @@ class RemoteTimeout(TransportError):
     """A command ran past its timeout; it was abandoned (and killed where possible)."""
 
 
+def whole_or_nothing(script: str) -> str:
+    """`script` as the body of a function that is called only after bash has read all of it.
+
+    `bash -s` runs lines as they arrive; a connection lost mid-transfer would otherwise run a
+    truncated script (half the mailbox writes of a cycle). A cut-off function definition is a
+    syntax error, and a definition without its call does nothing: the script runs whole or
+    not at all.
+    """
+    return f"__relaymd_script() {{\n{script}\n}}\n__relaymd_script\n"
+
+
 class Transport(ABC):
     """Runs bash scripts on one cluster's login node (or this machine)."""
 

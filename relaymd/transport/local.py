@@ -5,10 +5,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
+from collections.abc import Mapping
 
 from relaymd.models import ClusterProfile
-from relaymd.transport.base import CommandResult, RemoteTimeout, Transport, TransportError
+from relaymd.transport.base import (
+    CommandResult,
+    RemoteTimeout,
+    Transport,
+    TransportError,
+    whole_or_nothing,
+)
+
+# Variables that may hold credentials (storage keys, the Infisical client secret, tokens).
+# Scripts, and the workers and sbatch jobs they start, never see them: storage credentials
+# reach a worker only through the 0600 credentials file of its allocation folder.
+_SECRET_NAME = re.compile(
+    r"SECRET|TOKEN|PASSW|CREDENTIAL|PRIVATE|(^|_)KEY(_|$)|^INFISICAL_|^AWS_|^B2_", re.IGNORECASE
+)
+
+
+def scrubbed_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The daemon's environment minus anything that looks like a secret."""
+    source = os.environ if environ is None else environ
+    return {k: v for k, v in source.items() if not _SECRET_NAME.search(k)}
 
 
 class LocalTransport(Transport):
@@ -31,6 +52,7 @@ class LocalTransport(Transport):
                     stderr=asyncio.subprocess.PIPE,
                     # Own process group, so a timeout kills the whole script, not just bash.
                     start_new_session=True,
+                    env=scrubbed_environment(),
                 )
             except OSError as exc:
                 raise TransportError(
@@ -38,7 +60,8 @@ class LocalTransport(Transport):
                     cluster=self.cluster,
                 ) from exc
             try:
-                out, err = await asyncio.wait_for(proc.communicate(script.encode()), limit)
+                script_bytes = whole_or_nothing(script).encode()
+                out, err = await asyncio.wait_for(proc.communicate(script_bytes), limit)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)

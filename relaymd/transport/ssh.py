@@ -33,6 +33,7 @@ from relaymd.transport.base import (
     RemoteTimeout,
     Transport,
     TransportError,
+    whole_or_nothing,
 )
 from relaymd.transport.ssh_auth import Prompter, RelayClient, terminal_prompter
 
@@ -165,8 +166,10 @@ class SSHTransport(Transport):
         except asyncssh.KeyImportError as exc:
             raise NeedsAuth(
                 f"cluster {self.cluster}: cannot use the SSH key ({exc}); if it is encrypted,"
-                " load it into ssh-agent with `ssh-add` (the daemon uses $SSH_AUTH_SOCK), or fix"
-                " `ssh.identity_file` in the cluster profile",
+                " load it with `ssh-add <key>` and remove `ssh.identity_file` from the cluster"
+                " profile (an explicit key file is read directly, never through ssh-agent;"
+                " without it the daemon uses $SSH_AUTH_SOCK), or point `ssh.identity_file` at"
+                " an unencrypted key",
                 cluster=self.cluster,
             ) from None
         except (OSError, TimeoutError, asyncssh.Error) as exc:
@@ -278,7 +281,9 @@ class SSHTransport(Transport):
         for attempt in range(2):
             conn = await self._connection()
             try:
-                return await conn.create_process(command, input=script, errors="replace")
+                return await conn.create_process(
+                    command, input=whole_or_nothing(script), errors="replace"
+                )
             except (asyncssh.ChannelOpenError, asyncssh.ConnectionLost, OSError) as exc:
                 self._drop()
                 if attempt == 1:

@@ -52,7 +52,9 @@ SAMPLES: list[BaseModel] = [
     JobSpec(
         title="atom",
         image="atom-openmm",
-        engine=CommandSettings(command="python abfe.py cfg.cntl", preset="atom"),
+        engine=CommandSettings(
+            command="python abfe.py cfg.cntl", preset="atom", target_samples=2000
+        ),
     ),
     Job(id="j1", spec=SPEC, bundle=BUNDLE, checkpoint=REF, epoch=2),
     Allocation(id="a1", cluster="clusterA", partition="gpu", image="openmm", walltime_s=14400),
@@ -105,7 +107,7 @@ def test_wire_data_from_a_newer_worker_is_read_tolerantly() -> None:
 
 
 def test_command_line_string_is_split_like_a_shell() -> None:
-    settings = CommandSettings(command="python 'my script.py' --n 3")
+    settings = CommandSettings(command="python 'my script.py' --n 3", checkpoint_globs=["*.chk"])
     assert settings.command == ["python", "my script.py", "--n", "3"]
 
 
@@ -139,3 +141,11 @@ def test_config_accepts_profile_names_and_inline_profiles() -> None:
     )
     assert config.clusters[0] == "clusterB"
     assert isinstance(config.clusters[1], ClusterProfile)
+
+
+def test_a_command_job_that_could_never_resume_or_complete_is_refused() -> None:
+    with pytest.raises(ValidationError, match="checkpoint_globs"):
+        CommandSettings(command="python run.py")
+    with pytest.raises(ValidationError, match="target_samples"):
+        CommandSettings(command="python rbfe.py", preset="atom")
+    assert CommandSettings(command="python rbfe.py", preset="atom", target_samples=10).preset

@@ -89,6 +89,7 @@ def test_slurm_script_lines() -> None:
         "#SBATCH --signal=B:TERM@120",
         # --output is not here: sbatch does not expand $SCRATCH; the submit command passes it.
         "#SBATCH --open-mode=append",
+        "#SBATCH --no-requeue",  # SLURM must not bring the allocation back: RelayMD requeues
     ]
     # All #SBATCH lines come before the first command, or sbatch ignores them.
     first_command = next(i for i, line in enumerate(lines) if line and not line.startswith("#"))

@@ -10,6 +10,7 @@ import pytest
 
 from relaymd.models import ClusterProfile
 from relaymd.transport import NeedsAuth
+from relaymd.transport.base import whole_or_nothing
 from relaymd.transport.ssh import SSHTransport
 
 CODE = "246810"
@@ -93,5 +94,6 @@ async def test_2fa_answered_on_the_terminal_when_interactive(
     finally:
         await transport.close()
     assert asked == [("[clusterA] Verification code: ", False)]  # once: the connection is reused
-    assert first.stdout.startswith("ran 8 bytes with timeout -k 5 65 bash -s")
+    sent = len(whole_or_nothing("echo hi\n"))
+    assert first.stdout.startswith(f"ran {sent} bytes with timeout -k 5 65 bash -s")
     assert transport.connects == 1
