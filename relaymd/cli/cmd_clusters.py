@@ -25,7 +25,13 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 @app.command("list")
 def list_clusters(as_json: JsonOpt = False) -> None:
-    """Configured clusters with what the daemon last saw of them."""
+    """Configured clusters with what the daemon last saw of them.
+
+    \b
+    Examples:
+      relaymd clusters list
+      relaymd clusters list --json | jq -r '.[] | select(.enabled) | .name'
+    """
     from rich.table import Table
 
     from relaymd.cli import context
@@ -105,13 +111,25 @@ def _toggle(name: str, enabled: bool) -> None:
 
 @app.command("enable")
 def enable(name: NameArg) -> None:
-    """Allow new allocations on a cluster again."""
+    """Allow new allocations on a cluster again.
+
+    \b
+    Examples:
+      relaymd clusters enable clusterB
+      relaymd clusters list              # ENABLED shows yes again
+    """
     _toggle(name, True)
 
 
 @app.command("disable")
 def disable(name: NameArg) -> None:
-    """Stop submitting new allocations to a cluster (running ones finish their jobs)."""
+    """Stop submitting new allocations to a cluster (running ones finish their jobs).
+
+    \b
+    Examples:
+      relaymd clusters disable clusterB   # e.g. before its maintenance window
+      relaymd workers list --cluster clusterB   # the allocations still finishing there
+    """
     _toggle(name, False)
 
 
@@ -120,6 +138,12 @@ def test(name: NameArg, as_json: JsonOpt = False) -> None:
     """Connect and check SLURM tools, scratch, apptainer + image (or native worker), storage.
 
     Exit 3 when the cluster cannot be reached, 1 when a check fails.
+
+    \b
+    Examples:
+      relaymd clusters test clusterA
+      relaymd clusters test local
+      relaymd clusters test clusterA --json | jq '.checks[] | select(.ok | not)'
     """
     from relaymd.cli import context
     from relaymd.cli.output import console, print_json

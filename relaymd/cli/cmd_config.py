@@ -21,7 +21,14 @@ app = typer.Typer(
 def show(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Print the effective config (profiles resolved) and where it came from."""
+    """Print the effective config (profiles resolved) and where it came from.
+
+    \b
+    Examples:
+      relaymd config show
+      relaymd --config ~/relaymd.yaml config show
+      relaymd config show --json | jq '.config.storage'
+    """
     import yaml
 
     from relaymd.cli import context
@@ -44,7 +51,13 @@ def validate(
         typer.Argument(help="File to check (default: the config in use).", show_default=False),
     ] = None,
 ) -> None:
-    """Check a config file: prints OK, or the file, field and problem (exit 2)."""
+    """Check a config file: prints OK, or the file, field and problem (exit 2).
+
+    \b
+    Examples:
+      relaymd config validate
+      relaymd config validate ~/relaymd-new.yaml
+    """
     from relaymd.cli import context
 
     if path is not None:
@@ -66,7 +79,14 @@ def init(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
-    """Write a commented starter config (local cluster + file:// storage) to edit."""
+    """Write a commented starter config (local cluster + file:// storage) to edit.
+
+    \b
+    Examples:
+      relaymd config init
+      relaymd config init ./relaymd.yaml && relaymd --config ./relaymd.yaml config validate
+      relaymd config init --force      # replace the existing file
+    """
     import json
 
     from relaymd import paths

@@ -25,7 +25,14 @@ def run(
         typer.Option(help="Stop after this many reconcile cycles (testing).", show_default=False),
     ] = None,
 ) -> None:
-    """Run the daemon in the foreground until SIGTERM/SIGINT (for systemd or a terminal)."""
+    """Run the daemon in the foreground until SIGTERM/SIGINT (for systemd or a terminal).
+
+    \b
+    Examples:
+      relaymd daemon run
+      relaymd --config ~/relaymd.yaml daemon run   # e.g. ExecStart= of a systemd unit
+      relaymd --debug daemon run --max-cycles 3    # a few cycles with debug logs
+    """
     import sys
 
     from relaymd.cli import context
@@ -56,7 +63,13 @@ def start(
         float, typer.Option(help="Seconds to wait for the daemon to take its lock.")
     ] = 10.0,
 ) -> None:
-    """Start the daemon in the background; its log goes to the daemon log file."""
+    """Start the daemon in the background; its log goes to the daemon log file.
+
+    \b
+    Examples:
+      relaymd daemon start
+      relaymd daemon start --wait 30   # wait up to 30 s for it to take its lock
+    """
     import os
     import subprocess
     import time
@@ -97,7 +110,13 @@ def start(
 def stop(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for a clean exit.")] = 60.0,
 ) -> None:
-    """Send SIGTERM to the daemon and wait until it has exited."""
+    """Send SIGTERM to the daemon and wait until it has exited.
+
+    \b
+    Examples:
+      relaymd daemon stop
+      relaymd daemon stop --timeout 300   # a cycle waiting on a slow cluster
+    """
     import os
     import signal
     import time
@@ -125,7 +144,14 @@ def stop(
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Whether the daemon runs, and its last reconcile cycle. Exit 1 when it is not running."""
+    """Whether the daemon runs, and its last reconcile cycle. Exit 1 when it is not running.
+
+    \b
+    Examples:
+      relaymd daemon status
+      relaymd daemon status --json | jq .running
+      relaymd daemon status >/dev/null || relaymd daemon start
+    """
     from relaymd import paths
     from relaymd.cli import context
     from relaymd.cli.output import age, print_json

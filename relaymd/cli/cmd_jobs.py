@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help="List and act on jobs. A job id can be shortened to any unique prefix.\n\n"
     "\b\nExamples:\n  relaymd jobs list\n  relaymd jobs list --state running --json\n"
-    "  relaymd jobs show j01hx\n  relaymd jobs history j01hx\n  relaymd jobs cancel j01hx\n"
-    "  relaymd jobs download j01hx --dest ./results",
+    "  relaymd jobs show j1m8tk4\n  relaymd jobs history j1m8tk4\n  relaymd jobs cancel j1m8tk4\n"
+    "  relaymd jobs download j1m8tk4 --dest ./results",
     no_args_is_help=True,
 )
 
@@ -43,7 +43,14 @@ def list_jobs(
     offset: Annotated[int, typer.Option(help="Skip this many first.")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
-    """List jobs in scheduling order (priority, then age)."""
+    """List jobs in scheduling order (priority, then age).
+
+    \b
+    Examples:
+      relaymd jobs list
+      relaymd jobs list --state queued --state held --limit 20
+      relaymd jobs list --state failed --json
+    """
     from rich.table import Table
 
     from relaymd.cli import context
@@ -85,7 +92,13 @@ def list_jobs(
 
 @app.command("show")
 def show(job_id: JobArg, as_json: JsonOpt = False) -> None:
-    """Everything about one job: spec, state, resume point, bundle."""
+    """Everything about one job: spec, state, resume point, bundle.
+
+    \b
+    Examples:
+      relaymd jobs show j1m8tk4
+      relaymd jobs show j1m8tk4 --json | jq .checkpoint
+    """
     from relaymd.cli import context
     from relaymd.cli.output import console, print_json, state_style, styled
 
@@ -142,7 +155,13 @@ def _set(store: StateStore, job: Job, **changes: object) -> Job:
 @app.command("cancel")
 def cancel(job_id: JobArg) -> None:
     """Cancel a job. Queued/held: at once. Running: the daemon stops its worker (keeping the
-    last checkpoint) on its next cycle."""
+    last checkpoint) on its next cycle.
+
+    \b
+    Examples:
+      relaymd jobs cancel j1m8tk4
+      relaymd jobs list --state running        # find the id first
+    """
     from relaymd.cli import context
     from relaymd.models import JobState, OperatorRequest
 
@@ -164,7 +183,13 @@ def cancel(job_id: JobArg) -> None:
 def requeue(job_id: JobArg) -> None:
     """Put a job back in the queue. Running: the worker checkpoints and stops, then the job
     resumes from that checkpoint on the next allocation. Failed/cancelled/held: queued again
-    from its last checkpoint, with the retry count reset."""
+    from its last checkpoint, with the retry count reset.
+
+    \b
+    Examples:
+      relaymd jobs requeue j1m8tk4   # running: checkpoint, stop, resume on the next allocation
+      relaymd jobs list --state failed --json | jq -r '.[].id' | xargs -n1 relaymd jobs requeue
+    """
     from relaymd.cli import context
     from relaymd.models import JobState, OperatorRequest
 
@@ -189,7 +214,13 @@ def requeue(job_id: JobArg) -> None:
 
 @app.command("hold")
 def hold(job_id: JobArg) -> None:
-    """Keep a queued job from being assigned (queued -> held)."""
+    """Keep a queued job from being assigned (queued -> held).
+
+    \b
+    Examples:
+      relaymd jobs hold j1m8tk4
+      relaymd jobs list --state held
+    """
     from relaymd.cli import context
     from relaymd.models import JobState
 
@@ -211,7 +242,13 @@ def hold(job_id: JobArg) -> None:
 
 @app.command("release")
 def release(job_id: JobArg) -> None:
-    """Let a held job run again (held -> queued)."""
+    """Let a held job run again (held -> queued).
+
+    \b
+    Examples:
+      relaymd jobs release j1m8tk4
+      relaymd jobs list --state queued
+    """
     from relaymd.cli import context
     from relaymd.models import JobState
 
@@ -230,7 +267,14 @@ def logs(
     lines: Annotated[int, typer.Option("--lines", "-n", help="Show the last N lines.")] = 50,
     as_json: JsonOpt = False,
 ) -> None:
-    """The worker/engine log tail the daemon last read (running jobs) or kept (failures)."""
+    """The worker/engine log tail the daemon last read (running jobs) or kept (failures).
+
+    \b
+    Examples:
+      relaymd jobs logs j1m8tk4
+      relaymd jobs logs j1m8tk4 -n 200
+      relaymd jobs logs j1m8tk4 --json | jq -r '.lines[]'
+    """
     from relaymd.cli import context
     from relaymd.cli.output import print_json
 
@@ -256,7 +300,13 @@ def logs(
 
 @app.command("history")
 def history(job_id: JobArg, as_json: JsonOpt = False) -> None:
-    """The relay timeline: each segment with its cluster, allocation, steps and times."""
+    """The relay timeline: each segment with its cluster, allocation, steps and times.
+
+    \b
+    Examples:
+      relaymd jobs history j1m8tk4
+      relaymd jobs history j1m8tk4 --json | jq '.segments[].cluster'
+    """
     from rich.table import Table
 
     from relaymd.cli import context
@@ -311,7 +361,14 @@ def download(
     checkpoint: Annotated[bool, typer.Option(help="Fetch the latest verified checkpoint.")] = True,
     as_json: JsonOpt = False,
 ) -> None:
-    """Fetch outputs (outputs/<epoch>/...) and the latest checkpoint, verifying sha256."""
+    """Fetch outputs (outputs/<epoch>/...) and the latest checkpoint, verifying sha256.
+
+    \b
+    Examples:
+      relaymd jobs download j1m8tk4                       # into ./<job id>
+      relaymd jobs download j1m8tk4 --dest ./results --no-checkpoint
+      relaymd jobs download j1m8tk4 --no-outputs --json   # latest checkpoint only
+    """
     from relaymd.cli import context
     from relaymd.cli.download import download_job
     from relaymd.cli.output import print_json

@@ -21,7 +21,14 @@ def list_workers(
     all_: Annotated[bool, typer.Option("--all", help="Include ended allocations.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Allocations with cluster, SLURM id, state, GPU, job and heartbeat age."""
+    """Allocations with cluster, SLURM id, state, GPU, job and heartbeat age.
+
+    \b
+    Examples:
+      relaymd workers list
+      relaymd workers list --cluster clusterA --all
+      relaymd workers list --json | jq -r '.[].scheduler_id'
+    """
     from rich.table import Table
 
     from relaymd.cli import context

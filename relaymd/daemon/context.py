@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
-from relaymd.models import ClusterProfile, DaemonSettings, StorageAccess, WorkerSettings
-from relaymd.models.state import ClusterReachability
+from relaymd.models import (
+    ClusterProfile,
+    DaemonSettings,
+    StorageAccess,
+    WorkerSettings,
+    utcnow,
+)
+from relaymd.models.state import ClusterReachability, ClusterStatus
 
 
 class DaemonContext:
@@ -19,6 +27,7 @@ class DaemonContext:
         profiles: dict[str, ClusterProfile],
         settings: DaemonSettings,
         worker: WorkerSettings,
+        started_at: datetime | None = None,
     ) -> None:
         self.store = store
         # One SQLite connection serves every cluster task: decisions and their commit run
@@ -30,8 +39,24 @@ class DaemonContext:
         self.settings = settings
         self.worker = worker
         self.reachability: dict[str, ClusterReachability] = {}
+        # Liveness counts no staleness from before this moment: heartbeats were not read
+        # while the daemon was down.
+        self.started_at = started_at or utcnow()
+        # The operator's on/off switch per cluster (the store's value overrides the profile's).
+        self.enabled: dict[str, bool] = {name: p.enabled for name, p in profiles.items()}
+
+    def note_cluster_status(self, statuses: Iterable[ClusterStatus]) -> None:
+        """Take the stored on/off switches, so every cluster sees another's flip at once."""
+        for status in statuses:
+            if status.name in self.enabled:
+                self.enabled[status.name] = status.enabled
 
     def usable_clusters(self) -> set[str]:
-        """Clusters whose pending allocations count as supply (not known to be unreachable)."""
+        """Clusters whose pending allocations count as supply: enabled and not known to be
+        unreachable."""
         bad = {ClusterReachability.UNREACHABLE, ClusterReachability.NEEDS_AUTH}
-        return {name for name in self.profiles if self.reachability.get(name) not in bad}
+        return {
+            name
+            for name in self.profiles
+            if self.enabled.get(name, True) and self.reachability.get(name) not in bad
+        }

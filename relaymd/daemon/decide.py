@@ -71,7 +71,8 @@ class DecideInput(BaseModel):
     profile: ClusterProfile
     profiles: dict[str, ClusterProfile]
     settings: DaemonSettings
-    enabled: bool
+    enabled: bool  # may submit
+    disabled: bool = False  # switched off by the operator: its pending spares are cancelled
     usable_clusters: set[str]
     snapshot: ClusterSnapshot
     allocations: list[Allocation]  # this cluster's rows that were read this cycle
@@ -83,6 +84,8 @@ class DecideInput(BaseModel):
     # Allocations missing from both squeue and sacct, since when (sacct can lag squeue).
     vanished_since: dict[str, datetime] = Field(default_factory=dict)
     vanished_grace_s: float = 30.0
+    # Staleness is not counted from before the daemon started (no heartbeats were read then).
+    daemon_started_at: datetime | None = None
 
 
 class CycleDecisions(BaseModel):
@@ -355,12 +358,13 @@ class _Cycle:
                 or "state" in update
             ):
                 self.put_job(job.model_copy(update=update))
+        not_before = self.inp.daemon_started_at
         if (
             alloc.state is AllocationState.RUNNING
             and alloc.stop_requested_at is None
-            and is_stale(alloc, self.now, self.inp.settings.stale_after_s)
+            and is_stale(alloc, self.now, self.inp.settings.stale_after_s, not_before=not_before)
         ):
-            since = liveness_reference(alloc)
+            since = liveness_reference(alloc, not_before=not_before)
             stale_for = (self.now - since).total_seconds() if since else 0.0
             alloc = alloc.model_copy(update={"stop_requested_at": self.now})
             self.put_alloc(alloc)
@@ -426,6 +430,7 @@ class _Cycle:
                 and is_spare(alloc)
                 and beat is not None
                 and beat.state is WorkerState.IDLE
+                # No restart grace here: a job is bound only to a worker seen alive.
                 and not is_stale(alloc, self.now, self.inp.settings.stale_after_s)
             ):
                 idle.append(alloc)
@@ -483,16 +488,20 @@ class _Cycle:
             usable_clusters=self.inp.usable_clusters,
             enabled=self.inp.enabled,
             queue_racing=self.inp.settings.queue_racing,
+            disabled=self.inp.disabled,
         )
+        reason = "cluster disabled" if self.inp.disabled else "not needed"
         for alloc_id in plan.cancel:
             alloc = self.allocs.get(alloc_id)
             if alloc is None or alloc.id in self.out.cancel or not alloc.scheduler_id:
                 continue
-            self.put_alloc(alloc.model_copy(update={"end_reason": "not needed"}))
-            self.out.cancel[alloc.id] = alloc.scheduler_id
-            self.audit(
-                "allocation_cancel", "pending allocation no longer needed", alloc_id=alloc.id
+            # stop_requested_at puts it on the stop-grace path: if this scancel is lost (crash,
+            # transport error) it is sent again until the scheduler reports the end.
+            self.put_alloc(
+                alloc.model_copy(update={"end_reason": reason, "stop_requested_at": self.now})
             )
+            self.out.cancel[alloc.id] = alloc.scheduler_id
+            self.audit("allocation_cancel", f"pending allocation: {reason}", alloc_id=alloc.id)
         for intent in plan.submit:
             partition = self.inp.profile.partition(intent.partition)
             alloc = Allocation(

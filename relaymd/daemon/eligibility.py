@@ -34,15 +34,34 @@ def vram_ok(job: Job, gpus: list[GpuInfo]) -> bool:
     return bool(gpus) and min(g.memory_gib for g in gpus) >= need
 
 
-def fits_allocation(job: Job, alloc: Allocation, profile: ClusterProfile) -> bool:
-    """May this job be bound to this allocation (image, partition, placement, VRAM)?"""
+def gpus_measured(alloc: Allocation) -> bool:
+    """Has the worker reported its GPUs yet?
+
+    Every heartbeat carries the worker's nvidia-smi report, so once one was seen the list is
+    the measurement (empty: no usable GPU); before that (pending, just started) it is unknown.
+    """
+    return alloc.last_seq is not None or bool(alloc.gpus)
+
+
+def fits_allocation(
+    job: Job, alloc: Allocation, profile: ClusterProfile, *, unmeasured_fits: bool = False
+) -> bool:
+    """May this job be bound to this allocation (image, partition, placement, VRAM)?
+
+    `unmeasured_fits` is for counting supply: an allocation whose GPUs are not measured yet
+    may still fit a VRAM minimum. Binding always needs a measured fit.
+    """
     if alloc.image != job.spec.image or alloc.cluster != profile.name:
         return False
     try:
         partition = profile.partition(alloc.partition)
     except KeyError:
         return False
-    return fits_partition(job, profile, partition) and vram_ok(job, alloc.gpus)
+    if not fits_partition(job, profile, partition):
+        return False
+    if unmeasured_fits and not gpus_measured(alloc):
+        return True
+    return vram_ok(job, alloc.gpus)
 
 
 def job_order_key(job: Job) -> tuple[int, float, str]:

@@ -25,18 +25,27 @@ def observe_heartbeat(alloc: Allocation, heartbeat: Heartbeat | None, now: datet
     return alloc.model_copy(update=update)
 
 
-def liveness_reference(alloc: Allocation) -> datetime | None:
-    """Daemon time since which the worker owes us a moving seq."""
-    return alloc.seq_changed_at or alloc.started_at
+def liveness_reference(alloc: Allocation, *, not_before: datetime | None = None) -> datetime | None:
+    """Daemon time since which the worker owes us a moving seq.
+
+    `not_before` (the daemon's start) caps how old that can be: while the daemon was down
+    nobody read heartbeats, so an hours-old `seq_changed_at` says nothing about the worker.
+    """
+    since = alloc.seq_changed_at or alloc.started_at
+    if since is None or not_before is None:
+        return since
+    return max(since, not_before)
 
 
-def is_stale(alloc: Allocation, now: datetime, stale_after_s: float) -> bool:
+def is_stale(
+    alloc: Allocation, now: datetime, stale_after_s: float, *, not_before: datetime | None = None
+) -> bool:
     """True when the seq has not moved for `stale_after_s` seconds of daemon time.
 
     Only meaningful for an allocation the scheduler reports running: before it started there
     is no worker to hear from.
     """
-    since = liveness_reference(alloc)
+    since = liveness_reference(alloc, not_before=not_before)
     if since is None:
         return False
     return (now - since).total_seconds() >= stale_after_s

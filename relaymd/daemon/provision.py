@@ -60,7 +60,9 @@ def _match(
                 for a in free
                 if a.id not in used
                 and a.cluster in profiles
-                and fits_allocation(job, a, profiles[a.cluster])
+                # A pending allocation has measured no GPUs yet: count it as a possible fit,
+                # or a VRAM-bound job would cancel and resubmit it every cycle.
+                and fits_allocation(job, a, profiles[a.cluster], unmeasured_fits=True)
             ),
             None,
         )
@@ -80,12 +82,15 @@ def plan_provisioning(
     usable_clusters: set[str],
     enabled: bool,
     queue_racing: bool,
+    disabled: bool = False,
 ) -> ProvisionPlan:
     """Submissions and cancellations for `profile`'s cluster.
 
     `allocations` are the live allocations of every cluster; `usable_clusters` are those
-    currently reachable and enabled (a pending allocation on an unreachable cluster is not
-    counted as supply, so demand moves elsewhere).
+    currently reachable and enabled (a pending allocation on an unreachable or disabled
+    cluster is not counted as supply, so demand moves elsewhere). `enabled` says whether this
+    cluster may submit; `disabled` (switched off by the operator) also cancels all its
+    pending spares, since other clusters no longer count them.
     """
     jobs = sorted(queued, key=job_order_key)
     live = [a for a in allocations if a.state is not AllocationState.ENDED]
@@ -104,7 +109,7 @@ def plan_provisioning(
 
     plan = ProvisionPlan()
     for alloc in own_spares:
-        if alloc.id not in kept and alloc.state is AllocationState.PENDING:
+        if alloc.state is AllocationState.PENDING and (disabled or alloc.id not in kept):
             plan.cancel.append(alloc.id)
 
     if not enabled:
@@ -117,9 +122,11 @@ def plan_provisioning(
         )
         pending -= sum(a.id in plan.cancel for a in in_part)
         running = sum(a.state is AllocationState.RUNNING for a in in_part)
-        if running >= partition.max_running:
-            continue
-        room = partition.max_pending - pending
+        # Every pending allocation becomes a running one: both caps bound new submissions.
+        room = max(
+            0,
+            min(partition.max_pending - pending, partition.max_running - running - pending),
+        )
         still: list[Job] = []
         for job in unmet:
             if room > 0 and fits_partition(job, profile, partition):

@@ -297,6 +297,10 @@ class ClusterRunner:
             allocs = [a for a in [await store.get_allocation(i) for i in read_ids] if a is not None]
             jobs = await self._load_jobs(allocs)
             all_live = await store.list_allocations(states=LIVE_STATES)
+            # Fresh switches: a disabled cluster's pending allocations stop counting as supply
+            # elsewhere, and its own runner cancels them.
+            self.ctx.note_cluster_status(await store.list_cluster_status())
+            disabled = not self.ctx.enabled.get(self.name, True)
             cpu = time.process_time()
             decisions = decide_cycle(
                 DecideInput(
@@ -304,7 +308,8 @@ class ClusterRunner:
                     profile=self.profile,
                     profiles=self.ctx.profiles,
                     settings=self.ctx.settings,
-                    enabled=enabled,
+                    enabled=enabled and not disabled,
+                    disabled=disabled,
                     usable_clusters=self.ctx.usable_clusters(),
                     snapshot=snapshot,
                     allocations=allocs,
@@ -315,6 +320,7 @@ class ClusterRunner:
                     want_log={k: v for k, v in self.want_log.items() if k in read_ids},
                     vanished_since=self.vanished_since,
                     vanished_grace_s=max(30.0, 3 * self.profile.poll.min_interval_s),
+                    daemon_started_at=self.ctx.started_at,
                 ),
                 new_allocation_id,
             )

@@ -46,6 +46,10 @@ REMOTE_KILL_GRACE_S = 5
 CONNECT_ATTEMPTS = 3
 
 
+def _ignore(_: RelayClient) -> None:
+    """A jump host's loss shows up as the login node's connection loss."""
+
+
 def _default_config() -> list[str] | None:
     path = DEFAULT_SSH_CONFIG.expanduser()
     return [str(path)] if path.is_file() else None
@@ -87,6 +91,7 @@ class SSHTransport(Transport):
         self._connect_lock = asyncio.Lock()
         self._channels = asyncio.Semaphore(profile.max_channels)
         self._target: tuple[str, int] | None = None
+        self._jumps: list[asyncssh.SSHClientConnection] = []  # ProxyJump hops, outermost first
 
     # -- connection ----------------------------------------------------------------------
     def _options(self) -> asyncssh.SSHClientConnectionOptions:
@@ -109,6 +114,49 @@ class SSHTransport(Transport):
             kwargs["tunnel"] = s.proxy_jump
         return asyncssh.SSHClientConnectionOptions(**kwargs)
 
+    def _jump_options(self, hop: str) -> asyncssh.SSHClientConnectionOptions:
+        """One ProxyJump hop (`[user@]host[:port]`, often an alias): resolved through the same
+        ssh config and checked against the same known_hosts as the login node. (asyncssh's own
+        tunnel string would use neither.)"""
+        user, _, host = hop.rpartition("@")
+        host, _, port = host.partition(":")
+        kwargs: dict[str, Any] = {
+            "known_hosts": str(self.known_hosts),
+            "keepalive_interval": self.settings.keepalive_s,
+            "keepalive_count_max": 3,
+            "connect_timeout": self.settings.connect_timeout_s,
+            "config": self._config,
+            "host": host,
+        }
+        if user:
+            kwargs["username"] = user
+        if port:
+            kwargs["port"] = int(port)
+        if self.settings.identity_file is not None:
+            kwargs["client_keys"] = [str(Path(self.settings.identity_file).expanduser())]
+        return asyncssh.SSHClientConnectionOptions(**kwargs)
+
+    async def _open_jumps(self, spec: str) -> asyncssh.SSHClientConnection:
+        """Connect through each hop of a ProxyJump list in turn; the last one carries us."""
+        conn: asyncssh.SSHClientConnection | None = None
+        for hop in (h.strip() for h in spec.split(",") if h.strip()):
+            opts = await asyncio.to_thread(self._jump_options, hop)
+            if conn is not None:
+                opts = asyncssh.SSHClientConnectionOptions(options=opts, tunnel=conn)
+            client = RelayClient(
+                self.cluster, interactive=self.interactive, prompter=self.prompter, on_lost=_ignore
+            )
+            conn = await asyncssh.connect(
+                str(opts.host),
+                int(opts.port),
+                options=opts,
+                config=None,
+                client_factory=lambda client=client: client,
+            )
+            self._jumps.append(conn)
+        assert conn is not None
+        return conn
+
     def target(self) -> tuple[str, int]:
         """(host, port) after ~/.ssh/config aliases, for messages and known_hosts lookups."""
         if self._target is None:
@@ -123,6 +171,7 @@ class SSHTransport(Transport):
         if client is self._client:
             self._conn = None
             self._client = None
+            self._abort_jumps()
             log.info("ssh_connection_lost", cluster=self.cluster)
 
     async def _connection(self) -> asyncssh.SSHClientConnection:
@@ -146,6 +195,7 @@ class SSHTransport(Transport):
     async def _connect_once(self) -> asyncssh.SSHClientConnection:
         if not self.known_hosts.is_file():
             raise HostKeyRejected(self._unknown_key_message(), cluster=self.cluster)
+        self._abort_jumps()  # hops left over from a failed attempt
         client = RelayClient(
             self.cluster,
             interactive=self.interactive,
@@ -156,6 +206,9 @@ class SSHTransport(Transport):
             opts = await asyncio.to_thread(self._options)
             host, port = str(opts.host), int(opts.port)
             self._target = (host, port)
+            if isinstance(opts.tunnel, str) and opts.tunnel:  # from the profile or ssh config
+                jump = await self._open_jumps(opts.tunnel)
+                opts = asyncssh.SSHClientConnectionOptions(options=opts, tunnel=jump)
             conn = await asyncssh.connect(
                 host, port, options=opts, config=None, client_factory=lambda: client
             )
@@ -299,6 +352,12 @@ class SSHTransport(Transport):
         conn, self._conn, self._client = self._conn, None, None
         if conn is not None:
             conn.abort()
+        self._abort_jumps()
+
+    def _abort_jumps(self) -> None:
+        jumps, self._jumps = self._jumps, []
+        for jump in reversed(jumps):
+            jump.abort()
 
     async def close(self) -> None:
         conn, self._conn, self._client = self._conn, None, None
@@ -306,6 +365,7 @@ class SSHTransport(Transport):
             conn.close()
             with contextlib.suppress(Exception):
                 await conn.wait_closed()
+        self._abort_jumps()
 
 
 def _text(value: object) -> str:

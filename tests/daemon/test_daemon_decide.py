@@ -75,7 +75,7 @@ def run(allocs, jobs, *, sched=None, files=None, now=T0, verified=(), settings=N
             profile=profile,
             profiles={"c1": profile},
             settings=settings or DaemonSettings(stale_after_s=60, stop_grace_s=30),
-            enabled=True,
+            enabled=kw.pop("enabled", True),
             usable_clusters={"c1"},
             snapshot=snapshot,
             allocations=allocs,
@@ -280,3 +280,83 @@ def test_absent_from_squeue_is_not_finished_until_sacct_or_grace() -> None:
         vanished_grace_s=30,
     )
     assert later.allocations["a1"].state is E and later.jobs["j1"].state is JobState.QUEUED
+
+
+def test_pending_allocation_for_a_vram_job_is_kept_across_cycles() -> None:
+    job = make_job("j1", gpus=1, min_vram_gib=16)
+    pending = make_alloc("a1", state=P, scheduler_id="100")
+    for seconds in (0, 10, 20):
+        out = run(
+            [pending], [job], sched=[sj("a1", "pending")], now=T0 + timedelta(seconds=seconds)
+        )
+        assert out.cancel == {} and out.new_allocations == []
+
+
+def test_lost_not_needed_cancel_is_sent_again() -> None:
+    pending = make_alloc("a1", state=P, scheduler_id="100")
+    out = run([pending], [], sched=[sj("a1", "pending")])
+    assert out.cancel == {"a1": "100"}
+    committed = out.allocations["a1"]
+    assert committed.end_reason == "not needed" and committed.stop_requested_at == T0
+    # The scancel never ran (crash or transport error): squeue still shows it pending.
+    out = run([committed], [], sched=[sj("a1", "pending")], now=T0 + timedelta(seconds=10))
+    assert out.cancel == {}  # within the stop grace: the first scancel may still land
+    out = run([committed], [], sched=[sj("a1", "pending")], now=T0 + timedelta(seconds=31))
+    assert out.cancel == {"a1": "100"}
+    # Once the scheduler reports it gone, it ends and nothing more is sent.
+    out = run(
+        [committed],
+        [],
+        sched=[sj("a1", "ended", end_state="CANCELLED")],
+        now=T0 + timedelta(seconds=62),
+    )
+    assert out.cancel == {} and out.allocations["a1"].state is E
+
+
+def test_disabled_cluster_cancels_pending_and_lets_running_finish() -> None:
+    job, running = running_pair()
+    pending = make_alloc("a2", state=P, scheduler_id="101", submitted_s=1)
+    queued = make_job("j2", created_s=1)
+    files = [AllocationFiles(allocation_id="a1", heartbeat=beat(2))]
+    out = run(
+        [running, pending],
+        [job, queued],
+        sched=[sj("a1"), sj("a2", "pending", sid="101")],
+        files=files,
+        enabled=False,
+        disabled=True,
+    )
+    assert out.cancel == {"a2": "101"}
+    assert out.allocations["a2"].end_reason == "cluster disabled"
+    assert out.new_allocations == []
+    # The running allocation keeps its job: no stop, no cancel, no requeue.
+    kept = out.allocations.get("a1", running)
+    assert kept.stop_requested_at is None and kept.job_id == "j1"
+    assert out.jobs.get("j1", job).state is JobState.RUNNING
+
+
+def test_restart_does_not_make_old_heartbeats_stale_at_once() -> None:
+    # Last seq change seen 3 hours ago, before the daemon restarted at T0; this cycle's
+    # heartbeat read came back empty.
+    job, alloc = running_pair(last_seq=5, seq_changed_at=T0 - timedelta(hours=3))
+    files = [AllocationFiles(allocation_id="a1", heartbeat=None)]
+    out = run(
+        [alloc],
+        [job],
+        sched=[sj("a1")],
+        files=files,
+        now=T0 + timedelta(seconds=10),
+        daemon_started_at=T0,
+    )
+    assert "a1" not in out.allocations and "j1" not in out.jobs
+    # A worker that really stopped is still caught, stale_after_s after the start.
+    out = run(
+        [alloc],
+        [job],
+        sched=[sj("a1")],
+        files=files,
+        now=T0 + timedelta(seconds=61),
+        daemon_started_at=T0,
+    )
+    assert out.allocations["a1"].stop_requested_at is not None
+    assert out.jobs["j1"].state is JobState.QUEUED

@@ -3,7 +3,7 @@ from datetime import timedelta
 from daemon_factories import T0, make_alloc
 from freezegun import freeze_time
 
-from relaymd.daemon.liveness import is_stale, observe_heartbeat
+from relaymd.daemon.liveness import is_stale, liveness_reference, observe_heartbeat
 from relaymd.models import GpuInfo, Heartbeat, WorkerState, utcnow
 
 
@@ -55,3 +55,21 @@ def test_gpus_from_heartbeat_are_recorded() -> None:
     beat = hb(1).model_copy(update={"gpus": [GpuInfo(name="A100", memory_total_mib=40960)]})
     alloc = observe_heartbeat(make_alloc(), beat, T0)
     assert alloc.gpus[0].name == "A100"
+
+
+def test_staleness_counts_from_the_daemon_start_at_the_earliest() -> None:
+    restarted = T0 + timedelta(hours=3)
+    alloc = make_alloc(started_at=T0, last_seq=7, seq_changed_at=T0 + timedelta(minutes=1))
+    with freeze_time(restarted) as clock:
+        # One missed read right after the restart: no news, and not stale yet.
+        alloc = observe_heartbeat(alloc, None, utcnow())
+        assert not is_stale(alloc, utcnow(), 60, not_before=restarted)
+        assert liveness_reference(alloc, not_before=restarted) == restarted
+        clock.tick(timedelta(seconds=60))
+        assert is_stale(alloc, utcnow(), 60, not_before=restarted)
+    # A seq change after the start is the reference as before.
+    later = restarted + timedelta(seconds=30)
+    moved = observe_heartbeat(alloc, hb(8), later)
+    assert liveness_reference(moved, not_before=restarted) == later
+    # Not started yet: still nobody to hear from.
+    assert liveness_reference(make_alloc(), not_before=restarted) is None

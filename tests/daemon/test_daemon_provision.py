@@ -1,13 +1,16 @@
 from daemon_factories import make_alloc, make_job, make_profile
 
+from relaymd.daemon.assign import assign
 from relaymd.daemon.provision import plan_provisioning
-from relaymd.models import AllocationState, Partition
+from relaymd.models import AllocationState, GpuInfo, Partition
 
 P = AllocationState.PENDING
 R = AllocationState.RUNNING
 
 
-def plan(profile, queued, allocs, profiles=None, usable=None, enabled=True, racing=False):
+def plan(
+    profile, queued, allocs, profiles=None, usable=None, enabled=True, racing=False, disabled=False
+):
     profiles = profiles or {profile.name: profile}
     return plan_provisioning(
         profile,
@@ -17,6 +20,7 @@ def plan(profile, queued, allocs, profiles=None, usable=None, enabled=True, raci
         usable_clusters=usable if usable is not None else set(profiles),
         enabled=enabled,
         queue_racing=racing,
+        disabled=disabled,
     )
 
 
@@ -31,7 +35,7 @@ def test_submits_for_unmet_demand_within_max_pending() -> None:
 
 
 def test_idle_and_pending_supply_is_counted() -> None:
-    profile = make_profile(max_pending=5)
+    profile = make_profile(max_pending=5, max_running=10)  # max_running not the limit
     jobs = [make_job("j1"), make_job("j2")]
     allocs = [make_alloc("a1", state=R), make_alloc("a2", state=P)]
     assert plan(profile, jobs, allocs).submit == []
@@ -114,3 +118,52 @@ def test_queue_racing_submits_on_every_cluster_and_cancels_surplus_once_met() ->
     ]
     out = plan(c1, [], allocs, profiles, racing=True)
     assert out.cancel == ["a2"] and out.submit == []
+
+
+def test_max_running_caps_pending_that_will_run() -> None:
+    # 3 running + 1 pending against max_running=4: no room, whatever max_pending allows.
+    profile = make_profile(max_pending=5, max_running=4)
+    busy = [make_alloc(f"r{i}", state=R, job_id=f"x{i}") for i in range(3)]
+    busy.append(make_alloc("p1", state=P, submitted_s=1))
+    jobs = [make_job(f"j{i}", created_s=i) for i in range(5)]
+    assert plan(profile, jobs, busy).submit == []
+    # 2 running: room for one more pending, not max_pending - pending = 4.
+    assert len(plan(profile, jobs, busy[1:]).submit) == 1
+    # Over the cap already (max_running lowered): room floors at 0.
+    assert plan(make_profile(max_running=1), jobs, busy).submit == []
+
+
+def test_pending_allocation_counts_as_supply_for_a_vram_job() -> None:
+    profile = make_profile(max_pending=2)
+    job = make_job("j1", gpus=1, min_vram_gib=16)
+    # Nothing measured yet: kept for the job, nothing else submitted (no cancel/submit loop).
+    pending = make_alloc("a1", state=P, scheduler_id="100")
+    out = plan(profile, [job], [pending])
+    assert out.cancel == [] and out.submit == []
+    # Running but no heartbeat yet: still unmeasured, still supply.
+    starting = make_alloc("a1", state=R)
+    assert plan(profile, [job], [starting]).submit == []
+    # But binding needs the measurement.
+    assert assign([starting], [job], profile) == []
+    # Measured too small: not supply, so an allocation is submitted for the job.
+    small = make_alloc("a1", state=R, last_seq=1, gpus=[GpuInfo(name="T4", memory_total_mib=8192)])
+    assert len(plan(profile, [job], [small]).submit) == 1
+    # A heartbeat with no GPUs is a measurement too (no usable GPU).
+    none = make_alloc("a1", state=R, last_seq=1)
+    assert len(plan(profile, [job], [none]).submit) == 1
+
+
+def test_disabled_cluster_cancels_its_pending_spares_and_demand_moves() -> None:
+    c1, c2 = make_profile("c1"), make_profile("c2")
+    profiles = {"c1": c1, "c2": c2}
+    allocs = [
+        make_alloc("a1", cluster="c2", state=P),
+        make_alloc("a2", cluster="c2", state=R, job_id="jx"),
+    ]
+    # c2's own plan: its pending allocation goes even though a job could use it; the
+    # running one (bound) is left to finish.
+    out = plan(c2, [make_job()], allocs, profiles, usable={"c1"}, enabled=False, disabled=True)
+    assert out.cancel == ["a1"] and out.submit == []
+    # c1 does not count c2's pending allocation as supply and submits for the job.
+    out = plan(c1, [make_job()], allocs, profiles, usable={"c1"})
+    assert len(out.submit) == 1

@@ -184,3 +184,67 @@ async def test_reconnects_after_the_connection_is_dropped(cluster: TestbedCluste
         await transport.close()
     assert result.stdout == "back\n"
     assert transport.connects == 2
+
+
+def _sessions_of(cluster_name: str) -> int:
+    """sshd session processes under the listener of one testbed cluster."""
+    import subprocess
+
+    listener = Path(f"/run/relaymd-testbed/sshd-{cluster_name}.pid").read_text().split()[0]
+    out = subprocess.run(["pgrep", "-P", listener], capture_output=True, text=True).stdout
+    return len(out.split())
+
+
+def _known_hosts_without(known_hosts: Path, port: int, folder: Path) -> Path:
+    lines = known_hosts.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if not line.startswith(f"[127.0.0.1]:{port} ")]
+    assert len(kept) == len(lines) - 1
+    path = folder / "known_hosts"
+    path.write_text("".join(kept))
+    return path
+
+
+async def test_proxy_jump_through_an_ssh_config_alias(tmp_path: Path) -> None:
+    tb = require_testbed()
+    bastion, target = tb.cluster("clustera"), tb.cluster("clusterb")
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        "Host relaymd-bastion\n"
+        f"  HostName {bastion.ssh_host}\n"
+        f"  Port {bastion.ssh_port}\n"
+        f"  User {bastion.username}\n"
+        f"  IdentityFile {bastion.client_key}\n"
+        "Host relaymd-nowhere\n"
+        f"  HostName {bastion.ssh_host}\n"
+        "  Port 1\n"
+    )
+    before = _sessions_of(bastion.name)
+    transport = SSHTransport(profile_for(target, proxy_jump="relaymd-bastion"), ssh_config=config)
+    try:
+        result = await transport.run("echo $SLURM_CONF")
+        # The login node answered, and the bastion carries the connection while it lasts.
+        assert result.stdout.strip().endswith("clusterb/slurm.conf")
+        assert _sessions_of(bastion.name) == before + 1
+    finally:
+        await transport.close()
+
+    # A dead bastion is "unreachable", not a hang or a traceback.
+    dead = SSHTransport(
+        profile_for(target, proxy_jump="relaymd-nowhere", connect_timeout_s=3),
+        ssh_config=config,
+        connect_attempts=1,
+    )
+    with pytest.raises(HostUnreachable):
+        await dead.run("true")
+    await dead.close()
+
+    # The bastion's host key is checked like the login node's: absent from known_hosts -> refused.
+    only_target = _known_hosts_without(target.known_hosts, bastion.ssh_port, tmp_path)
+    strict = SSHTransport(
+        profile_for(target, proxy_jump="relaymd-bastion", known_hosts=str(only_target)),
+        ssh_config=config,
+        connect_attempts=1,
+    )
+    with pytest.raises(HostKeyRejected):
+        await strict.run("true")
+    await strict.close()
