@@ -55,3 +55,35 @@ def assign(idle: list[Allocation], queued: list[Job], profile: ClusterProfile) -
         free.remove(best)
         bindings.append(Binding(job_id=job.id, allocation_id=best.id))
     return bindings
+
+
+def held_for_preferred(
+    queued: list[Job],
+    idle_elsewhere: list[Allocation],
+    profiles: dict[str, ClusterProfile],
+    here: str,
+) -> set[str]:
+    """Jobs this cluster should leave alone because a cluster they prefer has an idle
+    allocation that fits them (each such allocation held for one job, in priority order).
+
+    Each cluster binds only its own idle allocations, so without this a job's preference
+    would lose to whichever cluster happens to cycle first.
+    """
+    free = [a for a in idle_elsewhere if a.cluster != here and a.cluster in profiles]
+    held: set[str] = set()
+    for job in sorted(queued, key=job_order_key):
+        preferred = job.spec.placement.preferred_clusters
+        if not preferred or here in preferred:
+            continue
+        match = next(
+            (
+                a
+                for a in free
+                if a.cluster in preferred and fits_allocation(job, a, profiles[a.cluster])
+            ),
+            None,
+        )
+        if match is not None:
+            free.remove(match)
+            held.add(job.id)
+    return held

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from relaymd.daemon.assign import assign
+from relaymd.daemon.assign import assign, held_for_preferred
 from relaymd.daemon.classify import (
     JobOutcome,
     Verdict,
@@ -439,6 +439,19 @@ class _Cycle:
             for j in self.jobs.values()
             if j.state is JobState.QUEUED and j.operator_request is None
         ]
+        # Idle workers on other usable clusters, as their rows show: alive, running, unbound.
+        idle_elsewhere = [
+            a
+            for a in self.inp.all_live
+            if a.cluster != self.inp.profile.name
+            and a.cluster in self.inp.usable_clusters
+            and a.state is AllocationState.RUNNING
+            and is_spare(a)
+            and a.last_seq is not None
+            and not is_stale(a, self.now, self.inp.settings.stale_after_s)
+        ]
+        held = held_for_preferred(queued, idle_elsewhere, self.inp.profiles, self.inp.profile.name)
+        queued = [j for j in queued if j.id not in held]
         for binding in assign(idle, queued, self.inp.profile):
             job = self.jobs[binding.job_id]
             alloc = self.allocs[binding.allocation_id]

@@ -62,3 +62,19 @@ def test_each_allocation_takes_one_job() -> None:
     out = assign([make_alloc("a1"), make_alloc("a2")], jobs, profile)
     assert len({b.allocation_id for b in out}) == 2
     assert {b.job_id for b in out} == {"j0", "j1"}
+
+
+def test_a_job_waits_for_an_idle_worker_on_a_cluster_it_prefers() -> None:
+    from relaymd.daemon.assign import held_for_preferred
+
+    profiles = {"c1": make_profile("c1"), "c2": make_profile("c2")}
+    likes_c2 = make_job("j1", preferred=["c2"], gpus=1)
+    likes_c2_too = make_job("j2", preferred=["c2"], gpus=1, created_s=1)
+    indifferent = make_job("j3", gpus=1, created_s=2)
+    idle_on_c2 = make_alloc("b1", cluster="c2", last_seq=5)
+    # One idle c2 worker: held for the first job that prefers c2; the second binds here.
+    held = held_for_preferred([likes_c2, likes_c2_too, indifferent], [idle_on_c2], profiles, "c1")
+    assert held == {"j1"}
+    # On c2 itself nothing is held; without an idle c2 worker nothing is held either.
+    assert held_for_preferred([likes_c2], [idle_on_c2], profiles, "c2") == set()
+    assert held_for_preferred([likes_c2], [], profiles, "c1") == set()

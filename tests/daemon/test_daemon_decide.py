@@ -360,3 +360,44 @@ def test_restart_does_not_make_old_heartbeats_stale_at_once() -> None:
     )
     assert out.allocations["a1"].stop_requested_at is not None
     assert out.jobs["j1"].state is JobState.QUEUED
+
+
+def test_cluster_preference_holds_across_clusters() -> None:
+    c1, c2 = make_profile("c1"), make_profile("c2")
+    job = make_job("j1", preferred=["c2"])
+    here = make_alloc("a1", state=R, scheduler_id="100", started_at=T0, last_seq=1)
+    there = make_alloc(
+        "b1", cluster="c2", state=R, scheduler_id="200", started_at=T0, last_seq=4,
+        seq_changed_at=T0,
+    )  # fmt: skip
+    idle_here = AllocationFiles(
+        allocation_id="a1", heartbeat=Heartbeat(allocation_id="a1", seq=1, state=WorkerState.IDLE)
+    )
+
+    def cycle(others: list) -> object:
+        return decide_cycle(
+            DecideInput(
+                now=T0 + timedelta(seconds=5),
+                profile=c1,
+                profiles={"c1": c1, "c2": c2},
+                settings=DaemonSettings(stale_after_s=60),
+                enabled=True,
+                usable_clusters={"c1", "c2"},
+                snapshot=ClusterSnapshot(
+                    cluster="c1",
+                    query_ok=True,
+                    scheduler_jobs={"a1": sj("a1")},
+                    files={"a1": idle_here},
+                ),
+                allocations=[here],
+                all_live=[here, *others],
+                jobs={"j1": job},
+            ),
+            new_id,
+        )
+
+    # c2 has an idle worker: c1 leaves the job to it.
+    assert cycle([there]).bound == []
+    # c2's worker went quiet (stale): c1 takes the job rather than let it wait.
+    quiet = there.model_copy(update={"seq_changed_at": T0 - timedelta(seconds=300)})
+    assert cycle([quiet]).bound == ["j1"]
