@@ -149,14 +149,24 @@ async def run_daemon(
     another daemon holds it.
     """
     stop = stop or asyncio.Event()
-    lock = DaemonLock(paths.daemon_lock())
-    lock.acquire()
+    # The XDG lock is what `relaymd daemon status` reads; the one beside the state file stops a
+    # second daemon that shares the state file under another XDG state dir.
+    state_file = state_path(loaded)
+    locks = [
+        DaemonLock(paths.daemon_lock()),
+        DaemonLock(state_file.with_name(state_file.name + ".lock")),
+    ]
+    held: list[DaemonLock] = []
     try:
+        for lock in locks:
+            lock.acquire()
+            held.append(lock)
         await Daemon(loaded, interactive=interactive, transport_factory=transport_factory).run(
             stop, max_cycles
         )
     finally:
-        lock.release()
+        for lock in reversed(held):
+            lock.release()
 
 
 def run_daemon_blocking(

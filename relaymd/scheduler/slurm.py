@@ -55,14 +55,22 @@ class SlurmScheduler(Scheduler):
             f"printf '%s\\n' \"$sq\" | awk -F'|' 'index($2, \"{JOB_NAME_PREFIX}\") == 1'",
         ]
         if ids:
+            # Only ids squeue no longer lists can have ended: asking slurmdbd about the rest
+            # every cycle would load it for nothing (one awk, however many allocations).
             # With step rows (no -X): a step's OUT_OF_MEMORY/NODE_FAIL explains the job's end.
             # Reason is asked for when this sacct knows it. sacct failing (slurmdbd down)
             # degrades to "no news" instead of failing the whole poll.
             lines += [
+                f"gone=$(printf '%s\\n' \"$sq\" | awk -F'|' -v want={ids}"
+                ' \'BEGIN {n = split(want, w, ",")} {live[$1] = 1}'
+                ' END {s = ""; for (i = 1; i <= n; i++) if (!(w[i] in live))'
+                ' s = s (s == "" ? "" : ",") w[i]; print s}\')',
+                'if [ -n "$gone" ]; then',
                 f"printf '%s\\n' {SACCT_MARK}",
-                f"sacct -P -j {ids} -o {SACCT_FIELDS},Reason 2>/dev/null"
-                f" || sacct -P -j {ids} -o {SACCT_FIELDS}"
+                f'sacct -P -j "$gone" -o {SACCT_FIELDS},Reason 2>/dev/null'
+                f' || sacct -P -j "$gone" -o {SACCT_FIELDS}'
                 f" || printf '%s %s\\n' {SACCT_FAILED_MARK} \"$?\"",
+                "fi",
             ]
         return "\n".join(lines)
 

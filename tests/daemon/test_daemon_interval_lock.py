@@ -41,3 +41,24 @@ def test_interval_is_capped_by_heartbeats_while_busy_and_backs_off_on_failure() 
     assert next_interval(40, poll, changed=False, busy=True, busy_cap=30) == 30
     assert next_interval(40, poll, changed=False, busy=False, busy_cap=30) == 60
     assert next_interval(5, poll, changed=True, busy=True, failed=True) >= 10
+
+
+def test_a_second_daemon_on_the_same_state_file_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Different XDG state dirs, one explicit state_path: the lock beside the file decides."""
+    import asyncio
+
+    from daemon_e2e_support import local_config
+
+    from relaymd.config import load_config
+    from relaymd.daemon import run_daemon
+
+    loaded = load_config(local_config(tmp_path, walltime_s=60))
+    state_file = Path(loaded.config.state_path)
+    monkeypatch.setenv("RELAYMD_STATE_DIR", str(tmp_path / "xdg-other"))
+    first = DaemonLock(state_file.with_name(state_file.name + ".lock"))  # the other daemon
+    with first, pytest.raises(DaemonAlreadyRunning, match=r"state\.sqlite\.lock"):
+        asyncio.run(run_daemon(loaded, max_cycles=1))
+    # The XDG lock taken before the refusal was released again.
+    DaemonLock(tmp_path / "xdg-other" / "daemon.lock").acquire()

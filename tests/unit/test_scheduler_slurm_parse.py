@@ -163,7 +163,8 @@ def test_snippets_reject_non_numeric_ids() -> None:
 def test_query_and_cancel_snippets() -> None:
     q = S.query_snippet(PROFILE, ["12", "13", "12"])
     assert "squeue --me --noheader --format='%i|%j|%T|%r|%N'" in q
-    assert "sacct -P -j 12,13 -o JobID,JobName,State,ExitCode,NodeList,Reason" in q
+    assert "want=12,13 " in q
+    assert 'sacct -P -j "$gone" -o JobID,JobName,State,ExitCode,NodeList,Reason' in q
     assert "sacct" not in S.query_snippet(PROFILE, [])
     assert S.cancel_snippet(["5", "6"]) == "scancel 5 6"
     assert S.cancel_snippet([]) == "true"
@@ -227,3 +228,26 @@ def test_parse_submit_ignores_noise_and_bad_ids() -> None:
         ("a2", None, "17;rm"),
         ("a3", None, "Invalid qos"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("live", "asked"),
+    [("12 14_2", "13"), ("", "12,13,14_2"), ("12 13 14_2", None)],
+)
+def test_sacct_is_asked_only_about_jobs_squeue_no_longer_lists(
+    live: str, asked: str | None
+) -> None:
+    """The real snippet in bash, with squeue and sacct stood in by shell functions."""
+    import subprocess
+
+    rows = "".join(f"{i}|relaymd-a{i}|RUNNING|None|n1\\n" for i in live.split())
+    script = (
+        f"squeue() {{ printf '{rows}'; }}\n"
+        'sacct() { echo "SACCT $*"; }\n' + S.query_snippet(PROFILE, ["12", "13", "14_2"])
+    )
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    calls = [line for line in out.stdout.splitlines() if line.startswith("SACCT")]
+    if asked is None:
+        assert calls == [] and "@@relaymd-sacct" not in out.stdout
+    else:
+        assert calls == [f"SACCT -P -j {asked} -o JobID,JobName,State,ExitCode,NodeList,Reason"]
