@@ -233,6 +233,15 @@ def test_testbed_relay_with_failures(tmp_path: Path) -> None:
         assert len(segments) >= 2, (job.id, segments)
         clusters_used |= {s.cluster for s in segments}
     assert clusters_used == {"clustera", "clusterb"}
+    # The killed worker's and the scancel'ed allocation's jobs resumed from a checkpoint, not
+    # from step 0, on another allocation.
+    for hit in (victim, target):
+        history = state.list_segments(hit.id)
+        lost = next(s for s in history if s.epoch == hit.epoch)
+        after = next(s for s in history if s.epoch > hit.epoch)
+        assert after.allocation_id != lost.allocation_id, (hit.id, history)
+        if hit.checkpoint is not None:
+            assert after.start_step >= hit.checkpoint.step > 0, (hit.id, history)
 
     # No duplicate sbatch: every relaymd job name appears once in each cluster's accounting.
     for c in tb.clusters:
