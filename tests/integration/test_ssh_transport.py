@@ -186,13 +186,18 @@ async def test_reconnects_after_the_connection_is_dropped(cluster: TestbedCluste
     assert transport.connects == 2
 
 
-def _sessions_of(cluster_name: str) -> int:
-    """sshd session processes under the listener of one testbed cluster."""
+def _my_connections_to(port: int) -> int:
+    """Established TCP connections from this process to 127.0.0.1:<port> (other processes'
+    sessions to the same sshd, e.g. a previous test's daemon winding down, do not count)."""
     import subprocess
 
-    listener = Path(f"/run/relaymd-testbed/sshd-{cluster_name}.pid").read_text().split()[0]
-    out = subprocess.run(["pgrep", "-P", listener], capture_output=True, text=True).stdout
-    return len(out.split())
+    out = subprocess.run(
+        ["ss", "-Htnp", "state", "established", f"( dport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return sum(f"pid={os.getpid()}," in line for line in out.splitlines())
 
 
 def _known_hosts_without(known_hosts: Path, port: int, folder: Path) -> Path:
@@ -218,13 +223,13 @@ async def test_proxy_jump_through_an_ssh_config_alias(tmp_path: Path) -> None:
         f"  HostName {bastion.ssh_host}\n"
         "  Port 1\n"
     )
-    before = _sessions_of(bastion.name)
+    assert _my_connections_to(bastion.ssh_port) == 0
     transport = SSHTransport(profile_for(target, proxy_jump="relaymd-bastion"), ssh_config=config)
     try:
         result = await transport.run("echo $SLURM_CONF")
         # The login node answered, and the bastion carries the connection while it lasts.
         assert result.stdout.strip().endswith("clusterb/slurm.conf")
-        assert _sessions_of(bastion.name) == before + 1
+        assert _my_connections_to(bastion.ssh_port) == 1
     finally:
         await transport.close()
 

@@ -35,7 +35,7 @@ chmod 755 "$TB_ETC" "$TB_RUN" "$TB_LOG" "$TB_LIB" "$TB_SRV" "$TB_OPT"
 
 # ---------------------------------------------------------------- packages
 PKGS=(slurm-wlm slurmctld slurmd slurmdbd slurm-client munge mariadb-server
-      mariadb-client openssh-server openssh-client python3 curl procps)
+      mariadb-client openssh-server openssh-client python3 curl procps iproute2)
 
 install_packages() {
     local missing=() p
