@@ -219,10 +219,10 @@ def test_relay_through_moto_s3_keeps_secrets_out_of_logs(
 ) -> None:
     relay = Relay(tmp_path, moto_access, "job-s3")
     relay.upload_bundle(bundle_dir)
-    first, end = relay.run_segment(_engine(120), stop_after_checkpoints=1)
+    first, end = relay.run_segment(_engine(400), stop_after_checkpoints=1)
     assert end.kind is EventKind.STOPPED and end.checkpoint is not None
-    second, end = relay.run_segment(_engine(120), None)
-    assert end.kind is EventKind.COMPLETED and end.step == 120
+    second, end = relay.run_segment(_engine(400), None)
+    assert end.kind is EventKind.COMPLETED and end.step == 400
     assert relay.store.list_keys(outputs_prefix(relay.job_id, 2))
     for alloc in (first, second):
         assert "worker-secret-key-123" not in alloc.log()
@@ -261,11 +261,11 @@ def test_another_platform_resumes_from_the_portable_state_xml(
 ) -> None:
     relay = Relay(tmp_path, file_access, "job-platform")
     relay.upload_bundle(bundle_dir)
-    _, end = relay.run_segment(_engine(100), 1)  # Reference
+    _, end = relay.run_segment(_engine(400), 1)  # Reference; stops well before the end
     assert end.kind is EventKind.STOPPED and end.checkpoint is not None
     stopped_at = end.checkpoint
-    second, end = relay.run_segment(_engine(100), None, "--platform", "CPU")
-    assert end.kind is EventKind.COMPLETED and end.step == 100
+    second, end = relay.run_segment(_engine(400), None, "--platform", "CPU")
+    assert end.kind is EventKind.COMPLETED and end.step == 400
     # OpenMM's binary checkpoint only loads on the platform that wrote it: the worker says
     # it used the State XML instead, and continues from the same step.
     started = _started(second)
@@ -283,7 +283,7 @@ def test_pdb_and_force_field_inputs_relay(
         "pdb": "topology.pdb",
         "forcefields": ["amber14/tip3pfb.xml"],
         "cutoff_nm": 0.6,  # the test box is 1.3 nm wide
-        "total_steps": 80,
+        "total_steps": 400,  # long enough that the stop lands well before the end
         "checkpoint_every_steps": EVERY,
         "report_every_steps": 10,
     }
@@ -293,5 +293,5 @@ def test_pdb_and_force_field_inputs_relay(
     assert end.kind is EventKind.STOPPED and end.checkpoint is not None
     assert _started(first).resumed_from == "start"
     second, end = relay.run_segment(engine, None)
-    assert end.kind is EventKind.COMPLETED and end.step == 80
+    assert end.kind is EventKind.COMPLETED and end.step == 400
     assert _started(second).resumed_from == "checkpoint"
