@@ -86,13 +86,16 @@ def local_config(
     return path
 
 
-def daemon_env(root: Path, config: Path, fault: str | None = None) -> dict[str, str]:
+def daemon_env(
+    root: Path, config: Path, fault: str | None = None, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         RELAYMD_CONFIG=str(config),
         RELAYMD_STATE_DIR=str(root / "state"),
         RELAYMD_DATA_DIR=str(root / "data"),
         PYTHONPATH=str(REPO),
+        **(extra or {}),
     )
     env.pop("RELAYMD_TEST_FAULT", None)
     if fault:
@@ -100,7 +103,9 @@ def daemon_env(root: Path, config: Path, fault: str | None = None) -> dict[str, 
     return env
 
 
-def start_daemon(root: Path, config: Path, fault: str | None = None) -> subprocess.Popen[bytes]:
+def start_daemon(
+    root: Path, config: Path, fault: str | None = None, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     code = (
         "from relaymd.config import load_config\n"
         "from relaymd.daemon import run_daemon_blocking\n"
@@ -109,7 +114,7 @@ def start_daemon(root: Path, config: Path, fault: str | None = None) -> subproce
     log = open(root / "daemon.log", "ab")  # noqa: SIM115 - lives as long as the process
     return subprocess.Popen(
         [sys.executable, "-c", code],
-        env=daemon_env(root, config, fault),
+        env=daemon_env(root, config, fault, extra_env),
         stdout=log,
         stderr=log,
         cwd=REPO,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from daemon_e2e_support import REPO, kill9, wait_for, write_spec, write_tiny_system
+from daemon_e2e_support import kill9, start_daemon, wait_for, write_spec, write_tiny_system
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
 from testbed import Testbed, relay_config, require_testbed, worker_code_copy
@@ -37,29 +37,13 @@ EVIL_TITLE = "$(touch /tmp/relaymd-pwned-title) `touch /tmp/relaymd-pwned-tick`;
 
 
 def _start(root: Path, config: Path, tb: Testbed) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.update(
-        RELAYMD_CONFIG=str(config),
-        RELAYMD_STATE_DIR=str(root / "state"),
-        RELAYMD_DATA_DIR=str(root / "data"),
-        RELAYMD_S3_ACCESS_KEY_ID=tb.s3_access_key_id,
-        RELAYMD_S3_SECRET_ACCESS_KEY=tb.s3_secret_access_key,
-        PYTHONPATH=str(REPO),
-    )
-    env.pop("RELAYMD_TEST_FAULT", None)
-    code = (
-        "from relaymd.config import load_config\n"
-        "from relaymd.daemon import run_daemon_blocking\n"
-        "run_daemon_blocking(load_config())\n"
-    )
-    log = open(root / "daemon.log", "ab")  # noqa: SIM115 - lives as long as the process
-    return subprocess.Popen(
-        [sys.executable, "-c", code],
-        env=env,
-        stdout=log,
-        stderr=log,
-        cwd=REPO,
-        start_new_session=True,
+    return start_daemon(
+        root,
+        config,
+        extra_env={
+            "RELAYMD_S3_ACCESS_KEY_ID": tb.s3_access_key_id,
+            "RELAYMD_S3_SECRET_ACCESS_KEY": tb.s3_secret_access_key,
+        },
     )
 
 
