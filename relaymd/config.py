@@ -172,7 +172,25 @@ def parse_config(data: Any, source: Path) -> LoadedConfig:
     if duplicates:
         raise ConfigError(f"{source}: clusters: duplicate cluster name(s) {', '.join(duplicates)}")
     config = config.model_copy(update={"clusters": resolved})
+    _check_walltimes(config, source)
     return LoadedConfig(config=config, source=source)
+
+
+def _check_walltimes(config: Config, source: Path) -> None:
+    """A partition too short for one segment would queue jobs forever: refuse it now."""
+    needed = config.worker.initial_margin_s + config.daemon.min_segment_s
+    for profile in config.clusters:
+        assert isinstance(profile, ClusterProfile)
+        for partition in profile.partitions:
+            if partition.walltime_minutes * 60 <= needed:
+                raise ConfigError(
+                    f"{source}: cluster {profile.name}: partition {partition.name}: "
+                    f"walltime_minutes {partition.walltime_minutes:g} leaves no time for a "
+                    f"segment: it must exceed the first handoff margin "
+                    f"({config.worker.initial_margin_s:g} s, from worker.handoff_margin_min_s/"
+                    f"max_s) plus daemon.min_segment_s ({config.daemon.min_segment_s:g} s); "
+                    f"raise the walltime or lower those settings"
+                )
 
 
 def load_config(path: Path | str | None = None) -> LoadedConfig:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import threading
 
-INITIAL_GUESS_S = 120.0
+from relaymd.models.config import INITIAL_HANDOFF_MARGIN_S
+
 SAFETY_FACTOR = 2.0
 FLOOR_S = 5.0
 
@@ -37,5 +38,5 @@ class HandoffMargin:
         with self._lock:
             measured = self._measured
         if measured is None:
-            return self._clamp(INITIAL_GUESS_S)
+            return self._clamp(INITIAL_HANDOFF_MARGIN_S)
         return self._clamp(SAFETY_FACTOR * measured + FLOOR_S)

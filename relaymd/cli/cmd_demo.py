@@ -118,7 +118,12 @@ def demo_config(segment_seconds: float) -> LoadedConfig:
             "clusters": [cluster],
             "state_path": str(paths.state_db()),
             "daemon": base.config.daemon.model_copy(
-                update={"stale_after_s": 60.0, "stop_grace_s": 15.0, "idle_poll_interval_s": 1.0}
+                update={
+                    "stale_after_s": 60.0,
+                    "stop_grace_s": 15.0,
+                    "idle_poll_interval_s": 1.0,
+                    "min_segment_s": 2.0,
+                }
             ),
             "worker": base.config.worker.model_copy(
                 update={

@@ -22,6 +22,7 @@ from relaymd.daemon.classify import (
     classify_hung,
     classify_stop_timeout,
 )
+from relaymd.daemon.eligibility import time_for_a_segment
 from relaymd.daemon.liveness import is_stale, liveness_reference, observe_heartbeat
 from relaymd.daemon.provision import SubmitIntent, is_spare, plan_provisioning
 from relaymd.daemon.remote_read import AllocationFiles, ClusterSnapshot
@@ -432,6 +433,7 @@ class _Cycle:
                 and beat.state is WorkerState.IDLE
                 # No restart grace here: a job is bound only to a worker seen alive.
                 and not is_stale(alloc, self.now, self.inp.settings.stale_after_s)
+                and time_for_a_segment(beat, self.now, self.inp.settings.min_segment_s)
             ):
                 idle.append(alloc)
         queued = [

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from relaymd.models import Allocation, ClusterProfile, GpuInfo, Job, Partition
+from datetime import datetime
+
+from relaymd.models import Allocation, ClusterProfile, GpuInfo, Heartbeat, Job, Partition
 
 
 def cluster_allows(job: Job, cluster: str) -> bool:
@@ -41,6 +43,17 @@ def gpus_measured(alloc: Allocation) -> bool:
     the measurement (empty: no usable GPU); before that (pending, just started) it is unknown.
     """
     return alloc.last_seq is not None or bool(alloc.gpus)
+
+
+def time_for_a_segment(beat: Heartbeat, now: datetime, min_segment_s: float) -> bool:
+    """Does the worker have `min_segment_s` left before it must start its handoff?
+
+    Workers without a deadline (direct scheduler, no walltime) always do.
+    """
+    if beat.deadline is None:
+        return True
+    left = (beat.deadline - now).total_seconds() - (beat.handoff_margin_s or 0.0)
+    return left >= min_segment_s
 
 
 def fits_allocation(

@@ -52,6 +52,13 @@ class DaemonSettings(UserModel):
     retention_keep: int = Field(3, ge=1)
     queue_racing: bool = False
     idle_poll_interval_s: float | None = None
+    # An idle worker gets a job only with at least this long left before its handoff margin:
+    # a shorter segment would spend its time staging and hand off at once.
+    min_segment_s: float = Field(120.0, ge=0)
+
+
+# A worker's handoff margin before it has timed a checkpoint save + upload (then clamped).
+INITIAL_HANDOFF_MARGIN_S = 120.0
 
 
 class WorkerSettings(UserModel):
@@ -59,6 +66,12 @@ class WorkerSettings(UserModel):
     idle_timeout_s: float = Field(600.0, gt=0)
     handoff_margin_min_s: float = Field(30.0, ge=0)
     handoff_margin_max_s: float = Field(900.0, gt=0)
+
+    @property
+    def initial_margin_s(self) -> float:
+        return min(
+            self.handoff_margin_max_s, max(self.handoff_margin_min_s, INITIAL_HANDOFF_MARGIN_S)
+        )
 
 
 class Config(UserModel):

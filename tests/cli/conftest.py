@@ -65,7 +65,7 @@ clusters:
     scratch: {data_dir}/scratch
     native_worker: [{sys.executable}, -m, worker_entry]
     partitions:
-      - {{name: local, walltime_minutes: 1, gpus_per_allocation: 0}}
+      - {{name: local, walltime_minutes: 10, gpus_per_allocation: 0}}
 """
 
 

@@ -72,7 +72,7 @@ def local_config(
                 "poll": {"min_interval_s": 0.5, "max_interval_s": 1.0},
             }
         ],
-        "daemon": {"stale_after_s": 6, "stop_grace_s": 4},
+        "daemon": {"stale_after_s": 6, "stop_grace_s": 4, "min_segment_s": 2},
         "worker": {
             "heartbeat_interval_s": 1,
             "idle_timeout_s": 4,

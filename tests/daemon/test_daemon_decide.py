@@ -401,3 +401,26 @@ def test_cluster_preference_holds_across_clusters() -> None:
     # c2's worker went quiet (stale): c1 takes the job rather than let it wait.
     quiet = there.model_copy(update={"seq_changed_at": T0 - timedelta(seconds=300)})
     assert cycle([quiet]).bound == ["j1"]
+
+
+def test_idle_worker_too_close_to_its_deadline_gets_no_job() -> None:
+    job = make_job("j1")
+    idle = make_alloc("a2", state=R, scheduler_id="101", started_at=T0)
+    settings = DaemonSettings(stale_after_s=60, stop_grace_s=30, min_segment_s=120)
+
+    def files(left_s: float) -> list[AllocationFiles]:
+        beat = Heartbeat(
+            allocation_id="a2",
+            seq=1,
+            state=WorkerState.IDLE,
+            deadline=T0 + timedelta(seconds=left_s),
+            handoff_margin_s=30,
+        )
+        return [AllocationFiles(allocation_id="a2", heartbeat=beat)]
+
+    # 140 s to the deadline - 30 s margin = 110 s of segment: not worth staging the job.
+    late = run([idle], [job], sched=[sj("a2", sid="101")], files=files(140), settings=settings)
+    assert late.bound == [] and late.jobs.get("j1") is None
+    # 160 s - 30 s = 130 s: bound.
+    ok = run([idle], [job], sched=[sj("a2", sid="101")], files=files(160), settings=settings)
+    assert ok.bound == ["j1"] and ok.jobs["j1"].allocation_id == "a2"

@@ -110,7 +110,12 @@ def test_testbed_relay_with_failures(tmp_path: Path) -> None:
         victim = wait_for(
             "a checkpointed running job",
             lambda: next(
-                (j for j in state.list_jobs(states=[JobState.RUNNING]) if j.checkpoint), None
+                (
+                    j
+                    for j in state.list_jobs(states=[JobState.RUNNING])
+                    if j.checkpoint and j.checkpoint.step > 0
+                ),
+                None,
             ),
             300,
             tmp_path,
@@ -217,15 +222,16 @@ def test_testbed_relay_with_failures(tmp_path: Path) -> None:
         assert len(segments) >= 2, (job.id, segments)
         clusters_used |= {s.cluster for s in segments}
     assert clusters_used == {"clustera", "clusterb"}
-    # The killed worker's and the scancel'ed allocation's jobs resumed from a checkpoint, not
-    # from step 0, on another allocation.
+    # The killed worker's and the scancel'ed allocation's jobs resumed on another allocation
+    # from their last checkpoint (the victim's was past step 0), not from the start.
     for hit in (victim, target):
         history = state.list_segments(hit.id)
         lost = next(s for s in history if s.epoch == hit.epoch)
         after = next(s for s in history if s.epoch > hit.epoch)
         assert after.allocation_id != lost.allocation_id, (hit.id, history)
         if hit.checkpoint is not None:
-            assert after.start_step >= hit.checkpoint.step > 0, (hit.id, history)
+            assert after.start_step >= hit.checkpoint.step, (hit.id, history)
+    assert victim.checkpoint is not None and victim.checkpoint.step > 0
 
     # No duplicate sbatch: every relaymd job name appears once in each cluster's accounting.
     for c in tb.clusters:

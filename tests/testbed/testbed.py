@@ -198,7 +198,7 @@ def relay_config(root: Path, tb: Testbed, run: str, code: Path) -> dict[str, Any
         },
         "state_path": str(root / "state" / "state.sqlite"),
         "clusters": clusters,
-        "daemon": {"stale_after_s": 20, "stop_grace_s": 15},
+        "daemon": {"stale_after_s": 20, "stop_grace_s": 15, "min_segment_s": 15},
         "worker": {
             "heartbeat_interval_s": 3,
             "idle_timeout_s": 15,

@@ -60,6 +60,12 @@ def test_profile_beside_the_config_wins(tmp_path: Path) -> None:
             "    native_worker: [w]\n",
             "clusters[0].ssh.prot: unknown field",
         ),
+        (
+            'storage: {url: "file:///x"}\nclusters:\n  - name: c\n    transport: local\n'
+            "    scratch: /s\n    partitions: [{name: p, walltime_minutes: 3}]\n"
+            "    native_worker: [w]\n",
+            "cluster c: partition p: walltime_minutes 3 leaves no time for a segment",
+        ),
         ("storage: [\n", "not valid YAML"),
         ("- just a list\n", "expected a mapping"),
     ],
