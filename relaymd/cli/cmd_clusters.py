@@ -105,7 +105,7 @@ def _toggle(name: str, enabled: bool) -> None:
         ) from None
     context.open_state(loaded).set_cluster_enabled(name, enabled)
     print(
-        f"{name}: {'enabled' if enabled else 'disabled (running allocations finish; no new ones)'}"
+        f"{name}: {'enabled' if enabled else 'disabled (running jobs finish; no new allocations or jobs there)'}"
     )
 
 
@@ -123,7 +123,9 @@ def enable(name: NameArg) -> None:
 
 @app.command("disable")
 def disable(name: NameArg) -> None:
-    """Stop submitting new allocations to a cluster (running ones finish their jobs).
+    """Start nothing new on a cluster: no new allocations, no new jobs for its idle workers.
+
+    Jobs already running there finish their segment; its pending allocations are cancelled.
 
     \b
     Examples:

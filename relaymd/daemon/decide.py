@@ -422,6 +422,8 @@ class _Cycle:
             )
 
     def bind(self, heartbeats: dict[str, AllocationFiles]) -> None:
+        if self.inp.disabled:
+            return  # nothing new starts on a disabled cluster; its idle workers exit idle
         idle: list[Allocation] = []
         for alloc in self.allocs.values():
             files = heartbeats.get(alloc.id)

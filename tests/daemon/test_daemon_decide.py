@@ -335,6 +335,20 @@ def test_disabled_cluster_cancels_pending_and_lets_running_finish() -> None:
     assert out.jobs.get("j1", job).state is JobState.RUNNING
 
 
+def test_disabled_cluster_binds_no_job_to_its_idle_workers() -> None:
+    idle = make_alloc("a2", state=R, scheduler_id="101", started_at=T0)
+    files = [
+        AllocationFiles(
+            allocation_id="a2",
+            heartbeat=Heartbeat(allocation_id="a2", seq=1, state=WorkerState.IDLE),
+        )
+    ]
+    args = ([idle], [make_job("j1")])
+    kw = {"sched": [sj("a2", sid="101")], "files": files}
+    assert run(*args, **kw).bound == ["j1"]
+    assert run(*args, **kw, enabled=False, disabled=True).bound == []
+
+
 def test_restart_does_not_make_old_heartbeats_stale_at_once() -> None:
     # Last seq change seen 3 hours ago, before the daemon restarted at T0; this cycle's
     # heartbeat read came back empty.
