@@ -104,9 +104,8 @@ def _toggle(name: str, enabled: bool) -> None:
             str(exc), hint="see `relaymd clusters list`", code=ExitCode.NOT_FOUND
         ) from None
     context.open_state(loaded).set_cluster_enabled(name, enabled)
-    print(
-        f"{name}: {'enabled' if enabled else 'disabled (running jobs finish; no new allocations or jobs there)'}"
-    )
+    what = "enabled" if enabled else "disabled (running jobs finish; nothing new starts there)"
+    print(f"{name}: {what}")
 
 
 @app.command("enable")
