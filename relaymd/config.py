@@ -48,14 +48,6 @@ class LoadedConfig(BaseModel):
         raise ConfigError(f"unknown cluster {name!r}; configured clusters: {known}")
 
 
-def bundled_clusters_dir() -> Path:
-    """clusters/ of a source checkout, else the copy packaged as relaymd/_clusters."""
-    source_tree = Path(__file__).resolve().parent.parent / "clusters"
-    if source_tree.is_dir():
-        return source_tree
-    return Path(__file__).resolve().parent / "_clusters"
-
-
 def embedded_default() -> LoadedConfig:
     data = paths.data_dir()
     local = ClusterProfile(
@@ -137,7 +129,7 @@ def _profile_dirs(source: Path | None) -> list[Path]:
     if source is not None:
         dirs.append(source.parent / "clusters")
     dirs.append(paths.config_file().parent / "clusters")
-    dirs.append(bundled_clusters_dir())
+    dirs.append(paths.bundled_clusters_dir())
     return list(dict.fromkeys(dirs))
 
 

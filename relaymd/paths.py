@@ -10,6 +10,15 @@ from platformdirs import user_config_path, user_data_path, user_state_path
 APP = "relaymd"
 
 
+def bundled_clusters_dir() -> Path:
+    """clusters/ of a source checkout, else the copy packaged as relaymd/_clusters."""
+    package = Path(__file__).resolve().parent
+    source_tree = package.parent / "clusters"
+    if source_tree.is_dir():
+        return source_tree
+    return package / "_clusters"
+
+
 def config_file() -> Path:
     env = os.environ.get("RELAYMD_CONFIG")
     return Path(env).expanduser() if env else user_config_path(APP) / "config.yaml"

@@ -29,6 +29,11 @@ class SchedulerPhase(StrEnum):
     ENDED = "ended"
 
 
+def state_word(raw: str) -> str:
+    """A scheduler state's first word: `CANCELLED by 1000` -> CANCELLED, `RUNNING+` -> RUNNING."""
+    return raw.strip().split(" ", 1)[0].rstrip("+").upper()
+
+
 class EndState(StrEnum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
@@ -44,9 +49,8 @@ class EndState(StrEnum):
     @classmethod
     def parse(cls, raw: str) -> EndState:
         """`CANCELLED by 1000` -> CANCELLED; a state this version does not know -> UNKNOWN."""
-        word = raw.strip().split(" ", 1)[0].rstrip("+").upper()
         try:
-            return cls(word)
+            return cls(state_word(raw))
         except ValueError:
             return cls.UNKNOWN
 
@@ -106,13 +110,17 @@ def slurm_time(seconds: int) -> str:
     return f"{days}-{clock}" if days else clock
 
 
+def script_folder(script_path: str) -> str:
+    """The folder a job script is in: where it is submitted from and its output goes."""
+    return script_path.rsplit("/", 1)[0] if "/" in script_path else "."
+
+
 def alloc_dir(scratch: str, allocation_id: str) -> str:
     """`<scratch>/alloc/<allocation_id>`, unexpanded (as the daemon writes it)."""
     return f"{scratch.rstrip('/')}/alloc/{allocation_id}"
 
 
 class Scheduler(ABC):
-    kind: ClassVar[str]
     template: ClassVar[str]
     output_name: ClassVar[str]
 

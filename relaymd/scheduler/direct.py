@@ -24,6 +24,7 @@ from relaymd.scheduler.base import (
     Scheduler,
     SchedulerJob,
     SchedulerPhase,
+    script_folder,
     submit_marker_lines,
 )
 
@@ -84,7 +85,6 @@ _END_KINDS = {
 
 
 class DirectScheduler(Scheduler):
-    kind = "direct"
     template = "direct.sh.j2"
     output_name = OUTPUT_FILE
 
@@ -93,7 +93,7 @@ class DirectScheduler(Scheduler):
 
     def submit_snippet(self, alloc: Allocation, script_path: str) -> str:
         alloc_id = shell.allocation_id(alloc.id)
-        folder = script_path.rsplit("/", 1)[0] if "/" in script_path else "."
+        folder = script_folder(script_path)
         ok, err = submit_marker_lines(alloc_id)
         slots = shell.shell_path(f"{self._root()}/{SLOTS_DIR}")
         return "\n".join(

@@ -10,6 +10,7 @@ from relaymd.scheduler.base import (
     JOB_NAME_PREFIX,
     Scheduler,
     SchedulerJob,
+    script_folder,
     submit_marker_lines,
 )
 from relaymd.scheduler.slurm_parse import (
@@ -23,13 +24,12 @@ from relaymd.scheduler.slurm_parse import (
 
 
 class SlurmScheduler(Scheduler):
-    kind = "slurm"
     template = "slurm.sbatch.j2"
     output_name = "slurm-%j.out"
 
     def submit_snippet(self, alloc: Allocation, script_path: str) -> str:
         alloc_id = shell.allocation_id(alloc.id)
-        folder = script_path.rsplit("/", 1)[0] if "/" in script_path else "."
+        folder = script_folder(script_path)
         ok, err = submit_marker_lines(alloc_id)
         # cd: the job's working directory is its allocation folder. --output and --job-name are
         # repeated on the command line, where the shell expands `$SCRATCH`-style paths.

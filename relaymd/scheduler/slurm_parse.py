@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, Field
 
-from relaymd.scheduler.base import EndState, SchedulerJob, SchedulerPhase
+from relaymd.scheduler.base import EndState, SchedulerJob, SchedulerPhase, state_word
 
 SQUEUE_MARK = "@@relaymd-squeue"
 SACCT_MARK = "@@relaymd-sacct"
@@ -55,12 +55,8 @@ class SlurmQueryOutput(BaseModel):
     sacct_ok: bool = True
 
 
-def _state_word(raw: str) -> str:
-    return raw.strip().split(" ", 1)[0].rstrip("+").upper()
-
-
 def phase_of(raw: str) -> SchedulerPhase:
-    word = _state_word(raw)
+    word = state_word(raw)
     if word in _ENDED:
         return SchedulerPhase.ENDED
     if word in _RUNNING:

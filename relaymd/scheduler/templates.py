@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import jinja2
 
+from relaymd.paths import bundled_clusters_dir
 from relaymd.scheduler.shell import quote, sbatch_value, shell_path
-
-
-def clusters_dir() -> Path:
-    """clusters/ next to the package in a source checkout, else the packaged relaymd/_clusters."""
-    package = Path(__file__).resolve().parent.parent
-    source_tree = package.parent / "clusters"
-    if source_tree.is_dir():
-        return source_tree
-    return package / "_clusters"
 
 
 @lru_cache(maxsize=4)
@@ -36,4 +27,4 @@ def environment(folder: str) -> jinja2.Environment:
 
 
 def render(name: str, **context: object) -> str:
-    return environment(str(clusters_dir())).get_template(name).render(**context)
+    return environment(str(bundled_clusters_dir())).get_template(name).render(**context)

@@ -36,7 +36,6 @@ class LocalTransport(Transport):
     def __init__(self, profile: ClusterProfile) -> None:
         self.cluster = profile.name
         self.default_timeout = profile.command_timeout_s
-        self.round_trips = 0
         self._slots = asyncio.Semaphore(profile.max_channels)
 
     async def run(self, script: str, *, timeout: float | None = None) -> CommandResult:  # noqa: ASYNC109

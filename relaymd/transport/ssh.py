@@ -84,7 +84,6 @@ class SSHTransport(Transport):
         else:
             self._config = [str(Path(ssh_config).expanduser())]
         self.known_hosts = Path(self.settings.known_hosts or DEFAULT_KNOWN_HOSTS).expanduser()
-        self.round_trips = 0
         self.connects = 0  # successful connects: tests prove the connection is reused
         self._conn: asyncssh.SSHClientConnection | None = None
         self._client: RelayClient | None = None
@@ -94,22 +93,27 @@ class SSHTransport(Transport):
         self._jumps: list[asyncssh.SSHClientConnection] = []  # ProxyJump hops, outermost first
 
     # -- connection ----------------------------------------------------------------------
-    def _options(self) -> asyncssh.SSHClientConnectionOptions:
-        s = self.settings
+    def _common(self, host: str) -> dict[str, Any]:
+        """What the login node and every jump host share: host keys, ssh config, timeouts."""
         kwargs: dict[str, Any] = {
             "known_hosts": str(self.known_hosts),
-            "keepalive_interval": s.keepalive_s,
+            "keepalive_interval": self.settings.keepalive_s,
             "keepalive_count_max": 3,
-            "connect_timeout": s.connect_timeout_s,
+            "connect_timeout": self.settings.connect_timeout_s,
             "config": self._config,
-            "host": s.host,
+            "host": host,
         }
+        if self.settings.identity_file is not None:
+            kwargs["client_keys"] = [str(Path(self.settings.identity_file).expanduser())]
+        return kwargs
+
+    def _options(self) -> asyncssh.SSHClientConnectionOptions:
+        s = self.settings
+        kwargs = self._common(s.host)
         if s.port is not None:
             kwargs["port"] = s.port
         if s.username is not None:
             kwargs["username"] = s.username
-        if s.identity_file is not None:
-            kwargs["client_keys"] = [str(Path(s.identity_file).expanduser())]
         if s.proxy_jump is not None:
             kwargs["tunnel"] = s.proxy_jump
         return asyncssh.SSHClientConnectionOptions(**kwargs)
@@ -120,20 +124,11 @@ class SSHTransport(Transport):
         tunnel string would use neither.)"""
         user, _, host = hop.rpartition("@")
         host, _, port = host.partition(":")
-        kwargs: dict[str, Any] = {
-            "known_hosts": str(self.known_hosts),
-            "keepalive_interval": self.settings.keepalive_s,
-            "keepalive_count_max": 3,
-            "connect_timeout": self.settings.connect_timeout_s,
-            "config": self._config,
-            "host": host,
-        }
+        kwargs = self._common(host)
         if user:
             kwargs["username"] = user
         if port:
             kwargs["port"] = int(port)
-        if self.settings.identity_file is not None:
-            kwargs["client_keys"] = [str(Path(self.settings.identity_file).expanduser())]
         return asyncssh.SSHClientConnectionOptions(**kwargs)
 
     async def _open_jumps(self, spec: str) -> asyncssh.SSHClientConnection:

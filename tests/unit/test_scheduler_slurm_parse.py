@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from relaymd.models import Allocation, ClusterProfile
-from relaymd.scheduler import EndState, SchedulerPhase, SlurmScheduler, UnsafeValue
+from relaymd.scheduler import EndState, SchedulerJob, SchedulerPhase, SlurmScheduler, UnsafeValue
 
 PROFILE = ClusterProfile.model_validate(
     {
@@ -28,7 +28,7 @@ def query_output(squeue: str, sacct: str | None) -> str:
     return text
 
 
-def by_alloc(text: str) -> dict[str, object]:
+def by_alloc(text: str) -> dict[str, SchedulerJob]:
     return {j.allocation_id: j for j in S.parse_query(text)}
 
 
@@ -49,7 +49,7 @@ def test_squeue_pending_and_running() -> None:
         "104|relaymd-aconf0004|CONFIGURING|None|gpu-node-09\n",
         None,
     )
-    jobs = {j.allocation_id: j for j in S.parse_query(text)}
+    jobs = by_alloc(text)
     assert jobs["apend0001"].phase is SchedulerPhase.PENDING
     assert jobs["apend0001"].reason == "Priority"
     assert jobs["apend0001"].node is None
@@ -71,7 +71,7 @@ def test_sacct_ends_with_real_rows() -> None:
         "3|relaymd-a1m88gj4z994yxnn|TIMEOUT|0:0|nodea|None\n"
         "3.batch|batch|CANCELLED|0:9|nodea|\n"
     )
-    jobs = {j.allocation_id: j for j in S.parse_query(query_output("", sacct))}
+    jobs = by_alloc(query_output("", sacct))
     done = jobs["a1m88ghrt07vev61"]
     assert (done.phase, done.end_state, done.exit_code, done.node) == (
         SchedulerPhase.ENDED,
@@ -121,7 +121,7 @@ def test_sacct_without_reason_column_and_requeued_job() -> None:
         "9|relaymd-anine0009|RUNNING|0:0|n3\n"
         "10|relaymd-aten00010|SOMETHING_NEW|0:0|n3\n"
     )
-    jobs = {j.allocation_id: j for j in S.parse_query(query_output("", sacct))}
+    jobs = by_alloc(query_output("", sacct))
     assert jobs["aeight008"].phase is SchedulerPhase.PENDING
     assert jobs["anine0009"].phase is SchedulerPhase.RUNNING
     # A state this version does not know is never taken for an end.
@@ -136,7 +136,7 @@ def test_sacct_end_wins_over_squeue_and_absence_is_not_an_end() -> None:
         "21.batch|batch|FAILED|1:0|n1|\n"
         "22|relaymd-aqueued22|PENDING|0:0|None assigned|Priority\n",
     )
-    jobs = {j.allocation_id: j for j in S.parse_query(text)}
+    jobs = by_alloc(text)
     assert jobs["alive0020"].phase is SchedulerPhase.RUNNING
     assert jobs["adone0021"].end_state is EndState.FAILED and jobs["adone0021"].exit_code == "1:0"
     assert jobs["aqueued22"].phase is SchedulerPhase.PENDING
@@ -199,8 +199,7 @@ def fake_sbatch_run(tmp_path: object, sbatch_body: str) -> str:
 def test_submit_ok_with_warning_and_cluster_suffix(tmp_path: object) -> None:
     out = fake_sbatch_run(
         tmp_path,
-        'echo "sbatch: warning: something odd" >&2\necho "4242;clusterA"\n'
-        'printf "%s\\n" "$@" > "$(dirname "${@: -1}")/argv"\n',
+        'echo "sbatch: warning: something odd" >&2\necho "4242;clusterA"\n',
     )
     [result] = S.parse_submit(out)
     assert (result.allocation_id, result.scheduler_id, result.error) == ("a1", "4242", None)
@@ -238,8 +237,6 @@ def test_sacct_is_asked_only_about_jobs_squeue_no_longer_lists(
     live: str, asked: str | None
 ) -> None:
     """The real snippet in bash, with squeue and sacct stood in by shell functions."""
-    import subprocess
-
     rows = "".join(f"{i}|relaymd-a{i}|RUNNING|None|n1\\n" for i in live.split())
     script = (
         f"squeue() {{ printf '{rows}'; }}\n"
