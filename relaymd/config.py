@@ -69,6 +69,7 @@ def embedded_default() -> LoadedConfig:
         command_timeout_s=30.0,
     )
     config = Config(storage=StorageConfig(url=(data / "storage").as_uri()), clusters=[local])
+    _check_walltimes(config, [local], "the embedded default (RELAYMD_LOCAL_WALLTIME_MIN)")
     return LoadedConfig(config=config, source=None)
 
 
@@ -163,16 +164,15 @@ def parse_config(data: Any, source: Path) -> LoadedConfig:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"{source}: clusters: duplicate cluster name(s) {', '.join(duplicates)}")
+    _check_walltimes(config, resolved, str(source))
     config = config.model_copy(update={"clusters": resolved})
-    _check_walltimes(config, source)
     return LoadedConfig(config=config, source=source)
 
 
-def _check_walltimes(config: Config, source: Path) -> None:
+def _check_walltimes(config: Config, clusters: list[ClusterProfile], source: str) -> None:
     """A partition too short for one segment would queue jobs forever: refuse it now."""
     needed = config.worker.initial_margin_s + config.daemon.min_segment_s
-    for profile in config.clusters:
-        assert isinstance(profile, ClusterProfile)
+    for profile in clusters:
         for partition in profile.partitions:
             if partition.walltime_minutes * 60 <= needed:
                 raise ConfigError(

@@ -71,7 +71,7 @@ def build_check_script(profile: ClusterProfile) -> str:
         shlex.quote(f"cannot write in {profile.scratch}"),
     )
     if profile.native_worker:
-        exe = shlex.quote(profile.native_worker[0])
+        exe = shell_path(profile.native_worker[0])
         check(
             "native_worker",
             f"command -v {exe} >/dev/null 2>&1",
@@ -88,7 +88,7 @@ def build_check_script(profile: ClusterProfile) -> str:
         )
         for name, location in sorted(profile.images.items()):
             if location.sif:
-                sif = shlex.quote(location.sif)
+                sif = shell_path(location.sif)
                 check(
                     f"image:{name}",
                     f"test -r {sif}",

@@ -101,3 +101,11 @@ def test_missing_explicit_config_is_an_error(
 def test_unknown_cluster_lookup_names_the_known_ones() -> None:
     with pytest.raises(ConfigError, match="configured clusters: local"):
         load_config().cluster("clusterZ")
+
+
+def test_embedded_default_too_short_for_a_segment_is_refused(
+    isolated_dirs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RELAYMD_LOCAL_WALLTIME_MIN", "3")
+    with pytest.raises(ConfigError, match=r"embedded default .*walltime_minutes 3 leaves no time"):
+        load_config()
