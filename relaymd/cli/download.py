@@ -37,12 +37,11 @@ def _safe_join(base: Path, relative: str) -> Path:
 
 def _manifest_hashes(store: ObjectStore, prefix: str) -> dict[str, str]:
     """path -> sha256 from `prefix/manifest.json`, if present and readable."""
-    key = keys.manifest_key(prefix)
-    if not store.exists(key):
-        return {}
+    from relaymd.storage.base import ObjectNotFound
+
     try:
-        manifest = OutputsManifest.model_validate_json(store.get_bytes(key))
-    except ValidationError:
+        manifest = OutputsManifest.model_validate_json(store.get_bytes(keys.manifest_key(prefix)))
+    except (ObjectNotFound, ValidationError):
         return {}
     return {f.path: f.sha256 for f in manifest.files}
 
@@ -78,14 +77,14 @@ def download_job(
             manifest_bytes = store.get_bytes(
                 keys.manifest_key(ref.prefix), expected_sha256=ref.manifest_sha256
             )
-        except StorageError as exc:
+            manifest = CheckpointManifest.model_validate_json(manifest_bytes)
+        except (StorageError, ValidationError) as exc:
             raise CliError(
                 f"checkpoint {ref.epoch}-{ref.seq} of job {job.id}: cannot read its manifest: "
                 f"{exc}",
                 hint="`relaymd clusters test <cluster>` checks storage; a sha256 mismatch means "
                 "the object was replaced or corrupted (`--no-checkpoint` fetches the outputs)",
             ) from None
-        manifest = CheckpointManifest.model_validate_json(manifest_bytes)
         result.checkpoint_dir = dest / "checkpoint" / f"{ref.epoch}-{ref.seq}"
         result.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         (result.checkpoint_dir / keys.MANIFEST_NAME).write_bytes(manifest_bytes)

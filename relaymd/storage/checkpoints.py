@@ -218,18 +218,16 @@ class OutputsWriter:
     def __init__(self, store: ObjectStore, *, job_id: str, epoch: int) -> None:
         self._store = store
         self._prefix = keys.outputs_prefix(job_id, epoch)
+        self._manifest_key = keys.manifest_key(self._prefix)
         self._lock = threading.Lock()
         self.manifest = OutputsManifest(job_id=job_id, epoch=epoch)
-        key = keys.manifest_key(self._prefix)
         with contextlib.suppress(ObjectNotFound, ValidationError):
-            self.manifest = OutputsManifest.model_validate_json(store.get_bytes(key))
+            self.manifest = OutputsManifest.model_validate_json(store.get_bytes(self._manifest_key))
 
     def upload(
         self, files: Sequence[tuple[str, Path]], progress: ProgressCallback | None = None
     ) -> list[ObjectRef]:
-        _check_files(files, f"outputs {self._prefix}")
-        if any(rel == keys.MANIFEST_NAME for rel, _ in files):
-            raise StorageError(f"outputs {self._prefix}: {keys.MANIFEST_NAME} is reserved")
+        _check_files(files, f"outputs {self._prefix}")  # refuses manifest.json too
         with self._lock:
             refs = [self._store.put_file(self._prefix + rel, p, progress) for rel, p in files]
             listed = {f.path: f for f in self.manifest.files}
@@ -241,8 +239,6 @@ class OutputsWriter:
                     "updated_at": utcnow(),
                 }
             )
-            self._store.put_bytes(
-                keys.manifest_key(self._prefix), manifest.model_dump_json().encode()
-            )
+            self._store.put_bytes(self._manifest_key, manifest.model_dump_json().encode())
             self.manifest = manifest
         return refs

@@ -8,12 +8,14 @@ from relaymd.models import (
     Allocation,
     AllocationState,
     ClusterProfile,
+    EventKind,
     GpuInfo,
     Job,
     JobSpec,
     ObjectRef,
     OpenMMSettings,
     Partition,
+    WorkerEvent,
 )
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -51,6 +53,11 @@ def make_job(
         created_at=T0 + timedelta(seconds=created_s),
         **fields,
     )
+
+
+def ev(kind: EventKind, epoch: int = 2, **fields: object) -> WorkerEvent:
+    """A worker event from allocation a1 about job j1."""
+    return WorkerEvent(kind=kind, allocation_id="a1", job_id="j1", epoch=epoch, **fields)
 
 
 def make_alloc(

@@ -1,21 +1,25 @@
 """A fake transport (runs each script with a local bash, counting round trips) and a fake
 scheduler whose queue is a text file on the "cluster": enough to exercise the real read and
-write scripts without SLURM."""
+write scripts without SLURM. `make_fake_runners` wires both into real cluster runners."""
 
 from __future__ import annotations
 
 import asyncio
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+from relaymd.daemon.context import DaemonContext
+from relaymd.daemon.runner import ClusterRunner
+from relaymd.models import ClusterProfile, DaemonSettings, StorageAccess, WorkerSettings
 
 
 class BashTransport:
     def __init__(self, profile: Any = None, *, interactive: bool = False) -> None:
         self.round_trips = 0
         self.scripts: list[str] = []
-        self.closed = False
 
     async def run(self, script: str, *, timeout: float | None = None) -> SimpleNamespace:  # noqa: ASYNC109
         self.round_trips += 1
@@ -33,13 +37,15 @@ class BashTransport:
         )
 
     def close(self) -> None:
-        self.closed = True
+        """Nothing to release: each script ran in its own short-lived bash."""
 
 
 class FileQueueScheduler:
-    """Queue lines `<allocation id> <scheduler id> <phase> [end state]` in `<scratch>/queue`."""
+    """Queue lines `<allocation id> <scheduler id> <phase> [end state]` in `<scratch>/queue`
+    (the scratch folder is created if missing)."""
 
     def __init__(self, scratch: Path) -> None:
+        scratch.mkdir(parents=True, exist_ok=True)
         self.queue = scratch / "queue"
 
     def query_snippet(self, profile: Any, ended_ids: list[str]) -> str:
@@ -88,3 +94,40 @@ class FileQueueScheduler:
         q = shlex.quote(str(self.queue))
         pattern = "|".join(ids)
         return f"grep -Ev ' ({pattern}) ' {q} > {q}.new; mv {q}.new {q}"
+
+
+@dataclass
+class FakeRunners:
+    store: Any
+    ctx: DaemonContext
+    runners: dict[str, ClusterRunner]
+    transports: dict[str, BashTransport]
+
+
+async def make_fake_runners(tmp_path: Path, profiles: dict[str, ClusterProfile]) -> FakeRunners:
+    """One store and DaemonContext under `tmp_path`, and per profile a ClusterRunner with its
+    own BashTransport and a FileQueueScheduler in the profile's scratch."""
+    from relaymd.state import AsyncStateStore
+    from relaymd.storage import open_store
+
+    store = await AsyncStateStore.open(tmp_path / "state.sqlite")
+    access = StorageAccess(url=(tmp_path / "storage").as_uri())
+    ctx = DaemonContext(
+        store=store,
+        object_store=open_store(access),
+        access=access,
+        profiles=profiles,
+        settings=DaemonSettings(),
+        worker=WorkerSettings(),
+    )
+    runners: dict[str, ClusterRunner] = {}
+    transports: dict[str, BashTransport] = {}
+    for name, profile in profiles.items():
+        transport = transports[name] = BashTransport()
+        runners[name] = ClusterRunner(
+            ctx,
+            profile,
+            transport_factory=lambda *a, transport=transport, **k: transport,
+            scheduler=FileQueueScheduler(Path(profile.scratch)),
+        )
+    return FakeRunners(store=store, ctx=ctx, runners=runners, transports=transports)

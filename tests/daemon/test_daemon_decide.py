@@ -6,7 +6,7 @@ from datetime import timedelta
 from itertools import count
 from types import SimpleNamespace
 
-from daemon_factories import SHA, T0, make_alloc, make_job, make_profile
+from daemon_factories import SHA, T0, ev, make_alloc, make_job, make_profile
 
 from relaymd.daemon.decide import DecideInput, decide_cycle
 from relaymd.daemon.remote_read import AllocationFiles, ClusterSnapshot
@@ -19,7 +19,6 @@ from relaymd.models import (
     JobState,
     OperatorRequest,
     SegmentOutcome,
-    WorkerEvent,
     WorkerState,
 )
 
@@ -101,27 +100,9 @@ def running_pair(**alloc_fields):
 def test_only_verified_checkpoints_of_the_current_epoch_move_the_pointer() -> None:
     job, alloc = running_pair()
     events = [
-        WorkerEvent(
-            kind=EventKind.CHECKPOINT,
-            allocation_id="a1",
-            job_id="j1",
-            epoch=1,
-            checkpoint=ref(1, 9, 90),
-        ),
-        WorkerEvent(
-            kind=EventKind.CHECKPOINT,
-            allocation_id="a1",
-            job_id="j1",
-            epoch=2,
-            checkpoint=ref(2, 2, 20),
-        ),
-        WorkerEvent(
-            kind=EventKind.CHECKPOINT,
-            allocation_id="a1",
-            job_id="j1",
-            epoch=2,
-            checkpoint=ref(2, 3, 30),
-        ),
+        ev(EventKind.CHECKPOINT, epoch=1, checkpoint=ref(1, 9, 90)),
+        ev(EventKind.CHECKPOINT, checkpoint=ref(2, 2, 20)),
+        ev(EventKind.CHECKPOINT, checkpoint=ref(2, 3, 30)),
     ]
     files = AllocationFiles(allocation_id="a1", heartbeat=beat(1), events=events, events_offset=300)
     out = run(
@@ -137,7 +118,7 @@ def test_only_verified_checkpoints_of_the_current_epoch_move_the_pointer() -> No
 
 def test_old_epoch_terminal_event_is_ignored() -> None:
     job, alloc = running_pair()
-    late = WorkerEvent(kind=EventKind.COMPLETED, allocation_id="a1", job_id="j1", epoch=1, step=100)
+    late = ev(EventKind.COMPLETED, epoch=1, step=100)
     files = AllocationFiles(allocation_id="a1", heartbeat=beat(1), events=[late], events_offset=10)
     out = run([alloc], [job], sched=[sj("a1")], files=[files])
     assert "j1" not in out.jobs or out.jobs["j1"].state is JobState.RUNNING
@@ -146,9 +127,7 @@ def test_old_epoch_terminal_event_is_ignored() -> None:
 def test_handoff_requeues_and_the_job_is_bound_again_under_a_new_epoch() -> None:
     job, alloc = running_pair()
     idle = make_alloc("a2", state=R, scheduler_id="101", started_at=T0)
-    handoff = WorkerEvent(
-        kind=EventKind.HANDOFF, allocation_id="a1", job_id="j1", epoch=2, checkpoint=ref(2, 1, 10)
-    )
+    handoff = ev(EventKind.HANDOFF, checkpoint=ref(2, 1, 10))
     files = [
         AllocationFiles(
             allocation_id="a1", heartbeat=beat(3, WorkerState.EXITING), events=[handoff]
@@ -231,7 +210,7 @@ def test_operator_cancel_stops_worker_then_cancels_on_stopped_event() -> None:
     out = run([alloc], [job], sched=[sj("a1")], files=files)
     assert out.allocations["a1"].stop_requested_at is not None
     assert "j1" not in out.jobs  # not yet: the worker checkpoints first
-    stopped = WorkerEvent(kind=EventKind.STOPPED, allocation_id="a1", job_id="j1", epoch=2)
+    stopped = ev(EventKind.STOPPED)
     files = [
         AllocationFiles(
             allocation_id="a1", heartbeat=beat(3, WorkerState.EXITING), events=[stopped]
@@ -246,14 +225,7 @@ def test_operator_cancel_stops_worker_then_cancels_on_stopped_event() -> None:
 def test_repeated_application_failure_fails_the_job_with_its_log() -> None:
     job, alloc = running_pair()
     job = job.model_copy(update={"retries": 2})
-    failed = WorkerEvent(
-        kind=EventKind.FAILED,
-        allocation_id="a1",
-        job_id="j1",
-        epoch=2,
-        reason="NaN",
-        log_tail=["x"],
-    )
+    failed = ev(EventKind.FAILED, reason="NaN", log_tail=["x"])
     files = [
         AllocationFiles(allocation_id="a1", heartbeat=beat(2, WorkerState.IDLE), events=[failed])
     ]

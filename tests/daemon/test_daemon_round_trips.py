@@ -6,28 +6,21 @@ from pathlib import Path
 
 import pytest
 from daemon_factories import make_job
-from daemon_fakes import BashTransport, FileQueueScheduler
+from daemon_fakes import BashTransport, make_fake_runners
 
-from relaymd.daemon.context import DaemonContext
 from relaymd.daemon.runner import ClusterRunner
 from relaymd.models import (
     Allocation,
     AllocationState,
     ClusterProfile,
-    DaemonSettings,
     Heartbeat,
     JobState,
     Partition,
-    StorageAccess,
-    WorkerSettings,
     WorkerState,
 )
 
 
 async def make_runner(tmp_path: Path, n: int) -> tuple[ClusterRunner, object, BashTransport]:
-    from relaymd.state import AsyncStateStore
-    from relaymd.storage import open_store
-
     scratch = tmp_path / "scratch"
     profile = ClusterProfile(
         name="c1",
@@ -41,23 +34,8 @@ async def make_runner(tmp_path: Path, n: int) -> tuple[ClusterRunner, object, Ba
         ],
         native_worker=["worker"],
     )
-    store = await AsyncStateStore.open(tmp_path / "state.sqlite")
-    access = StorageAccess(url=(tmp_path / "storage").as_uri())
-    ctx = DaemonContext(
-        store=store,
-        object_store=open_store(access),
-        access=access,
-        profiles={"c1": profile},
-        settings=DaemonSettings(),
-        worker=WorkerSettings(),
-    )
-    transport = BashTransport()
-    runner = ClusterRunner(
-        ctx,
-        profile,
-        transport_factory=lambda *a, **k: transport,
-        scheduler=FileQueueScheduler(scratch),
-    )
+    fake = await make_fake_runners(tmp_path, {"c1": profile})
+    store, runner, transport = fake.store, fake.runners["c1"], fake.transports["c1"]
     lines = []
     for i in range(n):
         alloc_id = f"a{i:04d}"
@@ -78,7 +56,6 @@ async def make_runner(tmp_path: Path, n: int) -> tuple[ClusterRunner, object, Ba
         )
         lines.append(f"{alloc_id} {100 + i} running\n")
         await store.insert_job(make_job(f"j{i:04d}", created_s=i))
-    scratch.mkdir(parents=True, exist_ok=True)
     (scratch / "queue").write_text("".join(lines))
     return runner, store, transport
 

@@ -5,19 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from daemon_factories import make_job
-from daemon_fakes import BashTransport, FileQueueScheduler
+from daemon_fakes import make_fake_runners
 
-from relaymd.daemon.context import DaemonContext
-from relaymd.daemon.runner import ClusterRunner
-from relaymd.models import (
-    Allocation,
-    AllocationState,
-    ClusterProfile,
-    DaemonSettings,
-    Partition,
-    StorageAccess,
-    WorkerSettings,
-)
+from relaymd.models import Allocation, AllocationState, ClusterProfile, Partition
 from relaymd.models.state import ClusterStatus
 
 
@@ -33,30 +23,9 @@ def profile(name: str, scratch: Path) -> ClusterProfile:
 
 
 async def test_disabled_cluster_pending_is_cancelled_and_demand_moves(tmp_path: Path) -> None:
-    from relaymd.state import AsyncStateStore
-    from relaymd.storage import open_store
-
     profiles = {name: profile(name, tmp_path / name) for name in ("c1", "c2")}
-    store = await AsyncStateStore.open(tmp_path / "state.sqlite")
-    access = StorageAccess(url=(tmp_path / "storage").as_uri())
-    ctx = DaemonContext(
-        store=store,
-        object_store=open_store(access),
-        access=access,
-        profiles=profiles,
-        settings=DaemonSettings(),
-        worker=WorkerSettings(),
-    )
-    runners = {}
-    for name, prof in profiles.items():
-        (tmp_path / name).mkdir()
-        transport = BashTransport()
-        runners[name] = ClusterRunner(
-            ctx,
-            prof,
-            transport_factory=lambda *a, transport=transport, **k: transport,
-            scheduler=FileQueueScheduler(tmp_path / name),
-        )
+    fake = await make_fake_runners(tmp_path, profiles)
+    store, runners = fake.store, fake.runners
     try:
         # c2 holds a pending allocation for the queued job, then the operator disables c2.
         await store.insert_allocation(
