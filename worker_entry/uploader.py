@@ -154,6 +154,7 @@ class CheckpointUploader(threading.Thread):
         # its steps, so the overlap is visible) rather than a gap in the trajectory.
         if pending.outputs:
             self.outputs.upload(pending.outputs)
+            pending.outputs = []  # stored: a retry of the checkpoint must not send them again
         # upload_checkpoint refuses a taken (epoch, seq): checkpoints are never overwritten.
         return upload_checkpoint(
             self._store,

@@ -80,3 +80,43 @@ def test_a_superseded_checkpoint_hands_its_outputs_on(tmp_path: Path) -> None:
         "jobs/j1/outputs/3/state_data.0000000010-0000000020.csv",
     ]
     assert not (tmp_path / "ckpt1").exists() and not (tmp_path / "ckpt2").exists()
+
+
+class FlakyCheckpointStore(FileStore):
+    """Stores outputs at once; refuses the first `failures` checkpoint writes."""
+
+    def __init__(self, root: Path, failures: int) -> None:
+        super().__init__(root)
+        self.failures = failures
+        self.puts: list[str] = []
+
+    def put_file(self, key: str, path: Path, progress: ProgressCallback | None = None) -> ObjectRef:
+        self.puts.append(key)
+        if "/checkpoints/" in key and self.failures > 0:
+            self.failures -= 1
+            raise StorageError(f"503 Service Unavailable for {key}")
+        return super().put_file(key, path, progress)
+
+
+def test_a_retried_checkpoint_does_not_upload_its_outputs_again(tmp_path: Path) -> None:
+    store = FlakyCheckpointStore(tmp_path / "store", failures=2)
+    uploaded: list[CheckpointRef] = []
+    uploader = CheckpointUploader(
+        store,
+        job_id="j1",
+        epoch=1,
+        engine="openmm",
+        outputs=OutputsWriter(store, job_id="j1", epoch=1),
+        on_uploaded=lambda r, _: uploaded.append(r),
+    )
+    uploader.start()
+    try:
+        uploader.submit(_pending(tmp_path, 1, 10, "trajectory.0000000000-0000000010.dcd"))
+        assert uploader.wait_idle(30)
+    finally:
+        uploader.close()
+
+    assert [(r.epoch, r.seq) for r in uploaded] == [(1, 1)]
+    chunk = "jobs/j1/outputs/1/trajectory.0000000000-0000000010.dcd"
+    assert store.puts.count(chunk) == 1  # two failed checkpoint tries, one output upload
+    assert sum("/checkpoints/" in k for k in store.puts) >= 3

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal, Protocol
@@ -60,7 +59,6 @@ class PendingCheckpoint(BaseModel):
     platform: str | None = None
     engine_version: str | None = None
     save_s: float = 0.0  # how long the engine took to write it (for the handoff margin)
-    created_at: float = Field(default_factory=time.time)  # when the engine finished writing
 
 
 class SegmentHooks(Protocol):
@@ -92,7 +90,6 @@ class Engine(abc.ABC):
     resumed_from: Literal["checkpoint", "state_xml", "start"] = "start"
     total_steps: int | None = None
     start_step: int = 0
-    output_dir: Path = Path()
 
     @abc.abstractmethod
     def prepare(self, work_dir: Path, restored: Restored | None, platform: str | None) -> None:
