@@ -106,22 +106,25 @@ def application_failure(
     job: Job, reason: str, log_tail: list[str], end_step: int | None = None
 ) -> JobOutcome:
     """Bounded retries: requeue while retries remain, then fail keeping reason and log tail."""
-    if job.retries < job.spec.max_retries:
-        return JobOutcome(
-            verdict=Verdict.REQUEUE,
-            segment=SegmentOutcome.FAILED,
-            reason=f"retry {job.retries + 1}/{job.spec.max_retries} after: {reason}",
-            counts_retry=True,
-            log_tail=log_tail,
-            end_step=end_step,
-        )
+    retry = job.retries < job.spec.max_retries
     return JobOutcome(
-        verdict=Verdict.FAIL,
+        verdict=Verdict.REQUEUE if retry else Verdict.FAIL,
         segment=SegmentOutcome.FAILED,
-        reason=f"failed after {job.retries} retries: {reason}",
-        counts_retry=False,
+        reason=(
+            f"retry {job.retries + 1}/{job.spec.max_retries} after: {reason}"
+            if retry
+            else f"failed after {job.retries} retries: {reason}"
+        ),
+        counts_retry=retry,
         log_tail=log_tail,
         end_step=end_step,
+    )
+
+
+def _lost(reason: str, log_tail: list[str] | None = None) -> JobOutcome:
+    """The allocation went away under the job: requeue from the checkpoint, no retry spent."""
+    return JobOutcome(
+        verdict=Verdict.REQUEUE, segment=SegmentOutcome.LOST, reason=reason, log_tail=log_tail or []
     )
 
 
@@ -143,12 +146,7 @@ def classify_allocation_end(
     if operator is not None:
         return operator
     if state in RESUMABLE_END_STATES:
-        return JobOutcome(
-            verdict=Verdict.REQUEUE,
-            segment=SegmentOutcome.LOST,
-            reason=f"allocation ended {state}; resuming from the last checkpoint",
-            log_tail=log_tail or [],
-        )
+        return _lost(f"allocation ended {state}; resuming from the last checkpoint", log_tail)
     if state == "FAILED":
         code = f" (exit code {exit_code})" if exit_code is not None else ""
         return application_failure(
@@ -156,35 +154,19 @@ def classify_allocation_end(
         )
     if state == "COMPLETED":
         # The worker exited 0 without handing off or completing: it died quietly.
-        return JobOutcome(
-            verdict=Verdict.REQUEUE,
-            segment=SegmentOutcome.LOST,
-            reason="allocation completed without a worker event; resuming",
-            log_tail=log_tail or [],
-        )
-    return JobOutcome(
-        verdict=Verdict.REQUEUE,
-        segment=SegmentOutcome.LOST,
-        reason=f"allocation lost ({state}); resuming from the last checkpoint",
-        log_tail=log_tail or [],
-    )
+        return _lost("allocation completed without a worker event; resuming", log_tail)
+    return _lost(f"allocation lost ({state}); resuming from the last checkpoint", log_tail)
 
 
 def classify_hung(job: Job, stale_for_s: float) -> JobOutcome:
     """Heartbeat seq stuck while SLURM says running: requeue under a new epoch (fenced)."""
     operator = _operator_outcome(job, "worker hung", None)
-    return operator or JobOutcome(
-        verdict=Verdict.REQUEUE,
-        segment=SegmentOutcome.LOST,
-        reason=f"worker heartbeat stale for {stale_for_s:.0f}s; stopped and requeued",
-    )
+    return operator or _lost(f"worker heartbeat stale for {stale_for_s:.0f}s; stopped and requeued")
 
 
 def classify_stop_timeout(job: Job) -> JobOutcome:
     """The worker did not confirm a stop within the grace period; the allocation is cancelled."""
     operator = _operator_outcome(job, "stop not confirmed", None)
-    return operator or JobOutcome(
-        verdict=Verdict.REQUEUE,
-        segment=SegmentOutcome.LOST,
-        reason="worker did not confirm the stop; allocation cancelled and job requeued",
+    return operator or _lost(
+        "worker did not confirm the stop; allocation cancelled and job requeued"
     )

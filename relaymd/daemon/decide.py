@@ -24,7 +24,7 @@ from relaymd.daemon.classify import (
 )
 from relaymd.daemon.eligibility import time_for_a_segment
 from relaymd.daemon.liveness import is_stale, liveness_reference, observe_heartbeat
-from relaymd.daemon.provision import SubmitIntent, is_spare, plan_provisioning
+from relaymd.daemon.provision import is_spare, plan_provisioning
 from relaymd.daemon.remote_read import AllocationFiles, ClusterSnapshot
 from relaymd.daemon.retention import advance_pointer
 from relaymd.models import (
@@ -92,7 +92,6 @@ class DecideInput(BaseModel):
 class CycleDecisions(BaseModel):
     allocations: dict[str, Allocation] = Field(default_factory=dict)  # changed rows
     new_allocations: list[Allocation] = Field(default_factory=list)
-    submit_intents: dict[str, SubmitIntent] = Field(default_factory=dict)
     jobs: dict[str, Job] = Field(default_factory=dict)  # changed rows
     bound: list[str] = Field(default_factory=list)  # job ids bound this cycle (new epoch)
     new_segments: list[Segment] = Field(default_factory=list)
@@ -421,6 +420,14 @@ class _Cycle:
                 alloc_id=alloc.id,
             )
 
+    def _queued(self) -> list[Job]:
+        """Jobs waiting for an allocation (and no operator request pending on them)."""
+        return [
+            j
+            for j in self.jobs.values()
+            if j.state is JobState.QUEUED and j.operator_request is None
+        ]
+
     def bind(self, heartbeats: dict[str, AllocationFiles]) -> None:
         if self.inp.disabled:
             return  # nothing new starts on a disabled cluster; its idle workers exit idle
@@ -438,11 +445,7 @@ class _Cycle:
                 and time_for_a_segment(beat, self.now, self.inp.settings.min_segment_s)
             ):
                 idle.append(alloc)
-        queued = [
-            j
-            for j in self.jobs.values()
-            if j.state is JobState.QUEUED and j.operator_request is None
-        ]
+        queued = self._queued()
         # Idle workers on other usable clusters, as their rows show: alive, running, unbound.
         idle_elsewhere = [
             a
@@ -492,11 +495,7 @@ class _Cycle:
         live = {a.id: a for a in self.inp.all_live}
         live.update({a.id: a for a in self.allocs.values()})
         live_list = [a for a in live.values() if a.state is not AllocationState.ENDED]
-        queued = [
-            j
-            for j in self.jobs.values()
-            if j.state is JobState.QUEUED and j.operator_request is None
-        ]
+        queued = self._queued()
         plan = plan_provisioning(
             self.inp.profile,
             queued=queued,
@@ -527,11 +526,10 @@ class _Cycle:
                 partition=partition.name,
                 image=intent.image,
                 state=AllocationState.SUBMITTING,
-                walltime_s=max(1, round(partition.walltime_minutes * 60)),
+                walltime_s=partition.walltime_s,
                 submitted_at=self.now,
             )
             self.out.new_allocations.append(alloc)
-            self.out.submit_intents[alloc.id] = intent
             self.audit(
                 "allocation_submitting",
                 f"{partition.name} for image {intent.image}",

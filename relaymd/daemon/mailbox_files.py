@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import orjson
-
 from relaymd.daemon.remote_write import FileWrite
 from relaymd.models import (
     ASSIGNMENT_FILE,
@@ -21,18 +19,12 @@ from relaymd.models import (
 )
 
 
-def credentials_bytes(access: StorageAccess) -> bytes:
-    """The StorageAccess JSON with secrets revealed: only ever written to a 0600 file."""
-    data = access.model_dump(mode="json")
-    for field in ("access_key_id", "secret_access_key"):
-        value = getattr(access, field)
-        data[field] = value.get_secret_value() if value is not None else None
-    return orjson.dumps(data)
-
-
 def credentials_file(alloc_id: str, access: StorageAccess) -> FileWrite:
     return FileWrite(
-        allocation_id=alloc_id, name=CREDENTIALS_FILE, data=credentials_bytes(access), mode=0o600
+        allocation_id=alloc_id,
+        name=CREDENTIALS_FILE,
+        data=access.credentials_json().encode(),
+        mode=0o600,
     )
 
 

@@ -14,10 +14,11 @@ import secrets
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from relaymd.logging import get_logger
 from relaymd.models import EVENTS_FILE, HEARTBEAT_FILE, WORKER_LOG_FILE, Heartbeat, WorkerEvent
+from relaymd.scheduler.base import alloc_root
 from relaymd.scheduler.shell import shell_path
 from relaymd.storage.mailbox import parse_events
 
@@ -45,8 +46,6 @@ class AllocationFiles(BaseModel):
 
 
 class ClusterSnapshot(BaseModel):
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
     cluster: str
     query_ok: bool
     query_error: str = ""
@@ -60,7 +59,7 @@ def build_read_script(
 ) -> tuple[str, str]:
     """(script, token). One function call per allocation keeps the script small at scale."""
     token = token or secrets.token_hex(8)
-    root = shell_path(scratch.rstrip("/") + "/alloc")
+    root = shell_path(alloc_root(scratch))
     lines = [
         "set -u",
         f"T={token}",

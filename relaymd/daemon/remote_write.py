@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from relaymd.scheduler.base import alloc_root
 from relaymd.scheduler.shell import shell_path
 
 
@@ -36,7 +37,6 @@ class WritePlan(BaseModel):
     files: list[FileWrite] = Field(default_factory=list)
     submits: list[SubmitCommand] = Field(default_factory=list)
     cancel_snippet: str | None = None
-    cancel_count: int = 0
 
     @property
     def empty(self) -> bool:
@@ -44,8 +44,6 @@ class WritePlan(BaseModel):
 
 
 class WriteResult(BaseModel):
-    model_config = {"arbitrary_types_allowed": True}
-
     complete: bool  # the script ran to its end marker
     failed_files: list[tuple[str, str]] = Field(default_factory=list)  # (allocation, name)
     failed_dirs: list[str] = Field(default_factory=list)
@@ -70,7 +68,7 @@ def build_write_script(scratch: str, plan: WritePlan, token: str | None = None) 
         "set -u",
         "umask 077",
         f"T={token}",
-        f"R={shell_path(scratch.rstrip('/') + '/alloc')}",
+        f"R={shell_path(alloc_root(scratch))}",
         # w <alloc> <name> <mode> <base64>: atomic write, prints a result marker.
         "w() {",
         '  p="$R/$1/$2"; t="$R/$1/.$2.tmp.$$"',

@@ -131,7 +131,7 @@ class ClusterRunner:
                     cluster=self.name,
                     partition=partition.name,
                     image=image,
-                    walltime_s=max(1, round(partition.walltime_minutes * 60)),
+                    walltime_s=partition.walltime_s,
                 )
                 try:
                     self.scheduler.render_job_script(probe, self.profile, self._worker_args(probe))
@@ -166,12 +166,9 @@ class ClusterRunner:
             TransportError,
         )
 
-        store = self.ctx.store
         started = utcnow()
-        status = await store.get_cluster_status(self.name)
-        enabled = status.enabled if status is not None else self.profile.enabled
         # A misconfigured profile keeps watching what exists but submits nothing.
-        submit_ok = enabled and self.config_error is None
+        submit_ok = self.config_error is None
         report = CycleReport(cluster=self.name, ok=False)
         trips_before = self._round_trips()
         try:
@@ -180,13 +177,19 @@ class ClusterRunner:
                 snapshot, read_allocs, submit_ok
             )
             await self._write(decisions, allocs_after, snapshot)
-        except (NeedsAuth, HostKeyRejected) as exc:
-            await self._failed(status, enabled, ClusterReachability.NEEDS_AUTH, exc, started)
-            report.error = str(exc)
-            await self.close()
-            return report
-        except (HostUnreachable, RemoteTimeout, TransportError, SnapshotError) as exc:
-            await self._failed(status, enabled, ClusterReachability.UNREACHABLE, exc, started)
+        except (
+            NeedsAuth,
+            HostKeyRejected,
+            HostUnreachable,
+            RemoteTimeout,
+            TransportError,
+            SnapshotError,
+        ) as exc:
+            needs_auth = isinstance(exc, NeedsAuth | HostKeyRejected)
+            reachability = (
+                ClusterReachability.NEEDS_AUTH if needs_auth else ClusterReachability.UNREACHABLE
+            )
+            await self._failed(reachability, exc, started)
             report.error = str(exc)
             await self.close()
             return report
@@ -198,10 +201,14 @@ class ClusterRunner:
         live = [a for a in allocs_after if a.state is not AllocationState.ENDED]
         report.busy = bool(live)
         self.ctx.reachability[self.name] = ClusterReachability.REACHABLE
-        await self._status_ok(enabled, started, live)
+        await self._status_ok(self._enabled(), started, live)
         if decisions.checkpointed:
             await self._retention(decisions.checkpointed)
         return report
+
+    def _enabled(self) -> bool:
+        """The operator's switch as last read from the store (the profile's before that)."""
+        return self.ctx.enabled.get(self.name, self.profile.enabled)
 
     def _round_trips(self) -> int:
         return int(getattr(self.transport, "round_trips", 0)) if self.transport else 0
@@ -241,33 +248,33 @@ class ClusterRunner:
             )
         return snapshot, allocs
 
-    async def _verified(
-        self, snapshot: ClusterSnapshot, jobs: dict[str, Job]
-    ) -> set[tuple[str, int, int]]:
+    async def _verified(self, snapshot: ClusterSnapshot) -> set[tuple[str, int, int]]:
         """Checkpoints of current epochs whose manifest verifies (outside the store lock)."""
         from relaymd.storage.checkpoints import verify_checkpoint
 
+        reported = [
+            event
+            for files in snapshot.files.values()
+            for event in files.events
+            if event.kind is EventKind.CHECKPOINT and event.checkpoint is not None and event.job_id
+        ]
+        jobs: dict[str, Job | None] = {}
+        for job_id in {e.job_id or "" for e in reported}:
+            jobs[job_id] = await self.ctx.store.get_job(job_id)
         verified: set[tuple[str, int, int]] = set()
-        for files in snapshot.files.values():
-            for event in files.events:
-                ref = event.checkpoint
-                job = jobs.get(event.job_id or "")
-                if (
-                    event.kind is not EventKind.CHECKPOINT
-                    or ref is None
-                    or job is None
-                    or ref.epoch != job.epoch
-                    or event.epoch != job.epoch
-                ):
-                    continue
-                try:
-                    await asyncio.to_thread(verify_checkpoint, self.ctx.object_store, ref)
-                except Exception as exc:  # any storage or integrity failure: not verified
-                    log.warning(
-                        "checkpoint_verify_failed", job_id=job.id, prefix=ref.prefix, error=str(exc)
-                    )
-                    continue
-                verified.add((job.id, ref.epoch, ref.seq))
+        for event in reported:
+            ref = event.checkpoint
+            job = jobs[event.job_id or ""]
+            if ref is None or job is None or ref.epoch != job.epoch or event.epoch != job.epoch:
+                continue
+            try:
+                await asyncio.to_thread(verify_checkpoint, self.ctx.object_store, ref)
+            except Exception as exc:  # any storage or integrity failure: not verified
+                log.warning(
+                    "checkpoint_verify_failed", job_id=job.id, prefix=ref.prefix, error=str(exc)
+                )
+                continue
+            verified.add((job.id, ref.epoch, ref.seq))
         return verified
 
     async def _load_jobs(self, allocs: list[Allocation]) -> dict[str, Job]:
@@ -286,21 +293,26 @@ class ClusterRunner:
         return jobs
 
     async def _decide_and_commit(
-        self, snapshot: ClusterSnapshot, read_allocs: list[Allocation], enabled: bool
+        self, snapshot: ClusterSnapshot, read_allocs: list[Allocation], submit_ok: bool
     ) -> tuple[CycleDecisions, list[Allocation]]:
         store = self.ctx.store
-        verified = await self._verified(snapshot, await self._load_jobs(read_allocs))
+        verified = await self._verified(snapshot)
         # Read, decide and persist inside one write transaction: the CLI (operator requests,
         # submits) cannot change a row between our read and our write of it.
         async with self.ctx.store_lock, store.transaction():
             read_ids = {a.id for a in read_allocs}
-            allocs = [a for a in [await store.get_allocation(i) for i in read_ids] if a is not None]
-            jobs = await self._load_jobs(allocs)
             all_live = await store.list_allocations(states=LIVE_STATES)
+            live_by_id = {a.id: a for a in all_live}
+            allocs = []
+            for alloc_id in read_ids:  # only the ended ones still owed a log tail are not live
+                alloc = live_by_id.get(alloc_id) or await store.get_allocation(alloc_id)
+                if alloc is not None:
+                    allocs.append(alloc)
+            jobs = await self._load_jobs(allocs)
             # Fresh switches: a disabled cluster's pending allocations stop counting as supply
             # elsewhere, and its own runner cancels them.
             self.ctx.note_cluster_status(await store.list_cluster_status())
-            disabled = not self.ctx.enabled.get(self.name, True)
+            disabled = not self._enabled()
             cpu = time.process_time()
             decisions = decide_cycle(
                 DecideInput(
@@ -308,7 +320,7 @@ class ClusterRunner:
                     profile=self.profile,
                     profiles=self.ctx.profiles,
                     settings=self.ctx.settings,
-                    enabled=enabled and not disabled,
+                    enabled=submit_ok and not disabled,
                     disabled=disabled,
                     usable_clusters=self.ctx.usable_clusters(),
                     snapshot=snapshot,
@@ -372,18 +384,11 @@ class ClusterRunner:
         for seg in d.new_segments:
             await store.insert_segment(seg)
         for audit in d.audits:
-            await store.add_event(
+            await self._record(
                 audit.kind,
                 audit.message,
-                job_id=audit.job_id,
                 allocation_id=audit.allocation_id,
-                cluster=self.name,
-            )
-            log.info(
-                audit.kind,
-                cluster=self.name,
                 job_id=audit.job_id,
-                allocation_id=audit.allocation_id,
                 detail=audit.message,
             )
 
@@ -440,7 +445,6 @@ class ClusterRunner:
                 plan.files.append(assignment_file(alloc, job))
         if d.cancel:
             plan.cancel_snippet = self.scheduler.cancel_snippet(sorted(set(d.cancel.values())))
-            plan.cancel_count = len(d.cancel)
         if plan.empty:
             return
         script, token = build_write_script(self.profile.scratch, plan)
@@ -453,8 +457,13 @@ class ClusterRunner:
             _maybe_crash("after_submit_write")
         outcome = parse_write_output(result.stdout, token, plan, self.scheduler.parse_submit)
         await self._record_submits(d.new_allocations, outcome)
-        if outcome.failed_files:
-            log.warning("mailbox_write_failed", cluster=self.name, files=outcome.failed_files)
+        if outcome.failed_files or outcome.failed_dirs:
+            log.warning(
+                "mailbox_write_failed",
+                cluster=self.name,
+                files=outcome.failed_files,
+                dirs=outcome.failed_dirs,
+            )
 
     async def _record_submits(self, new: list[Allocation], outcome: Any) -> None:
         if not new:
@@ -474,15 +483,9 @@ class ClusterRunner:
                                 }
                             )
                         )
-                    await store.add_event(
+                    await self._record(
                         "allocation_submitted",
                         f"scheduler job {sub.scheduler_id}",
-                        allocation_id=alloc.id,
-                        cluster=self.name,
-                    )
-                    log.info(
-                        "allocation_submitted",
-                        cluster=self.name,
                         allocation_id=alloc.id,
                         scheduler_id=sub.scheduler_id,
                     )
@@ -497,18 +500,33 @@ class ClusterRunner:
                             }
                         )
                     )
-                    await store.add_event(
+                    await self._record(
                         "allocation_submit_failed",
                         error[:500],
                         allocation_id=alloc.id,
-                        cluster=self.name,
-                    )
-                    log.warning(
-                        "allocation_submit_failed",
-                        cluster=self.name,
-                        allocation_id=alloc.id,
+                        warn=True,
                         error=error[:500],
                     )
+
+    async def _record(
+        self,
+        kind: str,
+        message: str,
+        *,
+        allocation_id: str | None,
+        job_id: str | None = None,
+        warn: bool = False,
+        **log_fields: Any,
+    ) -> None:
+        """One audit row in the store and the matching log line."""
+        await self.ctx.store.add_event(
+            kind, message, job_id=job_id, allocation_id=allocation_id, cluster=self.name
+        )
+        if job_id is not None:
+            log_fields["job_id"] = job_id
+        (log.warning if warn else log.info)(
+            kind, cluster=self.name, allocation_id=allocation_id, **log_fields
+        )
 
     async def _retention(self, job_ids: list[str]) -> None:
         from relaymd.daemon.retention import apply_retention
@@ -553,12 +571,7 @@ class ClusterRunner:
         )
 
     async def _failed(
-        self,
-        status: ClusterStatus | None,
-        enabled: bool,
-        reachability: ClusterReachability,
-        exc: Exception,
-        started: datetime,
+        self, reachability: ClusterReachability, exc: Exception, started: datetime
     ) -> None:
         self.ctx.reachability[self.name] = reachability
         log.warning(
@@ -566,7 +579,7 @@ class ClusterRunner:
         )
         update = {
             "name": self.name,
-            "enabled": enabled,
+            "enabled": self._enabled(),
             "reachability": reachability,
             "last_poll_at": started,
             "last_error": str(exc)[:500],

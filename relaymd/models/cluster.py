@@ -40,6 +40,11 @@ class Partition(UserModel):
     max_running: int = Field(4, ge=0)
     preemptible: bool = False
 
+    @property
+    def walltime_s(self) -> int:
+        """Whole seconds, at least one (what an allocation of this partition records)."""
+        return max(1, round(self.walltime_minutes * 60))
+
 
 class SSHSettings(UserModel):
     """`host` may be an alias from ~/.ssh/config; unset fields come from there."""

@@ -115,9 +115,14 @@ def script_folder(script_path: str) -> str:
     return script_path.rsplit("/", 1)[0] if "/" in script_path else "."
 
 
+def alloc_root(scratch: str) -> str:
+    """`<scratch>/alloc`, where every allocation's mailbox folder is; unexpanded."""
+    return f"{scratch.rstrip('/')}/alloc"
+
+
 def alloc_dir(scratch: str, allocation_id: str) -> str:
     """`<scratch>/alloc/<allocation_id>`, unexpanded (as the daemon writes it)."""
-    return f"{scratch.rstrip('/')}/alloc/{allocation_id}"
+    return f"{alloc_root(scratch)}/{allocation_id}"
 
 
 class Scheduler(ABC):
