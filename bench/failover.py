@@ -31,8 +31,11 @@ from freezegun import freeze_time
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))  # sibling modules; bench/ is not a package
 
-from bench.poll_scale import write_section  # noqa: E402
+from _docs import write_section  # noqa: E402
+from poll_scale import READ_CALL, FakeLoginNode, SyntheticTransport  # noqa: E402
+
 from relaymd.daemon.context import DaemonContext  # noqa: E402
 from relaymd.daemon.interval import next_interval  # noqa: E402
 from relaymd.daemon.runner import ClusterRunner  # noqa: E402
@@ -58,12 +61,10 @@ from relaymd.models import (  # noqa: E402
 )
 from relaymd.scheduler import make_scheduler  # noqa: E402
 from relaymd.scheduler.slurm_parse import SACCT_MARK, SQUEUE_MARK  # noqa: E402
-from relaymd.transport.base import CommandResult  # noqa: E402
 
 H = 30.0  # heartbeat interval
 POLL = PollSettings(min_interval_s=5.0, max_interval_s=60.0)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-_CALL = re.compile(r"^r (\S+) (\d+) (\d)$", re.MULTILINE)
 _WRITE = re.compile(r"^w (\S+) (\S+) \S+ (\S*)$", re.MULTILINE)
 
 
@@ -73,10 +74,13 @@ class SimWorker:
         self.sched_id = sched_id
         self.job_id = job.id if job else None
         self.epoch = job.epoch if job else None
-        self.alive = True
+        self.died_at: float | None = None
         self.hung_at: float | None = None
         self.end_state: str | None = None
         self.started_job_at: float | None = None
+
+    def alive(self, t: float) -> bool:
+        return self.died_at is None or t < self.died_at
 
     def seq(self, t: float) -> int:
         frozen = t if self.hung_at is None else min(t, self.hung_at)
@@ -93,36 +97,34 @@ class SimWorker:
         )
 
 
-class SimCluster:
+class SimCluster(FakeLoginNode):
     def __init__(self, workers: list[SimWorker]) -> None:
         self.workers = {w.alloc_id: w for w in workers}
         self.t = 0.0
 
-    def answer(self, script: str) -> str:
-        token = script.split("\nT=", 1)[1].split("\n", 1)[0]
-        mark = f"@@{token}"
-        if "\nr() {" not in script:
-            for alloc_id, name, payload in _WRITE.findall(script):
-                worker = self.workers.get(alloc_id)
-                if name == "assignment.json" and worker and worker.alive and not worker.hung_at:
-                    a = Assignment.model_validate_json(base64.b64decode(payload))
-                    if (a.job_id, a.epoch) != (worker.job_id, worker.epoch):
-                        worker.job_id, worker.epoch = a.job_id, a.epoch
-                        worker.started_job_at = self.t
-            return f"{mark} SUBMIT\n\n{mark} END\n"
+    def write(self, script: str) -> None:
+        for alloc_id, name, payload in _WRITE.findall(script):
+            worker = self.workers.get(alloc_id)
+            if name == "assignment.json" and worker and worker.alive(self.t) and not worker.hung_at:
+                a = Assignment.model_validate_json(base64.b64decode(payload))
+                if (a.job_id, a.epoch) != (worker.job_id, worker.epoch):
+                    worker.job_id, worker.epoch = a.job_id, a.epoch
+                    worker.started_job_at = self.t
+
+    def read(self, script: str, mark: str) -> str:
         out = [f"{mark} QUERY", SQUEUE_MARK]
         for w in self.workers.values():
-            if w.alive:
+            if w.alive(self.t):
                 out.append(f"{w.sched_id}|relaymd-{w.alloc_id}|RUNNING|None|node1")
         out += [SACCT_MARK, "JobID|JobName|State|ExitCode|NodeList|Reason"]
         for w in self.workers.values():
-            if not w.alive:
+            if not w.alive(self.t):
                 out.append(f"{w.sched_id}|relaymd-{w.alloc_id}|{w.end_state}|0:0|node1|None")
         out += ["", f"{mark} QUERY_RC 0", ""]
-        for alloc_id, _off, _log in _CALL.findall(script):
+        for alloc_id, _off, _log in READ_CALL.findall(script):
             w = self.workers[alloc_id]
             out.append(f"{mark} HB {alloc_id}")
-            if w.alive:
+            if w.alive(self.t):
                 out.append(
                     base64.b64encode(w.heartbeat(self.t).model_dump_json().encode()).decode()
                 )
@@ -131,19 +133,6 @@ class SimCluster:
             out += [f"{mark} EV {alloc_id}", ""]
         out.append(f"{mark} END")
         return "\n".join(out) + "\n"
-
-
-class SimTransport:
-    def __init__(self, cluster: SimCluster) -> None:
-        self.cluster = cluster
-        self.round_trips = 0
-
-    async def run(self, script: str, *, timeout: float | None = None) -> CommandResult:  # noqa: ASYNC109
-        self.round_trips += 1
-        return CommandResult(exit_status=0, stdout=self.cluster.answer(script), stderr="")
-
-    async def close(self) -> None:
-        return None
 
 
 async def trial(kind: str, phase: float) -> tuple[float, float]:
@@ -173,6 +162,7 @@ async def trial(kind: str, phase: float) -> tuple[float, float]:
         profiles={"c1": profile},
         settings=settings,
         worker=worker_settings,
+        started_at=T0,  # on the simulated clock, so staleness counts from the start
     )
     spec = JobSpec(title="failover", engine=OpenMMSettings(total_steps=10**7))
     bundle = ObjectRef(key="jobs/j1/input/bundle.tar.gz", sha256="0" * 64, size=1)
@@ -198,7 +188,7 @@ async def trial(kind: str, phase: float) -> tuple[float, float]:
     a1 = SimWorker("a1", "101", job)
     a2 = SimWorker("a2", "102", None)
     cluster = SimCluster([a1, a2])
-    transport = SimTransport(cluster)
+    transport = SyntheticTransport(cluster)
     runner = ClusterRunner(
         ctx, profile, transport_factory=lambda *a, **k: transport, scheduler=make_scheduler(profile)
     )
@@ -212,16 +202,13 @@ async def trial(kind: str, phase: float) -> tuple[float, float]:
                 fail_at = t + phase * runner.interval
                 interval_at_fail = runner.interval
                 if kind == "slurm":
-                    a1.alive, a1.end_state = False, "NODE_FAIL"
-                    # The death happens between polls; the simulator answers as of `fail_at`.
+                    # The death happens between polls: a1 leaves squeue from the first poll
+                    # at or after `fail_at` (the simulator answers as of `cluster.t`).
+                    a1.died_at, a1.end_state = fail_at, "NODE_FAIL"
                 else:
                     a1.hung_at = fail_at
             clock.move_to(T0 + timedelta(seconds=t))
             cluster.t = t
-            if fail_at is not None and kind == "slurm" and t < fail_at:
-                a1.alive = True
-            elif fail_at is not None and kind == "slurm":
-                a1.alive = False
             report = await runner.cycle()
             if a2.started_job_at is not None:
                 break

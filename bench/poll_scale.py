@@ -24,6 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))  # sibling modules; bench/ is not a package
+
+from _docs import write_section  # noqa: E402
 
 from relaymd.daemon.context import DaemonContext  # noqa: E402
 from relaymd.daemon.runner import ClusterRunner  # noqa: E402
@@ -48,11 +51,34 @@ from relaymd.models import (  # noqa: E402
 )
 from relaymd.scheduler import make_scheduler  # noqa: E402
 from relaymd.scheduler.slurm_parse import SQUEUE_MARK  # noqa: E402
+from relaymd.transport.base import CommandResult  # noqa: E402
 
-_CALL = re.compile(r"^r (\S+) (\d+) (\d)$", re.MULTILINE)
+# One line per allocation in a read script: `r <allocation id> <event offset> <want log>`.
+READ_CALL = re.compile(r"^r (\S+) (\d+) (\d)$", re.MULTILINE)
 
 
-class SyntheticCluster:
+class FakeLoginNode:
+    """Answers the daemon's scripts the way its output parser expects (also bench/failover.py).
+
+    Subclasses print a read script's sections (`read`) and act on a write script (`write`).
+    """
+
+    def answer(self, script: str) -> str:
+        token = script.split("\nT=", 1)[1].split("\n", 1)[0]
+        mark = f"@@{token}"
+        if "\nr() {" not in script:  # a write script: nothing to report but its end
+            self.write(script)
+            return f"{mark} SUBMIT\n\n{mark} END\n"
+        return self.read(script, mark)
+
+    def write(self, script: str) -> None:
+        return None
+
+    def read(self, script: str, mark: str) -> str:
+        raise NotImplementedError
+
+
+class SyntheticCluster(FakeLoginNode):
     """What a login node would print for the daemon's scripts, for `allocs` running workers."""
 
     def __init__(self, allocs: list[Allocation], jobs: dict[str, Job]) -> None:
@@ -60,7 +86,6 @@ class SyntheticCluster:
         self.jobs = jobs
         self.cycle = 0
         self.events: dict[str, bytes] = {a.id: b"" for a in allocs}
-        self.round_trips = 0
         self.bytes_out = 0
 
     def advance(self) -> None:
@@ -74,16 +99,12 @@ class SyntheticCluster:
                 )
                 self.events[alloc.id] += event.model_dump_json().encode() + b"\n"
 
-    def answer(self, script: str) -> str:
-        token = script.split("\nT=", 1)[1].split("\n", 1)[0]
-        mark = f"@@{token}"
-        if "\nr() {" not in script:  # a write script: nothing to report but its end
-            return f"{mark} SUBMIT\n\n{mark} END\n"
+    def read(self, script: str, mark: str) -> str:
         out = [f"{mark} QUERY", SQUEUE_MARK]
         for n, alloc in enumerate(self.allocs.values()):
             out.append(f"{1000 + n}|relaymd-{alloc.id}|RUNNING|None|node{n % 64}")
         out += ["", f"{mark} QUERY_RC 0", ""]
-        for alloc_id, offset, _log in _CALL.findall(script):
+        for alloc_id, offset, _log in READ_CALL.findall(script):
             alloc = self.allocs[alloc_id]
             job = self.jobs[alloc.job_id or ""]
             beat = Heartbeat(
@@ -109,13 +130,11 @@ class SyntheticCluster:
 
 
 class SyntheticTransport:
-    def __init__(self, cluster: SyntheticCluster) -> None:
+    def __init__(self, cluster: FakeLoginNode) -> None:
         self.cluster = cluster
         self.round_trips = 0
 
-    async def run(self, script: str, *, timeout: float | None = None) -> object:  # noqa: ASYNC109
-        from relaymd.transport.base import CommandResult
-
+    async def run(self, script: str, *, timeout: float | None = None) -> CommandResult:  # noqa: ASYNC109
         self.round_trips += 1
         return CommandResult(exit_status=0, stdout=self.cluster.answer(script), stderr="")
 
@@ -207,20 +226,6 @@ async def main(n_clusters: int, n_allocs: int, cycles: int) -> list[dict[str, fl
             )
     await store.close()
     return rows
-
-
-def write_section(name: str, body: str) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -36,9 +36,10 @@ from relaymd.storage.keys import bundle_key
 from relaymd.storage.mailbox import atomic_write_bytes, atomic_write_model, read_events
 from relaymd.water_box import write_water_box
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _docs import write_section  # a sibling module; bench/ is not a package
+
 REPO = Path(__file__).resolve().parents[1]
-DOC = REPO / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- bench:relay_overhead -->", "<!-- /bench:relay_overhead -->"
 
 
 def _wait_event(path: Path, kinds: set[EventKind], timeout: float) -> WorkerEvent:
@@ -141,22 +142,6 @@ def table(atoms: int, rows: list[dict[str, float]], simulate_s: float) -> str:
     return "\n".join(lines)
 
 
-def write_doc(markdown: str) -> None:
-    block = f"{BEGIN}\n{markdown}\n{END}"
-    if DOC.exists():
-        text = DOC.read_text()
-        if BEGIN in text and END in text:
-            head, _, rest = text.partition(BEGIN)
-            _, _, tail = rest.partition(END)
-            text = head + block + tail
-        else:
-            text = text.rstrip("\n") + "\n\n## Relay overhead\n\n" + block + "\n"
-    else:
-        DOC.parent.mkdir(parents=True, exist_ok=True)
-        text = "# Benchmarks\n\n## Relay overhead\n\n" + block + "\n"
-    DOC.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--segments", type=int, default=3)
@@ -168,7 +153,7 @@ def main() -> None:
     markdown = table(atoms, rows, args.simulate_s)
     print(markdown)
     if not args.no_doc:
-        write_doc(markdown)
+        write_section("relay_overhead", markdown, heading="Relay overhead")
 
 
 if __name__ == "__main__":

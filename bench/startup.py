@@ -27,11 +27,11 @@ from pathlib import Path
 from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from status_scale import fill  # a sibling script; bench/ is not a package
+import _docs  # sibling modules; bench/ is not a package
+from status_scale import fill
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- bench:startup -->", "<!-- /bench:startup -->"
+HEADING = "CLI start-up"  # above the markers when the section is appended
 HEAVY = (
     "openmm", "numpy", "boto3", "botocore", "asyncssh", "cryptography", "jinja2",
     "aiosqlite", "infisical_sdk", "requests", "typer", "click", "rich", "pydantic", "yaml",
@@ -164,15 +164,11 @@ def render(results: list[Measurement], runs: int) -> str:
 
 
 def replace_section(document: str, body: str) -> str:
-    """Put `body` between the markers, appending the section if the markers are absent."""
-    block = f"{BEGIN}\n{body}\n{END}"
-    if BEGIN in document and END in document:
-        head, _, rest = document.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        return head + block + tail
-    if not document:
-        document = "# Benchmarks\n"
-    return document.rstrip("\n") + "\n\n## CLI start-up\n\n" + block + "\n"
+    """Put `body` between the markers, appending the section if the markers are absent.
+
+    (main() writes through `_docs.write_section`; tests/unit/test_distribution.py calls this.)
+    """
+    return _docs.replace_section(document, "startup", body, heading=HEADING)
 
 
 def main() -> None:
@@ -185,10 +181,8 @@ def main() -> None:
     table = render(measure(args.runs, args.warmup, args.jobs), args.runs)
     print(table)
     if not args.no_write:
-        DOCS.parent.mkdir(parents=True, exist_ok=True)
-        current = DOCS.read_text() if DOCS.exists() else ""
-        DOCS.write_text(replace_section(current, table))
-        print(f"wrote {DOCS.relative_to(ROOT)}")
+        _docs.write_section("startup", table, heading=HEADING)
+        print(f"wrote {_docs.DOCS.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

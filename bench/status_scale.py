@@ -42,10 +42,10 @@ from relaymd.models import (
 )
 from relaymd.state import AsyncStateStore, StateStore
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _docs import DOCS, write_section  # a sibling module; bench/ is not a package
+
 TARGET_MS = 150.0
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-BEGIN_MARK = "<!-- bench:status_scale -->"
-END_MARK = "<!-- /bench:status_scale -->"
 CLUSTERS = ("clusterA", "clusterB", "preempt")
 # Roughly a long-lived installation: most jobs finished, a few thousand in flight.
 STATE_WEIGHTS = {
@@ -188,19 +188,6 @@ def table(timings: list[Timing]) -> str:
     return "\n".join(lines)
 
 
-def write_docs(section: str) -> None:
-    block = f"{BEGIN_MARK}\n{section}\n{END_MARK}"
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    if BEGIN_MARK in text and END_MARK in text:
-        head, rest = text.split(BEGIN_MARK, 1)
-        _, tail = rest.split(END_MARK, 1)
-        text = f"{head}{block}{tail}"
-    else:
-        text = f"{text.rstrip()}\n\n{block}\n"
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(text)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=100_000)
@@ -238,7 +225,7 @@ def main() -> int:
     )
     print(section)
     if not args.no_docs:
-        write_docs(section)
+        write_section("status_scale", section)
         print(f"\nupdated {DOCS}", file=sys.stderr)
     return 0 if summary.p95_ms < TARGET_MS else 1
 
