@@ -12,7 +12,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from relaymd import __version__
 from relaymd.cli.errors import CliError, ExitCode
@@ -78,15 +78,6 @@ def _run_typer() -> None:
     from relaymd.cli.commands import app
 
     app()
-
-
-def __getattr__(name: str) -> Any:
-    # `relaymd.cli.app.app` (the typer app) is still importable, built on first access.
-    if name == "app":
-        from relaymd.cli.commands import app
-
-        return app
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _configure_logging(debug: bool) -> None:
