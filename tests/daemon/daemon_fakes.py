@@ -1,10 +1,9 @@
-"""A fake transport (runs each script with a local bash, counting round trips) and a fake
+"""A recording transport (the real local one, keeping each script) and a fake
 scheduler whose queue is a text file on the "cluster": enough to exercise the real read and
 write scripts without SLURM. `make_fake_runners` wires both into real cluster runners."""
 
 from __future__ import annotations
 
-import asyncio
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,30 +13,19 @@ from typing import Any
 from relaymd.daemon.context import DaemonContext
 from relaymd.daemon.runner import ClusterRunner
 from relaymd.models import ClusterProfile, DaemonSettings, StorageAccess, WorkerSettings
+from relaymd.transport import CommandResult, LocalTransport
 
 
-class BashTransport:
-    def __init__(self, profile: Any = None, *, interactive: bool = False) -> None:
-        self.round_trips = 0
+class BashTransport(LocalTransport):
+    """The real local transport, keeping every script it was given (tests read and count)."""
+
+    def __init__(self, profile: ClusterProfile) -> None:
+        super().__init__(profile)
         self.scripts: list[str] = []
 
-    async def run(self, script: str, *, timeout: float | None = None) -> SimpleNamespace:  # noqa: ASYNC109
-        self.round_trips += 1
+    async def run(self, script: str, *, timeout: float | None = None) -> CommandResult:  # noqa: ASYNC109
         self.scripts.append(script)
-        proc = await asyncio.create_subprocess_exec(
-            "bash",
-            "-s",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(script.encode()), timeout)
-        return SimpleNamespace(
-            exit_status=proc.returncode, stdout=out.decode(), stderr=err.decode()
-        )
-
-    def close(self) -> None:
-        """Nothing to release: each script ran in its own short-lived bash."""
+        return await super().run(script, timeout=timeout)
 
 
 class FileQueueScheduler:
@@ -123,7 +111,7 @@ async def make_fake_runners(tmp_path: Path, profiles: dict[str, ClusterProfile])
     runners: dict[str, ClusterRunner] = {}
     transports: dict[str, BashTransport] = {}
     for name, profile in profiles.items():
-        transport = transports[name] = BashTransport()
+        transport = transports[name] = BashTransport(profile)
         runners[name] = ClusterRunner(
             ctx,
             profile,

@@ -44,18 +44,25 @@ def _pending(root: Path, seq: int, step: int, chunk: str) -> PendingCheckpoint:
     )
 
 
-def test_a_superseded_checkpoint_hands_its_outputs_on(tmp_path: Path) -> None:
-    store = OutageStore(tmp_path / "store")
-    uploaded: list[CheckpointRef] = []
+def _start_uploader(
+    store: FileStore, epoch: int, uploaded: list[CheckpointRef]
+) -> CheckpointUploader:
     uploader = CheckpointUploader(
         store,
         job_id="j1",
-        epoch=3,
+        epoch=epoch,
         engine="openmm",
-        outputs=OutputsWriter(store, job_id="j1", epoch=3),
+        outputs=OutputsWriter(store, job_id="j1", epoch=epoch),
         on_uploaded=lambda r, _: uploaded.append(r),
     )
     uploader.start()
+    return uploader
+
+
+def test_a_superseded_checkpoint_hands_its_outputs_on(tmp_path: Path) -> None:
+    store = OutageStore(tmp_path / "store")
+    uploaded: list[CheckpointRef] = []
+    uploader = _start_uploader(store, 3, uploaded)
     try:
         uploader.submit(_pending(tmp_path, 1, 10, "state_data.0000000000-0000000010.csv"))
         assert store.refused.wait(10)
@@ -101,15 +108,7 @@ class FlakyCheckpointStore(FileStore):
 def test_a_retried_checkpoint_does_not_upload_its_outputs_again(tmp_path: Path) -> None:
     store = FlakyCheckpointStore(tmp_path / "store", failures=2)
     uploaded: list[CheckpointRef] = []
-    uploader = CheckpointUploader(
-        store,
-        job_id="j1",
-        epoch=1,
-        engine="openmm",
-        outputs=OutputsWriter(store, job_id="j1", epoch=1),
-        on_uploaded=lambda r, _: uploaded.append(r),
-    )
-    uploader.start()
+    uploader = _start_uploader(store, 1, uploaded)
     try:
         uploader.submit(_pending(tmp_path, 1, 10, "trajectory.0000000000-0000000010.dcd"))
         assert uploader.wait_idle(30)
