@@ -1,0 +1,457 @@
+"""The daemon verifies what a worker reports (issue 12, items 1-4 and credentials cleanup).
+
+A real cluster runner: the real read/write scripts through the real local transport, a real
+SQLite file, checkpoints in a real file:// store. Verdicts come from the bytes in storage,
+the state file read with plain sqlite3, and the files left on "scratch".
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from daemon_factories import T0, make_alloc, make_job, make_profile
+from daemon_fakes import BashTransport, make_fake_runners
+
+from relaymd.daemon.decide import DecideInput, decide_cycle
+from relaymd.daemon.remote_read import AllocationFiles, ClusterSnapshot
+from relaymd.models import (
+    Allocation,
+    AllocationState,
+    CheckpointRef,
+    ClusterProfile,
+    DaemonSettings,
+    EventKind,
+    Heartbeat,
+    JobState,
+    Partition,
+    WorkerEvent,
+    WorkerState,
+    utcnow,
+)
+from relaymd.storage.checkpoints import upload_checkpoint
+from relaymd.storage.keys import checkpoints_prefix
+from relaymd.transport import CommandResult
+
+
+class SizedTransport(BashTransport):
+    """Also records how many bytes each script sent back."""
+
+    def __init__(self, profile: ClusterProfile) -> None:
+        super().__init__(profile)
+        self.replies: list[int] = []
+
+    async def run(self, script: str, *, timeout: float | None = None) -> CommandResult:  # noqa: ASYNC109
+        result = await super().run(script, timeout=timeout)
+        self.replies.append(len(result.stdout.encode()))
+        return result
+
+
+class Bench:
+    """Job j1 running at epoch 2 on allocation a1, its pointer at checkpoint 2-1 (step 10);
+    job j2 held, with checkpoints of its own."""
+
+    def __init__(self, tmp_path: Path, fake: Any, transport: SizedTransport) -> None:
+        self.tmp = tmp_path
+        self.fake = fake
+        self.store = fake.store
+        self.objects = fake.ctx.object_store
+        self.runner = fake.runners["c1"]
+        self.transport = transport
+        self.scratch = tmp_path / "scratch"
+        self.folder = self.scratch / "alloc" / "a1"
+        self.folder.mkdir(parents=True)
+        self.seq = 1
+
+    def checkpoint(self, job: str, epoch: int, seq: int, step: int) -> CheckpointRef:
+        local = self.tmp / "local" / f"{job}-{epoch}-{seq}.bin"
+        local.parent.mkdir(exist_ok=True)
+        local.write_bytes(f"{job} {epoch} {seq} {step}".encode())
+        return upload_checkpoint(
+            self.objects,
+            job_id=job,
+            epoch=epoch,
+            seq=seq,
+            step=step,
+            files=[("state.bin", local)],
+            engine="openmm",
+        )
+
+    def event(self, kind: EventKind, **fields: Any) -> None:
+        fields.setdefault("job_id", "j1")
+        fields.setdefault("epoch", 2)
+        line = WorkerEvent(kind=kind, allocation_id="a1", **fields).model_dump_json()
+        self.append(line.encode() + b"\n")
+
+    def append(self, data: bytes) -> None:
+        with open(self.folder / "events.jsonl", "ab") as fh:
+            fh.write(data)
+
+    def beat(self, job: str | None = "j1", epoch: int | None = 2) -> None:
+        self.seq += 1
+        state = WorkerState.RUNNING if job else WorkerState.IDLE
+        beat = Heartbeat(allocation_id="a1", seq=self.seq, state=state, job_id=job, epoch=epoch)
+        (self.folder / "heartbeat.json").write_text(beat.model_dump_json())
+
+    def queue(self, line: str) -> None:
+        (self.scratch / "queue").write_text(line + "\n")
+
+    async def cycle(self) -> None:
+        self.beat()
+        report = await self.runner.cycle()
+        assert report.ok, report.error
+
+    # -- independent views ---------------------------------------------------------------
+    def job_row(self, job_id: str = "j1") -> dict[str, Any]:
+        with sqlite3.connect(self.tmp / "state.sqlite") as db:
+            row = db.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return json.loads(row[0])
+
+    def audits(self) -> list[tuple[str, str]]:
+        with sqlite3.connect(self.tmp / "state.sqlite") as db:
+            rows = db.execute("SELECT kind, data FROM events ORDER BY id").fetchall()
+        return [(kind, json.loads(data).get("message", "")) for kind, data in rows]
+
+    def stored(self, job_id: str = "j1") -> set[str]:
+        """<epoch>-<seq> of every checkpoint whose manifest is in storage."""
+        root = self.tmp / "storage" / checkpoints_prefix(job_id)
+        return {p.parent.name for p in root.glob("*/manifest.json")}
+
+
+@pytest.fixture
+async def bench(tmp_path: Path):
+    profile = ClusterProfile(
+        name="c1",
+        transport="local",
+        scheduler="slurm",
+        scratch=str(tmp_path / "scratch"),
+        partitions=[
+            Partition(
+                name="p1", walltime_minutes=60, gpus_per_allocation=0, max_pending=1, max_running=4
+            )
+        ],
+        native_worker=["worker"],
+    )
+    fake = await make_fake_runners(tmp_path, {"c1": profile})
+    transport = SizedTransport(profile)
+    fake.runners["c1"]._transport_factory = lambda *a, **k: transport
+    b = Bench(tmp_path, fake, transport)
+    pointer = b.checkpoint("j1", 2, 1, 10)
+    await b.store.insert_job(
+        make_job(
+            "j1",
+            state=JobState.RUNNING,
+            epoch=2,
+            allocation_id="a1",
+            checkpoint=pointer,
+            max_retries=0,
+        )
+    )
+    await b.store.insert_job(make_job("j2", state=JobState.HELD, epoch=2))
+    now = utcnow()
+    await b.store.insert_allocation(
+        Allocation(
+            id="a1",
+            cluster="c1",
+            partition="p1",
+            image="openmm",
+            state=AllocationState.RUNNING,
+            scheduler_id="100",
+            walltime_s=3600,
+            job_id="j1",
+            started_at=now,
+            seq_changed_at=now,
+            last_seq=1,
+        )
+    )
+    b.queue("a1 100 running")
+    (b.folder / "credentials").write_text("{}")
+    try:
+        yield b
+    finally:
+        await b.store.close()
+
+
+def pointer_of(row: dict[str, Any]) -> tuple[str, int, int, int]:
+    ref = row["checkpoint"]
+    return ref["prefix"], ref["epoch"], ref["seq"], ref["step"]
+
+
+# -- item 1: a reported checkpoint must be the job's own, of the current epoch, advancing --
+
+
+async def test_another_jobs_checkpoint_never_becomes_the_pointer(bench: Bench) -> None:
+    bench.checkpoint("j1", 2, 2, 20)
+    bench.checkpoint("j1", 2, 3, 30)
+    foreign = bench.checkpoint("j2", 2, 5, 50)
+    bench.event(EventKind.CHECKPOINT, step=50, checkpoint=foreign)
+    await bench.cycle()
+    assert pointer_of(bench.job_row()) == ("jobs/j1/checkpoints/2-1/", 2, 1, 10)
+    # Nothing of either job was deleted by retention.
+    assert bench.stored("j1") == {"2-1", "2-2", "2-3"}
+    assert bench.stored("j2") == {"2-5"}
+    assert any(kind == "checkpoint_rejected" and "jobs/j2/" in msg for kind, msg in bench.audits())
+    # The job's own next checkpoint is still accepted.
+    own = bench.checkpoint("j1", 2, 4, 40)
+    bench.event(EventKind.CHECKPOINT, step=40, checkpoint=own)
+    await bench.cycle()
+    assert pointer_of(bench.job_row()) == ("jobs/j1/checkpoints/2-4/", 2, 4, 40)
+
+
+async def test_an_absurd_seq_does_not_freeze_the_pointer(bench: Bench) -> None:
+    real = bench.checkpoint("j1", 2, 2, 20)
+    third = bench.checkpoint("j1", 2, 3, 30)
+    forged = real.model_copy(update={"seq": 10**9})
+    bench.event(EventKind.CHECKPOINT, step=20, checkpoint=forged)
+    await bench.cycle()
+    assert pointer_of(bench.job_row())[2] == 1
+    assert bench.stored("j1") == {"2-1", "2-2", "2-3"}
+    assert any(kind == "checkpoint_rejected" for kind, _ in bench.audits())
+    bench.event(EventKind.CHECKPOINT, step=20, checkpoint=real)
+    bench.event(EventKind.CHECKPOINT, step=30, checkpoint=third)
+    await bench.cycle()
+    assert pointer_of(bench.job_row()) == ("jobs/j1/checkpoints/2-3/", 2, 3, 30)
+    fallbacks = [f["seq"] for f in bench.job_row()["fallbacks"]]
+    assert fallbacks == [2, 1]
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["step_disagrees", "seq_repeats", "step_goes_back", "old_epoch_ref", "epoch_disagrees"],
+)
+async def test_a_claim_the_manifest_or_the_pointer_contradicts_is_rejected(
+    bench: Bench, case: str
+) -> None:
+    if case == "step_disagrees":
+        real = bench.checkpoint("j1", 2, 2, 20)
+        claim = real.model_copy(update={"step": 90})
+    elif case == "seq_repeats":
+        other = bench.checkpoint("j1", 2, 1, 10)  # the pointer itself, reported again
+        claim = other.model_copy(update={"step": 60})
+    elif case == "step_goes_back":
+        claim = bench.checkpoint("j1", 2, 2, 5)
+    elif case == "old_epoch_ref":
+        claim = bench.checkpoint("j1", 1, 7, 70)
+    else:
+        # A manifest written under 2-2 that says it is epoch 1.
+        real = bench.checkpoint("j1", 1, 2, 20)
+        prefix = "jobs/j1/checkpoints/2-2/"
+        manifest = bench.objects.get_bytes(real.prefix + "manifest.json")
+        bench.objects.put_bytes(
+            prefix + "state.bin", bench.objects.get_bytes(real.prefix + "state.bin")
+        )
+        put = bench.objects.put_bytes(prefix + "manifest.json", manifest)
+        claim = CheckpointRef(epoch=2, seq=2, step=20, prefix=prefix, manifest_sha256=put.sha256)
+    bench.event(EventKind.CHECKPOINT, step=claim.step, checkpoint=claim)
+    await bench.cycle()
+    assert pointer_of(bench.job_row()) == ("jobs/j1/checkpoints/2-1/", 2, 1, 10)
+    assert "2-1" in bench.stored("j1")
+    assert [k for k, _ in bench.audits() if k == "checkpoint_rejected"]
+
+
+# -- item 3: completion needs a verified final checkpoint ---------------------------------
+
+
+async def test_completed_without_a_final_checkpoint_is_not_completion(bench: Bench) -> None:
+    bench.event(EventKind.COMPLETED, step=5)
+    await bench.cycle()
+    row = bench.job_row()
+    assert row["state"] == "running" and row["allocation_id"] == "a1"
+    assert any(kind == "completion_rejected" for kind, _ in bench.audits())
+    # The allocation then ends: the job resumes from its pointer, nothing lost.
+    bench.queue("a1 100 ended COMPLETED")
+    await bench.cycle()
+    row = bench.job_row()
+    assert row["state"] == "queued" and row["step"] == 10
+    assert pointer_of(row) == ("jobs/j1/checkpoints/2-1/", 2, 1, 10)
+
+
+async def test_completed_short_of_total_steps_is_not_completion(bench: Bench) -> None:
+    ref = bench.checkpoint("j1", 2, 2, 50)
+    bench.event(EventKind.CHECKPOINT, step=50, checkpoint=ref)
+    bench.event(EventKind.COMPLETED, step=50, checkpoint=ref)
+    await bench.cycle()
+    row = bench.job_row()
+    assert row["state"] == "running" and pointer_of(row)[2] == 2
+
+
+async def test_completed_with_a_verified_final_checkpoint_completes(bench: Bench) -> None:
+    ref = bench.checkpoint("j1", 2, 2, 100)
+    bench.event(EventKind.CHECKPOINT, step=100, checkpoint=ref)
+    bench.event(EventKind.COMPLETED, step=100, checkpoint=ref)
+    await bench.cycle()
+    row = bench.job_row()
+    assert row["state"] == "completed" and row["step"] == 100
+    assert pointer_of(row) == ("jobs/j1/checkpoints/2-2/", 2, 2, 100)
+    assert "2-2" in bench.stored("j1")
+
+
+async def test_completed_naming_an_unverifiable_checkpoint_is_not_completion(
+    bench: Bench,
+) -> None:
+    ref = bench.checkpoint("j1", 2, 2, 100)
+    forged = ref.model_copy(update={"manifest_sha256": "f" * 64})
+    bench.event(EventKind.COMPLETED, step=100, checkpoint=forged)
+    await bench.cycle()
+    assert bench.job_row()["state"] == "running"
+
+
+# -- item 2: an oversized line is skipped and counted; every read is capped ---------------
+
+
+async def test_a_2mb_event_line_is_skipped_and_the_real_failure_is_seen(bench: Bench) -> None:
+    bench.event(EventKind.STARTED, step=10)
+    huge = WorkerEvent(
+        kind=EventKind.FAILED,
+        allocation_id="a1",
+        job_id="j1",
+        epoch=2,
+        reason="x" * (2 << 20),
+    )
+    bench.append(huge.model_dump_json().encode() + b"\n")
+    bench.event(EventKind.FAILED, step=10, reason="command exited with status 3")
+    # A 2 MB heartbeat and a 5 MB worker.log are capped as well.
+    for _ in range(6):
+        if bench.job_row()["state"] == "failed":
+            break
+        await bench.cycle()
+    row = bench.job_row()
+    assert row["state"] == "failed", bench.audits()
+    assert "status 3" in row["failure_reason"]
+    assert any(kind == "events_skipped" for kind, _ in bench.audits())
+
+
+async def test_every_read_is_capped_whatever_the_files_hold(bench: Bench) -> None:
+    blob = b"y" * (2 << 20)
+    (bench.folder / "heartbeat.json").write_bytes(
+        b'{"allocation_id": "a1", "pad": "' + blob + b'"}'
+    )
+    bench.append(b'{"kind": "started", "pad": "' + blob + b'"}\n')
+    (bench.folder / "worker.log").write_bytes((b"z" * 200 + b"\n") * 25000)
+    bench.runner.want_log["a1"] = "j1"
+    for _ in range(3):
+        report = await bench.runner.cycle()
+        assert report.ok, report.error
+    reads = [
+        size
+        for script, size in zip(bench.transport.scripts, bench.transport.replies, strict=True)
+        if " QUERY" in script
+    ]
+    assert reads and max(reads) < 256 * 1024, reads
+
+
+# -- item 4: liveness counts only heartbeats of the current assignment ---------------------
+
+
+def _decide(alloc: Allocation, jobs: list[Any], beat: Heartbeat, now_s: float):
+    snapshot = ClusterSnapshot(
+        cluster="c1",
+        query_ok=True,
+        scheduler_jobs={
+            "a1": SimpleNamespace(
+                allocation_id="a1",
+                scheduler_id="100",
+                phase="running",
+                end_state=None,
+                exit_code=None,
+                node="n1",
+            )
+        },
+        files={"a1": AllocationFiles(allocation_id="a1", heartbeat=beat, events_offset=0)},
+    )
+    profile = make_profile()
+    return decide_cycle(
+        DecideInput(
+            now=T0 + timedelta(seconds=now_s),
+            profile=profile,
+            profiles={"c1": profile},
+            settings=DaemonSettings(stale_after_s=60, stop_grace_s=30),
+            enabled=False,
+            usable_clusters={"c1"},
+            snapshot=snapshot,
+            allocations=[alloc],
+            all_live=[alloc],
+            jobs={j.id: j for j in jobs},
+        ),
+        lambda: "anew",
+    )
+
+
+@pytest.mark.parametrize(
+    ("job_id", "epoch"), [("j2", 2), ("j1", 1), ("j1", 3), (None, None)], ids=str
+)
+def test_a_heartbeat_of_another_assignment_does_not_keep_it_alive(
+    job_id: str | None, epoch: int | None
+) -> None:
+    job = make_job("j1", state=JobState.RUNNING, epoch=2, allocation_id="a1")
+    alloc = make_alloc(
+        "a1", job_id="j1", scheduler_id="100", started_at=T0, seq_changed_at=T0, last_seq=1
+    )
+    seq = 1
+    for now_s in range(10, 80, 10):
+        seq += 1
+        beat = Heartbeat(
+            allocation_id="a1", seq=seq, state=WorkerState.RUNNING, job_id=job_id, epoch=epoch
+        )
+        out = _decide(alloc, [job], beat, now_s)
+        alloc = out.allocations.get("a1", alloc)
+        job = out.jobs.get("j1", job)
+        if job.state is JobState.QUEUED:
+            break
+    assert job.state is JobState.QUEUED and alloc.stop_requested_at is not None
+    assert now_s == 60
+
+
+def test_the_assignments_own_heartbeat_keeps_it_alive() -> None:
+    job = make_job("j1", state=JobState.RUNNING, epoch=2, allocation_id="a1")
+    alloc = make_alloc(
+        "a1", job_id="j1", scheduler_id="100", started_at=T0, seq_changed_at=T0, last_seq=1
+    )
+    for seq, now_s in enumerate(range(10, 200, 10), start=2):
+        beat = Heartbeat(
+            allocation_id="a1", seq=seq, state=WorkerState.RUNNING, job_id="j1", epoch=2
+        )
+        out = _decide(alloc, [job], beat, now_s)
+        alloc = out.allocations.get("a1", alloc)
+        job = out.jobs.get("j1", job)
+    assert job.state is JobState.RUNNING and alloc.stop_requested_at is None
+
+
+def test_an_unbound_allocation_lives_on_idle_heartbeats_only() -> None:
+    for job_id, stale in ((None, False), ("j9", True)):
+        alloc = make_alloc("a1", scheduler_id="100", started_at=T0, seq_changed_at=T0, last_seq=1)
+        for seq, now_s in enumerate(range(10, 100, 10), start=2):
+            state = WorkerState.IDLE if job_id is None else WorkerState.RUNNING
+            beat = Heartbeat(
+                allocation_id="a1", seq=seq, state=state, job_id=job_id, epoch=4 if job_id else None
+            )
+            alloc = _decide(alloc, [], beat, now_s).allocations.get("a1", alloc)
+        assert (alloc.stop_requested_at is not None) is stale, job_id
+
+
+def test_a_heartbeat_naming_another_allocation_does_not_count() -> None:
+    job = make_job("j1", state=JobState.RUNNING, epoch=2, allocation_id="a1")
+    alloc = make_alloc(
+        "a1", job_id="j1", scheduler_id="100", started_at=T0, seq_changed_at=T0, last_seq=1
+    )
+    beat = Heartbeat(allocation_id="a7", seq=50, state=WorkerState.RUNNING, job_id="j1", epoch=2)
+    out = _decide(alloc, [job], beat, 60)
+    assert out.jobs["j1"].state is JobState.QUEUED
+
+
+# -- credentials leave the folder of an ended allocation -----------------------------------
+
+
+async def test_the_daemon_removes_credentials_of_an_ended_allocation(bench: Bench) -> None:
+    assert (bench.folder / "credentials").exists()
+    await bench.cycle()
+    assert (bench.folder / "credentials").exists()  # live: kept
+    bench.queue("a1 100 ended TIMEOUT")
+    await bench.cycle()
+    assert not (bench.folder / "credentials").exists()
+    assert (bench.folder / "heartbeat.json").exists()  # only the secret goes
