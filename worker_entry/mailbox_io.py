@@ -12,8 +12,10 @@ from pydantic import BaseModel, ValidationError
 from relaymd.models import (
     ASSIGNMENT_FILE,
     CONTROL_FILE,
+    EVENT_LINE_MAX_BYTES,
     EVENTS_FILE,
     HEARTBEAT_FILE,
+    HEARTBEAT_MAX_BYTES,
     Assignment,
     Control,
     ControlAction,
@@ -27,6 +29,52 @@ log = get_logger(__name__)
 
 # An assignment that stays unparsable this long is malformed, not half-written.
 GARBLED_GRACE_S = 3.0
+# What one event may carry of free text: longer strings are cut, marked as cut.
+REASON_MAX_CHARS = 2000
+LOG_LINE_MAX_CHARS = 400
+
+
+def _cut(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f" [... {len(text) - limit} characters cut by relaymd-worker]"
+
+
+def _line_bytes(event: WorkerEvent) -> int:
+    return len(event.model_dump_json().encode()) + 1  # + the newline
+
+
+def bounded_event(event: WorkerEvent) -> WorkerEvent:
+    """`event` cut to fit one events.jsonl line of EVENT_LINE_MAX_BYTES: the daemon skips
+    longer lines, so an engine that printed megabytes must not take its failure with it.
+    Long strings are cut (with a marker), then the oldest log lines dropped."""
+    if _line_bytes(event) <= EVENT_LINE_MAX_BYTES:
+        return event
+    tail = [_cut(line, LOG_LINE_MAX_CHARS) for line in event.log_tail]
+    reason = _cut(event.reason, REASON_MAX_CHARS) if event.reason is not None else None
+    event = event.model_copy(update={"reason": reason, "log_tail": tail})
+    dropped = 0
+    lines = list(event.log_tail)
+    while _line_bytes(event) > EVENT_LINE_MAX_BYTES and lines:
+        lines.pop(0)
+        dropped += 1
+        marker = f"[... {dropped} earlier log lines cut by relaymd-worker]"
+        event = event.model_copy(update={"log_tail": [marker, *lines]})
+    return event
+
+
+def bounded_heartbeat(heartbeat: Heartbeat) -> Heartbeat:
+    """`heartbeat` within HEARTBEAT_MAX_BYTES (the daemon ignores a larger one)."""
+    if len(heartbeat.model_dump_json().encode()) <= HEARTBEAT_MAX_BYTES:
+        return heartbeat
+    return heartbeat.model_copy(
+        update={
+            "gpus": heartbeat.gpus[:16],
+            "hostname": heartbeat.hostname[:255],
+            "platform": (heartbeat.platform or "")[:64] or None,
+            "worker_version": heartbeat.worker_version[:64],
+        }
+    )
 
 
 class AssignmentRead(BaseModel):
@@ -54,6 +102,7 @@ class Mailbox:
         self._events_lock = threading.Lock()
 
     def append(self, event: WorkerEvent) -> None:
+        event = bounded_event(event)
         with self._events_lock:
             append_event(self.dir / EVENTS_FILE, event)
         log.info(
@@ -66,7 +115,7 @@ class Mailbox:
         )
 
     def write_heartbeat(self, heartbeat: Heartbeat) -> None:
-        atomic_write_model(self.dir / HEARTBEAT_FILE, heartbeat)
+        atomic_write_model(self.dir / HEARTBEAT_FILE, bounded_heartbeat(heartbeat))
 
     def read_control(self) -> Control | None:
         return read_model(self.dir / CONTROL_FILE, Control)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from relaymd.models import (
+    CREDENTIALS_FILE,
     WORKER_LOG_FILE,
     Assignment,
     ControlAction,
@@ -160,12 +161,30 @@ class Worker:
         self.heartbeat.stop()
 
 
+def remove_credentials(alloc_dir: Path) -> None:
+    """The storage keys leave the allocation folder with the worker (they are in memory from
+    the start); only a SIGKILL can leave them behind, and the daemon removes those."""
+    try:
+        (alloc_dir / CREDENTIALS_FILE).unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("credentials_not_removed", error=str(exc))
+
+
 def run_worker(options: WorkerOptions) -> int:
     alloc_dir = options.alloc_dir
     if not alloc_dir.is_dir():
         raise StartupError(f"--alloc-dir {alloc_dir} is not a directory")
     tee = CappedTee(alloc_dir / WORKER_LOG_FILE)
     configure(stream=tee)  # type: ignore[arg-type]
+    try:
+        return _run(options, alloc_dir)
+    finally:
+        remove_credentials(alloc_dir)
+        log.info("worker_exiting", allocation_id=alloc_dir.name)
+        tee.close()
+
+
+def _run(options: WorkerOptions, alloc_dir: Path) -> int:
     try:
         access = load_credentials(alloc_dir)
     except CredentialsError as exc:
@@ -183,5 +202,3 @@ def run_worker(options: WorkerOptions) -> int:
         worker.shutdown()
         if created:
             shutil.rmtree(work_root, ignore_errors=True)
-        log.info("worker_exiting", allocation_id=alloc_dir.name)
-        tee.close()

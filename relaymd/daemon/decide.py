@@ -23,13 +23,22 @@ from relaymd.daemon.classify import (
     classify_stop_timeout,
 )
 from relaymd.daemon.eligibility import time_for_a_segment
-from relaymd.daemon.liveness import is_stale, liveness_reference, observe_heartbeat
+from relaymd.daemon.evidence import ClaimKey, checkpoint_refusal, completion_refusal
+from relaymd.daemon.liveness import (
+    heartbeat_counts,
+    is_stale,
+    liveness_reference,
+    observe_heartbeat,
+    unheard_note,
+)
 from relaymd.daemon.provision import is_spare, plan_provisioning
 from relaymd.daemon.remote_read import AllocationFiles, ClusterSnapshot
 from relaymd.daemon.retention import advance_pointer
 from relaymd.models import (
+    EVENT_LINE_MAX_BYTES,
     Allocation,
     AllocationState,
+    CheckpointRef,
     ClusterProfile,
     DaemonSettings,
     EventKind,
@@ -79,7 +88,10 @@ class DecideInput(BaseModel):
     allocations: list[Allocation]  # this cluster's rows that were read this cycle
     all_live: list[Allocation]  # live allocations of every cluster (provisioning)
     jobs: dict[str, Job]  # every active job, plus any job a read allocation is bound to
-    verified: set[tuple[str, int, int]] = Field(default_factory=set)  # (job, epoch, seq)
+    # Reported checkpoints whose manifest verified in storage (relaymd.daemon.evidence), and
+    # why the others did not.
+    verified: set[ClaimKey] = Field(default_factory=set)
+    rejected_claims: dict[ClaimKey, str] = Field(default_factory=dict)
     submit_grace_s: float = 120.0
     want_log: dict[str, str] = Field(default_factory=dict)  # ended allocation -> job
     # Allocations missing from both squeue and sacct, since when (sacct can lag squeue).
@@ -247,9 +259,25 @@ class _Cycle:
     def events(self, alloc: Allocation, files: AllocationFiles) -> Allocation:
         for event in files.events:
             alloc = self.event(alloc, event)
-        if files.events_offset != alloc.events_offset:
-            alloc = alloc.model_copy(update={"events_offset": files.events_offset})
+        if (files.events_offset, files.events_skipping) != (
+            alloc.events_offset,
+            alloc.events_skipping,
+        ):
+            alloc = alloc.model_copy(
+                update={
+                    "events_offset": files.events_offset,
+                    "events_skipping": files.events_skipping,
+                }
+            )
             self.put_alloc(alloc)
+        if files.oversized_lines or files.unusable_lines:
+            self.audit(
+                "events_skipped",
+                f"events.jsonl: skipped {files.oversized_lines} line(s) over"
+                f" {EVENT_LINE_MAX_BYTES} bytes and {files.unusable_lines} unreadable line(s)",
+                job_id=alloc.job_id,
+                alloc_id=alloc.id,
+            )
         return alloc
 
     def event(self, alloc: Allocation, event: WorkerEvent) -> Allocation:
@@ -279,21 +307,7 @@ class _Cycle:
                 alloc_id=alloc.id,
             )
         elif event.kind is EventKind.CHECKPOINT and event.checkpoint is not None:
-            ref = event.checkpoint
-            if (job.id, ref.epoch, ref.seq) in self.inp.verified and ref.epoch == job.epoch:
-                if job.checkpoint is None or (ref.epoch, ref.seq) > (
-                    job.checkpoint.epoch,
-                    job.checkpoint.seq,
-                ):
-                    self.put_job(advance_pointer(job, ref, self.inp.settings.retention_keep))
-                    self.out.checkpointed.append(job.id)
-            else:
-                self.audit(
-                    "checkpoint_unverified",
-                    f"checkpoint {ref.prefix} failed verification; pointer not moved",
-                    job_id=job.id,
-                    alloc_id=alloc.id,
-                )
+            self.claim(job, alloc, event.checkpoint)
         elif event.kind is EventKind.CHECKPOINT_FALLBACK:
             self.audit(
                 "checkpoint_fallback",
@@ -301,12 +315,54 @@ class _Cycle:
                 job_id=job.id,
                 alloc_id=alloc.id,
             )
+        elif event.kind is EventKind.COMPLETED and not self.completion_proven(job, alloc, event):
+            return alloc  # not completion: the job keeps running (or requeues when it ends)
         else:
+            job = self.jobs[job.id]  # the completed event may have moved the pointer
             outcome = classify_event(job, event)
             if outcome is not None:
+                if event.kind is EventKind.COMPLETED and job.checkpoint is not None:
+                    outcome.end_step = job.checkpoint.step  # the verified step, not the claim
                 self.apply_outcome(job, alloc, outcome)
                 alloc = self.allocs[alloc.id]
         return alloc
+
+    def claim(self, job: Job, alloc: Allocation, ref: CheckpointRef) -> bool:
+        """Move the pointer to a reported checkpoint if it proves itself; audit if not."""
+        v = self.inp
+        reason = checkpoint_refusal(job, ref, v.verified, v.rejected_claims)
+        if reason is not None:
+            self.audit(
+                "checkpoint_rejected",
+                f"checkpoint {ref.epoch}-{ref.seq} at {ref.prefix} rejected: {reason};"
+                " pointer not moved",
+                job_id=job.id,
+                alloc_id=alloc.id,
+            )
+            return False
+        self.put_job(advance_pointer(job, ref, self.inp.settings.retention_keep))
+        self.out.checkpointed.append(job.id)
+        return True
+
+    def completion_proven(self, job: Job, alloc: Allocation, event: WorkerEvent) -> bool:
+        """A `completed` event counts only with a verified final checkpoint of this epoch."""
+        ref, pointer = event.checkpoint, job.checkpoint
+        unseen = ref is not None and (
+            pointer is None or (ref.epoch, ref.seq) > (pointer.epoch, pointer.seq)
+        )
+        # A final checkpoint not reported by its own event yet: the same rules apply.
+        if unseen and ref is not None and self.claim(job, alloc, ref):
+            job = self.jobs[job.id]
+        reason = completion_refusal(job, event)
+        if reason is None:
+            return True
+        self.audit(
+            "completion_rejected",
+            f"completed event of epoch {job.epoch} at step {event.step} not believed: {reason}",
+            job_id=job.id,
+            alloc_id=alloc.id,
+        )
+        return False
 
     def end(
         self, alloc: Allocation, state: str | None, code: int | None, files: AllocationFiles | None
@@ -334,7 +390,10 @@ class _Cycle:
 
     def liveness(self, alloc: Allocation, files: AllocationFiles | None) -> Allocation:
         heartbeat = files.heartbeat if files else None
-        alloc2 = observe_heartbeat(alloc, heartbeat, self.now)
+        # Only a heartbeat of the allocation's current assignment proves it alive (an idle one
+        # for an unbound allocation): a moving seq for another job or epoch is no news.
+        counted = heartbeat_counts(alloc.id, self.bound_job(alloc), heartbeat)
+        alloc2 = observe_heartbeat(alloc, heartbeat if counted else None, self.now)
         if alloc2 != alloc:
             self.put_alloc(alloc2)
             alloc = alloc2
@@ -370,7 +429,9 @@ class _Cycle:
             self.put_alloc(alloc)
             self.audit(
                 "worker_hung",
-                f"heartbeat seq {alloc.last_seq} unchanged for {stale_for:.0f}s; stopping",
+                f"heartbeat seq {alloc.last_seq} unchanged for {stale_for:.0f}s"
+                f"{unheard_note(heartbeat, files.heartbeat_oversized if files else False)};"
+                " stopping",
                 alloc_id=alloc.id,
                 job_id=alloc.job_id,
             )
@@ -440,6 +501,7 @@ class _Cycle:
                 and is_spare(alloc)
                 and beat is not None
                 and beat.state is WorkerState.IDLE
+                and heartbeat_counts(alloc.id, None, beat)
                 # No restart grace here: a job is bound only to a worker seen alive.
                 and not is_stale(alloc, self.now, self.inp.settings.stale_after_s)
                 and time_for_a_segment(beat, self.now, self.inp.settings.min_segment_s)

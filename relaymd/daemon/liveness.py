@@ -9,7 +9,31 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from relaymd.models import Allocation, Heartbeat
+from relaymd.models import HEARTBEAT_MAX_BYTES, Allocation, Heartbeat, Job
+
+
+def heartbeat_counts(alloc_id: str, job: Job | None, heartbeat: Heartbeat | None) -> bool:
+    """Whether `heartbeat` is news about this allocation's current assignment: it names the
+    allocation and the bound (job, epoch), or no job at all when none is bound. Anything else
+    (another job, an old or future epoch, another allocation's file) keeps nothing alive.
+    """
+    if heartbeat is None or heartbeat.allocation_id != alloc_id:
+        return False
+    if job is None:
+        return heartbeat.job_id is None
+    return heartbeat.job_id == job.id and heartbeat.epoch == job.epoch
+
+
+def unheard_note(heartbeat: Heartbeat | None, oversized: bool) -> str:
+    """Why the heartbeat on scratch did not count, for the `worker_hung` audit."""
+    if oversized:
+        return f" (heartbeat.json over {HEARTBEAT_MAX_BYTES} bytes, ignored)"
+    if heartbeat is None:
+        return ""
+    return (
+        f" (heartbeat names allocation {heartbeat.allocation_id}, job {heartbeat.job_id},"
+        f" epoch {heartbeat.epoch}, seq {heartbeat.seq})"
+    )
 
 
 def observe_heartbeat(alloc: Allocation, heartbeat: Heartbeat | None, now: datetime) -> Allocation:

@@ -17,10 +17,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from relaymd.daemon.context import DaemonContext
 from relaymd.daemon.decide import ACTIVE_JOB_STATES, CycleDecisions, DecideInput, decide_cycle
+from relaymd.daemon.evidence import ClaimKey, advance_refusal, claim_key, claim_shape_refusal
 from relaymd.daemon.mailbox_files import (
     assignment_file,
     assignment_needed,
@@ -35,6 +36,7 @@ from relaymd.daemon.remote_read import (
     parse_read_output,
 )
 from relaymd.daemon.remote_write import (
+    FileRemoval,
     FileWrite,
     SubmitCommand,
     WritePlan,
@@ -44,8 +46,10 @@ from relaymd.daemon.remote_write import (
 from relaymd.ids import new_allocation_id
 from relaymd.logging import get_logger
 from relaymd.models import (
+    CREDENTIALS_FILE,
     Allocation,
     AllocationState,
+    CheckpointRef,
     ClusterProfile,
     EventKind,
     Job,
@@ -69,6 +73,7 @@ def _maybe_crash(point: str) -> None:
 
 
 LIVE_STATES = [AllocationState.SUBMITTING, AllocationState.PENDING, AllocationState.RUNNING]
+MAX_CLAIMS_PER_JOB = 16  # storage checks of reported checkpoints per job and cycle
 JOB_SCRIPT = "job.sh"
 
 
@@ -113,6 +118,10 @@ class ClusterRunner:
         self.last_parse_cpu_s = 0.0
         self.last_decide_cpu_s = 0.0
         self._jobs_after: dict[str, Job] = {}
+        # Credentials still to remove from ended allocations' folders (until a write confirms);
+        # the first read after a start sweeps whatever a crash left behind.
+        self._credentials_owed: set[str] = set()
+        self._swept = False
         self.config_error = self._check_profile()
 
     @property
@@ -216,7 +225,12 @@ class ClusterRunner:
     async def _read(self) -> tuple[ClusterSnapshot, list[Allocation]]:
         store = self.ctx.store
         allocs = await store.list_allocations(cluster=self.name, states=LIVE_STATES)
-        requests = [ReadRequest(allocation_id=a.id, events_offset=a.events_offset) for a in allocs]
+        requests = [
+            ReadRequest(
+                allocation_id=a.id, events_offset=a.events_offset, skipping=a.events_skipping
+            )
+            for a in allocs
+        ]
         for alloc_id in list(self.want_log):
             ended = await store.get_allocation(alloc_id)
             if ended is None:
@@ -225,7 +239,10 @@ class ClusterRunner:
             allocs.append(ended)
             requests.append(
                 ReadRequest(
-                    allocation_id=alloc_id, events_offset=ended.events_offset, want_log=True
+                    allocation_id=alloc_id,
+                    events_offset=ended.events_offset,
+                    want_log=True,
+                    skipping=ended.events_skipping,
                 )
             )
         # Ids whose end the scheduler should report (sacct) if they are no longer live.
@@ -235,7 +252,10 @@ class ClusterRunner:
             if a.scheduler_id and a.state is not AllocationState.ENDED
         ]
         query = self.scheduler.query_snippet(self.profile, sched_ids)
-        script, token = build_read_script(self.profile.scratch, query, requests)
+        sweep = None
+        if not self._swept:
+            sweep = sorted(a.id for a in await store.list_allocations(states=LIVE_STATES))
+        script, token = build_read_script(self.profile.scratch, query, requests, sweep_keep=sweep)
         result = await self._run(script)
         cpu = time.process_time()
         snapshot = parse_read_output(
@@ -246,36 +266,57 @@ class ClusterRunner:
             raise SnapshotError(
                 f"{self.name}: scheduler query failed: {snapshot.query_error or result.stderr}"
             )
+        self._swept = True
         return snapshot, allocs
 
-    async def _verified(self, snapshot: ClusterSnapshot) -> set[tuple[str, int, int]]:
-        """Checkpoints of current epochs whose manifest verifies (outside the store lock)."""
-        from relaymd.storage.checkpoints import verify_checkpoint
+    async def _verified(self, snapshot: ClusterSnapshot) -> ClaimVerdicts:
+        """Reported checkpoints checked against storage (outside the store lock): the job's
+        own folder of its current epoch, a manifest agreeing on job, epoch, seq and step.
+        Claims that cannot advance the pointer anyway cost no storage request, and at most
+        MAX_CLAIMS_PER_JOB per job and cycle are checked (newest first)."""
+        from relaymd.storage.checkpoints import verify_claimed_checkpoint
 
         reported = [
-            event
+            (event.job_id, event.checkpoint)
             for files in snapshot.files.values()
             for event in files.events
-            if event.kind is EventKind.CHECKPOINT and event.checkpoint is not None and event.job_id
+            if event.kind in (EventKind.CHECKPOINT, EventKind.COMPLETED)
+            and event.checkpoint is not None
+            and event.job_id
         ]
         jobs: dict[str, Job | None] = {}
-        for job_id in {e.job_id or "" for e in reported}:
+        for job_id in {job_id for job_id, _ in reported}:
             jobs[job_id] = await self.ctx.store.get_job(job_id)
-        verified: set[tuple[str, int, int]] = set()
-        for event in reported:
-            ref = event.checkpoint
-            job = jobs[event.job_id or ""]
-            if ref is None or job is None or ref.epoch != job.epoch or event.epoch != job.epoch:
+        verdicts = ClaimVerdicts()
+        candidates: dict[str, dict[ClaimKey, CheckpointRef]] = {}
+        for job_id, ref in reported:
+            job = jobs[job_id]
+            if job is None or ref is None:
                 continue
-            try:
-                await asyncio.to_thread(verify_checkpoint, self.ctx.object_store, ref)
-            except Exception as exc:  # any storage or integrity failure: not verified
-                log.warning(
-                    "checkpoint_verify_failed", job_id=job.id, prefix=ref.prefix, error=str(exc)
-                )
-                continue
-            verified.add((job.id, ref.epoch, ref.seq))
-        return verified
+            key = claim_key(job.id, ref)
+            reason = claim_shape_refusal(job, ref) or advance_refusal(job, ref)
+            if reason is not None:
+                verdicts.rejected[key] = reason
+            else:
+                candidates.setdefault(job.id, {})[key] = ref
+        for job_id, claims in candidates.items():
+            newest_first = sorted(claims.items(), key=lambda kv: kv[1].seq, reverse=True)
+            for n, (key, ref) in enumerate(newest_first):
+                if n >= MAX_CLAIMS_PER_JOB:
+                    verdicts.rejected[key] = "too many checkpoint reports in one cycle"
+                    continue
+                try:
+                    await asyncio.to_thread(
+                        verify_claimed_checkpoint, self.ctx.object_store, job_id, ref
+                    )
+                except Exception as exc:  # any storage or integrity failure: not verified
+                    log.warning(
+                        "checkpoint_verify_failed", job_id=job_id, prefix=ref.prefix, error=str(exc)
+                    )
+                    verdicts.rejected[key] = f"verification failed: {exc}"[:500]
+                    continue
+                verdicts.verified.add(key)
+        return verdicts
 
     async def _load_jobs(self, allocs: list[Allocation]) -> dict[str, Job]:
         store = self.ctx.store
@@ -327,7 +368,8 @@ class ClusterRunner:
                     allocations=allocs,
                     all_live=all_live,
                     jobs=jobs,
-                    verified=verified,
+                    verified=verified.verified,
+                    rejected_claims=verified.rejected,
                     submit_grace_s=self.profile.command_timeout_s + 15,
                     want_log={k: v for k, v in self.want_log.items() if k in read_ids},
                     vanished_since=self.vanished_since,
@@ -443,6 +485,13 @@ class ClusterRunner:
                 and assignment_needed(job, beat)
             ):
                 plan.files.append(assignment_file(alloc, job))
+        self._credentials_owed.update(
+            a.id for a in d.allocations.values() if a.state is AllocationState.ENDED
+        )
+        plan.removals = [
+            FileRemoval(allocation_id=alloc_id, name=CREDENTIALS_FILE)
+            for alloc_id in sorted(self._credentials_owed)
+        ]
         if d.cancel:
             plan.cancel_snippet = self.scheduler.cancel_snippet(sorted(set(d.cancel.values())))
         if plan.empty:
@@ -456,6 +505,8 @@ class ClusterRunner:
         if plan.submits:
             _maybe_crash("after_submit_write")
         outcome = parse_write_output(result.stdout, token, plan, self.scheduler.parse_submit)
+        if outcome.complete:
+            self._credentials_owed.difference_update(r.allocation_id for r in plan.removals)
         await self._record_submits(d.new_allocations, outcome)
         if outcome.failed_files or outcome.failed_dirs:
             log.warning(
@@ -593,6 +644,11 @@ class ClusterRunner:
             else:
                 new = ClusterStatus.model_validate(update)
             await self.ctx.store.upsert_cluster_status(new)
+
+
+class ClaimVerdicts(BaseModel):
+    verified: set[ClaimKey] = Field(default_factory=set)
+    rejected: dict[ClaimKey, str] = Field(default_factory=dict)
 
 
 class SnapshotError(Exception):

@@ -36,6 +36,8 @@ class Allocation(WireModel):
     # Daemon clock when `last_seq` last changed: liveness never trusts the worker's clock.
     seq_changed_at: datetime | None = None
     events_offset: int = 0
+    # Inside an events.jsonl line longer than the window: skip to its end before parsing.
+    events_skipping: bool = False
     stop_requested_at: datetime | None = None
     end_reason: str | None = None
     submitted_at: datetime = Field(default_factory=utcnow)

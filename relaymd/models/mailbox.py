@@ -23,6 +23,11 @@ EVENTS_FILE = "events.jsonl"
 CREDENTIALS_FILE = "credentials"
 WORKER_LOG_FILE = "worker.log"
 
+# Size limits of what a worker writes; the daemon skips (and counts) anything larger, so one
+# file can never make a poll transfer megabytes or wedge the reading of events.
+EVENT_LINE_MAX_BYTES = 32 * 1024  # one events.jsonl line, newline included
+HEARTBEAT_MAX_BYTES = 16 * 1024
+
 
 class Assignment(WireModel):
     """The job an allocation must run. `epoch` is the fencing token (invariant 1)."""

@@ -138,6 +138,29 @@ def verify_checkpoint(store: ObjectStore, ref: CheckpointRef) -> CheckpointManif
     return manifest
 
 
+def verify_claimed_checkpoint(
+    store: ObjectStore, job_id: str, ref: CheckpointRef
+) -> CheckpointManifest:
+    """`verify_checkpoint` for a ref a worker reported for `job_id`: the prefix must be that
+    job's `<epoch>-<seq>` folder and the manifest must agree on job, epoch, seq and step, so a
+    report can never point the job at another job's checkpoint or at a seq it does not have.
+    """
+    expected = keys.checkpoint_prefix(job_id, ref.epoch, ref.seq)
+    if ref.prefix != expected:
+        raise IntegrityError(f"names {ref.prefix!r}, not {expected!r}")
+    manifest = verify_checkpoint(store, ref)
+    claimed = {"job_id": job_id, "epoch": ref.epoch, "seq": ref.seq, "step": ref.step}
+    stored = {name: getattr(manifest, name) for name in claimed}
+    differ = [
+        f"{name} {stored[name]!r} (reported {claimed[name]!r})"
+        for name in claimed
+        if stored[name] != claimed[name]
+    ]
+    if differ:
+        raise IntegrityError(f"{keys.manifest_key(ref.prefix)} records " + ", ".join(differ))
+    return manifest
+
+
 def download_checkpoint(
     store: ObjectStore,
     ref: CheckpointRef,

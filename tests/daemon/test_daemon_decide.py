@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from daemon_factories import SHA, T0, ev, make_alloc, make_job, make_profile
 
 from relaymd.daemon.decide import DecideInput, decide_cycle
+from relaymd.daemon.evidence import claim_key
 from relaymd.daemon.remote_read import AllocationFiles, ClusterSnapshot
 from relaymd.models import (
     AllocationState,
@@ -105,13 +106,12 @@ def test_only_verified_checkpoints_of_the_current_epoch_move_the_pointer() -> No
         ev(EventKind.CHECKPOINT, checkpoint=ref(2, 3, 30)),
     ]
     files = AllocationFiles(allocation_id="a1", heartbeat=beat(1), events=events, events_offset=300)
-    out = run(
-        [alloc], [job], sched=[sj("a1")], files=[files], verified={("j1", 1, 9), ("j1", 2, 2)}
-    )
+    verified = {claim_key("j1", ref(1, 9, 90)), claim_key("j1", ref(2, 2, 20))}
+    out = run([alloc], [job], sched=[sj("a1")], files=[files], verified=verified)
     new = out.jobs["j1"]
     assert (new.checkpoint.epoch, new.checkpoint.seq, new.step) == (2, 2, 20)
     kinds = [a.kind for a in out.audits]
-    assert "stale_event_ignored" in kinds and "checkpoint_unverified" in kinds
+    assert "stale_event_ignored" in kinds and "checkpoint_rejected" in kinds
     assert out.allocations["a1"].events_offset == 300
     assert out.checkpointed == ["j1"]
 

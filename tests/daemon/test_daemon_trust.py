@@ -231,8 +231,8 @@ async def test_a_claim_the_manifest_or_the_pointer_contradicts_is_rejected(
         real = bench.checkpoint("j1", 2, 2, 20)
         claim = real.model_copy(update={"step": 90})
     elif case == "seq_repeats":
-        other = bench.checkpoint("j1", 2, 1, 10)  # the pointer itself, reported again
-        claim = other.model_copy(update={"step": 60})
+        pointer = (await bench.store.get_job("j1")).checkpoint
+        claim = pointer.model_copy(update={"step": 60})  # the pointer's seq, reported again
     elif case == "step_goes_back":
         claim = bench.checkpoint("j1", 2, 2, 5)
     elif case == "old_epoch_ref":
@@ -332,8 +332,15 @@ async def test_every_read_is_capped_whatever_the_files_hold(bench: Bench) -> Non
         b'{"allocation_id": "a1", "pad": "' + blob + b'"}'
     )
     bench.append(b'{"kind": "started", "pad": "' + blob + b'"}\n')
-    (bench.folder / "worker.log").write_bytes((b"z" * 200 + b"\n") * 25000)
-    bench.runner.want_log["a1"] = "j1"
+    # An ended allocation whose log tail is still owed: a 5 MB worker.log.
+    ended = bench.scratch / "alloc" / "a2"
+    ended.mkdir()
+    (ended / "worker.log").write_bytes((b"z" * 200 + b"\n") * 25000)
+    (ended / "events.jsonl").write_bytes(blob)
+    await bench.store.insert_allocation(
+        make_alloc("a2", state=AllocationState.ENDED, scheduler_id="99")
+    )
+    bench.runner.want_log["a2"] = "j1"
     for _ in range(3):
         report = await bench.runner.cycle()
         assert report.ok, report.error
@@ -342,7 +349,8 @@ async def test_every_read_is_capped_whatever_the_files_hold(bench: Bench) -> Non
         for script, size in zip(bench.transport.scripts, bench.transport.replies, strict=True)
         if " QUERY" in script
     ]
-    assert reads and max(reads) < 256 * 1024, reads
+    # Two allocations read, 13 MB on scratch: each costs a poll well under 256 KiB.
+    assert len(reads) == 3 and max(reads) < 2 * 256 * 1024, reads
 
 
 # -- item 4: liveness counts only heartbeats of the current assignment ---------------------
