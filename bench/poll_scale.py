@@ -54,7 +54,7 @@ from relaymd.scheduler.slurm_parse import SQUEUE_MARK  # noqa: E402
 from relaymd.transport.base import CommandResult  # noqa: E402
 
 # One line per allocation in a read script: `r <allocation id> <event offset> <want log>`.
-READ_CALL = re.compile(r"^r (\S+) (\d+) (\d)$", re.MULTILINE)
+READ_CALL = re.compile(r"^r (\S+) (\d+) (\d)(?: \d)?$", re.MULTILINE)
 
 
 class FakeLoginNode:
