@@ -424,14 +424,14 @@ class _Cycle:
             and is_stale(alloc, self.now, self.inp.settings.stale_after_s, not_before=not_before)
         ):
             since = liveness_reference(alloc, not_before=not_before)
+            oversized = bool(files and files.heartbeat_oversized)
             stale_for = (self.now - since).total_seconds() if since else 0.0
             alloc = alloc.model_copy(update={"stop_requested_at": self.now})
             self.put_alloc(alloc)
             self.audit(
                 "worker_hung",
                 f"heartbeat seq {alloc.last_seq} unchanged for {stale_for:.0f}s"
-                f"{unheard_note(heartbeat, files.heartbeat_oversized if files else False)};"
-                " stopping",
+                f"{unheard_note(None if counted else heartbeat, oversized)}; stopping",
                 alloc_id=alloc.id,
                 job_id=alloc.job_id,
             )

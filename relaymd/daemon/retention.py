@@ -8,6 +8,7 @@ neither, so whatever an assignment may name as a fallback is still in storage.
 from __future__ import annotations
 
 from relaymd.models import CheckpointRef, Job
+from relaymd.storage import keys
 from relaymd.storage.base import ObjectStore
 from relaymd.storage.checkpoints import delete_checkpoint, list_checkpoints
 
@@ -37,6 +38,13 @@ def to_delete(checkpoints: list[CheckpointRef], job: Job) -> list[CheckpointRef]
 
 
 def apply_retention(store: ObjectStore, job: Job) -> list[CheckpointRef]:
+    pointer = job.checkpoint
+    if pointer is None or pointer.prefix != keys.checkpoint_prefix(
+        job.id, pointer.epoch, pointer.seq
+    ):
+        # A pointer that is not the job's own folder (a row written before reports were
+        # verified) says nothing about which checkpoints are old: delete nothing.
+        return []
     doomed = to_delete(list_checkpoints(store, job.id), job)
     for ref in doomed:
         delete_checkpoint(store, ref)

@@ -8,7 +8,9 @@ the state file read with plain sqlite3, and the files left on "scratch".
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import time
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,6 +32,7 @@ from relaymd.models import (
     Heartbeat,
     JobState,
     Partition,
+    StorageAccess,
     WorkerEvent,
     WorkerState,
     utcnow,
@@ -463,3 +466,46 @@ async def test_the_daemon_removes_credentials_of_an_ended_allocation(bench: Benc
     await bench.cycle()
     assert not (bench.folder / "credentials").exists()
     assert (bench.folder / "heartbeat.json").exists()  # only the secret goes
+
+
+async def test_the_first_read_sweeps_credentials_a_crash_left_behind(bench: Bench) -> None:
+    hour_ago = time.time() - 3600
+    old_ended = bench.scratch / "alloc" / "a5"
+    young = bench.scratch / "alloc" / "a6"  # e.g. just written by a submit in flight
+    for folder in (old_ended, young):
+        folder.mkdir()
+        (folder / "credentials").write_text("{}")
+    os.utime(old_ended / "credentials", (hour_ago, hour_ago))
+    os.utime(bench.folder / "credentials", (hour_ago, hour_ago))  # a1 is live
+    await bench.cycle()
+    assert not (old_ended / "credentials").exists()
+    assert (young / "credentials").exists()
+    assert (bench.folder / "credentials").exists()
+    # Only once per daemon start: later reads do not list the scratch folder.
+    os.utime(young / "credentials", (hour_ago, hour_ago))
+    await bench.cycle()
+    assert (young / "credentials").exists()
+    reads = [s for s in bench.transport.scripts if " QUERY" in s]
+    assert len(reads) == 2 and "find " in reads[0] and "find " not in reads[1]
+
+
+def test_retention_deletes_nothing_for_a_pointer_that_is_not_the_jobs_own(
+    tmp_path: Path,
+) -> None:
+    from relaymd.daemon.retention import apply_retention
+    from relaymd.storage import open_store
+
+    store = open_store(StorageAccess(url=(tmp_path / "s").as_uri()))
+    local = tmp_path / "f.bin"
+    local.write_bytes(b"x")
+    refs = [
+        upload_checkpoint(
+            store, job_id="j1", epoch=2, seq=s, step=10 * s, files=[("f", local)], engine="e"
+        )
+        for s in (1, 2, 3, 4)
+    ]
+    foreign = refs[0].model_copy(update={"seq": 10**9})  # a row from before verification
+    job = make_job("j1", epoch=2, checkpoint=foreign)
+    assert apply_retention(store, job) == []
+    assert len(store.list_keys("jobs/j1/checkpoints/")) == 8
+    assert len(apply_retention(store, make_job("j1", epoch=2, checkpoint=refs[3]))) == 3
