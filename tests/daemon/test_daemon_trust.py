@@ -509,3 +509,37 @@ def test_retention_deletes_nothing_for_a_pointer_that_is_not_the_jobs_own(
     assert apply_retention(store, job) == []
     assert len(store.list_keys("jobs/j1/checkpoints/")) == 8
     assert len(apply_retention(store, make_job("j1", epoch=2, checkpoint=refs[3]))) == 3
+
+
+def test_an_oversized_binary_line_is_skipped_even_while_it_is_still_growing(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+
+    from relaymd.daemon.remote_read import ReadRequest, build_read_script, parse_read_output
+
+    folder = tmp_path / "alloc" / "a1"
+    folder.mkdir(parents=True)
+    events = folder / "events.jsonl"
+    events.write_bytes(b"\x00\xff" * (300 << 10))  # 600 KiB, binary, no newline yet
+
+    def poll(offset: int, skipping: bool) -> AllocationFiles:
+        req = [ReadRequest(allocation_id="a1", events_offset=offset, skipping=skipping)]
+        script, token = build_read_script(str(tmp_path), "true", req)
+        out = subprocess.run(["bash", "-s"], input=script, capture_output=True, text=True)
+        return parse_read_output(out.stdout, token, "c1", req, lambda _t: []).files["a1"]
+
+    first = poll(0, False)
+    assert first.events_skipping and first.oversized_lines == 1 and first.events == []
+    second = poll(first.events_offset, True)  # the rest of what is there, no newline yet
+    assert second.events_skipping and second.events_offset == events.stat().st_size
+    tail = WorkerEvent(kind=EventKind.STARTED, allocation_id="a1").model_dump_json().encode()
+    with open(events, "ab") as fh:
+        fh.write(b"\x01" * 1000 + b"\n" + tail + b"\n")
+    third = poll(second.events_offset, True)
+    assert (
+        not third.events_skipping and third.events_offset == events.stat().st_size - len(tail) - 1
+    )
+    fourth = poll(third.events_offset, False)
+    assert [e.kind for e in fourth.events] == [EventKind.STARTED]
+    assert fourth.events_offset == events.stat().st_size
