@@ -542,6 +542,7 @@ class ClusterRunner:
                     )
                 elif sub is not None or outcome.complete:
                     error = (sub.error if sub is not None else None) or "no submit result"
+                    self._credentials_owed.add(alloc.id)  # written for a worker that never runs
                     await store.update_allocation(
                         alloc.model_copy(
                             update={
