@@ -2,56 +2,30 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
-from worker_harness import EXAMPLES, Relay
+from atom_like import REPLICAS, engine, reference_samples, write_bundle
+from worker_harness import Relay
 
 from relaymd.models import EventKind, StorageAccess
 from relaymd.storage.checkpoints import download_checkpoint
 from relaymd.storage.keys import checkpoints_prefix, outputs_prefix
 
 
-def _engine(samples: int, *extra: str) -> dict[str, object]:
-    return {
-        "kind": "command",
-        "preset": "atom",
-        "command": [
-            sys.executable,
-            "fake_atom.py",
-            "--samples",
-            str(samples),
-            "--cycle-s",
-            "0.08",
-            *extra,
-        ],
-        "target_samples": samples,
-        "settle_s": 0.1,
-        "stop_grace_s": 20,
-        "startup_timeout_s": 30,
-    }
-
-
-@pytest.fixture
-def atom_bundle(tmp_path: Path) -> Path:
-    folder = tmp_path / "atom-bundle"
-    folder.mkdir()
-    shutil.copy(EXAMPLES / "atom-like" / "fake_atom.py", folder)
-    return folder
-
-
 @pytest.mark.slow
 def test_atom_like_command_resumes_across_segments(
-    tmp_path: Path, file_access: StorageAccess, atom_bundle: Path
+    tmp_path: Path, file_access: StorageAccess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    samples = 60
+    samples = 20
+    monkeypatch.setenv("FAKE_ATOM_EXIT_SLEEP_S", "0.1")
+    reference = reference_samples(tmp_path / "reference", samples)
     relay = Relay(tmp_path, file_access, "job-atom")
-    relay.upload_bundle(atom_bundle)
+    # Slow enough that each stop lands mid-run: the job needs several segments.
+    relay.upload_bundle(write_bundle(tmp_path / "bundle", samples, 0.3, chunk_s=0.05))
     ends = []
     for _ in range(10):
-        _, end = relay.run_segment(_engine(samples), 1)
+        _, end = relay.run_segment(engine(samples), 1)
         ends.append(end)
         if end.kind is EventKind.COMPLETED:
             break
@@ -63,23 +37,23 @@ def test_atom_like_command_resumes_across_segments(
         }
     assert len(ends) >= 3, [(e.kind, e.step) for e in ends]
     assert ends[-1].kind is EventKind.COMPLETED and ends[-1].step == samples
-    # The final segment's sample files hold every cycle exactly once: resumed, never redone.
-    for k in (0, 1):
+    # The final segment's sample files hold every sample exactly once: resumed, never redone.
+    for k in range(REPLICAS):
         key = outputs_prefix(relay.job_id, relay.epoch) + f"r{k}/fake.out"
-        lines = relay.store.get_bytes(key).decode().splitlines()
-        assert lines == [f"sample {i}" for i in range(1, samples + 1)]
+        assert relay.store.get_bytes(key) == reference[k]
 
 
 def test_command_exit_zero_short_of_target_is_a_failure(
-    tmp_path: Path, file_access: StorageAccess, atom_bundle: Path
+    tmp_path: Path, file_access: StorageAccess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("FAKE_ATOM_CRASH", "1")
     relay = Relay(tmp_path, file_access, "job-crash")
-    relay.upload_bundle(atom_bundle)
+    relay.upload_bundle(write_bundle(tmp_path / "bundle", 10))
     alloc = relay.allocation()
-    alloc.assign(relay.assignment(alloc, _engine(10, "--crash")))
+    alloc.assign(relay.assignment(alloc, engine(10)))
     alloc.start(idle_timeout=1.0)
     failed = alloc.wait_event({EventKind.FAILED}, timeout=60)
     assert alloc.wait_exit(60) == 0
     assert "exited 0 with 0 of 10 samples" in (failed.reason or "")
-    assert any("GPU workers crashed" in line for line in failed.log_tail)
+    assert any("No compute devices are alive" in line for line in failed.log_tail)
     assert relay.store.list_keys(checkpoints_prefix(relay.job_id)) == []
