@@ -61,3 +61,26 @@ def reference_samples(folder: Path, max_samples: int) -> dict[int, bytes]:
     files = {k: (folder / f"r{k}" / "fake.out").read_bytes() for k in range(REPLICAS)}
     assert all(len(data.splitlines()) == max_samples for data in files.values())
     return files
+
+
+def reference_run(folder: Path, max_samples: int) -> dict[int, list[bytes]]:
+    """An uninterrupted run's sample lines, a few past `max_samples`: AToM stops when the
+    slowest replica has MAX_SAMPLES, so a resumed run's faster replicas may hold one more."""
+    return {
+        k: data.splitlines(keepends=True)
+        for k, data in reference_samples(folder, max_samples + 2).items()
+    }
+
+
+def assert_exactly_once(
+    files: dict[int, bytes], reference: dict[int, list[bytes]], max_samples: int
+) -> None:
+    """Every replica's samples, each exactly once and in order (the uninterrupted run's
+    lines, from the first), and the slowest replica at exactly `max_samples`."""
+    counts = []
+    for k, data in files.items():
+        lines = data.splitlines(keepends=True)
+        assert lines == reference[k][: len(lines)], f"r{k}: not the uninterrupted run's samples"
+        counts.append(len(lines))
+    assert min(counts) == max_samples, counts
+    assert max(counts) <= max_samples + 1, counts

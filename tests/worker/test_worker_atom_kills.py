@@ -21,7 +21,14 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from atom_like import PRNT_FREQUENCY, REPLICAS, engine, reference_samples, write_bundle
+from atom_like import (
+    PRNT_FREQUENCY,
+    REPLICAS,
+    assert_exactly_once,
+    engine,
+    reference_run,
+    write_bundle,
+)
 from worker_harness import Allocation, Relay, wait_for
 
 from relaymd.models import EventKind, StorageAccess
@@ -33,8 +40,8 @@ ENGINE = engine(MAX_SAMPLES)
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[int, bytes]:
-    return reference_samples(tmp_path_factory.mktemp("reference") / "run", MAX_SAMPLES)
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[bytes]]:
+    return reference_run(tmp_path_factory.mktemp("reference") / "run", MAX_SAMPLES)
 
 
 def _live_dir(alloc: Allocation, relay: Relay) -> Path:
@@ -84,7 +91,7 @@ CASES = [
 def test_hard_kill_keeps_every_sample_exactly_once(
     tmp_path: Path,
     file_access: StorageAccess,
-    reference: dict[int, bytes],
+    reference: dict[int, list[bytes]],
     monkeypatch: pytest.MonkeyPatch,
     pause: str,
     wait: str | None,
@@ -133,10 +140,11 @@ def test_hard_kill_keeps_every_sample_exactly_once(
     finally:
         _kill_group(engine_pid)  # the orphan of a worker-only kill (SLURM would reap it)
 
-    # Verdict from storage: the final sample files equal the uninterrupted run's.
-    for k in range(REPLICAS):
-        key = outputs_prefix(relay.job_id, relay.epoch) + f"r{k}/fake.out"
-        assert relay.store.get_bytes(key) == reference[k], f"r{k}/fake.out"
+    # Verdict from storage: the final sample files hold the uninterrupted run's samples, each
+    # exactly once and in order, and the slowest replica has exactly MAX_SAMPLES.
+    prefix = outputs_prefix(relay.job_id, relay.epoch)
+    got = {k: relay.store.get_bytes(f"{prefix}r{k}/fake.out") for k in range(REPLICAS)}
+    assert_exactly_once(got, reference, MAX_SAMPLES)
     # Every stored checkpoint holds exactly the sample lines its replica XMLs own.
     for ref in list_checkpoints(relay.store, relay.job_id):
         dest = tmp_path / f"check-{ref.epoch}-{ref.seq}"
@@ -144,5 +152,4 @@ def test_hard_kill_keeps_every_sample_exactly_once(
         owned = [_md_steps(dest / f"r{k}/fake_ckpt.xml") // PRNT_FREQUENCY for k in range(REPLICAS)]
         assert manifest.step == min(owned)
         for k, lines in enumerate(owned):
-            data = (dest / f"r{k}/fake.out").read_bytes()
-            assert data == b"".join(reference[k].splitlines(keepends=True)[:lines])
+            assert (dest / f"r{k}/fake.out").read_bytes() == b"".join(reference[k][:lines])

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from atom_like import REPLICAS, engine, reference_samples, write_bundle
-from worker_harness import Relay
+from atom_like import REPLICAS, assert_exactly_once, engine, reference_run, write_bundle
+from worker_harness import TERMINAL, Allocation, Relay, wait_for
 
-from relaymd.models import EventKind, StorageAccess
+from relaymd.models import ControlAction, EventKind, StorageAccess
 from relaymd.storage.checkpoints import download_checkpoint
 from relaymd.storage.keys import checkpoints_prefix, outputs_prefix
 
@@ -17,15 +17,35 @@ from relaymd.storage.keys import checkpoints_prefix, outputs_prefix
 def test_atom_like_command_resumes_across_segments(
     tmp_path: Path, file_access: StorageAccess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    samples = 20
-    monkeypatch.setenv("FAKE_ATOM_EXIT_SLEEP_S", "0.1")
-    reference = reference_samples(tmp_path / "reference", samples)
+    samples = 6
+    reference = reference_run(tmp_path / "reference", samples)
     relay = Relay(tmp_path, file_access, "job-atom")
-    # Slow enough that each stop lands mid-run: the job needs several segments.
-    relay.upload_bundle(write_bundle(tmp_path / "bundle", samples, 0.3, chunk_s=0.05))
+    relay.upload_bundle(write_bundle(tmp_path / "bundle", samples, 0.3, chunk_s=0.02))
+    # Every segment's engine waits after its first round and one more sample line; the test
+    # then asks the worker to stop (a planned handoff), so each segment ends mid-run.
+    paused = tmp_path / "paused"
+    monkeypatch.setenv("FAKE_ATOM_EXIT_SLEEP_S", "0.1")
+    monkeypatch.setenv("FAKE_ATOM_PAUSE", "line_after_round:1")
+    monkeypatch.setenv("FAKE_ATOM_PAUSE_FILE", str(paused))
     ends = []
-    for _ in range(10):
-        _, end = relay.run_segment(engine(samples), 1)
+    for _ in range(30):
+        paused.unlink(missing_ok=True)
+        alloc = relay.allocation()
+        alloc.assign(relay.assignment(alloc, engine(samples)))
+        alloc.start(idle_timeout=1.0)
+        epoch = relay.epoch
+
+        def paused_or_ended(alloc: Allocation = alloc, epoch: int = epoch) -> bool:
+            return paused.is_file() or any(
+                e.kind in TERMINAL and e.epoch == epoch for e in alloc.events()
+            )
+
+        wait_for(paused_or_ended, 60, "the engine paused or the segment ended")
+        if paused.is_file():
+            alloc.control(ControlAction.STOP, relay.job_id, epoch)
+        end = alloc.wait_event(TERMINAL, timeout=60, epoch=epoch)
+        assert alloc.wait_exit(60) == 0
+        relay.advance(alloc.events())
         ends.append(end)
         if end.kind is EventKind.COMPLETED:
             break
@@ -35,12 +55,12 @@ def test_atom_like_command_resumes_across_segments(
         assert {"ckpt_is_valid", "r0/fake_ckpt.xml", "r1/fake_ckpt.xml"} <= {
             f.path for f in manifest.files
         }
-    assert len(ends) >= 3, [(e.kind, e.step) for e in ends]
+    assert len(ends) >= 2 and ends[0].kind is EventKind.STOPPED, [(e.kind, e.step) for e in ends]
     assert ends[-1].kind is EventKind.COMPLETED and ends[-1].step == samples
     # The final segment's sample files hold every sample exactly once: resumed, never redone.
-    for k in range(REPLICAS):
-        key = outputs_prefix(relay.job_id, relay.epoch) + f"r{k}/fake.out"
-        assert relay.store.get_bytes(key) == reference[k]
+    prefix = outputs_prefix(relay.job_id, relay.epoch)
+    got = {k: relay.store.get_bytes(f"{prefix}r{k}/fake.out") for k in range(REPLICAS)}
+    assert_exactly_once(got, reference, samples)
 
 
 def test_command_exit_zero_short_of_target_is_a_failure(
