@@ -37,11 +37,15 @@ Test knobs (environment, never needed for a demo):
                              (sentinel just deleted), `round_mid` (first replica's XML
                              written), `round_end` (sentinel re-created), `line_after_round`
                              (first sample line written after the n-th round).
+  FAKE_ATOM_LINE_COUNTS=<file>  in every round, also write <file> = {"r<i>/<BASENAME>.out":
+                             lines}: makes it a generic `command` program that declares
+                             which output lines belong to its checkpoint (output_line_counts)
 `FAKE_ATOM_CRASH=1` exits 0 without sampling, like AToM when all of its GPU workers died.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -201,6 +205,11 @@ class Run:
             replica.save_checkpoint()
             if i == 0:
                 self.pause.at("round_mid")
+        counts = os.environ.get("FAKE_ATOM_LINE_COUNTS")
+        if counts:
+            lines = {r.out_path.as_posix(): r.mdsteps // self.prnt for r in self.replicas}
+            Path(f"{counts}.tmp").write_text(json.dumps(lines))
+            os.replace(f"{counts}.tmp", counts)
         SENTINEL.write_text("Checkpoint files are valid")
         self.rounds += 1
         self.line_pending = True

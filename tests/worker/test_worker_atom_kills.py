@@ -97,6 +97,53 @@ def test_hard_kill_keeps_every_sample_exactly_once(
     wait: str | None,
     victim: str,
 ) -> None:
+    _kill_then_relay(tmp_path, file_access, reference, monkeypatch, ENGINE, pause, wait, victim)
+
+
+# The same program as a generic `command` job: it declares, in every checkpoint round, how
+# many lines of each output file belong to the round (engine.output_line_counts).
+GENERIC: dict[str, object] = {
+    **{k: v for k, v in ENGINE.items() if k != "preset"},
+    "checkpoint_globs": ["r*/*_ckpt.xml", "line_counts.json"],
+    "ready_marker": "ckpt_is_valid",
+    "progress_globs": ["r*/*.out"],
+    "output_globs": ["r*/*.out"],
+    "output_line_counts": "line_counts.json",
+}
+
+
+@pytest.mark.parametrize(
+    ("pause", "wait", "victim"),
+    [
+        pytest.param("line_after_round:1", "uploaded", "worker+engine", id="md-after-upload"),
+        pytest.param("round_mid:2", None, "worker+engine", id="mid-round"),
+        pytest.param("round_end:1", "upload_failing", "worker+engine", id="during-upload"),
+    ],
+)
+def test_generic_command_with_line_counts_keeps_every_sample_exactly_once(
+    tmp_path: Path,
+    file_access: StorageAccess,
+    reference: dict[int, list[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+    pause: str,
+    wait: str | None,
+    victim: str,
+) -> None:
+    monkeypatch.setenv("FAKE_ATOM_LINE_COUNTS", "line_counts.json")
+    _kill_then_relay(tmp_path, file_access, reference, monkeypatch, GENERIC, pause, wait, victim)
+
+
+def _kill_then_relay(
+    tmp_path: Path,
+    file_access: StorageAccess,
+    reference: dict[int, list[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+    engine_spec: dict[str, object],
+    pause: str,
+    wait: str | None,
+    victim: str,
+) -> None:
+    """Segment 1 pauses at `pause` and is killed; later segments run to completion."""
     relay = Relay(tmp_path, file_access, "job-kill")
     relay.upload_bundle(write_bundle(tmp_path / "bundle", MAX_SAMPLES))
     monkeypatch.setenv("FAKE_ATOM_EXIT_SLEEP_S", "0.1")
@@ -111,7 +158,7 @@ def test_hard_kill_keeps_every_sample_exactly_once(
         blocker.mkdir(parents=True)
 
     alloc = relay.allocation()
-    alloc.assign(relay.assignment(alloc, ENGINE))
+    alloc.assign(relay.assignment(alloc, engine_spec))
     alloc.start(idle_timeout=1.0)
     wait_for(lambda: pause_file.is_file() and pause_file.read_text(), 60, f"engine at {pause}")
     engine_pid = int(pause_file.read_text())
@@ -133,7 +180,7 @@ def test_hard_kill_keeps_every_sample_exactly_once(
         monkeypatch.delenv("FAKE_ATOM_PAUSE")
 
         for _ in range(3):
-            _, end = relay.run_segment(ENGINE, None)
+            _, end = relay.run_segment(engine_spec, None)
             if end.kind is EventKind.COMPLETED:
                 break
         assert end.kind is EventKind.COMPLETED and end.step == MAX_SAMPLES
