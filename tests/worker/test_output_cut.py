@@ -140,11 +140,12 @@ def test_atom_preset_paths_follow_the_config_folder() -> None:
     here = apply_preset(
         CommandSettings(command="rbfe_production job.yaml", preset="atom", target_samples=5)
     )
-    assert (here.checkpoint_globs, here.ready_marker) == (["r*/*_ckpt.xml"], "ckpt_is_valid")
+    assert here.checkpoint_globs == ["r*/*_ckpt.xml", "starting_sample"]
+    assert here.ready_marker == "ckpt_is_valid"
     sub = apply_preset(
         CommandSettings(command="abfe_production leg1/job.cntl", preset="atom", target_samples=5)
     )
-    assert sub.checkpoint_globs == ["leg1/r*/*_ckpt.xml"]
+    assert sub.checkpoint_globs == ["leg1/r*/*_ckpt.xml", "leg1/starting_sample"]
     assert sub.ready_marker == "leg1/ckpt_is_valid"
     assert sub.progress_globs == ["leg1/r*/*.out"]
     assert "leg1/r*/*.xtc" in sub.output_globs

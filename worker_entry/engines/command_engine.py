@@ -43,7 +43,8 @@ CAPTURED_LOG = "relaymd-command.log"
 TAIL_LINES = 50
 KILL_WAIT_S = 10.0
 
-ATOM_CHECKPOINT_GLOBS = ["r*/*_ckpt.xml"]
+# starting_sample: written once when MAX_SAMPLES is "+N"; without it the target moves every hop.
+ATOM_CHECKPOINT_GLOBS = ["r*/*_ckpt.xml", "starting_sample"]
 ATOM_READY_MARKER = "ckpt_is_valid"
 ATOM_PROGRESS_GLOBS = ["r*/*.out"]
 ATOM_OUTPUT_GLOBS = ["r*/*.out", "r*/*.xtc", "r*/*.dcd", "*.log"]
