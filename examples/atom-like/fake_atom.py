@@ -35,8 +35,9 @@ Test knobs (environment, never needed for a demo):
   FAKE_ATOM_PAUSE=<point>:<n> at the n-th time this process reaches <point>, write its pid to
   FAKE_ATOM_PAUSE_FILE       that file and wait there until killed. Points: `round_start`
                              (sentinel just deleted), `round_mid` (first replica's XML
-                             written), `round_end` (sentinel re-created), `line_after_round`
-                             (first sample line written after the n-th round).
+                             written), `round_end` (sentinel re-created), `line` (n-th sample
+                             line written), `line_after_round` (first sample line written
+                             after the n-th round).
   FAKE_ATOM_LINE_COUNTS=<file>  in every round, also write <file> = {"r<i>/<BASENAME>.out":
                              lines}: makes it a generic `command` program that declares
                              which output lines belong to its checkpoint (output_line_counts)
@@ -228,6 +229,7 @@ class Run:
         replica.mdsteps += self.steps
         if replica.mdsteps % self.prnt == 0:
             replica.save_out()
+            self.pause.at("line")
             if self.line_pending:
                 self.line_pending = False
                 self.pause.at("line_after_round")

@@ -76,6 +76,7 @@ def _md_steps(xml: Path) -> int:
 
 CASES = [
     # (pause point, what to wait for before the kill, who is killed)
+    pytest.param("line:2", None, "worker+engine", id="md-before-any-round"),
     pytest.param("line_after_round:1", "uploaded", "worker+engine", id="md-after-upload"),
     pytest.param("line_after_round:1", "uploaded", "worker", id="md-after-upload-worker-only"),
     pytest.param("line_after_round:2", "uploaded", "engine", id="md-after-upload-engine-only"),
@@ -87,6 +88,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("pause", "wait", "victim"), CASES)
 def test_hard_kill_keeps_every_sample_exactly_once(
     tmp_path: Path,
@@ -112,6 +114,7 @@ GENERIC: dict[str, object] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("pause", "wait", "victim"),
     [
