@@ -41,14 +41,22 @@ def _relpath(prefix: str, *parts: str) -> str:
     return PurePosixPath(prefix, *parts).as_posix()
 
 
-def replica_md_steps(path: Path) -> int:
-    """REMDSteps from an AToM replica checkpoint (OpenMM State XML: <Parameters REMDSteps=..>)."""
+def _parameters(path: Path) -> dict[str, str] | None:
+    """Attributes of the State's <Parameters>; stops reading there (it precedes the
+    positions and velocities, megabytes for a solvated system)."""
     try:
-        root = ET.parse(path).getroot()
+        for _, element in ET.iterparse(path, events=("start",)):
+            if element.tag == "Parameters":
+                return dict(element.attrib)
     except (OSError, ET.ParseError) as exc:
         raise EngineFailure(f"{path.name}: not a readable AToM checkpoint XML: {exc}") from None
-    params = root.find("Parameters")
-    value = params.attrib.get("REMDSteps") if params is not None else None
+    return None
+
+
+def replica_md_steps(path: Path) -> int:
+    """REMDSteps from an AToM replica checkpoint (OpenMM State XML: <Parameters REMDSteps=..>)."""
+    params = _parameters(path)
+    value = params.get("REMDSteps") if params is not None else None
     if value is None:
         raise EngineFailure(f"{path}: no REMDSteps global parameter; not an AToM-OpenMM checkpoint")
     try:
