@@ -14,22 +14,27 @@ from relaymd.storage.keys import checkpoints_prefix, outputs_prefix
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("pause", ["line_after_round:1", "round_mid:1"])
 def test_atom_like_command_resumes_across_segments(
-    tmp_path: Path, file_access: StorageAccess, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, file_access: StorageAccess, monkeypatch: pytest.MonkeyPatch, pause: str
 ) -> None:
     samples = 6
     reference = reference_run(tmp_path / "reference", samples)
     relay = Relay(tmp_path, file_access, "job-atom")
     relay.upload_bundle(write_bundle(tmp_path / "bundle", samples, 0.3, chunk_s=0.02))
-    # Every segment's engine waits after its first round and one more sample line; the test
-    # then asks the worker to stop (a planned handoff), so each segment ends mid-run.
+    # Every segment's engine waits after its first round and one more sample line, or in the
+    # middle of its first round (AToM does not mask SIGTERM there: its handler writes a whole
+    # new round); the test then asks the worker to stop (a planned handoff).
     paused = tmp_path / "paused"
     monkeypatch.setenv("FAKE_ATOM_EXIT_SLEEP_S", "0.1")
-    monkeypatch.setenv("FAKE_ATOM_PAUSE", "line_after_round:1")
+    monkeypatch.setenv("FAKE_ATOM_PAUSE", pause)
     monkeypatch.setenv("FAKE_ATOM_PAUSE_FILE", str(paused))
     ends = []
     for _ in range(30):
         paused.unlink(missing_ok=True)
+        if relay.pointer is not None and relay.pointer.step >= samples:
+            # Done: AToM's run at the target is one checkpoint round; let it complete.
+            monkeypatch.delenv("FAKE_ATOM_PAUSE", raising=False)
         alloc = relay.allocation()
         alloc.assign(relay.assignment(alloc, engine(samples)))
         alloc.start(idle_timeout=1.0)
