@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from relaymd.atom_config import AtomConfigError, load_atom_layout
 from relaymd.config import LoadedConfig
 from relaymd.ids import new_job_id
 from relaymd.logging import get_logger
@@ -76,6 +77,8 @@ class PreparedJob(BaseModel):
 
     directory: Path
     spec: JobSpec
+    # Things the user should know but that do not stop the submit (printed to stderr).
+    warnings: list[str] = Field(default_factory=list)
 
 
 class UploadedJob(BaseModel):
@@ -195,7 +198,43 @@ def _required_inputs(spec: JobSpec) -> list[tuple[str, str]]:
             if value is not None
         ]
     assert isinstance(engine, CommandSettings)
-    return []
+    config = engine.atom_config_path()
+    return [("engine.atom_config", config)] if config is not None else []
+
+
+def _check_atom_config(directory: Path, engine: CommandSettings) -> None:
+    """Preset atom cuts sample files by keys of the AToM config: refuse a job without them."""
+    if engine.preset != "atom":
+        return
+    config = engine.atom_config_path()
+    if config is None:
+        raise SubmitError(
+            f"{directory / SPEC_FILE}: engine.command: preset atom needs the AToM config file "
+            "as an argument (a .cntl, .yaml, .yml or .json path in the job directory) or "
+            "engine.atom_config"
+        )
+    try:
+        load_atom_layout(directory / config)
+    except AtomConfigError as exc:
+        raise SubmitError(f"{directory / SPEC_FILE}: engine.atom_config: {exc}") from None
+
+
+def output_warnings(engine: CommandSettings) -> list[str]:
+    """Outputs a relay cannot keep exactly consistent with the checkpoints of this spec."""
+    if engine.preset == "atom" or engine.output_line_counts is not None:
+        return []
+    globs = [*engine.progress_globs, *engine.output_globs]
+    loose = [g for g in globs if g not in engine.checkpoint_globs]
+    if not loose:
+        return []
+    names = ", ".join(dict.fromkeys(loose))
+    return [
+        f"engine: outputs {names} are not exact after a hard kill: they are stored as they "
+        "were when a checkpoint was taken and may hold lines written after it, which the "
+        "resumed program writes again. Set engine.output_line_counts (a file the program "
+        "writes in each checkpoint round) or write them only during the round and list them "
+        "in checkpoint_globs (docs/job-lifecycle.md, 'Outputs and checkpoints')"
+    ]
 
 
 def validate_job(directory: Path, spec: JobSpec, loaded: LoadedConfig) -> None:
@@ -243,11 +282,15 @@ def prepare(
 
     spec = build_spec(directory, flags)
     validate_job(directory, spec, loaded)
+    warnings: list[str] = []
+    if isinstance(spec.engine, CommandSettings):
+        _check_atom_config(directory, spec.engine)
+        warnings = output_warnings(spec.engine)
     try:
         scan_bundle(directory)  # every file packable, before anything is uploaded
     except BundleError as exc:
         raise SubmitError(f"{directory}: cannot pack the job directory: {exc}") from None
-    return PreparedJob(directory=directory, spec=spec)
+    return PreparedJob(directory=directory, spec=spec, warnings=warnings)
 
 
 def upload_bundle(

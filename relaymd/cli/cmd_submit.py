@@ -102,6 +102,9 @@ def submit(
         except SubmitError as exc:
             code = ExitCode.NOT_FOUND if exc.kind == "missing" else ExitCode.USAGE
             raise CliError(str(exc), hint="nothing was uploaded or registered", code=code) from None
+    for job in prepared:
+        for warning in job.warnings:
+            err_console().print(f"[yellow]warning:[/] {job.directory}: {warning}", soft_wrap=True)
 
     if dry_run:
         results = [

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from relaymd.atom_config import find_config_arg
 from relaymd.models.base import UserModel
 
 
@@ -69,6 +70,17 @@ class CommandSettings(UserModel):
     stop_grace_s: float = Field(120.0, gt=0)
     settle_s: float = Field(2.0, ge=0)
     target_samples: int | None = Field(None, gt=0)
+    # Preset atom: the AToM config in the bundle (unset: the command's config argument).
+    atom_config: str | None = None
+    # A JSON file in the checkpoint set, {"<file>": <lines>}, that the program rewrites in
+    # every checkpoint round: each named file travels with the checkpoint cut to those lines.
+    output_line_counts: str | None = None
+
+    def atom_config_path(self) -> str | None:
+        """Preset atom's config file, relative to the bundle (AToM works in its folder)."""
+        if self.preset != "atom":
+            return None
+        return self.atom_config or find_config_arg(self.command)
 
     @field_validator("command", mode="before")
     @classmethod

@@ -2,56 +2,55 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
-from worker_harness import EXAMPLES, Relay
+from atom_like import REPLICAS, assert_exactly_once, engine, reference_run, write_bundle
+from worker_harness import TERMINAL, Allocation, Relay, wait_for
 
-from relaymd.models import EventKind, StorageAccess
+from relaymd.models import ControlAction, EventKind, StorageAccess
 from relaymd.storage.checkpoints import download_checkpoint
 from relaymd.storage.keys import checkpoints_prefix, outputs_prefix
 
 
-def _engine(samples: int, *extra: str) -> dict[str, object]:
-    return {
-        "kind": "command",
-        "preset": "atom",
-        "command": [
-            sys.executable,
-            "fake_atom.py",
-            "--samples",
-            str(samples),
-            "--cycle-s",
-            "0.08",
-            *extra,
-        ],
-        "target_samples": samples,
-        "settle_s": 0.1,
-        "stop_grace_s": 20,
-        "startup_timeout_s": 30,
-    }
-
-
-@pytest.fixture
-def atom_bundle(tmp_path: Path) -> Path:
-    folder = tmp_path / "atom-bundle"
-    folder.mkdir()
-    shutil.copy(EXAMPLES / "atom-like" / "fake_atom.py", folder)
-    return folder
-
-
 @pytest.mark.slow
+@pytest.mark.parametrize("pause", ["line_after_round:1", "round_mid:1"])
 def test_atom_like_command_resumes_across_segments(
-    tmp_path: Path, file_access: StorageAccess, atom_bundle: Path
+    tmp_path: Path, file_access: StorageAccess, monkeypatch: pytest.MonkeyPatch, pause: str
 ) -> None:
-    samples = 60
+    samples = 6
+    reference = reference_run(tmp_path / "reference", samples)
     relay = Relay(tmp_path, file_access, "job-atom")
-    relay.upload_bundle(atom_bundle)
+    relay.upload_bundle(write_bundle(tmp_path / "bundle", samples, 0.3, chunk_s=0.02))
+    # Every segment's engine waits after its first round and one more sample line, or in the
+    # middle of its first round (AToM does not mask SIGTERM there: its handler writes a whole
+    # new round); the test then asks the worker to stop (a planned handoff).
+    paused = tmp_path / "paused"
+    monkeypatch.setenv("FAKE_ATOM_EXIT_SLEEP_S", "0.1")
+    monkeypatch.setenv("FAKE_ATOM_PAUSE", pause)
+    monkeypatch.setenv("FAKE_ATOM_PAUSE_FILE", str(paused))
     ends = []
-    for _ in range(10):
-        _, end = relay.run_segment(_engine(samples), 1)
+    for _ in range(30):
+        paused.unlink(missing_ok=True)
+        if relay.pointer is not None and relay.pointer.step >= samples:
+            # Done: AToM's run at the target is one checkpoint round; let it complete.
+            monkeypatch.delenv("FAKE_ATOM_PAUSE", raising=False)
+        alloc = relay.allocation()
+        alloc.assign(relay.assignment(alloc, engine(samples)))
+        alloc.start(idle_timeout=1.0)
+        epoch = relay.epoch
+
+        def paused_or_ended(alloc: Allocation = alloc, epoch: int = epoch) -> bool:
+            return paused.is_file() or any(
+                e.kind in TERMINAL and e.epoch == epoch for e in alloc.events()
+            )
+
+        wait_for(paused_or_ended, 60, "the engine paused or the segment ended")
+        if paused.is_file():
+            alloc.control(ControlAction.STOP, relay.job_id, epoch)
+        end = alloc.wait_event(TERMINAL, timeout=60, epoch=epoch)
+        assert alloc.wait_exit(60) == 0
+        relay.advance(alloc.events())
         ends.append(end)
         if end.kind is EventKind.COMPLETED:
             break
@@ -61,25 +60,25 @@ def test_atom_like_command_resumes_across_segments(
         assert {"ckpt_is_valid", "r0/fake_ckpt.xml", "r1/fake_ckpt.xml"} <= {
             f.path for f in manifest.files
         }
-    assert len(ends) >= 3, [(e.kind, e.step) for e in ends]
+    assert len(ends) >= 2 and ends[0].kind is EventKind.STOPPED, [(e.kind, e.step) for e in ends]
     assert ends[-1].kind is EventKind.COMPLETED and ends[-1].step == samples
-    # The final segment's sample files hold every cycle exactly once: resumed, never redone.
-    for k in (0, 1):
-        key = outputs_prefix(relay.job_id, relay.epoch) + f"r{k}/fake.out"
-        lines = relay.store.get_bytes(key).decode().splitlines()
-        assert lines == [f"sample {i}" for i in range(1, samples + 1)]
+    # The final segment's sample files hold every sample exactly once: resumed, never redone.
+    prefix = outputs_prefix(relay.job_id, relay.epoch)
+    got = {k: relay.store.get_bytes(f"{prefix}r{k}/fake.out") for k in range(REPLICAS)}
+    assert_exactly_once(got, reference, samples)
 
 
 def test_command_exit_zero_short_of_target_is_a_failure(
-    tmp_path: Path, file_access: StorageAccess, atom_bundle: Path
+    tmp_path: Path, file_access: StorageAccess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("FAKE_ATOM_CRASH", "1")
     relay = Relay(tmp_path, file_access, "job-crash")
-    relay.upload_bundle(atom_bundle)
+    relay.upload_bundle(write_bundle(tmp_path / "bundle", 10))
     alloc = relay.allocation()
-    alloc.assign(relay.assignment(alloc, _engine(10, "--crash")))
+    alloc.assign(relay.assignment(alloc, engine(10)))
     alloc.start(idle_timeout=1.0)
     failed = alloc.wait_event({EventKind.FAILED}, timeout=60)
     assert alloc.wait_exit(60) == 0
     assert "exited 0 with 0 of 10 samples" in (failed.reason or "")
-    assert any("GPU workers crashed" in line for line in failed.log_tail)
+    assert any("No compute devices are alive" in line for line in failed.log_tail)
     assert relay.store.list_keys(checkpoints_prefix(relay.job_id)) == []

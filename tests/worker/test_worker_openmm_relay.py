@@ -118,17 +118,45 @@ def test_relay_across_segments_is_bitwise_identical(
     _assert_contiguous(chunks, total)
 
 
+def _freeze_when_caught_up(alloc: Allocation, job_id: str, epoch: int) -> None:
+    """SIGSTOP the worker at a moment when everything it checkpointed is uploaded and
+    announced and its heartbeat shows the step it reached: the state whose loss the test
+    bounds. (Killed at any moment, the heartbeat may lag the newest checkpoint, or a
+    checkpoint may still be waiting for its upload.) Retries until the frozen worker is in
+    that state; waits on files only."""
+    local = alloc.work_dir / f"{job_id}-{epoch}" / "checkpoints"
+
+    def caught_up() -> bool:
+        ckpts = _checkpoints_of(alloc.events(), epoch)
+        beat = alloc.heartbeat()
+        pending = list(local.iterdir()) if local.is_dir() else []
+        return (
+            len(ckpts) >= 2
+            and not pending
+            and beat is not None
+            and beat.step is not None
+            and beat.step >= max(e.step or 0 for e in ckpts)
+        )
+
+    while True:
+        wait_for(caught_up, 60, "every checkpoint uploaded and the heartbeat caught up")
+        alloc.kill(signal.SIGSTOP)
+        if caught_up():
+            return
+        alloc.kill(signal.SIGCONT)
+
+
 @pytest.mark.slow
 def test_kill9_loses_at_most_one_checkpoint_interval(
     tmp_path: Path, file_access: StorageAccess, bundle_dir: Path
 ) -> None:
-    total = 200
+    total = 600
     relay = Relay(tmp_path, file_access, "job-kill")
     relay.upload_bundle(bundle_dir)
     alloc = relay.allocation()
     alloc.assign(relay.assignment(alloc, _engine(total)))
     alloc.start()
-    wait_for(lambda: len(_checkpoints_of(alloc.events(), 1)) >= 2, 60, "two checkpoints")
+    _freeze_when_caught_up(alloc, relay.job_id, 1)
     alloc.kill(signal.SIGKILL)
     assert alloc.wait_exit(30) == -signal.SIGKILL
     last_beat = alloc.heartbeat()

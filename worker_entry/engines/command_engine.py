@@ -17,9 +17,10 @@ import signal
 import subprocess
 import time
 from collections import deque
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO
 
+from relaymd.atom_config import AtomConfigError, AtomLayout, load_atom_layout
 from relaymd.models import CommandSettings
 from worker_entry.engines.base import (
     Engine,
@@ -31,6 +32,7 @@ from worker_entry.engines.base import (
     SegmentHooks,
 )
 from worker_entry.engines.fileset import CheckpointSetWatcher, count_samples, glob_files
+from worker_entry.engines.output_cut import OutputCut, apply_cuts, atom_round, counted_cuts
 from worker_entry.logging import get_logger
 from worker_entry.stopping import StopRequest
 
@@ -41,22 +43,35 @@ CAPTURED_LOG = "relaymd-command.log"
 TAIL_LINES = 50
 KILL_WAIT_S = 10.0
 
-ATOM_CHECKPOINT_GLOBS = ["r*/*_ckpt.xml"]
+# starting_sample: written once when MAX_SAMPLES is "+N"; without it the target moves every hop.
+ATOM_CHECKPOINT_GLOBS = ["r*/*_ckpt.xml", "starting_sample"]
 ATOM_READY_MARKER = "ckpt_is_valid"
 ATOM_PROGRESS_GLOBS = ["r*/*.out"]
-ATOM_OUTPUT_GLOBS = ["r*/*.out", "r*/*.dcd", "*.log"]
+ATOM_OUTPUT_GLOBS = ["r*/*.out", "r*/*.xtc", "r*/*.dcd", "*.log"]
+
+
+def _atom_dir(settings: CommandSettings) -> str:
+    """AToM works in its config file's folder: the preset's paths are relative to it."""
+    config = settings.atom_config_path()
+    parent = PurePosixPath(config).parent.as_posix() if config else "."
+    return "" if parent == "." else parent
 
 
 def apply_preset(settings: CommandSettings) -> CommandSettings:
     """Fill what a preset knows; explicit settings win."""
     if settings.preset != "atom":
         return settings
+    here = _atom_dir(settings)
+
+    def under(globs: list[str]) -> list[str]:
+        return [PurePosixPath(here, g).as_posix() if here else g for g in globs]
+
     return settings.model_copy(
         update={
-            "checkpoint_globs": settings.checkpoint_globs or ATOM_CHECKPOINT_GLOBS,
-            "ready_marker": settings.ready_marker or ATOM_READY_MARKER,
-            "progress_globs": settings.progress_globs or ATOM_PROGRESS_GLOBS,
-            "output_globs": settings.output_globs or ATOM_OUTPUT_GLOBS,
+            "checkpoint_globs": settings.checkpoint_globs or under(ATOM_CHECKPOINT_GLOBS),
+            "ready_marker": settings.ready_marker or under([ATOM_READY_MARKER])[0],
+            "progress_globs": settings.progress_globs or under(ATOM_PROGRESS_GLOBS),
+            "output_globs": settings.output_globs or under(ATOM_OUTPUT_GLOBS),
         }
     )
 
@@ -107,6 +122,8 @@ class CommandEngine(Engine):
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_handle: IO[bytes] | None = None
         self.platform: str | None = None
+        self._atom: AtomLayout | None = None
+        self._checkpoint_step = 0  # progress of the newest checkpoint set (restored or captured)
         try:
             self._patterns = [re.compile(p) for p in self.settings.fatal_log_patterns]
         except re.error as exc:
@@ -122,6 +139,7 @@ class CommandEngine(Engine):
             raise EngineFailure(f"engine.command: {exe} is neither in the bundle nor on this node")
         if "/" not in exe and shutil.which(exe) is None:
             raise EngineFailure(f"engine.command: {exe} is not on PATH on this node")
+        self._atom = self._load_atom_layout()
         if restored is not None:
             for item in restored.manifest.files:
                 source = restored.directory / item.path
@@ -130,6 +148,11 @@ class CommandEngine(Engine):
                 shutil.copy2(source, target)
             self.start_step = restored.manifest.step
             self.resumed_from = "checkpoint"
+            # The program appends to these files and never cuts them back: before it resumes,
+            # they must hold exactly the lines of the round it resumes from.
+            cuts, _ = self._cuts(work_dir)
+            apply_cuts(work_dir, cuts, "restored checkpoint")
+        self._checkpoint_step = self.start_step
         self.watcher = CheckpointSetWatcher(
             work_dir,
             self.settings.checkpoint_globs,
@@ -138,6 +161,30 @@ class CommandEngine(Engine):
             self.settings.settle_s,
         )
         self.watcher.mark_current_captured()
+
+    def _load_atom_layout(self) -> AtomLayout | None:
+        config = self.settings.atom_config_path()
+        if self.settings.preset != "atom":
+            return None
+        if config is None:
+            raise EngineFailure(
+                "preset atom: no AToM config file in engine.command (an argument ending in "
+                ".cntl, .yaml, .yml or .json) and no engine.atom_config"
+            )
+        try:
+            return load_atom_layout(self.work_dir / config)
+        except AtomConfigError as exc:
+            raise EngineFailure(f"engine.atom_config: {exc}") from None
+
+    def _cuts(self, root: Path) -> tuple[list[OutputCut], int | None]:
+        """(cuts, samples) for the checkpoint set under `root`; samples None when the set does
+        not say (generic command: counted from the cut progress files instead)."""
+        if self._atom is not None:
+            found = atom_round(root, _atom_dir(self.settings), self._atom)
+            return found.cuts, found.samples
+        if self.settings.output_line_counts:
+            return counted_cuts(root, self.settings.output_line_counts), None
+        return [], None
 
     # -- process control -----------------------------------------------------------------
     def _start(self) -> None:
@@ -185,9 +232,27 @@ class CommandEngine(Engine):
 
     # -- checkpoints ---------------------------------------------------------------------
     def _samples(self) -> int:
+        """Progress of the newest checkpoint set: what a resume would start from."""
+        return self._checkpoint_step
+
+    def _capture_outputs(self, directory: Path, copied: list[tuple[str, Path]]) -> int:
+        """Cut the outputs copied with a checkpoint to the lines it owns; its progress."""
+        cuts, samples = self._cuts(directory)
+        have = {rel for rel, _ in copied}
+        for cut in cuts:
+            live = self.work_dir / cut.path
+            if cut.path not in have and live.is_file():
+                # Named by the round but not carried: any later copy holds the round's lines.
+                target = directory / cut.path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(live, target)
+                copied.append((cut.path, target))
+        apply_cuts(directory, cuts, "checkpoint")
+        if samples is not None:
+            return samples
         if not self.settings.progress_globs:
-            return self.start_step
-        return count_samples(self.work_dir, self.settings.progress_globs) or 0
+            return self._checkpoint_step
+        return count_samples(directory, self.settings.progress_globs) or 0
 
     def _try_capture(
         self, hooks: SegmentHooks, newer_than: float | None = None, settled: bool = False
@@ -201,10 +266,12 @@ class CommandEngine(Engine):
         if copied is None:
             shutil.rmtree(directory, ignore_errors=True)
             return False
+        step = self._capture_outputs(directory, copied)
+        self._checkpoint_step = step
         hooks.submit_checkpoint(
             PendingCheckpoint(
                 seq=seq,
-                step=self._samples(),
+                step=step,
                 files=copied,
                 local_dir=directory,
                 platform=self.platform,
