@@ -17,6 +17,7 @@ from relaymd.daemon.assign import assign, held_for_preferred
 from relaymd.daemon.classify import (
     JobOutcome,
     Verdict,
+    advanced_checkpoint,
     classify_allocation_end,
     classify_event,
     classify_hung,
@@ -162,6 +163,11 @@ class _Cycle:
             )
         )
         update: dict[str, Any] = {"allocation_id": None, "operator_request": None}
+        streak = outcome.losses_without_progress
+        if streak is None and advanced_checkpoint(job):
+            streak = 0
+        if streak is not None:
+            update["losses_without_progress"] = streak
         if outcome.verdict is Verdict.REQUEUE:
             update["state"] = JobState.QUEUED
             # Resume from the pointer: progress beyond it is not kept.

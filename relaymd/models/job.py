@@ -72,6 +72,9 @@ class Job(WireModel):
     fallbacks: list[CheckpointRef] = Field(default_factory=list)
     allocation_id: str | None = None
     retries: int = 0
+    # Segments in a row whose worker died unexplained before this epoch's first checkpoint:
+    # such deaths spend a retry only when they recur (relaymd/daemon/classify.py).
+    losses_without_progress: int = 0
     step: int = 0
     total_steps: int | None = None
     ns_per_day: float | None = None
