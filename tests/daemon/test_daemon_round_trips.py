@@ -172,3 +172,19 @@ async def test_unreachable_or_auth_failure_marks_the_cluster_not_the_jobs(tmp_pa
             assert all(a.state is AllocationState.RUNNING for a in await store.list_allocations())
     finally:
         await store.close()
+
+
+def test_a_repeated_poll_failure_is_logged_on_change_then_every_ten_minutes() -> None:
+    from relaymd.daemon.runner import RepeatedWarning, failure_reachability
+    from relaymd.models.state import ClusterReachability
+    from relaymd.transport import HostKeyChanged, HostKeyRejected, NeedsAuth
+
+    assert failure_reachability(HostKeyChanged("x")) is ClusterReachability.HOST_KEY_CHANGED
+    assert failure_reachability(HostKeyRejected("x")) is ClusterReachability.NEEDS_AUTH
+    assert failure_reachability(NeedsAuth("x")) is ClusterReachability.NEEDS_AUTH
+    warn = RepeatedWarning(every_s=600)
+    polls = [warn.due("host-key-changed", t) for t in range(0, 1300, 30)]
+    assert [t for t, due in zip(range(0, 1300, 30), polls, strict=True) if due] == [0, 600, 1200]
+    assert warn.due("unreachable", 1210)  # a different failure is logged at once
+    warn.reset()
+    assert warn.due("unreachable", 1220)  # after a good poll, the next failure is news
