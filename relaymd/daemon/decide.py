@@ -66,6 +66,16 @@ class SegmentClose(BaseModel):
     reason: str | None = None
 
 
+class SegmentTimes(BaseModel):
+    """A worker event's time for the segment's history (clamped by the store on write)."""
+
+    job_id: str
+    epoch: int
+    noticed_at: datetime  # the cycle that read the event: the latest the event can be
+    worker_started_at: datetime | None = None
+    worker_ended_at: datetime | None = None
+
+
 class DecideInput(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -97,6 +107,7 @@ class CycleDecisions(BaseModel):
     bound: list[str] = Field(default_factory=list)  # job ids bound this cycle (new epoch)
     new_segments: list[Segment] = Field(default_factory=list)
     closed_segments: list[SegmentClose] = Field(default_factory=list)
+    segment_times: list[SegmentTimes] = Field(default_factory=list)
     audits: list[AuditRecord] = Field(default_factory=list)
     cancel: dict[str, str] = Field(default_factory=dict)  # allocation id -> scheduler id
     want_log: dict[str, str] = Field(default_factory=dict)  # allocation -> job (log tail)
@@ -276,6 +287,14 @@ class _Cycle:
             )
             return alloc
         if event.kind is EventKind.STARTED:
+            self.out.segment_times.append(
+                SegmentTimes(
+                    job_id=job.id,
+                    epoch=job.epoch,
+                    noticed_at=self.now,
+                    worker_started_at=event.at,
+                )
+            )
             if job.state is JobState.ASSIGNED:
                 self.put_job(job.model_copy(update={"state": JobState.RUNNING}))
             self.audit(
@@ -310,6 +329,14 @@ class _Cycle:
         else:
             outcome = classify_event(job, event)
             if outcome is not None:
+                self.out.segment_times.append(
+                    SegmentTimes(
+                        job_id=job.id,
+                        epoch=job.epoch,
+                        noticed_at=self.now,
+                        worker_ended_at=event.at,
+                    )
+                )
                 self.apply_outcome(job, alloc, outcome)
                 alloc = self.allocs[alloc.id]
         return alloc

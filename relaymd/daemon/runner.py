@@ -10,6 +10,7 @@ or dropped, an assignment is rewritten until the worker shows it took it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -381,6 +382,15 @@ class ClusterRunner:
                 log.warning("segment_missing", job_id=close.job_id, epoch=close.epoch)
         for seg in d.new_segments:
             await store.insert_segment(seg)
+        for times in d.segment_times:
+            with contextlib.suppress(NotFoundError):  # no row: the same gap as above
+                await store.record_segment_times(
+                    times.job_id,
+                    times.epoch,
+                    times.noticed_at,
+                    times.worker_started_at,
+                    times.worker_ended_at,
+                )
         for audit in d.audits:
             await self._record(
                 audit.kind,
