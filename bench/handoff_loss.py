@@ -187,7 +187,7 @@ def _pct(values: list[float], q: float) -> float:
 
 def relay(
     tb: Testbed, root: Path, *, minutes: float, jobs: int, allocations_per_job: float,
-    poll_s: float, cluster: str,
+    poll_s: float, cluster: str, margin_max_s: float = 30.0,
 ) -> tuple[list[AllocationFigures], list[float]]:  # fmt: skip
     """Run the daemon until every job completed; figures per allocation and handoff gaps."""
     from relaymd.config import load_config
@@ -205,7 +205,7 @@ def relay(
     part.update(walltime_minutes=minutes, max_pending=1, max_running=jobs + 1)
     config["clusters"][0]["poll"] = {"min_interval_s": poll_s, "max_interval_s": poll_s}
     config["daemon"]["min_segment_s"] = 20
-    config["worker"].update(handoff_margin_min_s=3, handoff_margin_max_s=30)
+    config["worker"].update(handoff_margin_min_s=3, handoff_margin_max_s=margin_max_s)
     config_path = root / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     os.environ["RELAYMD_S3_ACCESS_KEY_ID"] = tb.s3_access_key_id
