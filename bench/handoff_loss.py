@@ -62,9 +62,17 @@ class AllocationFigures(BaseModel):
     started_s: float | None = None  # allocation start -> first MD step
     simulating_s: float = 0.0
     ended_by: str | None = None  # the worker's terminal event of its last segment
+    end_reason: str | None = None
     idle_tail_s: float = 0.0
     md_first: datetime | None = None
     md_last: datetime | None = None
+
+    @property
+    def planned_handoff(self) -> bool:
+        """Handed off at deadline - margin (not a scancel, preemption or stop)."""
+        return self.ended_by == "handoff" and (self.end_reason or "").startswith(
+            "allocation deadline"
+        )
 
     @property
     def lost_s(self) -> float | None:
@@ -175,6 +183,7 @@ def figures(row: SacctRow, alloc_id: str, folder: Path) -> AllocationFigures:
         fig.md_last = md_end
         fig.simulating_s += max(0.0, (md_end - started.at).total_seconds())
         fig.ended_by = end.kind.value if end else None
+        fig.end_reason = end.reason if end else None
         last_end = end.at if end else row.end
     fig.idle_tail_s = max(0.0, (row.end - (last_end or row.start)).total_seconds())
     return fig
@@ -213,7 +222,6 @@ def relay(
     loaded = load_config(config_path)
     store = open_store(storage_access(loaded.config, make_secrets_provider(loaded.config.secrets)))
     state = StateStore.open(Path(loaded.config.state_path))
-    since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
     inputs = root / "inputs"
     rate = write_tiny_system(inputs)
     steps = max(1000, int(rate * 60 * minutes * allocations_per_job * 0.7) // 100 * 100)
@@ -253,26 +261,39 @@ def relay(
         for j in (state.get_job(i) for i in ids)
         if j and j.state is not JobState.COMPLETED
     ]
+    state.close()
+    shutil.rmtree(code, ignore_errors=True)
     if bad:
         raise SystemExit(f"not completed: {bad}")
     time.sleep(2)  # sacct catches up with the last ends
+    return analyze(tb, root)
+
+
+def analyze(tb: Testbed, root: Path) -> tuple[list[AllocationFigures], list[float]]:
+    """Figures of a finished relay under `root` (its config.yaml and state), from sacct and
+    the workers' files."""
+    from relaymd.state import StateStore
+
+    config = yaml.safe_load((root / "config.yaml").read_text())
+    [profile] = config["clusters"]
+    cluster = profile["name"]
+    state = StateStore.open(Path(config["state_path"]))
+    allocations = state.list_allocations(cluster=cluster)
+    first = min(a.submitted_at for a in allocations)
+    since = first.astimezone().replace(tzinfo=None).strftime("%Y-%m-%dT%H:%M:%S")
+    ids = [j.id for j in state.list_jobs()]
     rows = sacct_rows(tb, cluster, since)
-    scratch = Path(tb.cluster(cluster).scratch) / run / "alloc"
-    figs = [
-        figures(rows[a.id], a.id, scratch / a.id)
-        for a in state.list_allocations(cluster=cluster)
-        if a.id in rows
-    ]
+    scratch = Path(profile["scratch"]) / "alloc"
+    figs = [figures(rows[a.id], a.id, scratch / a.id) for a in allocations if a.id in rows]
     gaps = []
     by_alloc = {f.allocation_id: f for f in figs}
     for job_id in ids:
         segments = sorted(state.list_segments(job_id), key=lambda s: s.epoch)
         for before, after in pairwise(segments):
             a, b = by_alloc.get(before.allocation_id), by_alloc.get(after.allocation_id)
-            if a and b and a.md_last and b.md_first and a is not b:
+            if a and b and a.planned_handoff and a.md_last and b.md_first and a is not b:
                 gaps.append((b.md_first - a.md_last).total_seconds())
     state.close()
-    shutil.rmtree(code, ignore_errors=True)
     return figs, gaps
 
 
@@ -284,12 +305,15 @@ def _row(label: str, values: list[float], scale: float = 1.0, digits: int = 1) -
 def markdown(
     figs: list[AllocationFigures], gaps: list[float], minutes: float, poll_s: float
 ) -> str:
-    handoffs = [f for f in figs if f.ended_by == "handoff" and f.lost_s is not None]
+    handoffs = [f for f in figs if f.planned_handoff and f.lost_s is not None]
     lost = [f.lost_s for f in handoffs if f.lost_s is not None]
     startup = [f.started_s for f in figs if f.started_s is not None]
     elapsed = sum(f.elapsed_s for f in figs)
     simulating = sum(f.simulating_s for f in figs)
-    tails = [f.idle_tail_s for f in figs if f.ended_by != "handoff"]
+    # Allocations whose worker left on its own after its last segment (or never got a job).
+    tails = [
+        f.idle_tail_s for f in figs if f.ended_by != "handoff" and f.slurm_state == "COMPLETED"
+    ]
     lines = [
         f"Testbed (SLURM 22.05, KillWait 5 s), {minutes:g}-minute allocations on one cluster, "
         f"daemon poll {poll_s:g} s, OpenMM Reference (~200-atom water box), "
@@ -329,16 +353,24 @@ def main() -> None:
     parser.add_argument("--poll-s", type=float, default=3.0)
     parser.add_argument("--cluster", default="clustera")
     parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument(
+        "--analyze", type=Path, help="only recompute the figures of an earlier run's folder"
+    )
     args = parser.parse_args()
     tb = load_testbed()
     if tb is None:
         raise SystemExit("testbed not available (tests/testbed/up.sh)")
-    root = Path(f"/tmp/relaymd-handoff-bench-{secrets.token_hex(3)}")
-    root.mkdir()
-    figs, gaps = relay(
-        tb, root, minutes=args.minutes, jobs=args.jobs,
-        allocations_per_job=args.allocations_per_job, poll_s=args.poll_s, cluster=args.cluster,
-    )  # fmt: skip
+    if args.analyze:
+        figs, gaps = analyze(tb, args.analyze)
+    else:
+        root = Path(f"/tmp/relaymd-handoff-bench-{secrets.token_hex(3)}")
+        root.mkdir()
+        print(f"run folder: {root}", flush=True)
+        figs, gaps = relay(
+            tb, root, minutes=args.minutes, jobs=args.jobs,
+            allocations_per_job=args.allocations_per_job, poll_s=args.poll_s,
+            cluster=args.cluster,
+        )  # fmt: skip
     for f in figs:
         print(f.model_dump_json(exclude={"md_first", "md_last"}))
     text = markdown(figs, gaps, args.minutes, args.poll_s)
