@@ -275,3 +275,18 @@ def test_slurm_script_exports_slurms_end_time_and_warning_lead(tmp_path: Path) -
     # No end time and no squeue answer: the worker is told nothing rather than a wrong time.
     seen = _run_native_script(tmp_path, {"SLURM_JOB_ID": "42"})
     assert seen["RELAYMD_DEADLINE"] == ""
+
+
+def test_walltime_warning_before_the_worker_is_ready_is_ignored_not_fatal(
+    tmp_path: Path,
+) -> None:
+    """USR1 (default action: terminate) can come seconds after start on a short walltime."""
+    profile = gpu_profile(scratch=str(tmp_path), images={}, setup=[], native_worker=["sleep"])
+    text = SlurmScheduler(profile).render_job_script(allocation(), profile, [])
+    script = tmp_path / "job.sh"
+    # The 'worker' is `sleep 2`; the script signals itself as SLURM would, before the exec.
+    script.write_text(
+        text.replace("exec sleep", 'kill -USR1 $$\nkill -USR1 "$BASHPID"\nexec sleep 2 #')
+    )
+    done = subprocess.run(["bash", str(script)], env={"PATH": "/usr/bin:/bin"}, check=False)
+    assert done.returncode == 0
