@@ -337,10 +337,16 @@ def markdown(
     if tails:
         lines.append(_row(f"idle tail after the last segment (s, {len(tails)} allocations)", tails))
     share = 100 * simulating / elapsed if elapsed else 0.0
+    cancelled = [f for f in figs if f.slurm_state == "CANCELLED"]
     lines += [
         "",
         f"Fraction of allocated (sacct elapsed) time simulating: {share:.1f} % "
-        f"({simulating:.0f} s of {elapsed:.0f} s; start-up and idle tails included).",
+        f"({simulating:.0f} s of {elapsed:.0f} s; start-up and idle tails included). "
+        f"{len(cancelled)} allocation(s) ended CANCELLED ({sum(f.elapsed_s for f in cancelled):.0f}"
+        " s; spare pending allocations, or a scancel from outside the run) and count as allocated.",
+        "Lost seconds do not grow with the walltime (the margin follows the measured checkpoint "
+        "+ upload time), hence the extrapolation to 4 h. Idle tails are the workers' "
+        "`idle_timeout_s` (15 s here) after the queue ran dry.",
     ]
     return "\n".join(lines)
 
