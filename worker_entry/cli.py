@@ -38,6 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
         "$SLURM_JOB_END_TIME, squeue, else none",
     )
     parser.add_argument(
+        "--warning-lead",
+        type=float,
+        default=_env_float("RELAYMD_WARNING_LEAD_S", 0.0) or None,
+        help="SIGUSR1 is SLURM's walltime warning, requested this many seconds before the end "
+        "(--signal=B:USR1@N; default $RELAYMD_WARNING_LEAD_S): it corrects the deadline, never "
+        "stops the segment by itself. SIGTERM always means checkpoint and stop now",
+    )
+    parser.add_argument(
         "--heartbeat-interval",
         type=float,
         default=_env_float("RELAYMD_HEARTBEAT_INTERVAL", 30.0),
@@ -76,6 +84,7 @@ def parse_options(argv: list[str] | None = None) -> WorkerOptions:
     return WorkerOptions(
         alloc_dir=args.alloc_dir.absolute(),
         deadline=deadline,
+        warning_lead_s=args.warning_lead if args.warning_lead and args.warning_lead > 0 else None,
         heartbeat_interval_s=args.heartbeat_interval,
         idle_timeout_s=args.idle_timeout,
         margin_min_s=args.margin_min,

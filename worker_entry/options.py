@@ -16,6 +16,8 @@ PLATFORMS = ("CUDA", "OpenCL", "CPU", "Reference")
 class WorkerOptions(BaseModel):
     alloc_dir: Path
     deadline: datetime | None = None
+    # Seconds before the end at which SLURM's walltime warning (SIGUSR1) is requested.
+    warning_lead_s: float | None = Field(None, gt=0)
     heartbeat_interval_s: float = Field(30.0, gt=0)
     idle_timeout_s: float = Field(600.0, gt=0)
     margin_min_s: float = Field(30.0, ge=0)

@@ -1,6 +1,9 @@
 """Why a segment must end early: SIGTERM, a stop in control.json, or the deadline - margin.
 
 The engine asks `check()` between chunks of work; the answer sticks once given.
+SIGTERM/SIGINT (scancel, preemption, SLURM's own TERM at the time limit) mean "checkpoint and
+stop now". SIGUSR1 is SLURM's early walltime warning (`--signal=B:USR1@lead`): it only corrects
+the deadline (worker_entry/deadline.py), so the segment still runs until deadline - margin.
 """
 
 from __future__ import annotations
@@ -8,12 +11,14 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
 
 from pydantic import BaseModel
 
 from relaymd.models import ControlAction, EventKind
+from worker_entry.deadline import Deadline
 from worker_entry.logging import get_logger
 from worker_entry.mailbox_io import Mailbox
 from worker_entry.margin import HandoffMargin
@@ -34,10 +39,11 @@ class StopMonitor:
         margin: HandoffMargin,
         deadline: datetime | None,
         control_poll_s: float = 0.5,
+        warning_lead_s: float | None = None,
     ) -> None:
         self._mailbox = mailbox
         self._margin = margin
-        self.deadline = deadline
+        self._deadline = Deadline(deadline, warning_lead_s)
         self._control_poll_s = control_poll_s
         self._signal = threading.Event()
         self._signal_name = ""
@@ -45,23 +51,47 @@ class StopMonitor:
         self._cached_action: ControlAction | None = None
         self.draining = False
         self._request: StopRequest | None = None
+        # Told when the walltime warning moved the deadline (the heartbeat reports it).
+        self.on_deadline_change: Callable[[datetime | None], None] | None = None
 
     def install_signal_handlers(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGUSR1, self._on_warning)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signal_name = signal.Signals(signum).name
         self._signal.set()
 
+    def _on_warning(self, _signum: int, _frame: FrameType | None) -> None:
+        # Only a timestamp here (a signal handler must not log or take locks).
+        self._deadline.warn()
+        if self._deadline.warning_lead_s is None and self._deadline.known is None:
+            # Neither a deadline nor the warning's lead: the warning is all there is to go by.
+            self._signal_name = "SIGUSR1 (walltime warning, no deadline known)"
+            self._signal.set()
+
     @property
     def signalled(self) -> bool:
         return self._signal.is_set()
 
+    @property
+    def deadline(self) -> datetime | None:
+        if self._deadline.apply_warning():
+            log.info(
+                "walltime_warning",
+                deadline=self._deadline.value,
+                lead_s=self._deadline.warning_lead_s,
+            )
+            if self.on_deadline_change is not None:
+                self.on_deadline_change(self._deadline.value)
+        return self._deadline.value
+
     def time_left_s(self) -> float | None:
-        if self.deadline is None:
+        deadline = self.deadline
+        if deadline is None:
             return None
-        return (self.deadline - datetime.now(UTC)).total_seconds()
+        return (deadline - datetime.now(UTC)).total_seconds()
 
     def handoff_due(self) -> bool:
         left = self.time_left_s()

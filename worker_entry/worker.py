@@ -41,8 +41,13 @@ class Worker:
         self.status = WorkerStatus(options.deadline)
         self.margin = HandoffMargin(options.margin_min_s, options.margin_max_s)
         self.monitor = StopMonitor(
-            self.mailbox, self.margin, options.deadline, control_poll_s=options.poll_interval_s
+            self.mailbox,
+            self.margin,
+            options.deadline,
+            control_poll_s=options.poll_interval_s,
+            warning_lead_s=options.warning_lead_s,
         )
+        self.monitor.on_deadline_change = lambda deadline: self.status.update(deadline=deadline)
         self.status.update(handoff_margin_s=self.margin.seconds, platform=options.platform)
         self.heartbeat = HeartbeatWriter(
             self.mailbox, self.status, options.heartbeat_interval_s, query_gpus()
@@ -134,6 +139,7 @@ class Worker:
             "worker_started",
             allocation_id=self.mailbox.allocation_id,
             deadline=self.options.deadline,
+            warning_lead_s=self.options.warning_lead_s,
             work_dir=str(work_root),
         )
         while True:

@@ -36,6 +36,7 @@ def list_clusters(as_json: JsonOpt = False) -> None:
 
     from relaymd.cli import context
     from relaymd.cli.output import age, console, print_json
+    from relaymd.cli.status_view import error_column
 
     loaded = context.load()
     seen = {s.name: s for s in context.open_state(loaded).list_cluster_status()}
@@ -80,7 +81,9 @@ def list_clusters(as_json: JsonOpt = False) -> None:
             "yes" if enabled else "[yellow]no[/]",
             _reachability(status),
             age(getattr(status, "last_poll_at", None)),
-            (getattr(status, "last_error", None) or "")[:60],
+            error_column(
+                str(getattr(status, "reachability", "")), getattr(status, "last_error", None), 60
+            ),
         )
     console().print(table)
 
@@ -89,7 +92,12 @@ def _reachability(status: object) -> str:
     if status is None:
         return "unknown (not polled yet)"
     value = str(getattr(status, "reachability", "unknown"))
-    style = {"reachable": "green", "needs-auth": "yellow", "unreachable": "red"}.get(value, "")
+    style = {
+        "reachable": "green",
+        "needs-auth": "yellow",
+        "host-key-changed": "red",
+        "unreachable": "red",
+    }.get(value, "")
     return f"[{style}]{value}[/]" if style else value
 
 

@@ -10,7 +10,9 @@ import typer
 from relaymd.cli.errors import CliError, ExitCode
 
 if TYPE_CHECKING:
-    from relaymd.models import Job
+    from datetime import datetime
+
+    from relaymd.models import Job, Segment
     from relaymd.state import StateStore
 
 app = typer.Typer(
@@ -316,7 +318,18 @@ def history(job_id: JobArg, as_json: JsonOpt = False) -> None:
     job = context.find_job(store, job_id)
     segments = store.list_segments(job.id)
     if as_json:
-        print_json({"job": job, "segments": segments})
+        rows = []
+        for segment in segments:
+            start, end, source = segment_times(segment)
+            rows.append(
+                {
+                    **segment.model_dump(mode="json"),
+                    "started": start,
+                    "ended": end,
+                    "times_from": source,
+                }
+            )
+        print_json({"job": job, "segments": rows})
         return
     out = console()
     out.print(f"[bold]{job.id}[/]  {job.spec.title}  ({job.state}, {_progress(job)})")
@@ -328,8 +341,8 @@ def history(job_id: JobArg, as_json: JsonOpt = False) -> None:
         table.add_column(column, no_wrap=True)
     table.add_column("REASON", ratio=1)  # the only column that wraps on a narrow terminal
     for segment in segments:
-        end = segment.ended_at
-        seconds = (end - segment.started_at).total_seconds() if end else None
+        start, end, _ = segment_times(segment)
+        seconds = (end - start).total_seconds() if end else None
         steps = (
             f"{segment.start_step} → {segment.end_step if segment.end_step is not None else '…'}"
         )
@@ -338,7 +351,7 @@ def history(job_id: JobArg, as_json: JsonOpt = False) -> None:
             segment.cluster,
             segment.allocation_id,
             steps,
-            segment.started_at.strftime("%m-%d %H:%M:%S"),
+            start.strftime("%m-%d %H:%M:%S"),
             duration(seconds),
             segment.outcome,
             segment.reason or "",
@@ -346,6 +359,21 @@ def history(job_id: JobArg, as_json: JsonOpt = False) -> None:
     out.print(table)
     clusters = sorted({s.cluster for s in segments})
     out.print(f"{len(segments)} segment(s) on {', '.join(clusters)}")
+
+
+def segment_times(segment: Segment) -> tuple[datetime, datetime | None, str]:
+    """(start, end, source) of a segment for the history: the worker's first MD step and
+    terminal event (already clamped onto the daemon's clock) where it reported them, else when
+    the daemon assigned the segment and saw it end."""
+    start = segment.worker_started_at or segment.started_at
+    end = segment.worker_ended_at or segment.ended_at
+    if segment.worker_started_at and (segment.worker_ended_at or segment.ended_at is None):
+        source = "worker"
+    elif segment.worker_started_at:
+        source = "worker start, daemon end"
+    else:
+        source = "daemon"
+    return start, end, source
 
 
 @app.command("download")

@@ -70,6 +70,7 @@ def show_status(as_json: bool = False) -> None:
         style = {
             "reachable": "green",
             "needs-auth": "yellow",
+            "host-key-changed": "red",
             "unreachable": "red",
             "disabled": "dim",
         }
@@ -79,7 +80,7 @@ def show_status(as_json: bool = False) -> None:
             str(row["pending"]),
             str(row["running"]),
             age(row["last_poll_at"]),  # type: ignore[arg-type,unused-ignore]
-            str(row["last_error"] or "")[:70],
+            error_column(reach, row["last_error"], 70),  # type: ignore[arg-type,unused-ignore]
         )
     out.print(table)
     daemon = summary.daemon
@@ -92,3 +93,13 @@ def show_status(as_json: bool = False) -> None:
     out.print(f"[bold]daemon[/]    {state}; {last}")
     if pid is None:
         out.print("            start it with `relaymd daemon start` (or `relaymd daemon run`)")
+
+
+def error_column(reachability: str, error: str | None, width: int) -> str:
+    """A cluster's last error cut to `width`; for a changed host key the whole fix command
+    instead (a truncated MITM warning would hide the `ssh-keygen -R` the operator needs)."""
+    text = error or ""
+    if reachability == "host-key-changed" and "`ssh-keygen" in text:
+        command = text.split("`ssh-keygen", 1)[1].split("`", 1)[0]
+        return f"host key changed; once your admins confirm: ssh-keygen{command}"
+    return text[:width]

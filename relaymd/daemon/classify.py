@@ -17,6 +17,10 @@ from relaymd.models import EventKind, Job, OperatorRequest, SegmentOutcome, Work
 RESUMABLE_END_STATES = frozenset(
     {"TIMEOUT", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL", "OUT_OF_MEMORY", "DEADLINE", "CANCELLED"}
 )
+# A worker dying without an event of its own (SIGKILL, node trouble) is resumable while the
+# segment advanced the checkpoint; without progress the first death is still free, and each
+# further one in a row spends a retry (a job that kills its worker every time must end).
+LOSSES_WITHOUT_PROGRESS_BEFORE_RETRY = 2
 TERMINAL_EVENTS = frozenset(
     {EventKind.HANDOFF, EventKind.COMPLETED, EventKind.FAILED, EventKind.STOPPED}
 )
@@ -37,6 +41,14 @@ class JobOutcome(BaseModel):
     counts_retry: bool = False
     log_tail: list[str] = Field(default_factory=list)
     end_step: int | None = None
+    # The job's new count of unexplained worker deaths in a row without progress; None: kept
+    # (or reset, when the segment advanced the checkpoint).
+    losses_without_progress: int | None = None
+
+
+def advanced_checkpoint(job: Job) -> bool:
+    """The segment now ending moved the resume pointer (a verified checkpoint of its epoch)."""
+    return job.checkpoint is not None and job.checkpoint.epoch == job.epoch
 
 
 def _operator_outcome(job: Job, reason: str, end_step: int | None) -> JobOutcome | None:
@@ -128,6 +140,23 @@ def _lost(reason: str, log_tail: list[str] | None = None) -> JobOutcome:
     )
 
 
+def worker_lost(job: Job, reason: str, log_tail: list[str] | None = None) -> JobOutcome:
+    """The worker died without saying why: free while it makes progress or the first time."""
+    if advanced_checkpoint(job):
+        outcome = _lost(
+            f"{reason}; the segment advanced the checkpoint: resumable, no retry spent", log_tail
+        )
+        return outcome.model_copy(update={"losses_without_progress": 0})
+    streak = job.losses_without_progress + 1
+    if streak < LOSSES_WITHOUT_PROGRESS_BEFORE_RETRY:
+        outcome = _lost(f"{reason}; no checkpoint in this segment: resuming", log_tail)
+    else:
+        outcome = application_failure(
+            job, f"{reason}; {streak} segments in a row without a checkpoint", log_tail or []
+        )
+    return outcome.model_copy(update={"losses_without_progress": streak})
+
+
 def classify_allocation_end(
     job: Job,
     end_state: str | None,
@@ -137,9 +166,9 @@ def classify_allocation_end(
     """The allocation ended with the job still bound and no terminal event of its epoch.
 
     SLURM's infrastructure ends requeue from the checkpoint without spending a retry; a plain
-    FAILED (the worker died without saying why, e.g. killed) spends one so a job that kills its
-    worker every time cannot loop forever; an unknown end (vanished from squeue and sacct) is
-    "lost" and requeues.
+    FAILED or COMPLETED (the worker died without saying why, e.g. SIGKILL) goes by
+    `worker_lost`: free after progress, a retry only when it recurs without progress; an
+    unknown end (vanished from squeue and sacct) is "lost" and requeues.
     """
     state = (str(end_state) if end_state is not None else "UNKNOWN").upper()
     operator = _operator_outcome(job, f"allocation ended {state}", None)
@@ -149,19 +178,19 @@ def classify_allocation_end(
         return _lost(f"allocation ended {state}; resuming from the last checkpoint", log_tail)
     if state == "FAILED":
         code = f" (exit code {exit_code})" if exit_code is not None else ""
-        return application_failure(
-            job, f"allocation FAILED{code} without a worker event", log_tail or []
-        )
+        return worker_lost(job, f"allocation FAILED{code} without a worker event", log_tail)
     if state == "COMPLETED":
         # The worker exited 0 without handing off or completing: it died quietly.
-        return _lost("allocation completed without a worker event; resuming", log_tail)
+        return worker_lost(job, "allocation completed without a worker event", log_tail)
     return _lost(f"allocation lost ({state}); resuming from the last checkpoint", log_tail)
 
 
 def classify_hung(job: Job, stale_for_s: float) -> JobOutcome:
     """Heartbeat seq stuck while SLURM says running: requeue under a new epoch (fenced)."""
     operator = _operator_outcome(job, "worker hung", None)
-    return operator or _lost(f"worker heartbeat stale for {stale_for_s:.0f}s; stopped and requeued")
+    return operator or worker_lost(
+        job, f"worker heartbeat stale for {stale_for_s:.0f}s; stopped and requeued"
+    )
 
 
 def classify_stop_timeout(job: Job) -> JobOutcome:

@@ -54,7 +54,11 @@ class DaemonContext:
     def usable_clusters(self) -> set[str]:
         """Clusters whose pending allocations count as supply: enabled and not known to be
         unreachable."""
-        bad = {ClusterReachability.UNREACHABLE, ClusterReachability.NEEDS_AUTH}
+        bad = {
+            ClusterReachability.UNREACHABLE,
+            ClusterReachability.NEEDS_AUTH,
+            ClusterReachability.HOST_KEY_CHANGED,
+        }
         return {
             name
             for name in self.profiles

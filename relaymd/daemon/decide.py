@@ -17,6 +17,7 @@ from relaymd.daemon.assign import assign, held_for_preferred
 from relaymd.daemon.classify import (
     JobOutcome,
     Verdict,
+    advanced_checkpoint,
     classify_allocation_end,
     classify_event,
     classify_hung,
@@ -74,6 +75,16 @@ class SegmentClose(BaseModel):
     reason: str | None = None
 
 
+class SegmentTimes(BaseModel):
+    """A worker event's time for the segment's history (clamped by the store on write)."""
+
+    job_id: str
+    epoch: int
+    noticed_at: datetime  # the cycle that read the event: the latest the event can be
+    worker_started_at: datetime | None = None
+    worker_ended_at: datetime | None = None
+
+
 class DecideInput(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -108,6 +119,7 @@ class CycleDecisions(BaseModel):
     bound: list[str] = Field(default_factory=list)  # job ids bound this cycle (new epoch)
     new_segments: list[Segment] = Field(default_factory=list)
     closed_segments: list[SegmentClose] = Field(default_factory=list)
+    segment_times: list[SegmentTimes] = Field(default_factory=list)
     audits: list[AuditRecord] = Field(default_factory=list)
     cancel: dict[str, str] = Field(default_factory=dict)  # allocation id -> scheduler id
     want_log: dict[str, str] = Field(default_factory=dict)  # allocation -> job (log tail)
@@ -174,6 +186,11 @@ class _Cycle:
             )
         )
         update: dict[str, Any] = {"allocation_id": None, "operator_request": None}
+        streak = outcome.losses_without_progress
+        if streak is None and advanced_checkpoint(job):
+            streak = 0
+        if streak is not None:
+            update["losses_without_progress"] = streak
         if outcome.verdict is Verdict.REQUEUE:
             update["state"] = JobState.QUEUED
             # Resume from the pointer: progress beyond it is not kept.
@@ -298,6 +315,14 @@ class _Cycle:
             )
             return alloc
         if event.kind is EventKind.STARTED:
+            self.out.segment_times.append(
+                SegmentTimes(
+                    job_id=job.id,
+                    epoch=job.epoch,
+                    noticed_at=self.now,
+                    worker_started_at=event.at,
+                )
+            )
             if job.state is JobState.ASSIGNED:
                 self.put_job(job.model_copy(update={"state": JobState.RUNNING}))
             self.audit(
@@ -323,6 +348,14 @@ class _Cycle:
             if outcome is not None:
                 if event.kind is EventKind.COMPLETED and job.checkpoint is not None:
                     outcome.end_step = job.checkpoint.step  # the verified step, not the claim
+                self.out.segment_times.append(
+                    SegmentTimes(
+                        job_id=job.id,
+                        epoch=job.epoch,
+                        noticed_at=self.now,
+                        worker_ended_at=event.at,
+                    )
+                )
                 self.apply_outcome(job, alloc, outcome)
                 alloc = self.allocs[alloc.id]
         return alloc

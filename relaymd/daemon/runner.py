@@ -10,6 +10,7 @@ or dropped, an assignment is rewritten until the worker shows it took it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -122,6 +123,7 @@ class ClusterRunner:
         # the first read after a start sweeps whatever a crash left behind.
         self._credentials_owed: set[str] = set()
         self._swept = False
+        self._failure_log = RepeatedWarning()
         self.config_error = self._check_profile()
 
     @property
@@ -194,11 +196,7 @@ class ClusterRunner:
             TransportError,
             SnapshotError,
         ) as exc:
-            needs_auth = isinstance(exc, NeedsAuth | HostKeyRejected)
-            reachability = (
-                ClusterReachability.NEEDS_AUTH if needs_auth else ClusterReachability.UNREACHABLE
-            )
-            await self._failed(reachability, exc, started)
+            await self._failed(failure_reachability(exc), exc, started)
             report.error = str(exc)
             await self.close()
             return report
@@ -210,6 +208,7 @@ class ClusterRunner:
         live = [a for a in allocs_after if a.state is not AllocationState.ENDED]
         report.busy = bool(live)
         self.ctx.reachability[self.name] = ClusterReachability.REACHABLE
+        self._failure_log.reset()
         await self._status_ok(self._enabled(), started, live)
         if decisions.checkpointed:
             await self._retention(decisions.checkpointed)
@@ -425,6 +424,15 @@ class ClusterRunner:
                 log.warning("segment_missing", job_id=close.job_id, epoch=close.epoch)
         for seg in d.new_segments:
             await store.insert_segment(seg)
+        for times in d.segment_times:
+            with contextlib.suppress(NotFoundError):  # no row: the same gap as above
+                await store.record_segment_times(
+                    times.job_id,
+                    times.epoch,
+                    times.noticed_at,
+                    times.worker_started_at,
+                    times.worker_ended_at,
+                )
         for audit in d.audits:
             await self._record(
                 audit.kind,
@@ -626,9 +634,13 @@ class ClusterRunner:
         self, reachability: ClusterReachability, exc: Exception, started: datetime
     ) -> None:
         self.ctx.reachability[self.name] = reachability
-        log.warning(
-            "cluster_poll_failed", cluster=self.name, reachability=str(reachability), error=str(exc)
-        )
+        if self._failure_log.due(f"{reachability} {type(exc).__name__}", time.monotonic()):
+            log.warning(
+                "cluster_poll_failed",
+                cluster=self.name,
+                reachability=str(reachability),
+                error=str(exc),
+            )
         update = {
             "name": self.name,
             "enabled": self._enabled(),
@@ -650,6 +662,36 @@ class ClusterRunner:
 class ClaimVerdicts(BaseModel):
     verified: set[ClaimKey] = Field(default_factory=set)
     rejected: dict[ClaimKey, str] = Field(default_factory=dict)
+
+
+def failure_reachability(exc: Exception) -> ClusterReachability:
+    """How a failed poll shows in `clusters list`/`status`: each state has its own advice."""
+    from relaymd.transport import HostKeyChanged, HostKeyRejected, NeedsAuth
+
+    if isinstance(exc, HostKeyChanged):
+        return ClusterReachability.HOST_KEY_CHANGED
+    if isinstance(exc, NeedsAuth | HostKeyRejected):
+        return ClusterReachability.NEEDS_AUTH
+    return ClusterReachability.UNREACHABLE
+
+
+class RepeatedWarning:
+    """Log a failure when it changes, then only every `every_s` while it stays the same: a
+    cluster down for hours must not write the same warning every poll."""
+
+    def __init__(self, every_s: float = 600.0) -> None:
+        self.every_s = every_s
+        self._last: tuple[str, float] | None = None
+
+    def due(self, message: str, now: float) -> bool:
+        last = self._last
+        if last is not None and last[0] == message and now - last[1] < self.every_s:
+            return False
+        self._last = (message, now)
+        return True
+
+    def reset(self) -> None:
+        self._last = None
 
 
 class SnapshotError(Exception):

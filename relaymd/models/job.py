@@ -72,6 +72,9 @@ class Job(WireModel):
     fallbacks: list[CheckpointRef] = Field(default_factory=list)
     allocation_id: str | None = None
     retries: int = 0
+    # Segments in a row whose worker died unexplained before this epoch's first checkpoint:
+    # such deaths spend a retry only when they recur (relaymd/daemon/classify.py).
+    losses_without_progress: int = 0
     step: int = 0
     total_steps: int | None = None
     ns_per_day: float | None = None
@@ -105,3 +108,9 @@ class Segment(WireModel):
     ended_at: datetime | None = None
     outcome: SegmentOutcome = SegmentOutcome.RUNNING
     reason: str | None = None
+    # When the worker says the segment ran: the `at` of its `started` (first MD step) and
+    # terminal events, clamped into [started_at, the daemon cycle that read them] so that a
+    # skewed worker clock stays on the daemon's. None without such an event; `started_at` and
+    # `ended_at` stay the daemon's own (assignment, the cycle that saw the end).
+    worker_started_at: datetime | None = None
+    worker_ended_at: datetime | None = None

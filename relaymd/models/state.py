@@ -20,6 +20,8 @@ class ClusterReachability(StrEnum):
     REACHABLE = "reachable"
     UNREACHABLE = "unreachable"
     NEEDS_AUTH = "needs-auth"
+    # known_hosts holds another key for the login node: a person must check it (ssh-keygen -R).
+    HOST_KEY_CHANGED = "host-key-changed"
     DISABLED = "disabled"
 
 

@@ -18,8 +18,9 @@ from relaymd.scheduler import shell
 from relaymd.scheduler.templates import render
 
 JOB_NAME_PREFIX = "relaymd-"
-# Seconds before the walltime at which SLURM sends SIGTERM (`--signal=B:TERM@N`): the fallback
-# when the worker's own deadline handoff did not happen. Capped at half a short walltime.
+# Seconds before the walltime at which SLURM sends its walltime warning (`--signal=B:USR1@N`,
+# up to 60 s early): it only confirms the worker's deadline (worker_entry/deadline.py), so it may
+# come early without cutting the segment. Capped at half a short walltime.
 SIGNAL_LEAD_S = 120
 
 

@@ -212,6 +212,18 @@ class AsyncStateStore:
     ) -> Segment:
         return await self._run(q.close_segment(job_id, epoch, outcome, end_step, reason))
 
+    async def record_segment_times(
+        self,
+        job_id: str,
+        epoch: int,
+        noticed_at: datetime,
+        worker_started_at: datetime | None = None,
+        worker_ended_at: datetime | None = None,
+    ) -> Segment:
+        return await self._run(
+            q.record_segment_times(job_id, epoch, noticed_at, worker_started_at, worker_ended_at)
+        )
+
     async def list_segments(self, job_id: str) -> list[Segment]:
         return await self._run(q.list_segments(job_id))
 

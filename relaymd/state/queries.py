@@ -414,6 +414,39 @@ def close_segment(
     return closed
 
 
+def clamp_time(value: datetime, earliest: datetime, latest: datetime) -> datetime:
+    return max(earliest, min(latest, value)) if earliest <= latest else latest
+
+
+@writes
+def record_segment_times(
+    job_id: str,
+    epoch: int,
+    noticed_at: datetime,
+    worker_started_at: datetime | None = None,
+    worker_ended_at: datetime | None = None,
+) -> Steps[Segment]:
+    """Put the worker's event times on a segment, on the daemon's clock: never before the
+    segment was assigned nor after the cycle that read the event."""
+    result = yield Statement(
+        "SELECT data FROM segments WHERE job_id = ? AND epoch = ?", (job_id, epoch)
+    )
+    if not result.rows:
+        raise NotFoundError(f"job {job_id} has no segment for epoch {epoch}")
+    segment = Segment.model_validate_json(result.rows[0][0])
+    update: dict[str, Any] = {}
+    if worker_started_at is not None:
+        update["worker_started_at"] = clamp_time(worker_started_at, segment.started_at, noticed_at)
+    if worker_ended_at is not None:
+        earliest = update.get("worker_started_at") or segment.worker_started_at
+        update["worker_ended_at"] = clamp_time(
+            worker_ended_at, earliest or segment.started_at, noticed_at
+        )
+    recorded = segment.model_copy(update=update)
+    yield Statement(_UPDATE_SEGMENT, _segment_row(recorded))
+    return recorded
+
+
 @reads
 def list_segments(job_id: str) -> Steps[list[Segment]]:
     result = yield Statement(

@@ -183,6 +183,18 @@ class StateStore:
     ) -> Segment:
         return self._run(q.close_segment(job_id, epoch, outcome, end_step, reason))
 
+    def record_segment_times(
+        self,
+        job_id: str,
+        epoch: int,
+        noticed_at: datetime,
+        worker_started_at: datetime | None = None,
+        worker_ended_at: datetime | None = None,
+    ) -> Segment:
+        return self._run(
+            q.record_segment_times(job_id, epoch, noticed_at, worker_started_at, worker_ended_at)
+        )
+
     def list_segments(self, job_id: str) -> list[Segment]:
         return self._run(q.list_segments(job_id))
 

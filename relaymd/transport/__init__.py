@@ -5,6 +5,7 @@ from __future__ import annotations
 from relaymd.models import ClusterProfile
 from relaymd.transport.base import (
     CommandResult,
+    HostKeyChanged,
     HostKeyRejected,
     HostUnreachable,
     NeedsAuth,
@@ -26,6 +27,7 @@ def make_transport(profile: ClusterProfile, *, interactive: bool = False) -> Tra
 
 __all__ = [
     "CommandResult",
+    "HostKeyChanged",
     "HostKeyRejected",
     "HostUnreachable",
     "LocalTransport",

@@ -33,6 +33,10 @@ class HostKeyRejected(TransportError):
     """The host key is unknown or changed: never trusted automatically."""
 
 
+class HostKeyChanged(HostKeyRejected):
+    """The host key differs from the one recorded in known_hosts (ssh-keygen -R once checked)."""
+
+
 class NeedsAuth(TransportError):
     """Authentication needs a person (2FA prompt, key not accepted, encrypted key)."""
 

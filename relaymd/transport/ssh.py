@@ -27,6 +27,7 @@ from relaymd.logging import get_logger
 from relaymd.models import ClusterProfile, SSHSettings
 from relaymd.transport.base import (
     CommandResult,
+    HostKeyChanged,
     HostKeyRejected,
     HostUnreachable,
     NeedsAuth,
@@ -208,7 +209,10 @@ class SSHTransport(Transport):
                 host, port, options=opts, config=None, client_factory=lambda: client
             )
         except asyncssh.HostKeyNotVerifiable as exc:
-            raise HostKeyRejected(self._host_key_message(str(exc)), cluster=self.cluster) from None
+            message = self._host_key_message(str(exc))
+            if self._has_recorded_key(*self.target()):
+                raise HostKeyChanged(message, cluster=self.cluster) from None
+            raise HostKeyRejected(message, cluster=self.cluster) from None
         except asyncssh.PermissionDenied as exc:
             raise NeedsAuth(self._auth_message(client, str(exc)), cluster=self.cluster) from None
         except asyncssh.KeyImportError as exc:

@@ -217,3 +217,31 @@ def test_cluster_disable_enable_and_daemon_status(cli: CliEnv) -> None:
     done = cli.run("daemon", "status", "--json")
     assert done.returncode == 1
     assert json.loads(done.stdout)["running"] is False
+
+
+def test_changed_host_key_shows_its_own_state_with_the_ssh_keygen_fix(cli: CliEnv) -> None:
+    from relaymd.models.state import ClusterReachability, ClusterStatus
+    from relaymd.state import StateStore
+
+    assert cli.run("status").returncode == 0  # creates the state file
+    message = (
+        "cluster local: the host key of 127.0.0.1:2221 does NOT match the one recorded in"
+        " /home/u/.ssh/known_hosts (Host key is not trusted). This may be a man-in-the-middle"
+        " attack; do not connect until your admins confirm the key changed, then run"
+        " `ssh-keygen -f /home/u/.ssh/known_hosts -R '[127.0.0.1]:2221'` and"
+        " `ssh-keyscan -p 2221 127.0.0.1 >> /home/u/.ssh/known_hosts`"
+    )
+    state = StateStore.open(cli.db)
+    state.upsert_cluster_status(
+        ClusterStatus(
+            name="local", reachability=ClusterReachability.HOST_KEY_CHANGED, last_error=message
+        )
+    )
+    state.close()
+    fix = "ssh-keygen -f /home/u/.ssh/known_hosts -R '[127.0.0.1]:2221'"
+    for args in (("clusters", "list"), ("status",)):
+        done = cli.run(*args)
+        assert done.returncode == 0, done.stderr
+        assert "host-key-changed" in done.stdout and fix in done.stdout, done.stdout
+    [cluster] = cli.json("clusters", "list")
+    assert cluster["status"]["reachability"] == "host-key-changed"

@@ -34,6 +34,9 @@ def test_demo_relays_a_job_across_at_least_three_segments(cli: CliEnv) -> None:
     assert [s["outcome"] for s in segments[:-1]] == ["handoff"] * (len(segments) - 1)
     assert segments[-1]["outcome"] == "completed"
     assert segments[-1]["end_step"] == job["total_steps"]
+    # Times from the worker's own events (first MD step -> terminal event), on the daemon clock.
+    assert {s["times_from"] for s in segments} == {"worker"}
+    assert all(s["started"] <= s["ended"] for s in segments)
     # Each segment resumed where the previous one handed off.
     for before, after in itertools.pairwise(segments):
         assert after["start_step"] == before["end_step"]

@@ -410,3 +410,26 @@ def test_idle_worker_too_close_to_its_deadline_gets_no_job() -> None:
     # 160 s - 30 s = 130 s: bound.
     ok = run([idle], [job], sched=[sj("a2", sid="101")], files=files(160), settings=settings)
     assert ok.bound == ["j1"] and ok.jobs["j1"].allocation_id == "a2"
+
+
+def test_sigkilled_worker_spends_a_retry_only_when_deaths_recur_without_progress() -> None:
+    # Epoch 2 wrote a checkpoint (running_pair's pointer is 2-1): a SIGKILL is resumable.
+    job, alloc = running_pair()
+    job = job.model_copy(update={"losses_without_progress": 1})
+    killed = [sj("a1", "ended", "FAILED")]
+    out = run([alloc], [job], sched=killed, files=[AllocationFiles(allocation_id="a1")])
+    j = out.jobs["j1"]
+    assert (j.state, j.retries, j.losses_without_progress) == (JobState.QUEUED, 0, 0)
+    # Epoch 3 died before its first checkpoint: free once, a retry when it happens again.
+    stalled = job.model_copy(update={"epoch": 3, "losses_without_progress": 0})
+    out = run([alloc], [stalled], sched=killed, files=[AllocationFiles(allocation_id="a1")])
+    j = out.jobs["j1"]
+    assert (j.retries, j.losses_without_progress) == (0, 1)
+    out = run(
+        [alloc],
+        [j.model_copy(update={"state": JobState.RUNNING, "allocation_id": "a1", "epoch": 4})],
+        sched=killed,
+        files=[AllocationFiles(allocation_id="a1")],
+    )
+    j = out.jobs["j1"]
+    assert (j.state, j.retries, j.losses_without_progress) == (JobState.QUEUED, 1, 2)

@@ -172,3 +172,89 @@ async def test_unreachable_or_auth_failure_marks_the_cluster_not_the_jobs(tmp_pa
             assert all(a.state is AllocationState.RUNNING for a in await store.list_allocations())
     finally:
         await store.close()
+
+
+def test_a_repeated_poll_failure_is_logged_on_change_then_every_ten_minutes() -> None:
+    from relaymd.daemon.runner import RepeatedWarning, failure_reachability
+    from relaymd.models.state import ClusterReachability
+    from relaymd.transport import HostKeyChanged, HostKeyRejected, NeedsAuth
+
+    assert failure_reachability(HostKeyChanged("x")) is ClusterReachability.HOST_KEY_CHANGED
+    assert failure_reachability(HostKeyRejected("x")) is ClusterReachability.NEEDS_AUTH
+    assert failure_reachability(NeedsAuth("x")) is ClusterReachability.NEEDS_AUTH
+    warn = RepeatedWarning(every_s=600)
+    polls = [warn.due("host-key-changed", t) for t in range(0, 1300, 30)]
+    assert [t for t, due in zip(range(0, 1300, 30), polls, strict=True) if due] == [0, 600, 1200]
+    assert warn.due("unreachable", 1210)  # a different failure is logged at once
+    warn.reset()
+    assert warn.due("unreachable", 1220)  # after a good poll, the next failure is news
+
+
+async def test_history_times_come_from_the_worker_events_read_after_an_outage(
+    tmp_path: Path,
+) -> None:
+    """A segment started and handed off while the daemon was offline: its history shows the
+    worker's times (25 s), not when the daemon came back; a worker clock ahead of the daemon's
+    is clamped to the cycle that read the event."""
+    from datetime import timedelta
+
+    from relaymd.cli.cmd_jobs import segment_times
+    from relaymd.models import EventKind, Segment, WorkerEvent, utcnow
+
+    runner, store, _ = await make_runner(tmp_path, 1)
+    try:
+        assigned = utcnow() - timedelta(minutes=10)
+        job = await store.get_job("j0000")
+        job = await store.update_job(
+            job.model_copy(update={"state": JobState.RUNNING, "epoch": 1, "allocation_id": "a0000"})
+        )
+        [alloc] = await store.list_allocations()
+        await store.update_allocation(alloc.model_copy(update={"job_id": "j0000"}))
+        await store.insert_segment(
+            Segment(
+                job_id="j0000",
+                epoch=1,
+                allocation_id="a0000",
+                cluster="c1",
+                started_at=assigned,
+            )
+        )
+        folder = tmp_path / "scratch" / "alloc" / "a0000"
+        beat = Heartbeat(allocation_id="a0000", seq=9, state=WorkerState.IDLE, written_at=assigned)
+        (folder / "heartbeat.json").write_text(beat.model_dump_json())
+        first_md = assigned + timedelta(seconds=40)
+        events = [
+            WorkerEvent(
+                kind=EventKind.STARTED, allocation_id="a0000", job_id="j0000", epoch=1, at=first_md
+            ),
+            WorkerEvent(
+                kind=EventKind.HANDOFF,
+                allocation_id="a0000",
+                job_id="j0000",
+                epoch=1,
+                at=first_md + timedelta(seconds=25),
+            ),
+        ]
+        (folder / "events.jsonl").write_text("".join(e.model_dump_json() + "\n" for e in events))
+        before = utcnow()
+        assert (await runner.cycle()).ok
+        [segment] = await store.list_segments("j0000")
+        assert segment.outcome.value == "handoff"
+        assert segment.ended_at is not None and segment.ended_at >= before  # the daemon's
+        start, end, source = segment_times(segment)
+        assert (start, source) == (first_md, "worker")
+        assert end is not None and (end - start).total_seconds() == 25
+
+        # A worker clock ahead of the daemon's: its times cannot pass the cycle that read them,
+        # nor precede the assignment.
+        noticed = utcnow()
+        skewed = await store.record_segment_times(
+            "j0000",
+            1,
+            noticed,
+            worker_started_at=assigned - timedelta(minutes=5),
+            worker_ended_at=noticed + timedelta(minutes=5),
+        )
+        assert (skewed.worker_started_at, skewed.worker_ended_at) == (assigned, noticed)
+    finally:
+        await store.close()

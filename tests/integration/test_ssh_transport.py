@@ -253,3 +253,59 @@ async def test_proxy_jump_through_an_ssh_config_alias(tmp_path: Path) -> None:
     with pytest.raises(HostKeyRejected):
         await strict.run("true")
     await strict.close()
+
+
+async def test_changed_host_key_is_its_own_cluster_state_and_warned_once(
+    cluster: TestbedCluster, tmp_path: Path
+) -> None:
+    """The daemon's cycle against the real sshd with a wrong known_hosts entry."""
+    from structlog.testing import capture_logs
+
+    from relaymd.daemon.context import DaemonContext
+    from relaymd.daemon.runner import ClusterRunner
+    from relaymd.models import DaemonSettings, StorageAccess, WorkerSettings
+    from relaymd.models.state import ClusterReachability
+    from relaymd.state import AsyncStateStore
+    from relaymd.storage import open_store
+    from relaymd.transport import HostKeyChanged
+
+    other = require_testbed().cluster("clusterb")
+    theirs = next(
+        line
+        for line in other.known_hosts.read_text().splitlines()
+        if line.startswith(f"[{other.ssh_host}]:{other.ssh_port} ")
+    )
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[{cluster.ssh_host}]:{cluster.ssh_port} {theirs.split(' ', 1)[1]}\n")
+    profile = profile_for(cluster, known_hosts=str(known))
+    with pytest.raises(HostKeyChanged):
+        await SSHTransport(profile, ssh_config=None).check()
+
+    store = await AsyncStateStore.open(tmp_path / "state.sqlite")
+    access = StorageAccess(url=(tmp_path / "storage").as_uri())
+    ctx = DaemonContext(
+        store=store,
+        object_store=open_store(access),
+        access=access,
+        profiles={profile.name: profile},
+        settings=DaemonSettings(),
+        worker=WorkerSettings(),
+    )
+    runner = ClusterRunner(
+        ctx, profile, transport_factory=lambda p, **_: SSHTransport(p, ssh_config=None)
+    )
+    try:
+        with capture_logs() as logs:
+            for _ in range(3):
+                report = await runner.cycle()
+                assert not report.ok
+        status = await store.get_cluster_status(profile.name)
+        assert status is not None
+        assert status.reachability is ClusterReachability.HOST_KEY_CHANGED
+        assert f"ssh-keygen -f {known} -R" in (status.last_error or "")
+        warnings = [e for e in logs if e["event"] == "cluster_poll_failed"]
+        assert len(warnings) == 1, warnings
+        assert warnings[0]["reachability"] == "host-key-changed"
+    finally:
+        await runner.close()
+        await store.close()

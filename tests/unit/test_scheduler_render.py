@@ -86,7 +86,7 @@ def test_slurm_script_lines() -> None:
         "#SBATCH --constraint=a100&ib",
         "#SBATCH --mem=32G",
         "#SBATCH --mail-type=NONE",
-        "#SBATCH --signal=B:TERM@120",
+        "#SBATCH --signal=B:USR1@120",  # the walltime warning; TERM means stop now
         # --output is not here: sbatch does not expand $SCRATCH; the submit command passes it.
         "#SBATCH --open-mode=append",
         "#SBATCH --no-requeue",  # SLURM must not bring the allocation back: RelayMD requeues
@@ -122,7 +122,8 @@ def test_slurm_script_long_walltime_no_gpu_literal_output_and_uri_image() -> Non
 def test_signal_lead_is_capped_for_short_walltimes() -> None:
     profile = gpu_profile()
     text = SlurmScheduler(profile).render_job_script(allocation(walltime_s=60), profile, [])
-    assert "#SBATCH --signal=B:TERM@30" in text
+    assert "#SBATCH --signal=B:USR1@30" in text
+    assert "export RELAYMD_WARNING_LEAD_S=30" in text
     assert "#SBATCH --time=00:01:00" in text
 
 
@@ -249,3 +250,43 @@ def test_example_profiles_load_and_render(name: str) -> None:
             assert f"#SBATCH --partition={part.name}" in text
             assert "relaymd-worker --alloc-dir x" in text
             bash_syntax_ok(text)
+
+
+def _run_native_script(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
+    """Render a native-worker SLURM script whose 'worker' prints its environment; run it."""
+    profile = gpu_profile(scratch=str(tmp_path), images={}, setup=[], native_worker=["env"])
+    text = SlurmScheduler(profile).render_job_script(allocation(), profile, [])
+    script = tmp_path / "job.sh"
+    script.write_text(text)
+    done = subprocess.run(
+        ["bash", str(script)],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+
+
+def test_slurm_script_exports_slurms_end_time_and_warning_lead(tmp_path: Path) -> None:
+    seen = _run_native_script(tmp_path, {"SLURM_JOB_END_TIME": "1796319000"})
+    assert seen["RELAYMD_DEADLINE"] == "1796319000"
+    assert seen["RELAYMD_WARNING_LEAD_S"] == "120"
+    # No end time and no squeue answer: the worker is told nothing rather than a wrong time.
+    seen = _run_native_script(tmp_path, {"SLURM_JOB_ID": "42"})
+    assert seen["RELAYMD_DEADLINE"] == ""
+
+
+def test_walltime_warning_before_the_worker_is_ready_is_ignored_not_fatal(
+    tmp_path: Path,
+) -> None:
+    """USR1 (default action: terminate) can come seconds after start on a short walltime."""
+    profile = gpu_profile(scratch=str(tmp_path), images={}, setup=[], native_worker=["sleep"])
+    text = SlurmScheduler(profile).render_job_script(allocation(), profile, [])
+    script = tmp_path / "job.sh"
+    # The 'worker' is `sleep 2`; the script signals itself as SLURM would, before the exec.
+    script.write_text(
+        text.replace("exec sleep", 'kill -USR1 $$\nkill -USR1 "$BASHPID"\nexec sleep 2 #')
+    )
+    done = subprocess.run(["bash", str(script)], env={"PATH": "/usr/bin:/bin"}, check=False)
+    assert done.returncode == 0

@@ -1,0 +1,110 @@
+"""SLURM's walltime warning (SIGUSR1, up to 60 s early) versus a real stop (SIGTERM).
+
+Real worker processes, real OpenMM (Reference), real signals. The verdicts come from the
+worker's files: event timestamps and steps, the heartbeat's deadline, the checkpoints' steps.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from worker_harness import Allocation, Relay, wait_for
+
+from relaymd.models import EventKind, StorageAccess, WorkerEvent
+from relaymd.storage.checkpoints import verify_checkpoint
+
+pytestmark = pytest.mark.slow
+
+MARGIN_MAX_S = 2.0  # the harness starts workers with --margin-max 2
+
+
+def _engine() -> dict[str, object]:
+    return {
+        "kind": "openmm",
+        "total_steps": 10_000_000,
+        "checkpoint_every_steps": 500,
+        "report_every_steps": 10,
+        "topology": "topology.pdb",
+    }
+
+
+def _checkpoints_after(alloc: Allocation, t: float) -> list[WorkerEvent]:
+    return [e for e in alloc.events() if e.kind is EventKind.CHECKPOINT and e.at.timestamp() > t]
+
+
+def _started_segment(relay: Relay, *worker_args: str) -> Allocation:
+    alloc = relay.allocation()
+    alloc.assign(relay.assignment(alloc, _engine()))
+    alloc.start(*worker_args)
+    alloc.wait_event({EventKind.STARTED}, timeout=120)
+    return alloc
+
+
+@pytest.fixture
+def relay(tmp_path: Path, file_access: StorageAccess, bundle_dir: Path) -> Relay:
+    r = Relay(tmp_path, file_access, "job-deadline")
+    r.upload_bundle(bundle_dir)
+    return r
+
+
+def test_early_walltime_warning_keeps_simulating_until_deadline_minus_margin(
+    relay: Relay,
+) -> None:
+    deadline = time.time() + 40
+    alloc = _started_segment(relay, "--deadline", str(deadline), "--warning-lead", "20")
+    # SLURM's tick: the warning arrives long before `deadline - lead` (here ~35 s before the end).
+    warned = time.time()
+    alloc.kill(signal.SIGUSR1)
+    handoff = alloc.wait_event({EventKind.HANDOFF}, timeout=180)
+    assert alloc.wait_exit(60) == 0
+    assert "allocation deadline" in (handoff.reason or ""), handoff.reason
+    # It kept simulating and checkpointing after the warning, up to deadline - margin.
+    assert handoff.at.timestamp() >= deadline - MARGIN_MAX_S
+    later = _checkpoints_after(alloc, warned)
+    assert len(later) >= 2
+    assert handoff.checkpoint is not None and handoff.step is not None
+    assert handoff.checkpoint.step == handoff.step > later[0].step
+    verify_checkpoint(relay.store, handoff.checkpoint)
+    # The known deadline was consistent with the warning: the heartbeat still reports it.
+    beat = alloc.heartbeat()
+    assert beat is not None and beat.deadline is not None
+    assert abs(beat.deadline.timestamp() - deadline) < 0.01
+
+
+def test_walltime_warning_without_a_deadline_sets_the_earliest_possible_end(
+    relay: Relay,
+) -> None:
+    alloc = _started_segment(relay, "--warning-lead", "12")
+    before = time.time()
+    alloc.kill(signal.SIGUSR1)
+    after = time.time()
+    handoff = alloc.wait_event({EventKind.HANDOFF}, timeout=180)
+    assert alloc.wait_exit(60) == 0
+    assert "allocation deadline" in (handoff.reason or ""), handoff.reason
+    # The end is at least `lead` after the warning: the worker simulated until then - margin.
+    assert handoff.at.timestamp() >= before + 12 - MARGIN_MAX_S
+    assert len(_checkpoints_after(alloc, after)) >= 2
+    beat = alloc.heartbeat()
+    assert beat is not None and beat.deadline is not None
+    # It reports that end (noticed after the signal was sent) and handed off by it - margin.
+    assert before + 12 <= beat.deadline.timestamp() <= handoff.at.timestamp() + MARGIN_MAX_S
+
+
+def test_sigterm_after_the_warning_stops_at_once(relay: Relay) -> None:
+    deadline = time.time() + 900
+    alloc = _started_segment(relay, "--deadline", str(deadline), "--warning-lead", "20")
+    warned = time.time()
+    alloc.kill(signal.SIGUSR1)
+    # Still running after the warning: checkpoints keep coming.
+    wait_for(lambda: _checkpoints_after(alloc, warned), 60, "a checkpoint after the warning")
+    alloc.kill(signal.SIGTERM)
+    handoff = alloc.wait_event({EventKind.HANDOFF}, timeout=60)
+    assert alloc.wait_exit(60) == 0
+    assert "SIGTERM" in (handoff.reason or ""), handoff.reason
+    assert handoff.at < datetime.fromtimestamp(deadline - 600, UTC)
+    assert handoff.checkpoint is not None
+    verify_checkpoint(relay.store, handoff.checkpoint)
