@@ -27,6 +27,11 @@ class FileWrite(BaseModel):
     mode: int = 0o600
 
 
+class FileRemoval(BaseModel):
+    allocation_id: str
+    name: str  # e.g. a withdrawn pre-written assignment.json
+
+
 class SubmitCommand(BaseModel):
     allocation_id: str
     snippet: str  # the scheduler's submit snippet for <folder>/job.sh
@@ -35,12 +40,15 @@ class SubmitCommand(BaseModel):
 class WritePlan(BaseModel):
     mkdirs: list[str] = Field(default_factory=list)  # allocation ids
     files: list[FileWrite] = Field(default_factory=list)
+    removals: list[FileRemoval] = Field(default_factory=list)
     submits: list[SubmitCommand] = Field(default_factory=list)
     cancel_snippet: str | None = None
 
     @property
     def empty(self) -> bool:
-        return not (self.mkdirs or self.files or self.submits or self.cancel_snippet)
+        return not (
+            self.mkdirs or self.files or self.removals or self.submits or self.cancel_snippet
+        )
 
 
 class WriteResult(BaseModel):
@@ -93,6 +101,10 @@ def build_write_script(scratch: str, plan: WritePlan, token: str | None = None) 
         _check_name(item.name, "file name")
         payload = base64.b64encode(item.data).decode()
         lines.append(f"w {item.allocation_id} {item.name} {item.mode:o} {payload}")
+    for gone in plan.removals:
+        _check_name(gone.allocation_id, "allocation id")
+        _check_name(gone.name, "file name")
+        lines.append(f'rm -f "$R/{gone.allocation_id}/{gone.name}"')
     lines.append("printf '@@%s SUBMIT\\n' \"$T\"")
     for sub in plan.submits:
         _check_name(sub.allocation_id, "allocation id")

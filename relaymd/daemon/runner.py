@@ -27,6 +27,9 @@ from relaymd.daemon.mailbox_files import (
     control_file,
     control_needed,
     credentials_file,
+    successor_file,
+    successor_needed,
+    withdrawal_needed,
 )
 from relaymd.daemon.remote_read import (
     ClusterSnapshot,
@@ -35,6 +38,7 @@ from relaymd.daemon.remote_read import (
     parse_read_output,
 )
 from relaymd.daemon.remote_write import (
+    FileRemoval,
     FileWrite,
     SubmitCommand,
     WritePlan,
@@ -44,6 +48,7 @@ from relaymd.daemon.remote_write import (
 from relaymd.ids import new_allocation_id
 from relaymd.logging import get_logger
 from relaymd.models import (
+    ASSIGNMENT_FILE,
     Allocation,
     AllocationState,
     ClusterProfile,
@@ -265,7 +270,10 @@ class ClusterRunner:
         for event in reported:
             ref = event.checkpoint
             job = jobs[event.job_id or ""]
-            if ref is None or job is None or ref.epoch != job.epoch or event.epoch != job.epoch:
+            # A pre-written successor's first checkpoints may arrive in the cycle that commits
+            # its epoch (ADR 0006): verify them too; decide fences by the committed epoch.
+            epochs = {job.epoch, job.prewritten_epoch} if job else set()
+            if ref is None or job is None or ref.epoch != event.epoch or event.epoch not in epochs:
                 continue
             try:
                 await asyncio.to_thread(verify_checkpoint, self.ctx.object_store, ref)
@@ -436,11 +444,20 @@ class ClusterRunner:
                 if control_needed(beat):
                     plan.files.append(control_file(alloc, job))
                 continue
+            successor = jobs.get(alloc.reserved_job_id or "")
+            if successor is not None and successor_needed(alloc, beat):
+                plan.files.append(successor_file(alloc, successor))
+            elif withdrawal_needed(alloc, job, beat):
+                plan.removals.append(FileRemoval(allocation_id=alloc.id, name=ASSIGNMENT_FILE))
             if (
                 job is not None
                 and job.allocation_id == alloc.id
                 and job.state is JobState.ASSIGNED
-                and assignment_needed(job, beat)
+                # A worker still waiting on its gate gets the committed, ungated assignment.
+                and (
+                    assignment_needed(job, beat)
+                    or (beat is not None and beat.awaiting_handoff_of is not None)
+                )
             ):
                 plan.files.append(assignment_file(alloc, job))
         if d.cancel:

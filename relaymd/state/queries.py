@@ -262,9 +262,9 @@ def _state_counts(rows: Sequence[Sequence[Any]]) -> dict[JobState, int]:
 @writes
 def next_epoch(job_id: str) -> Steps[int]:
     current = yield from _load_job(job_id)
-    stored = current.model_copy(
-        update={"epoch": current.epoch + 1, "updated_at": _bumped(current.updated_at)}
-    )
+    # An epoch pre-written to a successor that never ran is never issued again (ADR 0006).
+    epoch = max(current.epoch, current.prewritten_epoch) + 1
+    stored = current.model_copy(update={"epoch": epoch, "updated_at": _bumped(current.updated_at)})
     yield Statement(_UPDATE_JOB, _job_row(stored))
     return stored.epoch
 
