@@ -70,6 +70,7 @@ from relaymd.models.storage import (
     OutputsManifest,
     StorageAccess,
 )
+from relaymd.models.usage import GpuUsage
 
 __all__ = [
     "ASSIGNMENT_FILE",
@@ -97,6 +98,7 @@ __all__ = [
     "EngineSettings",
     "EventKind",
     "GpuInfo",
+    "GpuUsage",
     "HandoffGate",
     "HandoffMarker",
     "Heartbeat",

@@ -422,6 +422,20 @@ def list_segments(job_id: str) -> Steps[list[Segment]]:
     return [Segment.model_validate_json(row[0]) for row in result.rows]
 
 
+@reads
+def list_segments_on(allocation_ids: Sequence[str] | None = None) -> Steps[list[Segment]]:
+    """Segments run on these allocations (every segment when None), oldest first."""
+    if allocation_ids is None:
+        result = yield Statement("SELECT data FROM segments ORDER BY started_at, id")
+    else:
+        marks = ",".join("?" * len(allocation_ids))
+        result = yield Statement(
+            f"SELECT data FROM segments WHERE allocation_id IN ({marks}) ORDER BY started_at, id",
+            tuple(allocation_ids),
+        )
+    return [Segment.model_validate_json(row[0]) for row in result.rows]
+
+
 # --- audit events ----------------------------------------------------------------------------
 
 _INSERT_EVENT = (
