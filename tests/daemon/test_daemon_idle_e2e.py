@@ -13,6 +13,7 @@ events; the store is read only to know when to act.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import pytest
 from daemon_e2e_support import (
     REPO,
     daemon_env,
+    kill9,
     local_config,
     start_daemon,
     wait_for,
@@ -246,3 +248,115 @@ def test_prewritten_successor_starts_within_one_poll_interval(
     assert gap < POLL_S and gap_from_checkpoint < POLL_S
     assert "successor_reserved" in [str(k) for k in kinds], kinds
     state.close()
+
+
+@pytest.mark.parametrize("failure", ["job_cancelled", "worker_killed", "daemon_restarted"])
+def test_prewritten_successor_is_withdrawn_when_the_handoff_does_not_happen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    root = tmp_path
+    walltime_s = 120.0
+    config_path, loaded, store, state = _setup(
+        root,
+        monkeypatch,
+        walltime_s=walltime_s,
+        # A long lead: the successor is reserved as soon as an idle worker exists.
+        daemon={"stale_after_s": 6, "stop_grace_s": 4, "min_segment_s": 2, "prewrite_lead_s": 300},
+        worker={
+            "heartbeat_interval_s": 1,
+            "idle_timeout_s": 600,
+            "handoff_margin_min_s": 2,
+            "handoff_margin_max_s": 4,
+        },
+    )
+    raw = loaded.config.model_dump(mode="json")
+    raw["clusters"][0]["partitions"][0].update(max_pending=2, max_running=2)
+    import yaml
+
+    config_path.write_text(yaml.safe_dump(raw))
+    scratch = Path(loaded.clusters[0].scratch)
+    long_job = _submit(root, "long", 3 * walltime_s, loaded, store, state)
+    daemon = start_daemon(root, config_path)
+    try:
+        first = wait_for(
+            "the long job running",
+            lambda: (
+                (j := state.get_job(long_job.id))
+                and j.state is JobState.RUNNING
+                and j.allocation_id
+                and j
+            ),
+            120,
+            root,
+        )
+        a_id = first.allocation_id
+        assert a_id is not None
+        short_job = _submit(root, "short", 3.0, loaded, store, state)
+        wait_for(
+            "the short job done",
+            lambda: (j := state.get_job(short_job.id)) and j.state.is_final,
+            120,
+            root,
+        )
+
+        def waiting_successor() -> str | None:
+            for alloc in state.list_allocations():
+                path = scratch / "alloc" / alloc.id / "heartbeat.json"
+                if alloc.id == a_id or not path.exists():
+                    continue
+                beat = Heartbeat.model_validate_json(path.read_text())
+                if beat.awaiting_handoff_of == 1 and beat.job_id == long_job.id:
+                    return alloc.id
+            return None
+
+        b_id = wait_for("a successor waiting on epoch 1", waiting_successor, 120, root)
+        predecessor = _worker_pid(scratch, a_id)
+        if failure == "job_cancelled":
+            _cancel(root, config_path, long_job.id)
+        elif failure == "worker_killed":
+            os.kill(predecessor, signal.SIGKILL)
+        else:
+            kill9(daemon)
+            os.kill(predecessor, signal.SIGKILL)
+            wait_for("the predecessor's end", lambda: _exit_record(scratch, a_id), 60, root)
+            daemon = start_daemon(root, config_path)
+        if failure != "job_cancelled":
+            # The job continues by ordinary late binding, on the successor's worker, under a
+            # later epoch than the withdrawn one and from a checkpoint the daemon verified.
+            restart = wait_for(
+                "the job resumed",
+                lambda: next(
+                    (
+                        e
+                        for e in _events(scratch, b_id)
+                        if e.kind is EventKind.STARTED and e.job_id == long_job.id
+                    ),
+                    None,
+                ),
+                120,
+                root,
+            )
+            assert restart.epoch == 3 and restart.checkpoint is not None
+            assert restart.checkpoint.epoch == 1
+            _cancel(root, config_path, long_job.id)
+        wait_for("the successor's end", lambda: _exit_record(scratch, b_id), 120, root)
+    finally:
+        _stop(daemon)
+    b_events = _events(scratch, b_id)
+    # The pre-written epoch 2 never ran: the worker waited, was withdrawn, went back to idle.
+    assert not [e for e in b_events if e.epoch == 2]
+    assert "assignment_withdrawn" in (scratch / "alloc" / b_id / "worker.log").read_text()
+    assert not store.exists(f"jobs/{long_job.id}/handoff/1.json")
+    kinds = [e.kind for e in state.list_events(job_id=long_job.id, limit=500)]
+    assert "successor_withdrawn" in kinds and "successor_activated" not in kinds
+    state.close()
+
+
+def _cancel(root: Path, config_path: Path, job_id: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "relaymd.cli", "jobs", "cancel", job_id],
+        env=daemon_env(root, config_path),
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
