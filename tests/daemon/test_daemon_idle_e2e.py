@@ -223,13 +223,7 @@ def test_prewritten_successor_starts_within_one_poll_interval(
             for e in _events(scratch, successor)
             if e.kind is EventKind.STARTED and e.job_id == long_job.id
         )
-        subprocess.run(
-            [sys.executable, "-m", "relaymd.cli", "jobs", "cancel", long_job.id],
-            env=daemon_env(root, config_path),
-            cwd=REPO,
-            check=True,
-            capture_output=True,
-        )
+        _cancel(root, config_path, long_job.id)
         wait_for("the successor's end", lambda: _exit_record(scratch, successor), 180, root)
     finally:
         _stop(daemon)
