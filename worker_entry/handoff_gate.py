@@ -14,13 +14,23 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
-from relaymd.models import Assignment, HandoffMarker
+from relaymd.models import Assignment, HandoffMarker, OpenMMSettings
 from relaymd.storage import keys
 from relaymd.storage.base import ObjectNotFound, ObjectStore, StorageError
 from relaymd.storage.checkpoints import verify_checkpoint
 from worker_entry.logging import get_logger
 
 log = get_logger(__name__)
+
+
+def preload_engine(assignment: Assignment) -> None:
+    """Import the engine's libraries while waiting (OpenMM takes about a second), so the
+    handoff gap does not pay for it. A failure is left to the segment to report."""
+    if isinstance(assignment.engine, OpenMMSettings):
+        try:
+            import openmm.app  # noqa: F401
+        except ImportError as exc:
+            log.warning("engine_preload_failed", error=str(exc))
 
 
 def gate_expired(assignment: Assignment, now: datetime | None = None) -> bool:

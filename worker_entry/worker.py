@@ -17,7 +17,7 @@ from relaymd.models import (
 from relaymd.storage import StorageError, open_store
 from relaymd.storage.base import ObjectStore
 from worker_entry.credentials import CredentialsError, load_credentials
-from worker_entry.handoff_gate import gate_expired, resolve_gate
+from worker_entry.handoff_gate import gate_expired, preload_engine, resolve_gate
 from worker_entry.heartbeat import HeartbeatWriter, query_gpus
 from worker_entry.logfile import CappedTee
 from worker_entry.logging import configure, get_logger
@@ -155,6 +155,7 @@ class Worker:
         )
         self.heartbeat.poke()
         log.info("awaiting_handoff", job_id=a.job_id, epoch=a.epoch, after=gate.after_epoch)
+        preload_engine(a)
         while True:
             current = self.mailbox.read_assignment()
             if current is None or current.digest != digest:
