@@ -76,6 +76,7 @@ class HeartbeatWriter(threading.Thread):
                 platform=snap.platform,
                 deadline=snap.deadline,
                 handoff_margin_s=snap.handoff_margin_s,
+                awaiting_handoff_of=snap.awaiting_handoff_of,
                 hostname=self._hostname,
                 pid=os.getpid(),
                 worker_version=self._version,

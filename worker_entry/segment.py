@@ -10,6 +10,7 @@ from relaymd.models import (
     Assignment,
     CheckpointRef,
     EventKind,
+    HandoffMarker,
     WorkerEvent,
     WorkerState,
 )
@@ -241,5 +242,19 @@ class SegmentRunner:
             self._event(EventKind.COMPLETED, step=step, checkpoint=ref)
             return EventKind.COMPLETED
         assert stop is not None
+        if stop.event is EventKind.HANDOFF and uploaded and ref is not None:
+            self._mark_handoff(ref)
         self._event(stop.event, step=step, checkpoint=ref, reason=stop.reason + note)
         return stop.event
+
+    def _mark_handoff(self, ref: CheckpointRef) -> None:
+        """Name the handoff checkpoint where a pre-written successor waits for it (ADR 0009).
+
+        Best effort: without the marker the daemon binds the successor on its next poll."""
+        marker = HandoffMarker(job_id=self.a.job_id, epoch=self.a.epoch, checkpoint=ref)
+        try:
+            self.store.put_bytes(
+                keys.handoff_key(self.a.job_id, self.a.epoch), marker.model_dump_json().encode()
+            )
+        except StorageError as exc:
+            log.warning("handoff_marker_failed", job_id=self.a.job_id, error=str(exc))

@@ -21,6 +21,7 @@ class StatusSnapshot(BaseModel):
     platform: str | None = None
     deadline: datetime | None = None
     handoff_margin_s: float | None = None
+    awaiting_handoff_of: int | None = None  # waiting on a pre-written successor's gate
 
     @property
     def progress(self) -> float | None:
@@ -53,6 +54,7 @@ class WorkerStatus:
             total_steps=total,
             ns_per_day=None,
             last_checkpoint=None,
+            awaiting_handoff_of=None,
         )
 
     def clear_job(self, state: WorkerState) -> None:
@@ -64,4 +66,5 @@ class WorkerStatus:
             total_steps=None,
             ns_per_day=None,
             last_checkpoint=None,
+            awaiting_handoff_of=None,
         )

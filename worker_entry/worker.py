@@ -16,7 +16,9 @@ from relaymd.models import (
     WorkerState,
 )
 from relaymd.storage import StorageError, open_store
+from relaymd.storage.base import ObjectStore
 from worker_entry.credentials import CredentialsError, load_credentials
+from worker_entry.handoff_gate import gate_expired, preload_engine, resolve_gate
 from worker_entry.heartbeat import HeartbeatWriter, query_gpus
 from worker_entry.logfile import CappedTee
 from worker_entry.logging import configure, get_logger
@@ -54,6 +56,8 @@ class Worker:
         )
         self._seen: set[tuple[str, int]] = set()
         self._bad_digests: set[str] = set()
+        self._expired_digests: set[str] = set()  # gated assignments whose handoff never came
+        self.store: ObjectStore | None = None
         self._garbled_since: dict[str, float] = {}
 
     def _idle_event(self, reason: str) -> None:
@@ -99,7 +103,11 @@ class Worker:
         idle_since = time.monotonic()
         while True:
             read = self.mailbox.read_assignment()
-            if read is not None and read.digest not in self._bad_digests:
+            if (
+                read is not None
+                and read.digest not in self._bad_digests
+                and read.digest not in self._expired_digests
+            ):
                 a = read.assignment
                 if a is None and read.job_id is None and read.error and "not JSON" in read.error:
                     # Maybe half-written by a non-atomic writer: malformed only if it stays so.
@@ -121,6 +129,17 @@ class Worker:
                             a.job_id,
                             a.epoch,
                         )
+                    elif a.after_handoff is not None:
+                        gated = self._await_handoff(a, read.digest)
+                        if isinstance(gated, str):
+                            return gated
+                        if gated is not None:
+                            self._seen.add((a.job_id, a.epoch))
+                            return gated
+                        self.status.clear_job(WorkerState.IDLE)
+                        self.heartbeat.poke()
+                        idle_since = time.monotonic()
+                        continue
                     else:
                         self._seen.add((a.job_id, a.epoch))
                         return a
@@ -129,10 +148,41 @@ class Worker:
                 return reason
             time.sleep(self.options.poll_interval_s)
 
-    def run(self, store: object, work_root: Path) -> int:
-        from relaymd.storage.base import ObjectStore
+    def _await_handoff(self, a: Assignment, digest: str) -> Assignment | str | None:
+        """Wait on a pre-written successor's gate: the assignment resolved to the verified
+        handoff checkpoint, an exit reason, or None when withdrawn or expired (ADR 0009)."""
+        assert self.store is not None and a.after_handoff is not None
+        gate = a.after_handoff
+        self.status.update(
+            state=WorkerState.PREPARING,
+            job_id=a.job_id,
+            epoch=a.epoch,
+            awaiting_handoff_of=gate.after_epoch,
+        )
+        self.heartbeat.poke()
+        log.info("awaiting_handoff", job_id=a.job_id, epoch=a.epoch, after=gate.after_epoch)
+        preload_engine(a)
+        while True:
+            current = self.mailbox.read_assignment()
+            if current is None or current.digest != digest:
+                log.info("assignment_withdrawn", job_id=a.job_id, epoch=a.epoch)
+                return None
+            resolved = resolve_gate(self.store, a)
+            if resolved is not None:
+                return resolved
+            if gate_expired(a):
+                log.info("handoff_gate_expired", job_id=a.job_id, epoch=a.epoch)
+                self._expired_digests.add(digest)
+                return None
+            # The idle timeout does not run while waiting: the gate's expiry bounds the wait.
+            reason = self._exit_reason(time.monotonic())
+            if reason is not None:
+                return reason
+            time.sleep(self.options.poll_interval_s)
 
+    def run(self, store: object, work_root: Path) -> int:
         assert isinstance(store, ObjectStore)
+        self.store = store
         self.monitor.install_signal_handlers()
         self.heartbeat.start()
         log.info(

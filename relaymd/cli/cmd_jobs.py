@@ -12,7 +12,7 @@ from relaymd.cli.errors import CliError, ExitCode
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from relaymd.models import Job, Segment
+    from relaymd.models import GpuUsage, Job, Segment
     from relaymd.state import StateStore
 
 app = typer.Typer(
@@ -103,8 +103,11 @@ def show(job_id: JobArg, as_json: JsonOpt = False) -> None:
     """
     from relaymd.cli import context
     from relaymd.cli.output import console, print_json, state_style, styled
+    from relaymd.models import utcnow
+    from relaymd.state.usage import job_usage
 
-    job = context.find_job(context.open_state(), job_id)
+    store = context.open_state()
+    job = context.find_job(store, job_id)
     if as_json:
         print_json(job)
         return
@@ -128,12 +131,22 @@ def show(job_id: JobArg, as_json: JsonOpt = False) -> None:
             "resume point",
             f"{job.checkpoint.prefix} (step {job.checkpoint.step})" if job.checkpoint else "start",
         ),
+        ("gpu time", _usage_line(job_usage(store, job.id, utcnow()))),
         ("failure", job.failure_reason or "-"),
         ("created", job.created_at.isoformat(timespec="seconds")),
         ("updated", job.updated_at.isoformat(timespec="seconds")),
     ]
     for name, value in rows:
         out.print(f"  {name:<17}{value}")
+
+
+def _usage_line(usage: GpuUsage) -> str:
+    """allocated = simulating + idle (start-up, waits between segments, tail), GPU-seconds."""
+    return (
+        f"{usage.allocated_gpu_s:.0f} GPU-s allocated = {usage.simulating_gpu_s:.0f} simulating"
+        f" + {usage.idle_gpu_s:.0f} idle (start-up {usage.startup_gpu_s:.0f},"
+        f" between segments {usage.between_gpu_s:.0f}, tail {usage.tail_gpu_s:.0f})"
+    )
 
 
 def _audit(store: StateStore, job: Job, kind: str, message: str) -> None:
@@ -329,7 +342,11 @@ def history(job_id: JobArg, as_json: JsonOpt = False) -> None:
                     "times_from": source,
                 }
             )
-        print_json({"job": job, "segments": rows})
+        from relaymd.models import utcnow
+        from relaymd.state.usage import job_usage
+
+        usage = job_usage(store, job.id, utcnow())
+        print_json({"job": job, "segments": rows, "gpu_usage": usage})
         return
     out = console()
     out.print(f"[bold]{job.id}[/]  {job.spec.title}  ({job.state}, {_progress(job)})")

@@ -21,7 +21,8 @@ def list_workers(
     all_: Annotated[bool, typer.Option("--all", help="Include ended allocations.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Allocations with cluster, SLURM id, state, GPU, job and heartbeat age.
+    """Allocations with cluster, SLURM id, state, GPU, job, heartbeat age and, for idle ones,
+    why the daemon keeps or releases them (NOTE; `note` in --json).
 
     \b
     Examples:
@@ -54,6 +55,7 @@ def list_workers(
         "JOB",
         "HEARTBEAT",
         "AGE",
+        "NOTE",
     ):
         table.add_column(column)
     for alloc in allocations:
@@ -71,5 +73,6 @@ def list_workers(
             alloc.job_id or "-",
             age(alloc.seq_changed_at) + (" ago" if alloc.seq_changed_at else ""),
             age(alloc.started_at or alloc.submitted_at),
+            alloc.note or "-",
         )
     console().print(table)

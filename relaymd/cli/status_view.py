@@ -13,9 +13,13 @@ def show_status(as_json: bool = False) -> None:
     """Print the status screen, or with `as_json` one JSON document, to stdout."""
     from relaymd.cli import context
     from relaymd.cli.output import age, console, print_json, state_style, styled
+    from relaymd.models import utcnow
+    from relaymd.state.usage import total_usage
 
     loaded = context.load()
-    summary = context.open_state(loaded).status_summary()
+    store = context.open_state(loaded)
+    summary = store.status_summary()
+    usage = total_usage(store.list_allocations(), store.list_segments_on(), utcnow())
     pid = context.read_pid()
     jobs = {state: summary.jobs.get(state, 0) for state in JOB_ORDER}  # type: ignore[call-overload]
     seen = {c.name: c for c in summary.clusters}
@@ -40,6 +44,7 @@ def show_status(as_json: bool = False) -> None:
                 "jobs": jobs,
                 "total_jobs": summary.total_jobs,
                 "running_ns_per_day": summary.running_ns_per_day,
+                "gpu_usage": usage,
                 "clusters": clusters,
                 "daemon": {"running": pid is not None, "pid": pid, "status": summary.daemon},
                 "generated_at": summary.generated_at,
@@ -59,6 +64,13 @@ def show_status(as_json: bool = False) -> None:
     out.print(
         f"[bold]throughput[/] {summary.running_ns_per_day:.1f} ns/day over "
         f"{summary.running_jobs} running job(s)"
+    )
+    idle_share = usage.idle_gpu_s / usage.allocated_gpu_s if usage.allocated_gpu_s else 0.0
+    out.print(
+        f"[bold]gpu time[/]   {usage.allocated_gpu_s / 3600:.2f} GPU-h allocated:"
+        f" {usage.simulating_gpu_s / 3600:.2f} simulating, {usage.idle_gpu_s / 3600:.2f} idle"
+        f" ({idle_share:.0%}: start-up {usage.startup_gpu_s / 3600:.2f}, between segments"
+        f" {usage.between_gpu_s / 3600:.2f}, tail {usage.tail_gpu_s / 3600:.2f})"
     )
     table = Table(box=None, pad_edge=False, title=None)
     for column in ("CLUSTER", "STATUS", "PENDING", "RUNNING", "LAST POLL", "LAST ERROR"):

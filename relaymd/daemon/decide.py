@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from relaymd.daemon import warm
 from relaymd.daemon.assign import assign, held_for_preferred
 from relaymd.daemon.classify import (
     JobOutcome,
@@ -117,6 +118,8 @@ class CycleDecisions(BaseModel):
     new_allocations: list[Allocation] = Field(default_factory=list)
     jobs: dict[str, Job] = Field(default_factory=dict)  # changed rows
     bound: list[str] = Field(default_factory=list)  # job ids bound this cycle (new epoch)
+    # Job ids bound to their reserved successor at the epoch already pre-written (ADR 0009).
+    activated: list[str] = Field(default_factory=list)
     new_segments: list[Segment] = Field(default_factory=list)
     closed_segments: list[SegmentClose] = Field(default_factory=list)
     segment_times: list[SegmentTimes] = Field(default_factory=list)
@@ -142,6 +145,8 @@ class _Cycle:
         self.out = CycleDecisions()
         self.allocs: dict[str, Allocation] = {a.id: a for a in inp.allocations}
         self.jobs: dict[str, Job] = dict(inp.jobs)
+        # (job, epoch) requeued by a handoff from the pointer's checkpoint, this cycle.
+        self.handed_off: set[tuple[str, int]] = set()
 
     # -- bookkeeping -------------------------------------------------------------------
     def put_alloc(self, alloc: Allocation) -> None:
@@ -345,6 +350,14 @@ class _Cycle:
         else:
             job = self.jobs[job.id]  # the completed event may have moved the pointer
             outcome = classify_event(job, event)
+            if (
+                outcome is not None
+                and event.kind is EventKind.HANDOFF
+                and outcome.verdict is Verdict.REQUEUE
+                and event.checkpoint is not None
+                and event.checkpoint == job.checkpoint
+            ):
+                self.handed_off.add((job.id, job.epoch))
             if outcome is not None:
                 if event.kind is EventKind.COMPLETED and job.checkpoint is not None:
                     outcome.end_step = job.checkpoint.step  # the verified step, not the claim
@@ -413,6 +426,9 @@ class _Cycle:
                 update={
                     "state": AllocationState.ENDED,
                     "ended_at": self.now,
+                    "reserved_job_id": None,
+                    "reserved_epoch": None,
+                    "note": None,
                     "end_reason": f"{reason} ({state})"
                     if state and state not in reason
                     else reason,
@@ -557,7 +573,8 @@ class _Cycle:
         for binding in assign(idle, queued, self.inp.profile):
             job = self.jobs[binding.job_id]
             alloc = self.allocs[binding.allocation_id]
-            epoch = job.epoch + 1  # the store's next_epoch confirms it on persist
+            # The store's next_epoch confirms it on persist; a pre-written epoch is skipped.
+            epoch = max(job.epoch, job.prewritten_epoch) + 1
             job = job.model_copy(
                 update={
                     "state": JobState.ASSIGNED,
@@ -635,12 +652,14 @@ class _Cycle:
 def decide_cycle(inp: DecideInput, new_allocation_id: Any) -> CycleDecisions:
     cycle = _Cycle(inp)
     files = inp.snapshot.files
-    for alloc in list(cycle.allocs.values()):
+    # Reserved successors last: their predecessor's handoff is applied first (ADR 0009).
+    for alloc in sorted(cycle.allocs.values(), key=lambda a: a.reserved_job_id is not None):
         if alloc.state is AllocationState.ENDED:
             continue
         alloc = cycle.scheduler_view(alloc)
         alloc_files = files.get(alloc.id)
-        if alloc_files is not None:
+        alloc, hold = warm.reservation_before_events(cycle, alloc, alloc_files)
+        if alloc_files is not None and not hold:
             alloc = cycle.events(alloc, alloc_files)
         ended, state, code = cycle.ended_state(alloc)
         if ended:
@@ -670,5 +689,7 @@ def decide_cycle(inp: DecideInput, new_allocation_id: Any) -> CycleDecisions:
             )
     cycle.operator_requests()
     cycle.bind(files)
+    warm.reserve_successors(cycle, files)
+    warm.release_idle(cycle, files)
     cycle.provision(new_allocation_id)
     return cycle.out

@@ -38,6 +38,7 @@ def is_spare(alloc: Allocation) -> bool:
         and alloc.job_id is None
         and alloc.stop_requested_at is None
         and alloc.end_reason is None
+        and alloc.reserved_job_id is None  # kept for its successor job (ADR 0009)
     )
 
 

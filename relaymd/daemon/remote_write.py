@@ -29,7 +29,7 @@ class FileWrite(BaseModel):
 
 class FileRemoval(BaseModel):
     allocation_id: str
-    name: str  # e.g. the credentials of an allocation that ended
+    name: str  # e.g. the credentials of an ended allocation, a withdrawn assignment.json
 
 
 class SubmitCommand(BaseModel):

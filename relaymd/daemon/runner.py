@@ -29,6 +29,9 @@ from relaymd.daemon.mailbox_files import (
     control_file,
     control_needed,
     credentials_file,
+    successor_file,
+    successor_needed,
+    withdrawal_needed,
 )
 from relaymd.daemon.remote_read import (
     ClusterSnapshot,
@@ -47,6 +50,7 @@ from relaymd.daemon.remote_write import (
 from relaymd.ids import new_allocation_id
 from relaymd.logging import get_logger
 from relaymd.models import (
+    ASSIGNMENT_FILE,
     CREDENTIALS_FILE,
     Allocation,
     AllocationState,
@@ -292,6 +296,11 @@ class ClusterRunner:
             job = jobs[job_id]
             if job is None or ref is None:
                 continue
+            if job.prewritten_epoch and ref.epoch == job.prewritten_epoch:
+                # A pre-written successor's first checkpoints may arrive in the cycle that
+                # commits its epoch (ADR 0009): judge them as of that epoch; decide fences by
+                # the epoch it commits.
+                job = job.model_copy(update={"epoch": job.prewritten_epoch})
             key = claim_key(job.id, ref)
             reason = claim_shape_refusal(job, ref) or advance_refusal(job, ref)
             if reason is not None:
@@ -486,11 +495,20 @@ class ClusterRunner:
                 if control_needed(beat):
                     plan.files.append(control_file(alloc, job))
                 continue
+            successor = jobs.get(alloc.reserved_job_id or "")
+            if successor is not None and successor_needed(alloc, beat):
+                plan.files.append(successor_file(alloc, successor))
+            elif withdrawal_needed(alloc, job, beat):
+                plan.removals.append(FileRemoval(allocation_id=alloc.id, name=ASSIGNMENT_FILE))
             if (
                 job is not None
                 and job.allocation_id == alloc.id
                 and job.state is JobState.ASSIGNED
-                and assignment_needed(job, beat)
+                # A worker still waiting on its gate gets the committed, ungated assignment.
+                and (
+                    assignment_needed(job, beat)
+                    or (beat is not None and beat.awaiting_handoff_of is not None)
+                )
             ):
                 plan.files.append(assignment_file(alloc, job))
         self._credentials_owed.update(

@@ -50,6 +50,7 @@ from relaymd.models.mailbox import (
     ControlAction,
     EventKind,
     GpuInfo,
+    HandoffGate,
     Heartbeat,
     WorkerEvent,
     WorkerState,
@@ -65,11 +66,13 @@ from relaymd.models.state import (
 from relaymd.models.storage import (
     CheckpointManifest,
     CheckpointRef,
+    HandoffMarker,
     ManifestFile,
     ObjectRef,
     OutputsManifest,
     StorageAccess,
 )
+from relaymd.models.usage import GpuUsage
 
 __all__ = [
     "ASSIGNMENT_FILE",
@@ -99,6 +102,9 @@ __all__ = [
     "EngineSettings",
     "EventKind",
     "GpuInfo",
+    "GpuUsage",
+    "HandoffGate",
+    "HandoffMarker",
     "Heartbeat",
     "ImageLocation",
     "InfisicalSettings",

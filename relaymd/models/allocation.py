@@ -43,3 +43,10 @@ class Allocation(WireModel):
     submitted_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    # A successor reservation (ADR 0009): this idle allocation will continue `reserved_job_id`
+    # under `reserved_epoch` once that job's epoch `reserved_epoch - 1` hands off.
+    reserved_job_id: str | None = None
+    reserved_epoch: int | None = None
+    reserved_until: datetime | None = None  # the worker drops the gated assignment then
+    # Why the daemon keeps (or releases) this allocation while it is idle: `workers list`.
+    note: str | None = None

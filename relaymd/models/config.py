@@ -55,6 +55,9 @@ class DaemonSettings(UserModel):
     # An idle worker gets a job only with at least this long left before its handoff margin:
     # a shorter segment would spend its time staging and hand off at once.
     min_segment_s: float = Field(120.0, ge=0)
+    # A successor is pre-written (ADR 0009) for a job whose handoff is due within the poll
+    # interval plus this lead.
+    prewrite_lead_s: float = Field(60.0, ge=0)
 
 
 # A worker's handoff margin before it has timed a checkpoint save + upload (then clamped).

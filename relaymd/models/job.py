@@ -79,6 +79,9 @@ class Job(WireModel):
     total_steps: int | None = None
     ns_per_day: float | None = None
     operator_request: OperatorRequest | None = None
+    # Highest epoch ever pre-written to a reserved successor (ADR 0009): a later binding
+    # elsewhere takes a higher epoch, so a pre-written assignment never shares its epoch.
+    prewritten_epoch: int = 0
     failure_reason: str | None = None
     log_tail: list[str] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=utcnow)

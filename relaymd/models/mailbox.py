@@ -29,6 +29,16 @@ EVENT_LINE_MAX_BYTES = 32 * 1024  # one events.jsonl line, newline included
 HEARTBEAT_MAX_BYTES = 16 * 1024
 
 
+class HandoffGate(WireModel):
+    """A pre-written successor assignment (ADR 0009) starts only from the handoff checkpoint
+    that job `job_id`'s epoch `after_epoch` marks at `jobs/<job>/handoff/<epoch>.json`."""
+
+    job_id: str
+    after_epoch: int = Field(ge=1)
+    # The worker drops the assignment (back to idle) if no handoff came by then.
+    expires_at: datetime
+
+
 class Assignment(WireModel):
     """The job an allocation must run. `epoch` is the fencing token (invariant 1)."""
 
@@ -43,6 +53,8 @@ class Assignment(WireModel):
     fallbacks: list[CheckpointRef] = Field(default_factory=list)
     checkpoint_interval_s: float = Field(600.0, gt=0)
     issued_at: datetime = Field(default_factory=utcnow)
+    # Set on a pre-written successor: wait for the predecessor's handoff, resume from it.
+    after_handoff: HandoffGate | None = None
 
 
 class ControlAction(StrEnum):
@@ -93,6 +105,8 @@ class Heartbeat(WireModel):
     platform: str | None = None
     deadline: datetime | None = None
     handoff_margin_s: float | None = None
+    # Waiting on a pre-written assignment for the handoff of this epoch of `job_id`.
+    awaiting_handoff_of: int | None = None
     hostname: str = ""
     pid: int = 0
     worker_version: str = ""

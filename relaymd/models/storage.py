@@ -61,6 +61,16 @@ class CheckpointRef(WireModel):
     manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+class HandoffMarker(WireModel):
+    """`jobs/<job>/handoff/<epoch>.json`: written by the epoch's worker after its handoff
+    checkpoint verified, before its `handoff` event; a pre-written successor polls for it."""
+
+    job_id: str
+    epoch: int = Field(ge=1)
+    checkpoint: CheckpointRef
+    written_at: datetime = Field(default_factory=utcnow)
+
+
 class StorageAccess(WireModel):
     """Everything needed to open a store: the daemon builds it from config + secrets and
     hands it to workers only through the 0600 `credentials` file in their allocation folder.

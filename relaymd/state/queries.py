@@ -262,9 +262,9 @@ def _state_counts(rows: Sequence[Sequence[Any]]) -> dict[JobState, int]:
 @writes
 def next_epoch(job_id: str) -> Steps[int]:
     current = yield from _load_job(job_id)
-    stored = current.model_copy(
-        update={"epoch": current.epoch + 1, "updated_at": _bumped(current.updated_at)}
-    )
+    # An epoch pre-written to a successor that never ran is never issued again (ADR 0009).
+    epoch = max(current.epoch, current.prewritten_epoch) + 1
+    stored = current.model_copy(update={"epoch": epoch, "updated_at": _bumped(current.updated_at)})
     yield Statement(_UPDATE_JOB, _job_row(stored))
     return stored.epoch
 
@@ -452,6 +452,20 @@ def list_segments(job_id: str) -> Steps[list[Segment]]:
     result = yield Statement(
         "SELECT data FROM segments WHERE job_id = ? ORDER BY epoch, id", (job_id,)
     )
+    return [Segment.model_validate_json(row[0]) for row in result.rows]
+
+
+@reads
+def list_segments_on(allocation_ids: Sequence[str] | None = None) -> Steps[list[Segment]]:
+    """Segments run on these allocations (every segment when None), oldest first."""
+    if allocation_ids is None:
+        result = yield Statement("SELECT data FROM segments ORDER BY started_at, id")
+    else:
+        marks = ",".join("?" * len(allocation_ids))
+        result = yield Statement(
+            f"SELECT data FROM segments WHERE allocation_id IN ({marks}) ORDER BY started_at, id",
+            tuple(allocation_ids),
+        )
     return [Segment.model_validate_json(row[0]) for row in result.rows]
 
 

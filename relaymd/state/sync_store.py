@@ -198,6 +198,9 @@ class StateStore:
     def list_segments(self, job_id: str) -> list[Segment]:
         return self._run(q.list_segments(job_id))
 
+    def list_segments_on(self, allocation_ids: Sequence[str] | None = None) -> list[Segment]:
+        return self._run(q.list_segments_on(allocation_ids))
+
     # --- audit ---------------------------------------------------------------------------
 
     def add_event(

@@ -3,6 +3,7 @@
 jobs/<job_id>/input/bundle.tar.gz            the job's inputs, immutable
 jobs/<job_id>/checkpoints/<epoch>-<seq>/...  checkpoint files, then manifest.json last
 jobs/<job_id>/outputs/<epoch>/...            one segment's outputs, never overwritten
+jobs/<job_id>/handoff/<epoch>.json           the epoch's handoff checkpoint (ADR 0009)
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ def manifest_key(prefix: str) -> str:
 
 def outputs_prefix(job_id: str, epoch: int) -> str:
     return f"jobs/{job_id}/outputs/{epoch}/"
+
+
+def handoff_key(job_id: str, epoch: int) -> str:
+    return f"jobs/{job_id}/handoff/{epoch}.json"
 
 
 def parse_checkpoint_prefix(prefix: str) -> tuple[str, int, int] | None:

@@ -245,3 +245,46 @@ def test_changed_host_key_shows_its_own_state_with_the_ssh_keygen_fix(cli: CliEn
         assert "host-key-changed" in done.stdout and fix in done.stdout, done.stdout
     [cluster] = cli.json("clusters", "list")
     assert cluster["status"]["reachability"] == "host-key-changed"
+
+
+def test_gpu_time_per_job_and_in_status(cli: CliEnv) -> None:
+    from datetime import timedelta
+
+    from relaymd.models import Allocation, AllocationState, Segment, SegmentOutcome, utcnow
+    from relaymd.state import StateStore
+
+    assert cli.run("submit", str(make_job_dir(cli.root))).returncode == 0
+    [job] = cli.json("jobs", "list")
+    # Play the daemon: one ended allocation that ran one segment of the job.
+    start = utcnow() - timedelta(hours=1)
+    with StateStore.open(cli.db) as store:
+        store.insert_allocation(
+            Allocation(
+                id="a1",
+                cluster="local",
+                partition="local",
+                image="openmm",
+                state=AllocationState.ENDED,
+                walltime_s=7200,
+                started_at=start,
+                ended_at=start + timedelta(seconds=1000),
+            )
+        )
+        store.insert_segment(
+            Segment(
+                job_id=job["id"],
+                epoch=1,
+                allocation_id="a1",
+                cluster="local",
+                started_at=start + timedelta(seconds=100),
+                ended_at=start + timedelta(seconds=900),
+                outcome=SegmentOutcome.HANDOFF,
+            )
+        )
+    usage = cli.json("jobs", "history", job["id"])["gpu_usage"]
+    assert (usage["allocated_gpu_s"], usage["simulating_gpu_s"]) == (1000, 800)
+    assert (usage["startup_gpu_s"], usage["tail_gpu_s"], usage["idle_gpu_s"]) == (100, 100, 200)
+    shown = cli.run("jobs", "show", job["id"])
+    assert "1000 GPU-s allocated = 800 simulating + 200 idle" in shown.stdout
+    assert cli.json("status")["gpu_usage"]["allocated_gpu_s"] == 1000
+    assert "gpu time" in cli.run("status").stdout

@@ -1,0 +1,98 @@
+"""GPU-seconds per job and in total, from the allocation and segment rows (pure).
+
+Each running allocation's time is cut at its segments: a segment's own time is simulating
+time of its job; the time before the allocation's first segment is start-up and the time
+between two segments is a wait, both charged to the job of the segment that follows; the time
+after the last segment is the tail of that segment's job. See `relaymd.models.usage.GpuUsage`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from relaymd.models import Allocation, Segment
+from relaymd.models.usage import GpuUsage
+
+if TYPE_CHECKING:
+    from relaymd.state import StateStore
+
+UNATTRIBUTED = ""  # allocations that never ran a segment
+
+
+def _gpus(alloc: Allocation) -> int:
+    return max(1, len(alloc.gpus))
+
+
+def _span(start: datetime, end: datetime) -> float:
+    return max(0.0, (end - start).total_seconds())
+
+
+def allocation_usage(
+    alloc: Allocation, segments: Iterable[Segment], now: datetime
+) -> dict[str, GpuUsage]:
+    """This allocation's GPU-seconds by job id (UNATTRIBUTED for an unused allocation)."""
+    if alloc.started_at is None:
+        return {}  # never ran: queue time is not allocated GPU time
+    start, end, gpus = alloc.started_at, alloc.ended_at or now, _gpus(alloc)
+    usage: dict[str, GpuUsage] = defaultdict(GpuUsage)
+    mine = sorted((s for s in segments if s.allocation_id == alloc.id), key=lambda s: s.started_at)
+    cursor = start
+    last_job = UNATTRIBUTED
+    for index, seg in enumerate(mine):
+        seg_start = min(max(seg.started_at, start), end)
+        seg_end = min(max(seg.ended_at or end, seg_start), end)
+        wait = _span(cursor, seg_start) * gpus
+        busy = _span(seg_start, seg_end) * gpus
+        field = "startup_gpu_s" if index == 0 else "between_gpu_s"
+        usage[seg.job_id] = usage[seg.job_id].plus(
+            GpuUsage(
+                allocated_gpu_s=wait + busy,
+                simulating_gpu_s=busy,
+                idle_gpu_s=wait,
+                **{field: wait},
+            )
+        )
+        cursor = max(cursor, seg_end)
+        last_job = seg.job_id
+    tail = _span(cursor, end) * gpus
+    if tail > 0:
+        usage[last_job] = usage[last_job].plus(
+            GpuUsage(allocated_gpu_s=tail, idle_gpu_s=tail, tail_gpu_s=tail)
+        )
+    return dict(usage)
+
+
+def usage_by_job(
+    allocations: Iterable[Allocation], segments: list[Segment], now: datetime
+) -> dict[str, GpuUsage]:
+    by_alloc: dict[str, list[Segment]] = defaultdict(list)
+    for seg in segments:
+        by_alloc[seg.allocation_id].append(seg)
+    total: dict[str, GpuUsage] = defaultdict(GpuUsage)
+    for alloc in allocations:
+        for job_id, usage in allocation_usage(alloc, by_alloc.get(alloc.id, []), now).items():
+            total[job_id] = total[job_id].plus(usage)
+    return dict(total)
+
+
+def total_usage(
+    allocations: Iterable[Allocation], segments: list[Segment], now: datetime
+) -> GpuUsage:
+    result = GpuUsage()
+    for usage in usage_by_job(allocations, segments, now).values():
+        result = result.plus(usage)
+    return result
+
+
+def job_usage(store: StateStore, job_id: str, now: datetime) -> GpuUsage:
+    """One job's figures from a StateStore: its segments' allocations and every segment on
+    them (a wait before this job's segment is charged to it, a tail after it too)."""
+    alloc_ids = sorted({s.allocation_id for s in store.list_segments(job_id)})
+    if not alloc_ids:
+        return GpuUsage()
+    allocations = [a for a in (store.get_allocation(i) for i in alloc_ids) if a is not None]
+    segments = store.list_segments_on(alloc_ids)
+    return usage_by_job(allocations, segments, now).get(job_id, GpuUsage())
