@@ -227,6 +227,9 @@ class AsyncStateStore:
     async def list_segments(self, job_id: str) -> list[Segment]:
         return await self._run(q.list_segments(job_id))
 
+    async def list_segments_on(self, allocation_ids: Sequence[str] | None = None) -> list[Segment]:
+        return await self._run(q.list_segments_on(allocation_ids))
+
     # --- audit ---------------------------------------------------------------------------
 
     async def add_event(

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from daemon_factories import SHA, T0, make_alloc, make_job, make_profile
 
 from relaymd.daemon.decide import CycleDecisions, DecideInput, decide_cycle
+from relaymd.daemon.evidence import claim_key
 from relaymd.daemon.remote_read import AllocationFiles, ClusterSnapshot
 from relaymd.models import (
     Allocation,
@@ -242,7 +243,7 @@ def test_handoff_activates_the_reservation_at_the_pre_written_epoch() -> None:
             _files("a1", None, a1_events, offset=200),
             _files("a2", _waiting_beat(WorkerState.RUNNING), a2_events, offset=90),
         ],
-        verified={("j1", 2, 2)},
+        verified={claim_key("j1", final)},
     )
     j1 = out.jobs["j1"]
     assert (j1.epoch, j1.allocation_id, j1.state) == (3, "a2", JobState.RUNNING)
