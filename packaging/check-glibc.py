@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {artefact} does not exist; build it with packaging/build-binary.sh")
         return 2
     with tempfile.TemporaryDirectory(prefix="relaymd-glibc-") as scratch:
-        needs = onedir_needs(artefact) if artefact.is_dir() else onefile_needs(
-            artefact, Path(scratch)
+        needs = (
+            onedir_needs(artefact) if artefact.is_dir() else onefile_needs(artefact, Path(scratch))
         )
     if len(needs) < 2:
         print(f"error: found no bundled ELF files in {artefact}; is it a PyInstaller build?")
