@@ -212,8 +212,8 @@ def main() -> int:
                 "ok" if ratio >= 0.98 else ("below 98 %" if not args.dry_run else DRY_RATIO),
             )
         )
-        started, final, _, _ = relay.segment(fallback, total + 1000)
-        cross_ok = started.resumed_from == "state_xml" and final.step == total + 1000
+        started, final, _, _ = relay.segment(fallback, total + 200)
+        cross_ok = started.resumed_from == "state_xml" and final.step == total + 200
         rows.append(
             (
                 f"resume {gpu} -> {fallback} (State XML)",
