@@ -13,7 +13,6 @@ completely, matched its SHA256 and run `--version`; the swap itself is one renam
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import os
@@ -233,13 +232,20 @@ def install(binary: Path, new_file: Path) -> Path:
     backup = backup_path(binary)
     new_file.chmod(binary.stat().st_mode & 0o7777 | 0o755)
     _keep_copy(binary, backup)
+    log.info("binary_replacing", binary=str(binary), backup=str(backup))  # before: see above
     os.replace(new_file, binary)
     _fsync_dir(binary.parent)
-    log.info("binary_replaced", binary=str(binary), backup=str(backup))
     return backup
 
 
-def update(
+class StagedUpdate(BaseModel):
+    """A verified download waiting beside the binary; `finish_update` swaps it in."""
+
+    result: UpdateResult
+    staged: Path | None = None  # None: nothing to install (up to date, or --check)
+
+
+def prepare_update(
     binary: Path,
     *,
     base_url: str,
@@ -247,8 +253,8 @@ def update(
     check_only: bool = False,
     machine: str | None = None,
     progress: Progress | None = None,
-) -> UpdateResult:
-    """Bring `binary` to the newest release (or `version`); leave it untouched on any error."""
+) -> StagedUpdate:
+    """Find the release, download its asset beside `binary` and verify it; change nothing."""
     current = binary_version(binary)
     release = fetch_release(base_url, version)
     name = platform_asset_name(machine)
@@ -260,10 +266,10 @@ def update(
         asset=name,
     )
     if version is None and current == release.version:
-        return result
+        return StagedUpdate(result=result)
     if check_only:
         result.action = "available"
-        return result
+        return StagedUpdate(result=result)
     _writable_folder(binary)
     asset = release.asset(name)
     with _open(release.asset(SUMS_ASSET).browser_download_url) as response:
@@ -284,23 +290,58 @@ def update(
                 hint="nothing was replaced; run the command again, and report it if it repeats",
             )
         staging.chmod(0o755)
-        runs_as = binary_version(staging)
-        if runs_as is None:
+        if binary_version(staging) is None:
             raise SelfUpdateError(
                 f"the downloaded {name} of {release.tag_name} does not run on this machine "
                 "(`--version` failed)",
                 hint="nothing was replaced; check the supported systems in docs/deploy.md",
             )
-        result.backup = install(binary, staging)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    result.sha256 = actual
+    return StagedUpdate(result=result, staged=staging)
+
+
+def finish_update(staged: StagedUpdate) -> UpdateResult:
+    """Swap the verified download in. A running onefile binary reads modules lazily from its
+    own path, which now holds another file: the caller must need no new import after this."""
+    result = staged.result
+    if staged.staged is None:
+        return result
+    try:
+        result.backup = install(result.binary, staged.staged)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            staging.unlink()
-    result.action, result.sha256 = "updated", actual
+        staged.staged.unlink(missing_ok=True)
+    result.action = "updated"
     return result
 
 
+def update(
+    binary: Path,
+    *,
+    base_url: str,
+    version: str | None = None,
+    check_only: bool = False,
+    machine: str | None = None,
+    progress: Progress | None = None,
+) -> UpdateResult:
+    """Bring `binary` to the newest release (or `version`); leave it untouched on any error."""
+    return finish_update(
+        prepare_update(
+            binary,
+            base_url=base_url,
+            version=version,
+            check_only=check_only,
+            machine=machine,
+            progress=progress,
+        )
+    )
+
+
 def rollback(binary: Path) -> UpdateResult:
-    """Swap `binary` and `<binary>.old` back, so a second rollback undoes the first."""
+    """Swap `binary` and `<binary>.old` back, so a second rollback undoes the first.
+    Like `finish_update`, the caller must need no new import afterwards."""
     backup = backup_path(binary)
     if not backup.is_file():
         raise SelfUpdateError(
@@ -317,10 +358,10 @@ def rollback(binary: Path) -> UpdateResult:
         os.link(binary, staging)
     except OSError:
         shutil.copy2(binary, staging)
+    log.info("binary_rolling_back", binary=str(binary), version=previous)
     os.replace(backup, binary)  # the one rename that matters: `binary` is never missing
     os.replace(staging, backup)
     _fsync_dir(binary.parent)
-    log.info("binary_rolled_back", binary=str(binary), version=previous)
     return UpdateResult(
         action="rolled-back",
         binary=binary,

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from relaymd.cli.errors import CliError, ExitCode
+
+if TYPE_CHECKING:
+    from relaymd.selfupdate import UpdateResult
 
 HELP = """Update this relaymd binary to the newest release (or --version X), verified by SHA256.
 
@@ -69,7 +72,7 @@ def self_update(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     from relaymd import selfupdate
-    from relaymd.cli.output import console, print_json, transfer_progress
+    from relaymd.cli.output import transfer_progress
 
     if rollback and (check or version):
         raise CliError("--rollback takes no --check or --version", code=ExitCode.USAGE)
@@ -78,19 +81,40 @@ def self_update(
         raise CliError(f"{target} is not a file", code=ExitCode.NOT_FOUND)
     try:
         if rollback:
+            _load_output_code()
             result = selfupdate.rollback(target)
         else:
             with transfer_progress(enabled=not as_json and sys.stderr.isatty()) as bar:
                 task = bar.add_task(selfupdate.platform_asset_name(), total=None)
-                result = selfupdate.update(
+                staged = selfupdate.prepare_update(
                     target,
                     base_url=selfupdate.releases_url(releases_url),
                     version=version,
                     check_only=check,
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
                 )
+            _load_output_code()
+            result = selfupdate.finish_update(staged)
     except selfupdate.SelfUpdateError as exc:
         raise CliError(exc.message, hint=exc.hint) from None
+    _report(result, target, as_json)
+
+
+def _load_output_code() -> None:
+    """Import now whatever printing the result or an error needs: once the running binary's
+    file is swapped, a onefile binary can no longer import from its own archive."""
+    import json  # noqa: F401  (print_json)
+
+    from relaymd.cli.output import err_console, to_jsonable
+    from relaymd.selfupdate import UpdateResult
+
+    err_console().render_str("[yellow]hint:[/] [red]error:[/] loaded")  # app._fail's markup
+    to_jsonable(UpdateResult(action="-", binary=Path("/"), current_version=None, backup=Path()))
+
+
+def _report(result: UpdateResult, target: Path, as_json: bool) -> None:
+    from relaymd.cli.output import print_json
+
     if as_json:
         print_json(result)
         return
@@ -103,4 +127,6 @@ def self_update(
         "rolled-back": f"rolled back {target}: {result.current_version} -> "
         f"{result.new_version}; {result.backup} now holds {result.current_version}",
     }
-    console().print(messages[result.action], soft_wrap=True, markup=False)
+    # Plain stdout, not rich: see _load_output_code.
+    sys.stdout.write(messages[result.action] + "\n")
+    sys.stdout.flush()

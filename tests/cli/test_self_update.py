@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import threading
@@ -244,3 +245,51 @@ def test_platform_asset_names_match_the_release_workflow() -> None:
     assert platform_asset_name("x86_64") == "relaymd-linux-x86_64"
     assert platform_asset_name("arm64") == "relaymd-linux-aarch64"
     assert f"relaymd-linux-{platform.machine()}" == ASSET
+
+
+FROZEN = Path(__file__).resolve().parents[2] / "dist" / "relaymd"
+
+
+@pytest.mark.skipif(
+    not FROZEN.is_file(), reason="dist/relaymd not built (packaging/build-binary.sh; .ci/run does)"
+)
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_the_frozen_binary_updates_and_rolls_back_itself(
+    stand_in: ReleasesStandIn, tmp_path: Path, as_json: bool
+) -> None:
+    """A onefile binary keeps reading its own file after the swap: what runs after it (output,
+    errors, exit) must not need it. Run the real PyInstaller binary through both swaps."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    binary = folder / "relaymd"
+    shutil.copy2(FROZEN, binary)
+    frozen_version = version_of_flag(binary)
+    stand_in.add("v9.0.0", fake_binary("9.0.0"))
+    env = {**os.environ, "RELAYMD_RELEASES_URL": f"{stand_in.base}/releases"}
+    flags = ["--json"] if as_json else []
+    updated = subprocess.run(
+        [str(binary), "self-update", *flags], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert updated.returncode == 0, updated.stdout + updated.stderr
+    assert "Traceback" not in updated.stderr and "9.0.0" in updated.stdout
+    assert version_of(binary) == "relaymd 9.0.0\n"
+    backup = folder / "relaymd.old"
+    assert version_of_flag(backup) == frozen_version
+    # Roll back by running the old (frozen) binary, whose own file the rollback swaps away.
+    back = subprocess.run(
+        [str(backup), "self-update", "--binary", str(binary), "--rollback", *flags],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert "Traceback" not in back.stderr and "rolled" in back.stdout.replace("-", " ")
+    assert version_of_flag(binary) == frozen_version
+    assert version_of(backup) == "relaymd 9.0.0\n"
+
+
+def version_of_flag(binary: Path) -> str:
+    return subprocess.run(
+        [str(binary), "--version"], capture_output=True, text=True, check=True
+    ).stdout
