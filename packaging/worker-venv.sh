@@ -12,6 +12,7 @@ dest=$(realpath -m "$1")
 python=${WORKER_PYTHON:-python3.11}
 cuda_extra=$(sed -n 's/^ARG OPENMM_CUDA_EXTRA=//p' Dockerfile)
 
+# shellcheck disable=SC2016  # the Dockerfile's text, with its own unexpanded variables
 for step in 'pip install --no-cache-dir -r /tmp/relaymd/requirements.txt' \
     'pip install --no-cache-dir "openmm[${OPENMM_CUDA_EXTRA}]==${openmm_version}"' \
     'pip install --no-cache-dir --no-deps /tmp/relaymd/relaymd-*.whl' \
