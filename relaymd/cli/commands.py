@@ -19,6 +19,7 @@ from relaymd.cli import (
     cmd_daemon,
     cmd_demo,
     cmd_jobs,
+    cmd_self_update,
     cmd_status,
     cmd_submit,
     cmd_workers,
@@ -86,3 +87,4 @@ app.add_typer(cmd_clusters.app, name="clusters")
 app.add_typer(cmd_workers.app, name="workers")
 app.add_typer(cmd_daemon.app, name="daemon")
 app.add_typer(cmd_config.app, name="config")
+app.command("self-update", help=cmd_self_update.HELP)(cmd_self_update.self_update)
