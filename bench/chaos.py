@@ -342,7 +342,11 @@ def _drain(tb: Testbed, world: ChaosWorld, wait_s: float) -> None:
 def _inject(world: ChaosWorld, fault: PlannedFault, t0: float, pending: list[Undo]) -> FaultRecord:
     record = FaultRecord(kind=fault.kind, planned_at_s=fault.at_s)
     record.at_s = time.monotonic() - t0
-    undo = INJECTORS[fault.kind](world, fault, record)
+    try:
+        undo = INJECTORS[fault.kind](world, fault, record)
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        # A target that vanished under us (process gone, job left squeue): not injected.
+        record.injected, record.note, undo = False, f"injection failed: {exc}", None
     print(f"[{record.at_s:6.1f}s] {fault.kind.value}: {record.target or record.note}", flush=True)
     if undo is not None:
         pending.append(undo)
@@ -490,8 +494,12 @@ def run_campaign(plan: ChaosPlan, root: Path) -> ChaosReport:
         )
     bucket = Bucket(client, bucket_name, "relay/")
     results: list[JobResult] = []
-    reference_state = ref_openmm.result(timeout=600) if ref_openmm else b""
-    reference_lines = ref_command.result(timeout=600) if ref_command else {}
+    reference_state, reference_lines = b"", {}
+    try:
+        reference_state = ref_openmm.result(timeout=600) if ref_openmm else b""
+        reference_lines = ref_command.result(timeout=600) if ref_command else {}
+    except Exception as exc:  # without a reference the jobs cannot be judged: say why
+        problems.append(f"uninterrupted reference run failed: {exc}")
     pool.shutdown()
     for job_id, engine in engines.items():
         result = JobResult(

@@ -241,20 +241,24 @@ def heartbeat_half(world: ChaosWorld, fault: PlannedFault, record: FaultRecord) 
         return None
     w = _choose(world, found, fault.pick)
     frozen = [w.heartbeat.pid, *children(w.heartbeat.pid)]
-    for pid in frozen:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGSTOP)
-    path = w.folder / "heartbeat.json"
-    data = path.read_bytes()
-    with open(path, "r+b") as fh:  # in place, not atomic: what a dying writer leaves
-        fh.truncate(len(data) // 2)
-    record.target, record.injected = f"{_describe(w)} frozen pids {frozen}", True
 
     def thaw() -> None:
         for pid in frozen:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
 
+    for pid in frozen:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    path = w.folder / "heartbeat.json"
+    try:
+        data = path.read_bytes()
+        with open(path, "r+b") as fh:  # in place, not atomic: what a dying writer leaves
+            fh.truncate(len(data) // 2)
+    except OSError:
+        thaw()
+        raise
+    record.target, record.injected = f"{_describe(w)} frozen pids {frozen}", True
     return thaw
 
 
