@@ -59,6 +59,7 @@ from chaos_faults import (  # noqa: E402
     heal_leftovers,
     poll_until,
 )
+from chaos_jobs import command_reference, openmm_reference, write_atom_job  # noqa: E402
 from chaos_verdicts import (  # noqa: E402
     Bucket,
     check_fencing,
@@ -78,19 +79,8 @@ from testbed import (  # noqa: E402
     storage_env,
     worker_code_copy,
 )
-from worker_harness import Relay  # noqa: E402
 
-from relaymd.models import (  # noqa: E402
-    CommandSettings,
-    EventKind,
-    JobSpec,
-    Resources,
-    StorageAccess,
-)
-from relaymd.storage.checkpoints import download_checkpoint  # noqa: E402
-
-FAKE_ATOM = ROOT / "examples" / "atom-like" / "fake_atom.py"
-ATOM_OUTPUTS = "r*/*.out"  # the sample files of the atom preset
+from relaymd.models import EventKind  # noqa: E402
 
 
 class ChaosPlan(BaseModel):
@@ -207,79 +197,6 @@ class ChaosReport(BaseModel):
     @property
     def lost_s(self) -> float:
         return max(0.0, self.allocated_s - self.kept_s)
-
-
-# -- jobs and their uninterrupted references -----------------------------------------------
-
-
-def atom_command(plan: ChaosPlan) -> list[str]:
-    return [
-        "python3",
-        FAKE_ATOM.name,
-        "--replicas",
-        str(plan.atom_replicas),
-        "--samples",
-        str(plan.atom_samples),
-        "--checkpoint-every",
-        "5",
-        "--cycle-s",
-        str(plan.atom_cycle_s),
-    ]
-
-
-def write_atom_job(directory: Path, title: str, plan: ChaosPlan) -> None:
-    directory.mkdir(parents=True)
-    shutil.copy(FAKE_ATOM, directory / FAKE_ATOM.name)
-    spec = JobSpec(
-        title=title,
-        engine=CommandSettings(
-            command=atom_command(plan),
-            preset="atom",
-            target_samples=plan.atom_samples,
-            settle_s=0.5,
-            stop_grace_s=20,
-            startup_timeout_s=60,
-        ),
-        resources=Resources(gpus=0),
-        checkpoint_interval_s=5,
-        max_retries=3,
-    )
-    (directory / "relaymd.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json")))
-
-
-def _engine_of(job_dir: Path) -> dict[str, object]:
-    spec = JobSpec.model_validate(yaml.safe_load((job_dir / "relaymd.yaml").read_text()))
-    engine: dict[str, object] = spec.engine.model_dump(mode="json")
-    return engine
-
-
-def openmm_reference(job_dir: Path, root: Path, timeout_s: float) -> bytes:
-    """Final state.xml of the job run uninterrupted by one local worker (same worker code)."""
-    store = root / "store"
-    store.mkdir(parents=True)
-    relay = Relay(root, StorageAccess(url=store.as_uri()), "reference")
-    relay.upload_bundle(job_dir)
-    alloc = relay.allocation()
-    alloc.assign(relay.assignment(alloc, _engine_of(job_dir)))
-    alloc.start(idle_timeout=1.0)
-    end = alloc.wait_event({EventKind.COMPLETED, EventKind.FAILED}, timeout=timeout_s)
-    alloc.wait_exit(60)
-    if end.kind is not EventKind.COMPLETED or end.checkpoint is None:
-        raise RuntimeError(f"uninterrupted OpenMM reference did not complete: {end}")
-    download_checkpoint(relay.store, end.checkpoint, root / "final")
-    return (root / "final" / "state.xml").read_bytes()
-
-
-def command_reference(job_dir: Path, root: Path, timeout_s: float) -> dict[str, list[str]]:
-    """Output lines of the job's command run uninterrupted in a copy of its directory."""
-    work = root / "work"
-    shutil.copytree(job_dir, work)
-    command = CommandSettings.model_validate(_engine_of(job_dir)).command
-    subprocess.run(command, cwd=work, check=True, timeout=timeout_s, capture_output=True)
-    return {
-        p.relative_to(work).as_posix(): p.read_text().splitlines()
-        for p in sorted(work.glob(ATOM_OUTPUTS))
-    }
 
 
 # -- the campaign ----------------------------------------------------------------------------
@@ -416,7 +333,13 @@ def run_campaign(plan: ChaosPlan, root: Path) -> ChaosReport:
             write_spec(job_dir, f"chaos openmm {i}", steps, checkpoint_s=5)
             openmm_dir, total, engine = job_dir, steps, "openmm"
         else:
-            write_atom_job(job_dir, f"chaos atom {i}", plan)
+            write_atom_job(
+                job_dir,
+                f"chaos atom {i}",
+                replicas=plan.atom_replicas,
+                samples=plan.atom_samples,
+                cycle_s=plan.atom_cycle_s,
+            )
             atom_dir, total, engine = job_dir, plan.atom_samples, "command"
         job = submit_directory(job_dir, loaded=loaded, store=store, state=state)
         totals[job.id], engines[job.id] = total, engine
