@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shlex
 import shutil
 import signal
 import subprocess
@@ -26,7 +25,16 @@ import yaml
 from daemon_e2e_support import kill9, start_daemon, wait_for, write_spec, write_tiny_system
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
-from testbed import Testbed, relay_config, require_testbed, worker_code_copy
+from testbed import (
+    Testbed,
+    relay_config,
+    require_testbed,
+    slurm,
+    sshd_listener,
+    sshd_sessions,
+    storage_env,
+    worker_code_copy,
+)
 
 from relaymd.models import Heartbeat, JobState
 from relaymd.models.state import ClusterReachability
@@ -37,38 +45,7 @@ EVIL_TITLE = "$(touch /tmp/relaymd-pwned-title) `touch /tmp/relaymd-pwned-tick`;
 
 
 def _start(root: Path, config: Path, tb: Testbed) -> subprocess.Popen[bytes]:
-    return start_daemon(
-        root,
-        config,
-        extra_env={
-            "RELAYMD_S3_ACCESS_KEY_ID": tb.s3_access_key_id,
-            "RELAYMD_S3_SECRET_ACCESS_KEY": tb.s3_secret_access_key,
-        },
-    )
-
-
-def _slurm(tb: Testbed, cluster: str, *args: str) -> str:
-    env = dict(os.environ, SLURM_CONF=str(tb.cluster(cluster).slurm_conf))
-    return subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout
-
-
-def _sshd_listener(name: str) -> tuple[int, list[str]]:
-    """The listener's pid (from its pid file) and the command line that started it.
-
-    sshd rewrites its argv into a title (`sshd: /usr/sbin/sshd -f ... [listener] ...`), so the
-    command line is recovered from that title.
-    """
-    pid = int(Path(f"/run/relaymd-testbed/sshd-{name}.pid").read_text().split()[0])
-    words = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
-    title = " ".join(words)
-    if title.startswith("sshd: "):
-        title = title[len("sshd: ") :].split(" [listener]", 1)[0]
-    return pid, shlex.split(title)
-
-
-def _sshd_sessions(listener: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(listener)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+    return start_daemon(root, config, extra_env=storage_env(tb))
 
 
 def test_testbed_relay_with_failures(tmp_path: Path) -> None:
@@ -142,7 +119,7 @@ def test_testbed_relay_with_failures(tmp_path: Path) -> None:
         )
         cancelled = state.get_allocation(target.allocation_id or "")
         assert cancelled is not None and cancelled.scheduler_id
-        _slurm(tb, cancelled.cluster, "scancel", cancelled.scheduler_id)
+        slurm(tb, cancelled.cluster, "scancel", cancelled.scheduler_id)
 
         for job in (victim, target):
             wait_for(
@@ -161,8 +138,8 @@ def test_testbed_relay_with_failures(tmp_path: Path) -> None:
         daemon = _start(tmp_path, config_path, tb)
 
         # 4. clustera's sshd down for two minutes: clusterb carries on.
-        listener, listener_cmd = _sshd_listener("clustera")
-        sessions = _sshd_sessions(listener)
+        listener, listener_cmd = sshd_listener("clustera")
+        sessions = sshd_sessions(listener)
         os.kill(listener, signal.SIGTERM)
         for pid in sessions:
             with contextlib.suppress(ProcessLookupError):
@@ -235,7 +212,7 @@ def test_testbed_relay_with_failures(tmp_path: Path) -> None:
 
     # No duplicate sbatch: every relaymd job name appears once in each cluster's accounting.
     for c in tb.clusters:
-        names = _slurm(
+        names = slurm(
             tb, c.name, "sacct", "-a", "-X", "-n", "-P", "-o", "JobName", "-S", started_at
         ).split()
         ours = [n for n in names if n.startswith("relaymd-")]

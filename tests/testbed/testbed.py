@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +123,86 @@ def require_testbed() -> Testbed:
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path("/srv/relaymd-testbed")  # readable by the cluster user
+RUN_DIR = Path("/run/relaymd-testbed")  # pid files written by up.sh
+
+
+def slurm(tb: Testbed, cluster: str, *args: str) -> str:
+    """Run a SLURM client command (squeue, sacct, scancel, scontrol) against `cluster`."""
+    env = dict(os.environ, SLURM_CONF=str(tb.cluster(cluster).slurm_conf))
+    return subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout
+
+
+def storage_env(tb: Testbed) -> dict[str, str]:
+    """The environment a daemon or CLI needs to reach the testbed's moto bucket."""
+    return {
+        "RELAYMD_S3_ACCESS_KEY_ID": tb.s3_access_key_id,
+        "RELAYMD_S3_SECRET_ACCESS_KEY": tb.s3_secret_access_key,
+    }
+
+
+def sshd_listener(name: str) -> tuple[int, list[str]]:
+    """The listener's pid (from its pid file) and the command line that started it.
+
+    sshd rewrites its argv into a title (`sshd: /usr/sbin/sshd -f ... [listener] ...`), so the
+    command line is recovered from that title.
+    """
+    pid = int((RUN_DIR / f"sshd-{name}.pid").read_text().split()[0])
+    words = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+    title = " ".join(words)
+    if title.startswith("sshd: "):
+        title = title[len("sshd: ") :].split(" [listener]", 1)[0]
+    return pid, shlex.split(title)
+
+
+def sshd_sessions(listener: int) -> list[int]:
+    """Pids of the sessions (children) of an sshd listener."""
+    out = subprocess.run(["pgrep", "-P", str(listener)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def moto_pid() -> int:
+    """The moto S3 server's pid, from up.sh's pid file."""
+    return int((RUN_DIR / "moto.pid").read_text().split()[0])
+
+
+def process_stopped(pid: int) -> bool:
+    """True when `pid` is stopped by a signal (state T in /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+
+def health_problems(tb: Testbed) -> list[str]:
+    """What is wrong with the testbed right now; empty when every part answers.
+
+    Checked: each sshd accepts connections, each node is up (not down/drained) and answers
+    sinfo, moto runs (not stopped) and answers HTTP.
+    """
+    problems = [f"sshd on port {port} refuses connections" for port in unreachable_ports(tb)]
+    for c in tb.clusters:
+        try:
+            states = slurm(tb, c.name, "sinfo", "-h", "-N", "-n", c.node, "-o", "%T").split()
+        except subprocess.CalledProcessError as exc:
+            problems.append(f"{c.name}: sinfo failed: {exc.stderr.strip()}")
+            continue
+        bad = [s for s in states if s.rstrip("*~#$@").lower() not in ("idle", "mixed", "allocated")]
+        if not states or bad:
+            problems.append(f"{c.name}: node {c.node} is {states or 'unknown'}")
+    try:
+        pid = moto_pid()
+    except (OSError, ValueError):
+        problems.append(f"moto: no pid file in {RUN_DIR}")
+    else:
+        if process_stopped(pid):
+            problems.append(f"moto (pid {pid}) is stopped (SIGSTOP); kill -CONT {pid}")
+    try:
+        with urllib.request.urlopen(tb.s3_endpoint_url + "/", timeout=5):
+            pass
+    except OSError as exc:
+        problems.append(f"moto at {tb.s3_endpoint_url} does not answer: {exc}")
+    return problems
 
 
 def worker_code_copy() -> Path:

@@ -1,0 +1,292 @@
+"""Verdicts of the chaos campaign, from outputs only: the bytes in the bucket, the workers'
+events.jsonl on scratch, SLURM accounting. Nothing here reads RelayMD's state database.
+
+* OpenMM: the state.xml of every `completed` checkpoint equals, byte for byte, the one of an
+  uninterrupted run of the same inputs through the same worker code.
+* Command (AToM-like): every output file of every `completed` segment holds the lines of an
+  uninterrupted run of the same command, each exactly once and in order (duplicates and gaps
+  counted with a line diff, so the check does not depend on the program's line format).
+* Fencing: every resume (a `started` event naming a checkpoint) starts from a checkpoint that
+  was reported by its own epoch before any later epoch of the job existed.
+* Lost allocation time: sacct elapsed of every allocation minus the time its worker spent
+  in a segment whose work was kept (started -> terminal event, or -> last checkpoint when
+  the worker died without one).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from testbed import Testbed, slurm
+
+from relaymd.models import (
+    ASSIGNMENT_FILE,
+    EVENTS_FILE,
+    Assignment,
+    CheckpointManifest,
+    CheckpointRef,
+    EventKind,
+    WorkerEvent,
+)
+from relaymd.storage.keys import manifest_key, outputs_prefix
+from relaymd.storage.mailbox import read_events, read_model
+
+TERMINAL = {EventKind.HANDOFF, EventKind.STOPPED, EventKind.COMPLETED, EventKind.FAILED}
+
+
+class AllocRecord(BaseModel):
+    cluster: str
+    allocation_id: str
+    events: list[WorkerEvent]
+    assignment: Assignment | None  # the last one written to the folder
+
+
+class SampleCheck(BaseModel):
+    samples: int = 0  # reference lines compared
+    duplicates: int = 0  # lines present more often than in the reference
+    gaps: int = 0  # reference lines missing
+    problems: list[str] = []
+
+
+class LostTime(BaseModel):
+    allocations: int
+    allocated_s: float
+    kept_s: float
+
+    @property
+    def lost_s(self) -> float:
+        return max(0.0, self.allocated_s - self.kept_s)
+
+
+class Bucket:
+    """Read access to the run's bucket with plain boto3 (not RelayMD's store)."""
+
+    def __init__(self, client: Any, name: str, key_prefix: str) -> None:
+        self.client = client
+        self.name = name
+        self.key_prefix = key_prefix
+
+    def keys(self, prefix: str) -> list[str]:
+        found: list[str] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.name, Prefix=self.key_prefix + prefix
+        ):
+            found += [item["Key"][len(self.key_prefix) :] for item in page.get("Contents", [])]
+        return found
+
+    def get(self, key: str) -> bytes:
+        reply = self.client.get_object(Bucket=self.name, Key=self.key_prefix + key)
+        return bytes(reply["Body"].read())
+
+    def last_modified(self, key: str) -> datetime | None:
+        try:
+            head = self.client.head_object(Bucket=self.name, Key=self.key_prefix + key)
+        except self.client.exceptions.ClientError:
+            return None
+        modified: datetime = head["LastModified"]
+        return modified
+
+
+def gather(tb: Testbed, run: str) -> list[AllocRecord]:
+    """Every allocation folder of the run on both clusters, with its events."""
+    records = []
+    for c in tb.clusters:
+        base = Path(c.scratch) / run / "alloc"
+        if not base.is_dir():
+            continue
+        for folder in sorted(p for p in base.iterdir() if p.is_dir()):
+            events, _ = read_events(folder / EVENTS_FILE, 0)
+            records.append(
+                AllocRecord(
+                    cluster=c.name,
+                    allocation_id=folder.name,
+                    events=events,
+                    assignment=read_model(folder / ASSIGNMENT_FILE, Assignment),
+                )
+            )
+    return records
+
+
+def events_of(records: list[AllocRecord], job_id: str) -> list[WorkerEvent]:
+    return sorted((e for r in records for e in r.events if e.job_id == job_id), key=lambda e: e.at)
+
+
+def completed_events(records: list[AllocRecord], job_id: str) -> list[WorkerEvent]:
+    return [e for e in events_of(records, job_id) if e.kind is EventKind.COMPLETED]
+
+
+def read_checkpoint_file(bucket: Bucket, ref: CheckpointRef, path: str) -> bytes:
+    """One file of a checkpoint, its manifest and content checked by sha256."""
+    raw = bucket.get(manifest_key(ref.prefix))
+    if hashlib.sha256(raw).hexdigest() != ref.manifest_sha256:
+        raise ValueError(f"{ref.prefix}: manifest sha256 differs from the completed event's")
+    manifest = CheckpointManifest.model_validate_json(raw)
+    item = next((f for f in manifest.files if f.path == path), None)
+    if item is None:
+        raise ValueError(f"{ref.prefix}: no {path} in the manifest")
+    data = bucket.get(ref.prefix + path)
+    if hashlib.sha256(data).hexdigest() != item.sha256:
+        raise ValueError(f"{ref.prefix}{path}: content sha256 differs from the manifest")
+    return data
+
+
+def check_openmm(
+    bucket: Bucket, records: list[AllocRecord], job_id: str, total: int, reference: bytes
+) -> list[str]:
+    """Problems with an OpenMM job's result; empty when bitwise equal to the reference."""
+    done = completed_events(records, job_id)
+    if not done:
+        return [f"{job_id}: no completed event"]
+    problems = []
+    for event in done:
+        ref = event.checkpoint
+        if ref is None or ref.step != total:
+            problems.append(f"{job_id}: completed epoch {event.epoch} at {ref} not step {total}")
+            continue
+        try:
+            state = read_checkpoint_file(bucket, ref, "state.xml")
+        except Exception as exc:
+            problems.append(f"{job_id}: {exc}")
+            continue
+        if state != reference:
+            problems.append(
+                f"{job_id}: final state.xml of epoch {event.epoch} differs from the"
+                " uninterrupted run"
+            )
+    return problems
+
+
+def diff_lines(reference: list[str], got: list[str]) -> tuple[int, int]:
+    """(duplicated/extra lines, missing lines) of `got` against `reference`."""
+    extra = missing = 0
+    matcher = difflib.SequenceMatcher(None, reference, got, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag in ("insert", "replace"):
+            extra += j2 - j1
+        if tag in ("delete", "replace"):
+            missing += i2 - i1
+    return extra, missing
+
+
+def check_samples(
+    bucket: Bucket, records: list[AllocRecord], job_id: str, reference: dict[str, list[str]]
+) -> SampleCheck:
+    """Each output file of each completed segment against the uninterrupted run's file."""
+    check = SampleCheck()
+    done = completed_events(records, job_id)
+    if not done:
+        check.problems.append(f"{job_id}: no completed event")
+    for event in done:
+        assert event.epoch is not None
+        prefix = outputs_prefix(job_id, event.epoch)
+        present = set(bucket.keys(prefix))
+        for relpath, expected in sorted(reference.items()):
+            key = prefix + relpath
+            got = bucket.get(key).decode(errors="replace").splitlines() if key in present else []
+            extra, missing = diff_lines(expected, got)
+            check.samples += len(expected)
+            check.duplicates += extra
+            check.gaps += missing
+            if extra or missing:
+                check.problems.append(
+                    f"{job_id}: {relpath} of epoch {event.epoch}: {len(got)} lines,"
+                    f" {extra} duplicated/extra, {missing} missing of {len(expected)}"
+                )
+    return check
+
+
+def check_fencing(
+    records: list[AllocRecord], job_id: str, stored_at: Callable[[str], datetime | None]
+) -> list[str]:
+    """Resumes from a checkpoint of a stale epoch (or of no known epoch).
+
+    `stored_at(manifest key)` is the bucket's time for a checkpoint no event reported.
+    """
+    events = events_of(records, job_id)
+    # When each epoch came to exist: its assignment's issue time where the folder still holds
+    # it, else its first event (a later bound, so the check can only be more lenient).
+    born: dict[int, datetime] = {}
+    for r in records:
+        a = r.assignment
+        if a is not None and a.job_id == job_id:
+            born[a.epoch] = min(born.get(a.epoch, a.issued_at), a.issued_at)
+    for e in events:
+        if e.epoch is not None:
+            born[e.epoch] = min(born.get(e.epoch, e.at), e.at)
+    reported: dict[tuple[int, int], datetime] = {}
+    for e in events:
+        reports_own = e.checkpoint is not None and e.epoch == e.checkpoint.epoch
+        if reports_own and e.kind is not EventKind.STARTED:
+            assert e.checkpoint is not None
+            key = (e.checkpoint.epoch, e.checkpoint.seq)
+            reported[key] = min(reported.get(key, e.at), e.at)
+    problems = []
+    for e in events:
+        if e.kind is not EventKind.STARTED or e.checkpoint is None or e.epoch is None:
+            continue
+        c = e.checkpoint
+        where = f"{job_id}: epoch {e.epoch} resumed from checkpoint {c.epoch}-{c.seq}"
+        if c.epoch >= e.epoch:
+            problems.append(f"{where}, not of an earlier epoch")
+            continue
+        written = reported.get((c.epoch, c.seq)) or stored_at(manifest_key(c.prefix))
+        if written is None:
+            problems.append(f"{where}, which its epoch never reported and the bucket lacks")
+            continue
+        superseded = [t for epoch, t in born.items() if epoch > c.epoch]
+        if superseded and written > min(superseded):
+            problems.append(
+                f"{where}, written at {written.isoformat()} after epoch {c.epoch} was"
+                f" superseded at {min(superseded).isoformat()}"
+            )
+    return problems
+
+
+def _seconds(elapsed: str) -> float:
+    days, _, clock = elapsed.rpartition("-")
+    parts = [float(p) for p in clock.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0.0)
+    return (float(days) if days else 0.0) * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
+
+
+def kept_seconds(events: list[WorkerEvent]) -> float:
+    """Time of one allocation's worker spent in segments whose work was kept."""
+    total = 0.0
+    ordered = sorted(events, key=lambda e: e.at)
+    for i, start in enumerate(ordered):
+        if start.kind is not EventKind.STARTED:
+            continue
+        same = [e for e in ordered[i + 1 :] if e.epoch == start.epoch and e.job_id == start.job_id]
+        end = next((e for e in same if e.kind in TERMINAL), None)
+        if end is None:  # died without a word: only work up to its last checkpoint was kept
+            end = next((e for e in reversed(same) if e.kind is EventKind.CHECKPOINT), None)
+        if end is not None:
+            total += max(0.0, (end.at - start.at).total_seconds())
+    return total
+
+
+def lost_time(tb: Testbed, records: list[AllocRecord], since: str) -> LostTime:
+    """Allocated seconds (sacct elapsed of the run's allocations) vs seconds kept."""
+    ours = {r.allocation_id: r for r in records}
+    allocated = kept = 0.0
+    count = 0
+    for c in tb.clusters:
+        out = slurm(
+            tb, c.name, "sacct", "-a", "-X", "-n", "-P", "-o", "JobName,Elapsed", "-S", since
+        )
+        for line in out.splitlines():
+            name, _, elapsed = line.partition("|")
+            record = ours.get(name.removeprefix("relaymd-"))
+            if record is None or record.cluster != c.name:
+                continue
+            count += 1
+            allocated += _seconds(elapsed)
+            kept += kept_seconds(record.events)
+    return LostTime(allocations=count, allocated_s=allocated, kept_s=kept)

@@ -1,0 +1,108 @@
+"""The chaos campaign's verdicts (bench/chaos_verdicts.py) catch what they must, on made-up
+outputs: duplicated and missing sample lines, a resume from a stale epoch's checkpoint."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
+from chaos_verdicts import AllocRecord, check_fencing, diff_lines, kept_seconds
+
+from relaymd.models import CheckpointRef, EventKind, WorkerEvent
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+JOB = "j1"
+
+
+def _ref(epoch: int, seq: int, step: int) -> CheckpointRef:
+    return CheckpointRef(
+        epoch=epoch, seq=seq, step=step, prefix=f"jobs/{JOB}/checkpoints/{epoch}-{seq}/",
+        manifest_sha256="0" * 64,
+    )  # fmt: skip
+
+
+def _event(
+    kind: EventKind, epoch: int, at_s: float, ref: CheckpointRef | None = None
+) -> WorkerEvent:
+    return WorkerEvent(
+        kind=kind,
+        allocation_id=f"a{epoch}",
+        job_id=JOB,
+        epoch=epoch,
+        step=ref.step if ref else 0,
+        checkpoint=ref,
+        at=T0 + timedelta(seconds=at_s),
+    )
+
+
+def _records(*events: WorkerEvent) -> list[AllocRecord]:
+    by_alloc: dict[str, list[WorkerEvent]] = {}
+    for e in events:
+        by_alloc.setdefault(e.allocation_id, []).append(e)
+    return [
+        AllocRecord(cluster="c", allocation_id=a, events=evs, assignment=None)
+        for a, evs in by_alloc.items()
+    ]
+
+
+def _never_stored(_key: str) -> datetime | None:
+    return None
+
+
+def test_diff_counts_duplicated_and_missing_samples() -> None:
+    reference = [f"sample {i}" for i in range(1, 11)]
+    assert diff_lines(reference, reference) == (0, 0)
+    twice = reference[:6] + reference[4:]  # samples 5 and 6 appended again after a resume
+    assert diff_lines(reference, twice) == (2, 0)
+    assert diff_lines(reference, reference[:3] + reference[5:]) == (0, 2)
+    assert diff_lines(reference, reference[:-1]) == (0, 1)
+
+
+def test_resume_from_a_checkpoint_of_the_current_epoch_passes() -> None:
+    c = _ref(1, 1, 40)
+    records = _records(
+        _event(EventKind.STARTED, 1, 0),
+        _event(EventKind.CHECKPOINT, 1, 10, c),
+        _event(EventKind.HANDOFF, 1, 20, c),
+        _event(EventKind.STARTED, 2, 30, c),
+    )
+    assert check_fencing(records, JOB, _never_stored) == []
+
+
+def test_resume_from_a_checkpoint_written_after_its_epoch_was_superseded_fails() -> None:
+    late = _ref(1, 2, 60)
+    records = _records(
+        _event(EventKind.STARTED, 1, 0),
+        _event(EventKind.STARTED, 2, 30),  # epoch 1's worker was judged lost meanwhile
+        _event(EventKind.CHECKPOINT, 1, 40, late),  # the thawed old worker writes on
+        _event(EventKind.STARTED, 3, 90, late),
+    )
+    problems = check_fencing(records, JOB, _never_stored)
+    assert len(problems) == 1 and "after epoch 1 was superseded" in problems[0]
+
+
+def test_resume_from_an_unreported_checkpoint_or_a_later_epoch_fails() -> None:
+    records = _records(
+        _event(EventKind.STARTED, 1, 0),
+        _event(EventKind.STARTED, 2, 30, _ref(1, 5, 50)),
+        _event(EventKind.STARTED, 3, 60, _ref(3, 1, 70)),
+    )
+    problems = check_fencing(records, JOB, _never_stored)
+    assert len(problems) == 2
+    assert "never reported" in problems[0] and "not of an earlier epoch" in problems[1]
+
+
+def test_kept_time_ends_at_the_last_checkpoint_of_a_killed_worker() -> None:
+    c = _ref(1, 1, 40)
+    handed_off = [
+        _event(EventKind.STARTED, 1, 0),
+        _event(EventKind.CHECKPOINT, 1, 10, c),
+        _event(EventKind.HANDOFF, 1, 25, c),
+    ]
+    killed = [_event(EventKind.STARTED, 2, 0), _event(EventKind.CHECKPOINT, 2, 12, c)]
+    assert kept_seconds(handed_off) == 25
+    assert kept_seconds(killed) == 12
+    assert kept_seconds([_event(EventKind.STARTED, 3, 0)]) == 0
