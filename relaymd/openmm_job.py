@@ -1,6 +1,6 @@
 """`prepare_openmm_job`: an OpenMM Simulation (or System) as a job directory for `submit`.
 
-Writes what the openmm engine reads (docs/job-spec.md): serialized System, State and
+Writes what the openmm engine reads: serialized System, State and
 Integrator XML, a PDB topology (so the trajectory has atom names) and relaymd.yaml.
 """
 
@@ -9,11 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+from relaymd.api import RelayMDError
 from relaymd.submit import SPEC_FILE
 from relaymd.water_box import INTEGRATOR_FILE, STATE_FILE, SYSTEM_FILE, TOPOLOGY_FILE
 
 
-class PrepareError(ValueError):
+class PrepareError(RelayMDError):
     """The simulation cannot be written as a job (missing positions, topology, ...)."""
 
 
