@@ -5,6 +5,7 @@ and assemble. The verdict comes from the files (mdtraj, the CSV), not from Relay
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import mdtraj
 import pytest
@@ -122,3 +123,20 @@ def test_notebook_flow_on_the_embedded_default(
     again = client.download(job.id, dest)
     assert again.skipped == len(again.files) == len(result.files)
     client.close()
+
+
+def test_import_relaymd_stays_light_until_the_api_is_used() -> None:
+    probe = (
+        "import sys, relaymd\n"
+        "light = not {'pydantic', 'openmm', 'boto3'} & {m.split('.')[0] for m in sys.modules}\n"
+        "client_cls = relaymd.Client\n"
+        "print(light, client_cls.__module__, 'relaymd.api' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["True", "relaymd.api", "True"]
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        import relaymd
+
+        _ = relaymd.nope  # type: ignore[attr-defined]
