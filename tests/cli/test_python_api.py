@@ -78,8 +78,11 @@ def test_notebook_flow_on_the_embedded_default(
     client = Client(state_dir=cli.state_dir, data_dir=cli.data_dir)
     job = client.submit(job_dir)
     assert job.total_steps == STEPS and job.spec.title == "notebook water"
-    # A second job to act on: held before the daemon starts, so it never runs.
-    other = client.submit(job_dir)
+    # A second job to act on, from a JobSpec (replacing relaymd.yaml): held before the daemon
+    # starts, so it never runs.
+    spec = job.spec.model_copy(update={"title": "from a JobSpec", "priority": -1})
+    other = client.submit(spec, directory=job_dir)
+    assert other.spec.title == "from a JobSpec" and other.bundle.sha256 == job.bundle.sha256
     assert client.hold(other.id).state == "held"
     assert [j.id for j in client.jobs(state="held")] == [other.id]
     with pytest.raises(RelayMDError, match="not held"):
