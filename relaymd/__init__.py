@@ -1,3 +1,46 @@
-"""RelayMD: relay long MD simulations across short allocations on several clusters."""
+"""RelayMD: relay long MD simulations across short allocations on several clusters.
+
+The Python API (docs/python-api.md) is imported on first use, so `import relaymd` and the CLI's
+fast paths stay light:
+
+    from relaymd import Client, prepare_openmm_job
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from relaymd.api import Client, JobHistory, RelayMDError
+    from relaymd.assemble import AssembledOutputs, assemble_outputs
+    from relaymd.openmm_job import prepare_openmm_job
+
+__all__ = [
+    "AssembledOutputs",
+    "Client",
+    "JobHistory",
+    "RelayMDError",
+    "__version__",
+    "assemble_outputs",
+    "prepare_openmm_job",
+]
+
+_LAZY = {
+    "Client": "relaymd.api",
+    "JobHistory": "relaymd.api",
+    "RelayMDError": "relaymd.api",
+    "AssembledOutputs": "relaymd.assemble",
+    "assemble_outputs": "relaymd.assemble",
+    "prepare_openmm_job": "relaymd.openmm_job",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'relaymd' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -276,11 +276,16 @@ def validate_job(directory: Path, spec: JobSpec, loaded: LoadedConfig) -> None:
 
 
 def prepare(
-    directory: Path, loaded: LoadedConfig, flags: SpecOverrides | None = None
+    directory: Path,
+    loaded: LoadedConfig,
+    flags: SpecOverrides | None = None,
+    *,
+    spec: JobSpec | None = None,
 ) -> PreparedJob:
+    """Validate one job directory; `spec` (Python API) replaces DIR/relaymd.yaml and flags."""
     from relaymd.storage.bundle import BundleError, scan_bundle
 
-    spec = build_spec(directory, flags)
+    spec = spec or build_spec(directory, flags)
     validate_job(directory, spec, loaded)
     warnings: list[str] = []
     if isinstance(spec.engine, CommandSettings):
@@ -418,7 +423,8 @@ def submit_directory(
     store: ObjectStore,
     state: StateStore,
     flags: SpecOverrides | None = None,
+    spec: JobSpec | None = None,
 ) -> Job:
-    """Validate, upload, verify and register one directory (demo and tests)."""
-    uploaded = upload_bundle(prepare(directory, loaded, flags), store)
+    """Validate, upload, verify and register one directory (demo, Python API, tests)."""
+    uploaded = upload_bundle(prepare(directory, loaded, flags, spec=spec), store)
     return register(uploaded, state, store)

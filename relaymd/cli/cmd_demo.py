@@ -147,7 +147,7 @@ def _submit_demo_job(loaded: LoadedConfig, segment_seconds: float, segments: int
     from relaymd.cli.storage import open_object_store
     from relaymd.models import JobSpec, OpenMMSettings, Resources
     from relaymd.submit import SPEC_FILE, SubmitError, submit_directory
-    from relaymd.water_box import write_water_box
+    from relaymd.water_box import TOPOLOGY_FILE, write_water_box
 
     directory = paths.data_dir() / "demo" / f"input-{int(time.time())}"
     with console().status("building a TIP3P water box with OpenMM and timing it on this CPU…"):
@@ -158,6 +158,7 @@ def _submit_demo_job(loaded: LoadedConfig, segment_seconds: float, segments: int
     spec = JobSpec(
         title="demo: TIP3P water box",
         engine=OpenMMSettings(
+            topology=TOPOLOGY_FILE,  # the generator writes it: atom names in the trajectory
             total_steps=steps,
             report_every_steps=500,
             dcd_every_steps=1000,
@@ -304,7 +305,8 @@ def _report(loaded: LoadedConfig, job: Job, segment_seconds: float, env_prefix: 
     out.print()
     out.print(f"outputs and checkpoints: {storage_root}/jobs/{job.id}/")
     out.print(
-        f"copy them here with:     {env_prefix}relaymd jobs download {job.id}", soft_wrap=True
+        f"copy them here with:     {env_prefix}relaymd jobs download {job.id} --assemble",
+        soft_wrap=True,
     )
     out.print(f"the relay again:         {env_prefix}relaymd jobs history {job.id}", soft_wrap=True)
     out.print(

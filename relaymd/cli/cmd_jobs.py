@@ -404,13 +404,27 @@ def download(
     ] = None,
     outputs: Annotated[bool, typer.Option(help="Fetch every segment's outputs.")] = True,
     checkpoint: Annotated[bool, typer.Option(help="Fetch the latest verified checkpoint.")] = True,
+    assemble: Annotated[
+        bool,
+        typer.Option(
+            "--assemble",
+            help="Also join the chunks into assembled/trajectory.dcd and "
+            "assembled/state_data.csv (step order, overlaps removed, continuous time).",
+        ),
+    ] = False,
+    xtc: Annotated[
+        bool,
+        typer.Option("--xtc", help="With --assemble: also write trajectory.xtc (needs mdtraj)."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Fetch outputs (outputs/<epoch>/...) and the latest checkpoint, verifying sha256.
+    Files already downloaded with the right sha256 are not fetched again.
 
     \b
     Examples:
       relaymd jobs download j1m8tk4                       # into ./<job id>
+      relaymd jobs download j1m8tk4 --assemble            # + assembled/trajectory.dcd, .csv
       relaymd jobs download j1m8tk4 --dest ./results --no-checkpoint
       relaymd jobs download j1m8tk4 --no-outputs --json   # latest checkpoint only
     """
@@ -429,10 +443,22 @@ def download(
         outputs=outputs,
         checkpoint=checkpoint,
         show_progress=not as_json,
+        assemble=assemble or xtc,
+        xtc=xtc,
     )
     if as_json:
         print_json(result)
         return
     print(f"{len(result.files)} file(s) in {target}")
+    if result.skipped:
+        print(f"{result.skipped} of them already there (sha256 matched), not fetched again")
     if result.checkpoint_dir:
         print(f"latest checkpoint: {result.checkpoint_dir}")
+    if result.assembled:
+        made = result.assembled
+        for path in (made.trajectory, made.xtc, made.state_data):
+            if path is not None:
+                print(f"assembled: {path}")
+        print(
+            f"steps {made.first_step}..{made.last_step}: {made.frames} frame(s), {made.rows} row(s)"
+        )

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field, ValidationError
 
+from relaymd.assemble import AssembledOutputs
 from relaymd.cli.errors import CliError, ExitCode
 from relaymd.models import CheckpointManifest, Job, OutputsManifest
 from relaymd.storage import keys
@@ -25,7 +26,9 @@ class DownloadResult(BaseModel):
     destination: Path
     files: list[Path] = Field(default_factory=list)
     verified: int = 0  # files whose sha256 was checked
+    skipped: int = 0  # already there with the manifest's sha256: not fetched again
     checkpoint_dir: Path | None = None
+    assembled: AssembledOutputs | None = None
 
 
 def _safe_join(base: Path, relative: str) -> Path:
@@ -35,15 +38,33 @@ def _safe_join(base: Path, relative: str) -> Path:
     return base.joinpath(*parts)
 
 
-def _manifest_hashes(store: ObjectStore, prefix: str) -> dict[str, str]:
-    """path -> sha256 from `prefix/manifest.json`, if present and readable."""
+class _Planned(BaseModel):
+    key: str
+    local: Path
+    sha256: str | None = None  # expected; None when the manifest does not list the file yet
+    size: int | None = None
+
+
+def _manifest_files(store: ObjectStore, prefix: str) -> dict[str, tuple[str, int]]:
+    """path -> (sha256, size) from `prefix/manifest.json`, if present and readable."""
     from relaymd.storage.base import ObjectNotFound
 
     try:
         manifest = OutputsManifest.model_validate_json(store.get_bytes(keys.manifest_key(prefix)))
     except (ObjectNotFound, ValidationError):
         return {}
-    return {f.path: f.sha256 for f in manifest.files}
+    return {f.path: (f.sha256, f.size) for f in manifest.files}
+
+
+def _already_there(item: _Planned) -> bool:
+    """A local file that already has the expected sha256 needs no download."""
+    from relaymd.storage.hashing import sha256_file
+
+    if item.sha256 is None or not item.local.is_file():
+        return False
+    if item.size is not None and item.local.stat().st_size != item.size:
+        return False
+    return sha256_file(item.local) == item.sha256
 
 
 def download_job(
@@ -54,23 +75,32 @@ def download_job(
     outputs: bool = True,
     checkpoint: bool = True,
     show_progress: bool = True,
+    assemble: bool = False,
+    xtc: bool = False,
 ) -> DownloadResult:
+    """Fetch into `dest`; files already there with the right sha256 are kept, not fetched.
+    `assemble` then joins the chunks (relaymd.assemble) into `dest/assembled/`."""
     from relaymd.cli.output import transfer_progress
     from relaymd.storage.base import StorageError
 
     result = DownloadResult(job_id=job.id, destination=dest)
-    plan: list[tuple[str, Path, str | None]] = []  # key, local path, expected sha256
+    plan: list[_Planned] = []
     if outputs:
         out_root = keys.job_prefix(job.id) + "outputs/"
-        by_prefix: dict[str, dict[str, str]] = {}
+        by_prefix: dict[str, dict[str, tuple[str, int]]] = {}
         for key in store.list_keys(out_root):
             relative = key[len(out_root) :]
             epoch, _, inner = relative.partition("/")
             if not inner or inner == keys.MANIFEST_NAME:
                 continue
             prefix = f"{out_root}{epoch}/"
-            hashes = by_prefix.setdefault(prefix, _manifest_hashes(store, prefix))
-            plan.append((key, _safe_join(dest / "outputs", relative), hashes.get(inner)))
+            listed = by_prefix.setdefault(prefix, _manifest_files(store, prefix))
+            sha, size = listed.get(inner, (None, None))
+            plan.append(
+                _Planned(
+                    key=key, local=_safe_join(dest / "outputs", relative), sha256=sha, size=size
+                )
+            )
     if checkpoint and job.checkpoint is not None:
         ref = job.checkpoint
         try:
@@ -90,7 +120,12 @@ def download_job(
         (result.checkpoint_dir / keys.MANIFEST_NAME).write_bytes(manifest_bytes)
         for item in manifest.files:
             plan.append(
-                (ref.prefix + item.path, _safe_join(result.checkpoint_dir, item.path), item.sha256)
+                _Planned(
+                    key=ref.prefix + item.path,
+                    local=_safe_join(result.checkpoint_dir, item.path),
+                    sha256=item.sha256,
+                    size=item.size,
+                )
             )
     if not plan:
         raise CliError(
@@ -98,17 +133,90 @@ def download_job(
             hint="wait until its first segment has checkpointed; see `relaymd jobs history`",
             code=ExitCode.NOT_FOUND,
         )
+    todo: list[_Planned] = []
+    for planned in plan:
+        if _already_there(planned):
+            result.files.append(planned.local)
+            result.verified += 1
+            result.skipped += 1
+        else:
+            todo.append(planned)
     progress = transfer_progress(show_progress)
     with progress:
-        task = progress.add_task(f"download {job.id}", total=None)
-        for key, local, sha in plan:
-            local.parent.mkdir(parents=True, exist_ok=True)
+        task = progress.add_task(f"download {job.id}", total=_total_bytes(store, todo))
+        for want in todo:
+            want.local.parent.mkdir(parents=True, exist_ok=True)
             try:
                 store.get_file(
-                    key, local, expected_sha256=sha, progress=lambda n: progress.advance(task, n)
+                    want.key,
+                    want.local,
+                    expected_sha256=want.sha256,
+                    progress=lambda n: progress.advance(task, n),
                 )
             except StorageError as exc:
-                raise CliError(f"{key}: download failed: {exc}") from None
-            result.files.append(local)
-            result.verified += sha is not None
+                raise CliError(f"{want.key}: download failed: {exc}") from None
+            result.files.append(want.local)
+            result.verified += want.sha256 is not None
+    if assemble:
+        result.assembled = _assemble(job, store, dest, xtc)
     return result
+
+
+def _total_bytes(store: ObjectStore, todo: list[_Planned]) -> int | None:
+    """Bytes to fetch, so the bar shows how far it is; None (an open bar) if unknown."""
+    from relaymd.storage.base import StorageError
+
+    total = 0
+    for want in todo:
+        if want.size is None:
+            try:
+                want.size = store.size(want.key)
+            except StorageError:
+                return None
+        total += want.size
+    return total
+
+
+def _fetch_topology(job: Job, store: ObjectStore, target: Path) -> Path | None:
+    """The job's topology PDB (`engine.topology` or `engine.pdb`) out of its verified input
+    bundle, so the assembled trajectory loads with `top=assembled/topology.pdb`."""
+    import tarfile
+    import tempfile
+
+    from relaymd.models import OpenMMSettings
+    from relaymd.storage.base import StorageError
+
+    engine = job.spec.engine
+    name = (engine.topology or engine.pdb) if isinstance(engine, OpenMMSettings) else None
+    if name is None:
+        return None
+    wanted = PurePosixPath(name)
+    with tempfile.TemporaryDirectory(prefix="relaymd-bundle-") as tmp:
+        archive = Path(tmp) / "bundle.tar.gz"
+        try:
+            store.get_file(job.bundle.key, archive, expected_sha256=job.bundle.sha256)
+        except StorageError as exc:
+            raise CliError(f"job {job.id}: cannot fetch its input bundle: {exc}") from None
+        with tarfile.open(archive, mode="r:gz") as tar:
+            for member in tar:
+                if member.isfile() and PurePosixPath(member.name) == wanted:
+                    source = tar.extractfile(member)
+                    if source is None:
+                        return None
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with source:
+                        target.write_bytes(source.read())
+                    return target
+    return None
+
+
+def _assemble(job: Job, store: ObjectStore, dest: Path, xtc: bool) -> AssembledOutputs:
+    from relaymd.assemble import ASSEMBLED_DIR, TOPOLOGY, AssembleError, assemble_outputs
+
+    topology = _fetch_topology(job, store, dest / ASSEMBLED_DIR / TOPOLOGY)
+    try:
+        return assemble_outputs(dest, xtc=xtc, topology=topology)
+    except AssembleError as exc:
+        raise CliError(
+            f"cannot assemble {dest}: {exc}", hint="the downloaded chunks are kept as they are"
+        ) from None

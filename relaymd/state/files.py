@@ -52,8 +52,15 @@ def prepare(path: Path | None) -> Path:
     """The database path, with its directory and an owner-only file in place."""
     target = resolve(path)
     _make_dirs(target.parent)
-    fd = os.open(target, os.O_RDWR | os.O_CREAT, FILE_MODE)
-    os.close(fd)
+    # Create it only when absent: closing any descriptor of an existing database drops the
+    # POSIX locks of every SQLite connection this process holds on it (a second StateStore in
+    # one process, as the Python API opens, would leave the first reading a deleted WAL).
+    try:
+        fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        pass
+    else:
+        os.close(fd)
     for candidate in (target, *(Path(f"{target}{suffix}") for suffix in _SIDE_FILES)):
         _tighten(candidate)
     return target

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import json
 import subprocess
+from pathlib import Path
 
+import mdtraj
 import pytest
 from conftest import RELAYMD, REPO, CliEnv
 
@@ -42,3 +45,24 @@ def test_demo_relays_a_job_across_at_least_three_segments(cli: CliEnv) -> None:
         assert after["start_step"] == before["end_step"]
     outputs = cli.data_dir / "storage" / "jobs" / job["id"] / "outputs"
     assert outputs.is_dir() and any(outputs.rglob("*"))
+
+    # The printed download hint, assembled: one trajectory with the water box's atom names
+    # (the demo ships topology.pdb and names it in its spec), frames and rows in step order.
+    dest = cli.root / "results"
+    fetched = subprocess.run(
+        [str(RELAYMD), "jobs", "download", job["id"], "--dest", str(dest), "--assemble", "--json"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert fetched.returncode == 0, fetched.stderr
+    assembled = json.loads(fetched.stdout)["assembled"]
+    assert (assembled["first_step"], assembled["last_step"]) == (0, job["total_steps"])
+    traj = mdtraj.load(assembled["trajectory"], top=assembled["topology"])
+    assert traj.n_frames == job["total_steps"] // 1000 == assembled["frames"]
+    assert {r.name for r in traj.topology.residues} == {"HOH"}
+    rows = Path(assembled["state_data"]).read_text().splitlines()
+    steps = [int(line.split(",")[0]) for line in rows[1:]]
+    assert rows[0].startswith("#") and steps == list(range(500, job["total_steps"] + 1, 500))
