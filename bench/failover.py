@@ -153,7 +153,7 @@ async def trial(kind: str, phase: float) -> tuple[float, float]:
         images={"openmm": {"sif": "/sw/openmm.sif"}},
         partitions=[Partition(name="gpu", walltime_minutes=240, max_pending=0)],
     )
-    settings = DaemonSettings(stale_after_s=2 * H, stop_grace_s=120)
+    settings = DaemonSettings(stop_grace_s=120)  # the shipped stale_after_s
     worker_settings = WorkerSettings(heartbeat_interval_s=H)
     ctx = DaemonContext(
         store=store,

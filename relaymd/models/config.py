@@ -47,7 +47,7 @@ class SecretsConfig(UserModel):
 
 
 class DaemonSettings(UserModel):
-    stale_after_s: float = Field(300.0, gt=0)
+    stale_after_s: float = Field(90.0, gt=0)
     stop_grace_s: float = Field(120.0, gt=0)
     retention_keep: int = Field(3, ge=1)
     queue_racing: bool = False
