@@ -37,8 +37,11 @@ def login_node() -> Iterator[ModuleType]:
 
 
 @needs_strace
-def test_processes_per_poll_do_not_grow_with_allocations(login_node: ModuleType) -> None:
-    small, large = login_node.LoginNodeTree(10), login_node.LoginNodeTree(200)
+def test_processes_per_poll_do_not_grow_with_allocations(
+    login_node: ModuleType, tmp_path: Path
+) -> None:
+    small = login_node.LoginNodeTree(10, root=tmp_path / "small")
+    large = login_node.LoginNodeTree(200, root=tmp_path / "large")
     _, small_cost = small.poll()
     _, large_cost = large.poll()
     assert small_cost.processes == large_cost.processes <= 10
@@ -47,10 +50,12 @@ def test_processes_per_poll_do_not_grow_with_allocations(login_node: ModuleType)
     assert fallback.processes > 10
 
 
-def test_a_quiet_poll_returns_the_same_few_bytes_at_any_size(login_node: ModuleType) -> None:
+def test_a_quiet_poll_returns_the_same_few_bytes_at_any_size(
+    login_node: ModuleType, tmp_path: Path
+) -> None:
     sizes = []
     for n in (10, 200):
-        tree = login_node.LoginNodeTree(n)
+        tree = login_node.LoginNodeTree(n, root=tmp_path / str(n))
         _, first = tree.poll(count=False)
         _, quiet = tree.poll(count=False)
         assert quiet.returned_bytes < first.returned_bytes
@@ -59,9 +64,9 @@ def test_a_quiet_poll_returns_the_same_few_bytes_at_any_size(login_node: ModuleT
 
 
 def test_a_poll_returns_exactly_the_heartbeats_and_events_that_changed(
-    login_node: ModuleType,
+    login_node: ModuleType, tmp_path: Path
 ) -> None:
-    tree = login_node.LoginNodeTree(200)
+    tree = login_node.LoginNodeTree(200, root=tmp_path)
     tree.poll(count=False)
     _, quiet = tree.poll(count=False)
     moved = tree.ids[:7]
@@ -88,8 +93,10 @@ def test_a_poll_returns_exactly_the_heartbeats_and_events_that_changed(
     assert len(snapshot.files[tree.ids[100]].events) == 1
 
 
-def test_a_heartbeat_left_out_as_unchanged_keeps_its_seq(login_node: ModuleType) -> None:
-    tree = login_node.LoginNodeTree(3)
+def test_a_heartbeat_left_out_as_unchanged_keeps_its_seq(
+    login_node: ModuleType, tmp_path: Path
+) -> None:
+    tree = login_node.LoginNodeTree(3, root=tmp_path)
     first, _ = tree.poll(count=False)
     again, _ = tree.poll(count=False)
     for alloc_id in tree.ids:
@@ -98,9 +105,11 @@ def test_a_heartbeat_left_out_as_unchanged_keeps_its_seq(login_node: ModuleType)
         assert after.seq == before.seq == tree.seq[alloc_id]  # liveness sees no movement
 
 
-def test_a_rewrite_with_the_same_size_and_mtime_is_seen(login_node: ModuleType) -> None:
+def test_a_rewrite_with_the_same_size_and_mtime_is_seen(
+    login_node: ModuleType, tmp_path: Path
+) -> None:
     """What an NFS client with a cached attribute would show: the content decides."""
-    tree = login_node.LoginNodeTree(2)
+    tree = login_node.LoginNodeTree(2, root=tmp_path)
     tree.poll(count=False)
     path = tree.folder(tree.ids[0]) / "heartbeat.json"
     stat = path.stat()
