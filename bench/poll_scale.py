@@ -9,6 +9,7 @@ Measures, per cluster per cycle: SSH round trips (transport.round_trips) and CPU
 (time.process_time around parse + decide). Targets: <= 2 round trips, < 200 ms CPU per cycle.
 
     .venv/bin/python bench/poll_scale.py [--clusters 5] [--allocations 1000] [--cycles 5]
+    .venv/bin/python bench/poll_scale.py --login-node  # the login node's side, real files
 """
 
 from __future__ import annotations
@@ -233,7 +234,23 @@ if __name__ == "__main__":
     parser.add_argument("--clusters", type=int, default=5)
     parser.add_argument("--allocations", type=int, default=1000)
     parser.add_argument("--cycles", type=int, default=5)
+    parser.add_argument(
+        "--login-node",
+        action="store_true",
+        help="instead: the real read script against real folders (bench/login_node.py)",
+    )
+    parser.add_argument("--after-sizes", default="200,1000,2000,10000")
+    parser.add_argument("--before-sizes", default="200,1000,2000")
     args = parser.parse_args()
+    if args.login_node:
+        import login_node
+
+        sizes = [int(v) for v in args.after_sizes.split(",") if v]
+        before = [int(v) for v in args.before_sizes.split(",") if v]
+        text = login_node.main(sizes, before)
+        print(text)
+        write_section("poll_login_node", text)
+        raise SystemExit(0)
     rows = asyncio.run(main(args.clusters, args.allocations, args.cycles))
     cpu = [r["cpu_ms"] for r in rows]
     per_cycle = [sum(r["cpu_ms"] for r in rows if r["cycle"] == c) for c in range(args.cycles)]

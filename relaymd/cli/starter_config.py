@@ -47,7 +47,7 @@ clusters:
   #     - {{name: gpu, walltime_minutes: 240, gpus_per_allocation: 1, account: my-account}}
 
 daemon:
-  stale_after_s: 300      # a worker whose heartbeat seq has not moved this long is hung
+  stale_after_s: 75       # seq unmoved this long = hung (2.5 x heartbeat_interval_s)
   retention_keep: 3       # verified checkpoints kept per job
 
 worker:

@@ -35,6 +35,7 @@ from relaymd.daemon.mailbox_files import (
 )
 from relaymd.daemon.remote_read import (
     ClusterSnapshot,
+    HeartbeatMemo,
     ReadRequest,
     build_read_script,
     parse_read_output,
@@ -117,6 +118,7 @@ class ClusterRunner:
         self.transport: Any = None
         self.scheduler = scheduler
         self.want_log: dict[str, str] = {}
+        self.heartbeats = HeartbeatMemo()  # last parsed heartbeats: unchanged ones stay home
         self.vanished_since: dict[str, datetime] = {}
         self.interval = profile.poll.min_interval_s
         self.cycles = 0
@@ -258,11 +260,13 @@ class ClusterRunner:
         sweep = None
         if not self._swept:
             sweep = sorted(a.id for a in await store.list_allocations(states=LIVE_STATES))
-        script, token = build_read_script(self.profile.scratch, query, requests, sweep_keep=sweep)
+        script, token = build_read_script(
+            self.profile.scratch, query, requests, sweep_keep=sweep, memo=self.heartbeats
+        )
         result = await self._run(script)
         cpu = time.process_time()
         snapshot = parse_read_output(
-            result.stdout, token, self.name, requests, self.scheduler.parse_query
+            result.stdout, token, self.name, requests, self.scheduler.parse_query, self.heartbeats
         )
         self.last_parse_cpu_s = time.process_time() - cpu
         if not snapshot.query_ok:

@@ -47,7 +47,9 @@ class SecretsConfig(UserModel):
 
 
 class DaemonSettings(UserModel):
-    stale_after_s: float = Field(300.0, gt=0)
+    # 2.5 default heartbeat intervals: one late beat is forgiven, and with the poll capped at
+    # the heartbeat interval a hang is declared at the 3rd poll after the last seq moved.
+    stale_after_s: float = Field(75.0, gt=0)
     stop_grace_s: float = Field(120.0, gt=0)
     retention_keep: int = Field(3, ge=1)
     queue_racing: bool = False
