@@ -117,3 +117,22 @@ def styled(text: str, style: str) -> str:
     from rich.markup import escape
 
     return f"[{style}]{escape(text)}[/]" if style else escape(text)
+
+
+# C0/C1 controls (ESC starts terminal escape sequences) and the bidi overrides that can make
+# a title display as something else.
+_UNSAFE = {
+    *range(0x00, 0x20),
+    0x7F,
+    *range(0x80, 0xA0),
+    *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A),
+}
+_UNSAFE_TABLE = {code: (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}") for code in _UNSAFE}
+
+
+def safe_text(text: str) -> str:
+    """A user string (title, path, message) shown literally: control characters become
+    visible escapes, so a title cannot move the cursor, retitle the terminal or hide text.
+    Rich markup is a separate concern: pass the result through rich.markup.escape."""
+    return text.translate(_UNSAFE_TABLE)

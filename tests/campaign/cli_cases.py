@@ -132,9 +132,7 @@ def stored_objects(cli: CliEnv) -> list[Path]:
     return sorted(p for p in cli.storage_dir.rglob("*") if p.is_file())
 
 
-def assert_clear_error(
-    done: subprocess.CompletedProcess[str], code: int, *names: str
-) -> None:
+def assert_clear_error(done: subprocess.CompletedProcess[str], code: int, *names: str) -> None:
     """Exit `code`, one message naming each of `names`, and never a traceback."""
     assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
     assert "Traceback" not in done.stderr and "Traceback" not in done.stdout, done.stderr
