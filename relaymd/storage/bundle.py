@@ -219,7 +219,9 @@ def pack_bundle(
             try:
                 with open(entry.path, "rb") as fh:
                     info.size = os.fstat(fh.fileno()).st_size
-                    source: IO[bytes] | _Watched = fh if interrupted is None else _Watched(fh, interrupted)
+                    source: IO[bytes] | _Watched = (
+                        fh if interrupted is None else _Watched(fh, interrupted)
+                    )
                     tar.addfile(info, source)
             except OSError as exc:
                 raise BundleError(f"{entry.path}: cannot read ({exc.strerror})") from exc
