@@ -108,6 +108,12 @@ def main() -> None:
         print(f"relaymd {__version__}")
         return
     debug = "--debug" in args
+    from relaymd.envvars import EnvVarError, check_cli_environment
+
+    try:
+        check_cli_environment()
+    except EnvVarError as exc:
+        _fail(str(exc), "fix or unset the variable", int(ExitCode.USAGE))
     _configure_logging(debug)
     plain = parse_plain_status(args)
     try:
@@ -123,6 +129,8 @@ def main() -> None:
         _fail(exc.message, exc.hint, int(exc.code))
     except KeyboardInterrupt:
         _fail("interrupted", None, int(ExitCode.INTERRUPTED))
+    except EnvVarError as exc:  # read where it is used (e.g. storage retry settings)
+        _fail(str(exc), "fix or unset the variable", int(ExitCode.USAGE))
     except Exception as exc:
         if debug:
             raise

@@ -136,3 +136,19 @@ def safe_text(text: str) -> str:
     visible escapes, so a title cannot move the cursor, retitle the terminal or hide text.
     Rich markup is a separate concern: pass the result through rich.markup.escape."""
     return text.translate(_UNSAFE_TABLE)
+
+
+def plain(text: object) -> str:
+    """A user string for rich output: controls made visible, markup shown literally."""
+    from rich.markup import escape
+
+    return escape(safe_text(str(text)))
+
+
+def backoff_lines(status: object, now: datetime | None = None) -> list[str]:
+    """One line per partition of `status` (a ClusterStatus) backing off after start
+    failures; empty when none."""
+    records = getattr(status, "backoff", None) or {}
+    name = str(getattr(status, "name", "?"))
+    when = now or datetime.now(UTC)
+    return [record.describe(name, when) for record in records.values()]

@@ -31,6 +31,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from relaymd.envvars import env_float
 from relaymd.logsetup import add_secret, get_logger
 from relaymd.models import ObjectRef, StorageAccess
 from relaymd.storage.base import (
@@ -51,8 +52,8 @@ T = TypeVar("T")
 MIB = 1 << 20
 # Backoff: random wait in [0, min(RETRY_MAX_WAIT_S, RETRY_WAIT_S * 2**n)]. Read at each call,
 # so tests (and impatient operators, via the environment) can shorten it.
-RETRY_WAIT_S = float(os.environ.get("RELAYMD_STORAGE_RETRY_WAIT_S", "2"))
-RETRY_MAX_WAIT_S = float(os.environ.get("RELAYMD_STORAGE_RETRY_MAX_WAIT_S", "300"))
+RETRY_WAIT_S = env_float("RELAYMD_STORAGE_RETRY_WAIT_S", 2.0, maximum=3600.0)
+RETRY_MAX_WAIT_S = env_float("RELAYMD_STORAGE_RETRY_MAX_WAIT_S", 300.0, maximum=86400.0)
 SHA256_METADATA = "sha256"
 
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
