@@ -134,6 +134,11 @@ def main() -> None:
     except Exception as exc:
         if debug:
             raise
+        if type(exc).__module__ == "sqlite3":  # the state file failed mid-command
+            from relaymd.cli.context import state_failure
+
+            failure = state_failure(exc)
+            _fail(failure.message, failure.hint, int(ExitCode.FAILED))
         _fail(
             f"{type(exc).__name__}: {exc}",
             "rerun with --debug for the traceback, and report it if it looks like a bug",
