@@ -48,13 +48,15 @@ CASES: dict[str, tuple[str | bytes, list[str]]] = {
         ["account", "#SBATCH"],
     ),
     "qos with a line break": (_with_partition(', qos: "high\\nexport X=1"'), ["qos", "#SBATCH"]),
-    "constraint with a quote": (_with_partition(", constraint: \"a100'\""), ["constraint"]),
+    "constraint with a quote": (_with_partition(', constraint: "a100\'"'), ["constraint"]),
     "extra_sbatch not an option": (
         _with_partition(", extra_sbatch: [mail-type=END]"),
         ["extra_sbatch", "starting with `-`"],
     ),
     "poll interval .inf": (
-        _replace("    scheduler: direct\n", "    scheduler: direct\n    poll: {min_interval_s: .inf}\n"),
+        _replace(
+            "    scheduler: direct\n", "    scheduler: direct\n    poll: {min_interval_s: .inf}\n"
+        ),
         ["poll.min_interval_s"],
     ),
     "command_timeout_s NaN": (
