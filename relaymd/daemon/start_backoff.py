@@ -26,7 +26,7 @@ class AllocationEnd(BaseModel):
 
     allocation: Allocation
     state: str | None
-    exit_code: int | None
+    exit_code: int | str | None  # as the scheduler reports it (sacct: "1:0")
     worker_reported: bool
 
 
