@@ -35,6 +35,7 @@ from relaymd.models import (
     OpenMMSettings,
 )
 from relaymd.storage import keys
+from relaymd.storage.base import TransferCancelled
 
 if TYPE_CHECKING:
     from relaymd.state import StateStore
@@ -90,7 +91,7 @@ class PreparedJob(BaseModel):
     external_links: list[ExternalLink] = Field(default_factory=list)
 
 
-class SubmitInterrupted(Exception):
+class SubmitInterrupted(TransferCancelled):
     """Ctrl-C arrived: uploads stopped, their objects were removed, nothing was registered."""
 
 

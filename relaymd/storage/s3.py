@@ -40,6 +40,7 @@ from relaymd.storage.base import (
     ObjectStore,
     ProgressCallback,
     StorageError,
+    TransferCancelled,
 )
 from relaymd.storage.hashing import sha256_bytes, sha256_file
 
@@ -75,6 +76,8 @@ def _causes(exc: BaseException) -> list[BaseException]:
     while current is not None and current not in chain:
         chain.append(current)
         wrapped = getattr(current, "last_exception", None)
+        if wrapped is None:  # botocore's HTTPClientError keeps what urllib3 raised here
+            wrapped = (getattr(current, "kwargs", None) or {}).get("error")
         current = (
             wrapped
             if isinstance(wrapped, BaseException)
@@ -87,7 +90,13 @@ def _client_error(exc: BaseException) -> ClientError | None:
     return next((e for e in _causes(exc) if isinstance(e, ClientError)), None)
 
 
+def _cancelled(exc: BaseException) -> TransferCancelled | None:
+    return next((e for e in _causes(exc) if isinstance(e, TransferCancelled)), None)
+
+
 def _is_retryable(exc: BaseException) -> bool:
+    if _cancelled(exc) is not None:
+        return False
     for cause in _causes(exc):
         if isinstance(cause, ClientError):
             status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -172,10 +181,13 @@ class S3Store(ObjectStore):
             return retrying(fn)
         except StorageError:
             raise
-        except (BotoCoreError, ClientError, Boto3Error) as exc:
+        except (BotoCoreError, ClientError, Boto3Error, OSError) as exc:
+            cancelled = _cancelled(exc)  # a progress callback stopped it: not a storage error
+            if cancelled is not None:
+                raise cancelled from None
+            if isinstance(exc, OSError):  # the local side: disk full, unreadable file
+                raise StorageError(f"{self.url}: {op} {key}: {exc}") from exc
             raise self._error(op, key, exc) from exc
-        except OSError as exc:  # the local side: disk full, unreadable file
-            raise StorageError(f"{self.url}: {op} {key}: {exc}") from exc
 
     def _error(self, op: str, key: str, exc: BaseException) -> StorageError:
         client_error = _client_error(exc)

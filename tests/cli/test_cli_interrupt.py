@@ -173,3 +173,40 @@ def test_ctrl_c_during_download_leaves_no_complete_looking_checkpoint(cli: CliEn
     assert done.returncode == 0, done.stderr
     final = dest / "checkpoint" / "1-3"
     assert sorted(p.name for p in final.iterdir()) == ["a-state.xml", "manifest.json", "z-big.chk"]
+
+
+def test_ctrl_c_during_s3_multipart_upload_leaves_no_object_or_part(cli: CliEnv) -> None:
+    from moto_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, run_moto_server
+
+    job = _big_job(cli)
+    with run_moto_server() as moto:
+        bucket = moto.create_bucket()
+        s3 = moto.client()
+        cli.config.write_text(
+            cli.config.read_text().replace(
+                f"url: file://{cli.data_dir}/storage",
+                f"url: s3://{bucket}/relay\n  endpoint_url: {moto.endpoint_url}\n"
+                "  region: us-east-1\n  multipart_threshold_mib: 8",
+            )
+        )
+        cli.env.update(
+            RELAYMD_S3_ACCESS_KEY_ID=ACCESS_KEY_ID, RELAYMD_S3_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY
+        )
+        proc = _submit(cli, job, cli.root / "tmp")
+
+        def first_part_uploaded() -> bool:
+            uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+            return any(
+                s3.list_parts(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"]).get("Parts")
+                for u in uploads
+            )
+
+        code, stderr = _wait_then_sigint(proc, first_part_uploaded, "the multipart upload")
+        assert code == 130, stderr
+        assert "interrupted" in stderr and "Traceback" not in stderr
+        # Stopped, not retried: a cancelled upload used to be retried with backoff until
+        # the retries ran out, long after Ctrl-C.
+        assert "storage_retry" not in stderr, stderr
+        assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+        assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert _job_count(cli) == 0
