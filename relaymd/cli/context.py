@@ -64,6 +64,7 @@ def open_state(loaded: LoadedConfig | None = None) -> StateStore:
     from relaymd.state import StateStore
     from relaymd.state import files as state_files
     from relaymd.state.errors import StateFileProblem, StateStoreError, describe_state_failure
+    from relaymd.state.readonly import open_readonly
 
     global _state_file
     loaded = loaded or load()
@@ -79,7 +80,7 @@ def open_state(loaded: LoadedConfig | None = None) -> StateStore:
         problem = describe_state_failure(exc, path)
     if problem.kind in ("readonly", "cantopen") and path.is_file():
         try:
-            return StateStore.open_readonly(path)
+            return open_readonly(path)
         except StateFileProblem as exc:
             raise CliError(str(exc), hint=exc.hint) from None
         except StateStoreError as exc:

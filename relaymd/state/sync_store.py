@@ -41,7 +41,6 @@ from relaymd.state.plan import (
     rollback_to,
     savepoint,
 )
-from relaymd.state.schema import SCHEMA_VERSION
 
 T = TypeVar("T")
 
@@ -60,41 +59,6 @@ class StateStore:
         store = cls(conn, target)
         try:
             store._run(q.open_connection(target))
-        except BaseException:
-            conn.close()
-            raise
-        return store
-
-    @classmethod
-    def open_readonly(cls, path: Path | None = None) -> StateStore:
-        """Open an existing file for reading only, changing nothing on disk: for `status`
-        and listings when the file or its folder is not writable. A folder we cannot write
-        holds no fresh -shm file, so the file is then opened as immutable."""
-        import os
-
-        target = files.resolve(path)
-        if not target.is_file():
-            raise FileNotFoundError(2, "no state database", str(target))
-        mode = "ro" if os.access(target.parent, os.W_OK) else "ro&immutable=1"
-        conn = sqlite3.connect(
-            f"{target.as_uri()}?mode={mode}",
-            uri=True,
-            timeout=q.BUSY_TIMEOUT_S,
-            isolation_level=None,
-        )
-        store = cls(conn, target)
-        try:
-            found = store.schema_version()
-            if found != SCHEMA_VERSION:
-                from relaymd.state.errors import SchemaTooNewError, StateFileProblem
-
-                if found > SCHEMA_VERSION:
-                    raise SchemaTooNewError(target, found, SCHEMA_VERSION)
-                raise StateFileProblem(
-                    f"{target}: the state database needs an upgrade (schema {found}) but is "
-                    "read-only here",
-                    f"make {target} and its folder writable once, so RelayMD can upgrade it",
-                )
         except BaseException:
             conn.close()
             raise
