@@ -96,9 +96,11 @@ def _fail(message: str, hint: str | None, code: int) -> None:
     from relaymd.cli.output import err_console, safe_text
 
     console = err_console()
-    console.print(f"[bold red]error:[/] {escape(safe_text(message))}", soft_wrap=True)
+    console.print(
+        f"[bold red]error:[/] {escape(safe_text(message, multiline=True))}", soft_wrap=True
+    )
     if hint:
-        console.print(f"[yellow]hint:[/] {escape(safe_text(hint))}", soft_wrap=True)
+        console.print(f"[yellow]hint:[/] {escape(safe_text(hint, multiline=True))}", soft_wrap=True)
     sys.exit(code)
 
 

@@ -168,7 +168,8 @@ def submit(
             )
         for failure in failures if len(outcomes) > 1 else []:
             err_console().print(
-                f"[bold red]failed:[/] {escape(safe_text(str(failure)))}", soft_wrap=True
+                f"[bold red]failed:[/] {escape(safe_text(str(failure), multiline=True))}",
+                soft_wrap=True,
             )
     if len(outcomes) == 1 and failures:
         raise CliError(

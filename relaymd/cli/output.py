@@ -131,11 +131,15 @@ _UNSAFE = {
 _UNSAFE_TABLE = {code: (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}") for code in _UNSAFE}
 
 
-def safe_text(text: str) -> str:
+_MULTILINE_TABLE = {k: v for k, v in _UNSAFE_TABLE.items() if k != ord("\n")}
+
+
+def safe_text(text: str, *, multiline: bool = False) -> str:
     """A user string (title, path, message) shown literally: control characters become
     visible escapes, so a title cannot move the cursor, retitle the terminal or hide text.
-    Rich markup is a separate concern: pass the result through rich.markup.escape."""
-    return text.translate(_UNSAFE_TABLE)
+    `multiline` keeps line breaks (error messages list one problem per line). Rich markup is
+    a separate concern: pass the result through rich.markup.escape."""
+    return text.translate(_MULTILINE_TABLE if multiline else _UNSAFE_TABLE)
 
 
 def plain(text: object) -> str:

@@ -136,5 +136,6 @@ def assert_clear_error(done: subprocess.CompletedProcess[str], code: int, *names
     """Exit `code`, one message naming each of `names`, and never a traceback."""
     assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
     assert "Traceback" not in done.stderr and "Traceback" not in done.stdout, done.stderr
+    assert "\\x0a" not in done.stderr, done.stderr  # one problem per line, not one mangled line
     for name in names:
         assert name in done.stderr, (name, done.stderr)
