@@ -49,7 +49,16 @@ class LoadedConfig(BaseModel):
 
 
 def embedded_default() -> LoadedConfig:
+    from relaymd.envvars import EnvVarError, env_float
+    from relaymd.models.cluster import MAX_WALLTIME_MINUTES
+
     data = paths.data_dir()
+    try:
+        walltime = env_float(
+            "RELAYMD_LOCAL_WALLTIME_MIN", 60.0, maximum=float(MAX_WALLTIME_MINUTES)
+        )
+    except EnvVarError as exc:
+        raise ConfigError(str(exc)) from None
     local = ClusterProfile(
         name=LOCAL_CLUSTER,
         transport="local",
@@ -58,7 +67,7 @@ def embedded_default() -> LoadedConfig:
         partitions=[
             Partition(
                 name="local",
-                walltime_minutes=float(os.environ.get("RELAYMD_LOCAL_WALLTIME_MIN", "60")),
+                walltime_minutes=walltime,
                 gpus_per_allocation=0,
                 max_pending=1,
                 max_running=1,
@@ -109,7 +118,12 @@ def format_validation_error(source: Path | str, error: ValidationError) -> str:
 
 def _read_yaml(path: Path) -> Any:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}); save the file as UTF-8"
+        ) from None
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except PermissionError:

@@ -11,9 +11,12 @@ thread because the state store is a single SQLite connection.
 
 from __future__ import annotations
 
+import signal
 import tempfile
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +36,7 @@ from relaymd.models import (
     OpenMMSettings,
 )
 from relaymd.storage import keys
+from relaymd.storage.base import TransferCancelled
 
 if TYPE_CHECKING:
     from relaymd.state import StateStore
@@ -72,6 +76,13 @@ class SpecOverrides(BaseModel):
     checkpoint_interval_s: float | None = None
 
 
+class ExternalLink(BaseModel):
+    """A symlink of the job directory that points outside it (packed only when allowed)."""
+
+    link: Path
+    target: Path
+
+
 class PreparedJob(BaseModel):
     """A validated job waiting for upload."""
 
@@ -79,6 +90,12 @@ class PreparedJob(BaseModel):
     spec: JobSpec
     # Things the user should know but that do not stop the submit (printed to stderr).
     warnings: list[str] = Field(default_factory=list)
+    follow_external_links: bool = False
+    external_links: list[ExternalLink] = Field(default_factory=list)
+
+
+class SubmitInterrupted(TransferCancelled):
+    """Ctrl-C arrived: uploads stopped, their objects were removed, nothing was registered."""
 
 
 class UploadedJob(BaseModel):
@@ -109,9 +126,14 @@ def _format_spec_error(source: str, error: ValidationError) -> str:
 
 def _read_spec_file(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except PermissionError:
         raise SubmitError(f"{path}: cannot read the job spec (permission denied)") from None
+    except UnicodeDecodeError as exc:
+        raise SubmitError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}); save the file as UTF-8"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -281,6 +303,7 @@ def prepare(
     flags: SpecOverrides | None = None,
     *,
     spec: JobSpec | None = None,
+    follow_external_links: bool = False,
 ) -> PreparedJob:
     """Validate one job directory; `spec` (Python API) replaces DIR/relaymd.yaml and flags."""
     from relaymd.storage.bundle import BundleError, scan_bundle
@@ -292,10 +315,25 @@ def prepare(
         _check_atom_config(directory, spec.engine)
         warnings = output_warnings(spec.engine)
     try:
-        scan_bundle(directory)  # every file packable, before anything is uploaded
+        # Every file packable, no link leaving the directory unless allowed, and within the
+        # worker's size limits: all before anything is uploaded.
+        entries = scan_bundle(directory, follow_external_links=follow_external_links)
     except BundleError as exc:
         raise SubmitError(f"{directory}: cannot pack the job directory: {exc}") from None
-    return PreparedJob(directory=directory, spec=spec, warnings=warnings)
+    external = [
+        ExternalLink(link=e.path, target=e.external_target)
+        for e in entries
+        if e.external_target is not None
+    ]
+    for item in external:
+        log.warning("external_link_packed", link=str(item.link), target=str(item.target))
+    return PreparedJob(
+        directory=directory,
+        spec=spec,
+        follow_external_links=follow_external_links,
+        external_links=external,
+        warnings=warnings,
+    )
 
 
 def upload_bundle(
@@ -304,35 +342,62 @@ def upload_bundle(
     progress: UploadProgress | None = None,
     *,
     job_id: str | None = None,
+    cancel: threading.Event | None = None,
 ) -> UploadedJob:
-    """Pack, upload and verify one job's bundle; on any failure the object is removed."""
-    from relaymd.storage.base import IntegrityError, StorageError
-    from relaymd.storage.bundle import BundleError, pack_bundle
+    """Pack, upload and verify one job's bundle; on any failure the object is removed.
 
+    `cancel` set (Ctrl-C) stops packing, upload and verify within one chunk and raises
+    SubmitInterrupted.
+    """
+    from relaymd.storage.base import IntegrityError, StorageError
+    from relaymd.storage.bundle import BundleError, PackingInterrupted, pack_bundle
+
+    cancel = cancel or threading.Event()
     job_id = job_id or new_job_id()
     key = keys.bundle_key(job_id)
+
+    def check_cancel(_moved: int = 0) -> None:
+        if cancel.is_set():
+            raise SubmitInterrupted(f"{job.directory}: submit interrupted")
+
     with tempfile.TemporaryDirectory(prefix="relaymd-submit-") as tmp:
         archive = Path(tmp) / "bundle.tar.gz"
         try:
-            packed = pack_bundle(job.directory, archive)
+            packed = pack_bundle(
+                job.directory,
+                archive,
+                follow_external_links=job.follow_external_links,
+                interrupted=cancel.is_set,
+            )
+        except PackingInterrupted:
+            raise SubmitInterrupted(f"{job.directory}: submit interrupted") from None
         except BundleError as exc:  # changed since prepare() scanned it
             raise SubmitError(f"{job.directory}: cannot pack the job directory: {exc}") from None
         total = archive.stat().st_size
 
         def on_bytes(moved: int) -> None:
+            check_cancel()
             if progress is not None:
                 progress(job.directory, moved, total)
 
         try:
+            check_cancel()
             ref = store.put_file(key, archive, progress=on_bytes)
             if ref.sha256 != packed.sha256 or ref.size != total:
                 raise IntegrityError(
                     f"{store.url}: {key}: uploaded content differs from the bundle"
                 )
             # Read it back: the bundle a worker will download is the one we checked.
-            store.get_file(key, Path(tmp) / "verify.tar.gz", expected_sha256=packed.sha256)
+            store.get_file(
+                key,
+                Path(tmp) / "verify.tar.gz",
+                expected_sha256=packed.sha256,
+                progress=check_cancel,
+            )
         except BaseException as exc:
             _remove_quietly(store, key)
+            if cancel.is_set():
+                raise SubmitInterrupted(f"{job.directory}: submit interrupted") from None
             if isinstance(exc, StorageError):
                 raise SubmitError(
                     f"{job.directory}: upload to {store.url} failed: {exc}", kind="storage"
@@ -388,32 +453,73 @@ def submit_jobs(
     """Upload all bundles in parallel, then register each verified one, in input order.
 
     Each directory succeeds or fails on its own; a failure is returned in its place.
+    Ctrl-C (KeyboardInterrupt in this thread) stops every upload within one chunk, removes
+    every bundle not yet registered and raises SubmitInterrupted.
     """
-    outcomes: list[UploadedJob | SubmitError] = []
-    with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(prepared)))) as pool:
-        futures = [pool.submit(upload_bundle, job, store, progress) for job in prepared]
+    cancel = threading.Event()
+    job_ids = [new_job_id() for _ in prepared]
+    registered: set[str] = set()
+    pool = ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(prepared))))
+    try:
+        futures = [
+            pool.submit(upload_bundle, job, store, progress, job_id=job_id, cancel=cancel)
+            for job, job_id in zip(prepared, job_ids, strict=True)
+        ]
+        outcomes: list[UploadedJob | SubmitError] = []
         for item, future in zip(prepared, futures, strict=True):
             try:
                 outcomes.append(future.result())
             except SubmitError as exc:
                 outcomes.append(exc)
+            except SubmitInterrupted:
+                raise
             except Exception as exc:  # one directory's surprise must not strand the others
                 log.exception("submit_failed", directory=str(item.directory))
                 outcomes.append(
                     SubmitError(f"{item.directory}: {type(exc).__name__}: {exc}", kind="storage")
                 )
-    results: list[SubmitResult | SubmitError] = []
-    for outcome in outcomes:
-        if isinstance(outcome, SubmitError):
-            results.append(outcome)
-            continue
-        job = register(outcome, state, store)
-        results.append(
-            SubmitResult(
-                job_id=job.id, directory=outcome.directory, title=job.spec.title, bundle=job.bundle
+        pool.shutdown()
+        results: list[SubmitResult | SubmitError] = []
+        for outcome in outcomes:
+            if isinstance(outcome, SubmitError):
+                results.append(outcome)
+                continue
+            job = register(outcome, state, store)
+            registered.add(job.id)
+            results.append(
+                SubmitResult(
+                    job_id=job.id,
+                    directory=outcome.directory,
+                    title=job.spec.title,
+                    bundle=job.bundle,
+                )
             )
-        )
-    return results
+        return results
+    except (KeyboardInterrupt, SubmitInterrupted):
+        with _sigint_ignored():
+            cancel.set()
+            pool.shutdown(wait=True)  # each upload stops at its next chunk
+            for job_id in job_ids:
+                if job_id not in registered:
+                    _remove_quietly(store, keys.bundle_key(job_id))
+        log.warning("submit_interrupted", registered=len(registered))
+        raise SubmitInterrupted(
+            f"submit interrupted: {len(registered)} job(s) registered before Ctrl-C; "
+            "every other upload was stopped and removed"
+        ) from None
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """The cleanup after Ctrl-C must not be cut short by a second Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def submit_directory(

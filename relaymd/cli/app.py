@@ -93,12 +93,14 @@ def _configure_logging(debug: bool) -> None:
 def _fail(message: str, hint: str | None, code: int) -> None:
     from rich.markup import escape
 
-    from relaymd.cli.output import err_console
+    from relaymd.cli.output import err_console, safe_text
 
     console = err_console()
-    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    console.print(
+        f"[bold red]error:[/] {escape(safe_text(message, multiline=True))}", soft_wrap=True
+    )
     if hint:
-        console.print(f"[yellow]hint:[/] {escape(hint)}", soft_wrap=True)
+        console.print(f"[yellow]hint:[/] {escape(safe_text(hint, multiline=True))}", soft_wrap=True)
     sys.exit(code)
 
 
@@ -108,6 +110,12 @@ def main() -> None:
         print(f"relaymd {__version__}")
         return
     debug = "--debug" in args
+    from relaymd.envvars import EnvVarError, check_cli_environment
+
+    try:
+        check_cli_environment()
+    except EnvVarError as exc:
+        _fail(str(exc), "fix or unset the variable", int(ExitCode.USAGE))
     _configure_logging(debug)
     plain = parse_plain_status(args)
     try:
@@ -123,9 +131,16 @@ def main() -> None:
         _fail(exc.message, exc.hint, int(exc.code))
     except KeyboardInterrupt:
         _fail("interrupted", None, int(ExitCode.INTERRUPTED))
+    except EnvVarError as exc:  # read where it is used (e.g. storage retry settings)
+        _fail(str(exc), "fix or unset the variable", int(ExitCode.USAGE))
     except Exception as exc:
         if debug:
             raise
+        if type(exc).__module__ == "sqlite3":  # the state file failed mid-command
+            from relaymd.cli.context import state_failure
+
+            failure = state_failure(exc)
+            _fail(failure.message, failure.hint, int(ExitCode.FAILED))
         _fail(
             f"{type(exc).__name__}: {exc}",
             "rerun with --debug for the traceback, and report it if it looks like a bug",

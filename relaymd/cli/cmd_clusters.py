@@ -35,7 +35,7 @@ def list_clusters(as_json: JsonOpt = False) -> None:
     from rich.table import Table
 
     from relaymd.cli import context
-    from relaymd.cli.output import age, console, print_json
+    from relaymd.cli.output import age, backoff_lines, console, plain, print_json
     from relaymd.cli.status_view import error_column
 
     loaded = context.load()
@@ -54,6 +54,7 @@ def list_clusters(as_json: JsonOpt = False) -> None:
                     "enabled": enabled,
                     "partitions": [p.name for p in profile.partitions],
                     "status": status,
+                    "backoff": backoff_lines(status) if status else [],
                 }
                 for profile, status, enabled in rows
             ]
@@ -81,11 +82,18 @@ def list_clusters(as_json: JsonOpt = False) -> None:
             "yes" if enabled else "[yellow]no[/]",
             _reachability(status),
             age(getattr(status, "last_poll_at", None)),
-            error_column(
-                str(getattr(status, "reachability", "")), getattr(status, "last_error", None), 60
+            plain(
+                error_column(
+                    str(getattr(status, "reachability", "")),
+                    getattr(status, "last_error", None),
+                    60,
+                )
             ),
         )
     console().print(table)
+    for _, status, _ in rows:
+        for line in backoff_lines(status) if status else []:
+            console().print(f"[yellow]backoff:[/] {plain(line)}", soft_wrap=True)
 
 
 def _reachability(status: object) -> str:

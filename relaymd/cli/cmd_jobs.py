@@ -56,7 +56,7 @@ def list_jobs(
     from rich.table import Table
 
     from relaymd.cli import context
-    from relaymd.cli.output import age, console, print_json, state_style, styled
+    from relaymd.cli.output import age, console, plain, print_json, state_style, styled
     from relaymd.models import JobState
 
     try:
@@ -80,7 +80,7 @@ def list_jobs(
     for job in jobs:
         table.add_row(
             job.id,
-            job.spec.title,
+            plain(job.spec.title),
             styled(job.state, state_style(job.state))
             + (f" ({job.operator_request} requested)" if job.operator_request else ""),
             _progress(job),
@@ -102,22 +102,29 @@ def show(job_id: JobArg, as_json: JsonOpt = False) -> None:
       relaymd jobs show j1m8tk4 --json | jq .checkpoint
     """
     from relaymd.cli import context
-    from relaymd.cli.output import console, print_json, state_style, styled
+    from relaymd.cli.output import backoff_lines, console, plain, print_json, state_style, styled
     from relaymd.models import utcnow
     from relaymd.state.usage import job_usage
 
     store = context.open_state()
     job = context.find_job(store, job_id)
+    # Why a queued job may not start: partitions backing off after workers died at start.
+    waiting = []
+    if job.state == "queued":
+        allowed = set(job.spec.placement.allowed_clusters)
+        for status in store.list_cluster_status():
+            if not allowed or status.name in allowed:
+                waiting.extend(backoff_lines(status))
     if as_json:
-        print_json(job)
+        print_json({**job.model_dump(mode="json"), "waiting": waiting})
         return
     out = console()
-    out.print(f"[bold]{job.id}[/]  {job.spec.title}")
+    out.print(f"[bold]{job.id}[/]  {plain(job.spec.title)}")
     rows = [
         ("state", styled(job.state, state_style(job.state))),
         ("operator request", str(job.operator_request or "-")),
         ("engine", job.spec.engine.kind),
-        ("image", job.spec.image),
+        ("image", plain(job.spec.image)),
         ("progress", _progress(job)),
         ("ns/day", f"{job.ns_per_day:.2f}" if job.ns_per_day else "-"),
         ("epoch", str(job.epoch)),
@@ -125,14 +132,15 @@ def show(job_id: JobArg, as_json: JsonOpt = False) -> None:
         ("retries", f"{job.retries}/{job.spec.max_retries}"),
         ("priority", str(job.spec.priority)),
         ("gpus", f"{job.spec.resources.gpus} (min {job.spec.resources.min_vram_gib} GiB)"),
-        ("clusters", ", ".join(job.spec.placement.allowed_clusters) or "any"),
+        ("clusters", plain(", ".join(job.spec.placement.allowed_clusters) or "any")),
         ("bundle", f"{job.bundle.key} ({job.bundle.size} B, sha256 {job.bundle.sha256[:12]}…)"),
         (
             "resume point",
             f"{job.checkpoint.prefix} (step {job.checkpoint.step})" if job.checkpoint else "start",
         ),
         ("gpu time", _usage_line(job_usage(store, job.id, utcnow()))),
-        ("failure", job.failure_reason or "-"),
+        ("failure", plain(job.failure_reason or "-")),
+        *(("waiting", plain(line)) for line in waiting),
         ("created", job.created_at.isoformat(timespec="seconds")),
         ("updated", job.updated_at.isoformat(timespec="seconds")),
     ]
@@ -291,7 +299,7 @@ def logs(
       relaymd jobs logs j1m8tk4 --json | jq -r '.lines[]'
     """
     from relaymd.cli import context
-    from relaymd.cli.output import print_json
+    from relaymd.cli.output import print_json, safe_text
 
     job = context.find_job(context.open_state(), job_id)
     tail = job.log_tail[-lines:] if lines > 0 else list(job.log_tail)
@@ -305,12 +313,13 @@ def logs(
             }
         )
         return
+    # The worker and its engine wrote these: never let them drive the terminal.
     if job.failure_reason:
-        print(f"# failure: {job.failure_reason}")
+        print(f"# failure: {safe_text(job.failure_reason)}")
     if not tail:
         print(f"# no log lines stored for {job.id} yet (state {job.state})")
     for line in tail:
-        print(line)
+        print(safe_text(line))
 
 
 @app.command("history")
@@ -325,7 +334,7 @@ def history(job_id: JobArg, as_json: JsonOpt = False) -> None:
     from rich.table import Table
 
     from relaymd.cli import context
-    from relaymd.cli.output import console, duration, print_json
+    from relaymd.cli.output import console, duration, plain, print_json
 
     store = context.open_state()
     job = context.find_job(store, job_id)
@@ -349,7 +358,7 @@ def history(job_id: JobArg, as_json: JsonOpt = False) -> None:
         print_json({"job": job, "segments": rows, "gpu_usage": usage})
         return
     out = console()
-    out.print(f"[bold]{job.id}[/]  {job.spec.title}  ({job.state}, {_progress(job)})")
+    out.print(f"[bold]{job.id}[/]  {plain(job.spec.title)}  ({job.state}, {_progress(job)})")
     if not segments:
         out.print("no segments yet: the job has not started on any allocation")
         return
@@ -371,7 +380,7 @@ def history(job_id: JobArg, as_json: JsonOpt = False) -> None:
             start.strftime("%m-%d %H:%M:%S"),
             duration(seconds),
             segment.outcome,
-            segment.reason or "",
+            plain(segment.reason or ""),
         )
     out.print(table)
     clusters = sorted({s.cluster for s in segments})

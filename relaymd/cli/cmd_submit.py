@@ -65,14 +65,31 @@ def submit(
     image: Annotated[
         str | None, typer.Option(help="Worker image profile (e.g. openmm).", show_default=False)
     ] = None,
+    follow_external_links: Annotated[
+        bool,
+        typer.Option(
+            "--follow-external-links",
+            help="Pack what symlinks pointing outside the directory lead to (with a warning); "
+            "by default they are refused.",
+        ),
+    ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Validate only; upload nothing.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
+    from rich.markup import escape
+
     from relaymd.cli import context
-    from relaymd.cli.output import console, err_console, print_json
-    from relaymd.submit import PreparedJob, SpecOverrides, SubmitError, SubmitResult, prepare
+    from relaymd.cli.output import console, err_console, print_json, safe_text
+    from relaymd.submit import (
+        PreparedJob,
+        SpecOverrides,
+        SubmitError,
+        SubmitInterrupted,
+        SubmitResult,
+        prepare,
+    )
 
     if engine is not None and engine not in ("openmm", "command"):
         raise CliError(
@@ -98,13 +115,24 @@ def submit(
     prepared: list[PreparedJob] = []
     for directory in directories:
         try:
-            prepared.append(prepare(directory, loaded, flags))
+            prepared.append(
+                prepare(directory, loaded, flags, follow_external_links=follow_external_links)
+            )
         except SubmitError as exc:
             code = ExitCode.NOT_FOUND if exc.kind == "missing" else ExitCode.USAGE
             raise CliError(str(exc), hint="nothing was uploaded or registered", code=code) from None
     for job in prepared:
         for warning in job.warnings:
-            err_console().print(f"[yellow]warning:[/] {job.directory}: {warning}", soft_wrap=True)
+            err_console().print(
+                f"[yellow]warning:[/] {escape(str(job.directory))}: {escape(warning)}",
+                soft_wrap=True,
+            )
+        for link in job.external_links:
+            err_console().print(
+                f"[yellow]warning:[/] {escape(str(link.link))} points outside "
+                f"{escape(str(job.directory))}: packing {escape(str(link.target))}",
+                soft_wrap=True,
+            )
 
     if dry_run:
         results = [
@@ -115,10 +143,19 @@ def submit(
             print_json([{"directory": str(p.directory), "spec": p.spec} for p in prepared])
         else:
             for result in results:
-                console().print(f"ok (dry run): {result.directory} -> {result.title!r}")
+                console().print(
+                    f"ok (dry run): {escape(str(result.directory))} -> {escape(repr(result.title))}"
+                )
         return
 
-    outcomes = _upload_and_register(prepared, loaded, show_progress=not as_json)
+    try:
+        outcomes = _upload_and_register(prepared, loaded, show_progress=not as_json)
+    except SubmitInterrupted as exc:
+        raise CliError(
+            str(exc),
+            hint="nothing else was registered and no partial upload was left in storage",
+            code=ExitCode.INTERRUPTED,
+        ) from None
     failures = [o for o in outcomes if isinstance(o, SubmitError)]
     done = [o for o in outcomes if not isinstance(o, SubmitError)]
     if as_json:
@@ -131,10 +168,14 @@ def submit(
     else:
         for result in done:
             console().print(
-                f"submitted [bold]{result.job_id}[/]  {result.title}  ({result.directory})"
+                f"submitted [bold]{result.job_id}[/]  {escape(safe_text(result.title))}  "
+                f"({escape(safe_text(str(result.directory)))})"
             )
         for failure in failures if len(outcomes) > 1 else []:
-            err_console().print(f"[bold red]failed:[/] {failure}", soft_wrap=True)
+            err_console().print(
+                f"[bold red]failed:[/] {escape(safe_text(str(failure), multiline=True))}",
+                soft_wrap=True,
+            )
     if len(outcomes) == 1 and failures:
         raise CliError(
             str(failures[0]), hint="nothing was registered; check `storage:` in the config"

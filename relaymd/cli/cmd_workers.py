@@ -33,7 +33,7 @@ def list_workers(
     from rich.table import Table
 
     from relaymd.cli import context
-    from relaymd.cli.output import age, console, print_json, state_style, styled
+    from relaymd.cli.output import age, console, plain, print_json, state_style, styled
     from relaymd.models import AllocationState
 
     states = None if all_ else [s for s in AllocationState if not s.is_final]
@@ -59,10 +59,11 @@ def list_workers(
     ):
         table.add_column(column)
     for alloc in allocations:
-        gpu = ", ".join(f"{g.name} ({g.memory_gib:.0f} GiB)" for g in alloc.gpus) or "-"
+        # GPU names and end reasons come from the worker: shown literally.
+        gpu = plain(", ".join(f"{g.name} ({g.memory_gib:.0f} GiB)" for g in alloc.gpus) or "-")
         state = styled(alloc.state, state_style(alloc.state))
         if alloc.end_reason and alloc.state is AllocationState.ENDED:
-            state += f" ({alloc.end_reason})"
+            state += f" ({plain(alloc.end_reason)})"
         table.add_row(
             alloc.id,
             alloc.cluster,

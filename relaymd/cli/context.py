@@ -59,19 +59,47 @@ def state_path(loaded: LoadedConfig) -> Path | None:
 
 
 def open_state(loaded: LoadedConfig | None = None) -> StateStore:
+    """The state store; read-only (changing nothing on disk) when the file or its folder
+    cannot be written, so `status` and listings still work. Every failure names the path."""
     from relaymd.state import StateStore
-    from relaymd.state.errors import StateStoreError
+    from relaymd.state import files as state_files
+    from relaymd.state.errors import StateFileProblem, StateStoreError, describe_state_failure
+    from relaymd.state.readonly import open_readonly
 
+    global _state_file
     loaded = loaded or load()
+    path = state_files.resolve(state_path(loaded))
+    _state_file = path
     try:
-        return StateStore.open(state_path(loaded))
+        return StateStore.open(path)
+    except StateFileProblem as exc:
+        raise CliError(str(exc), hint=exc.hint) from None
     except StateStoreError as exc:
         raise CliError(str(exc)) from None
     except (OSError, sqlite3.Error) as exc:
-        raise CliError(
-            f"cannot open the state database: {exc}",
-            hint="check RELAYMD_STATE_DIR / `state_path` in the config and its permissions",
-        ) from None
+        problem = describe_state_failure(exc, path)
+    if problem.kind in ("readonly", "cantopen") and path.is_file():
+        try:
+            return open_readonly(path)
+        except StateFileProblem as exc:
+            raise CliError(str(exc), hint=exc.hint) from None
+        except StateStoreError as exc:
+            raise CliError(str(exc)) from None
+        except (OSError, sqlite3.Error):
+            pass  # the first failure says more
+    raise CliError(str(problem), hint=problem.hint)
+
+
+_state_file: Path | None = None
+
+
+def state_failure(exc: BaseException) -> CliError:
+    """A CliError for an SQLite/OS error met while using the state file of this command."""
+    from relaymd import paths
+    from relaymd.state.errors import describe_state_failure
+
+    problem = describe_state_failure(exc, _state_file or paths.state_db())
+    return CliError(str(problem), hint=problem.hint)
 
 
 def read_pid() -> int | None:

@@ -2,11 +2,17 @@
 
 Outputs are copied to DEST/outputs/<epoch>/..., the checkpoint to DEST/checkpoint/<epoch>-<seq>/.
 Checkpoint files are checked against the manifest (whose own sha256 the daemon recorded);
-output files against their segment's manifest when the worker wrote one.
+output files against their segment's manifest when the worker wrote one. The checkpoint is
+fetched into a hidden `.<epoch>-<seq>.partial-*` folder that is renamed only once every file
+arrived, so an interrupted download never leaves a manifest without its files; each output
+file lands by rename, so no output file is ever half-written.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -80,11 +86,13 @@ def download_job(
 ) -> DownloadResult:
     """Fetch into `dest`; files already there with the right sha256 are kept, not fetched.
     `assemble` then joins the chunks (relaymd.assemble) into `dest/assembled/`."""
-    from relaymd.cli.output import transfer_progress
     from relaymd.storage.base import StorageError
 
     result = DownloadResult(job_id=job.id, destination=dest)
     plan: list[_Planned] = []
+    staging: Path | None = None
+    final_dir: Path | None = None
+    manifest_bytes = b""
     if outputs:
         out_root = keys.job_prefix(job.id) + "outputs/"
         by_prefix: dict[str, dict[str, tuple[str, int]]] = {}
@@ -115,18 +123,52 @@ def download_job(
                 hint="`relaymd clusters test <cluster>` checks storage; a sha256 mismatch means "
                 "the object was replaced or corrupted (`--no-checkpoint` fetches the outputs)",
             ) from None
-        result.checkpoint_dir = dest / "checkpoint" / f"{ref.epoch}-{ref.seq}"
-        result.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        (result.checkpoint_dir / keys.MANIFEST_NAME).write_bytes(manifest_bytes)
+        final_dir = dest / "checkpoint" / f"{ref.epoch}-{ref.seq}"
+        final_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=final_dir.parent, prefix=f".{final_dir.name}.partial-"))
+        result.checkpoint_dir = final_dir
         for item in manifest.files:
-            plan.append(
-                _Planned(
-                    key=ref.prefix + item.path,
-                    local=_safe_join(result.checkpoint_dir, item.path),
-                    sha256=item.sha256,
-                    size=item.size,
-                )
+            planned = _Planned(
+                key=ref.prefix + item.path,
+                local=_safe_join(staging, item.path),
+                sha256=item.sha256,
+                size=item.size,
             )
+            kept = planned.model_copy(update={"local": _safe_join(final_dir, item.path)})
+            if _already_there(kept):  # a verified copy from an earlier download: no refetch
+                planned.local.parent.mkdir(parents=True, exist_ok=True)
+                os.link(kept.local, planned.local)
+            plan.append(planned)
+    try:
+        _fetch_plan(job, store, plan, result, show_progress)
+        if staging is not None and final_dir is not None:
+            # The manifest goes in last, then the whole folder appears at once.
+            (staging / keys.MANIFEST_NAME).write_bytes(manifest_bytes)
+            if final_dir.exists():
+                shutil.rmtree(final_dir)
+            os.replace(staging, final_dir)
+            result.files = [
+                final_dir / f.relative_to(staging) if f.is_relative_to(staging) else f
+                for f in result.files
+            ]
+    finally:
+        if staging is not None and staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    if assemble:
+        result.assembled = _assemble(job, store, dest, xtc)
+    return result
+
+
+def _fetch_plan(
+    job: Job,
+    store: ObjectStore,
+    plan: list[_Planned],
+    result: DownloadResult,
+    show_progress: bool,
+) -> None:
+    from relaymd.cli.output import transfer_progress
+    from relaymd.storage.base import StorageError
+
     if not plan:
         raise CliError(
             f"job {job.id} has nothing to download yet (no outputs, no checkpoint)",
@@ -157,9 +199,6 @@ def download_job(
                 raise CliError(f"{want.key}: download failed: {exc}") from None
             result.files.append(want.local)
             result.verified += want.sha256 is not None
-    if assemble:
-        result.assembled = _assemble(job, store, dest, xtc)
-    return result
 
 
 def _total_bytes(store: ObjectStore, todo: list[_Planned]) -> int | None:

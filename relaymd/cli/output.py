@@ -117,3 +117,42 @@ def styled(text: str, style: str) -> str:
     from rich.markup import escape
 
     return f"[{style}]{escape(text)}[/]" if style else escape(text)
+
+
+# C0/C1 controls (ESC starts terminal escape sequences) and the bidi overrides that can make
+# a title display as something else.
+_UNSAFE = {
+    *range(0x00, 0x20),
+    0x7F,
+    *range(0x80, 0xA0),
+    *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A),
+}
+_UNSAFE_TABLE = {code: (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}") for code in _UNSAFE}
+
+
+_MULTILINE_TABLE = {k: v for k, v in _UNSAFE_TABLE.items() if k != ord("\n")}
+
+
+def safe_text(text: str, *, multiline: bool = False) -> str:
+    """A user string (title, path, message) shown literally: control characters become
+    visible escapes, so a title cannot move the cursor, retitle the terminal or hide text.
+    `multiline` keeps line breaks (error messages list one problem per line). Rich markup is
+    a separate concern: pass the result through rich.markup.escape."""
+    return text.translate(_MULTILINE_TABLE if multiline else _UNSAFE_TABLE)
+
+
+def plain(text: object) -> str:
+    """A user string for rich output: controls made visible, markup shown literally."""
+    from rich.markup import escape
+
+    return escape(safe_text(str(text)))
+
+
+def backoff_lines(status: object, now: datetime | None = None) -> list[str]:
+    """One line per partition of `status` (a ClusterStatus) backing off after start
+    failures; empty when none."""
+    records = getattr(status, "backoff", None) or {}
+    name = str(getattr(status, "name", "?"))
+    when = now or datetime.now(UTC)
+    return [record.describe(name, when) for record in records.values()]

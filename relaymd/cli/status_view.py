@@ -12,7 +12,15 @@ JOB_ORDER = ("queued", "assigned", "running", "held", "completed", "failed", "ca
 def show_status(as_json: bool = False) -> None:
     """Print the status screen, or with `as_json` one JSON document, to stdout."""
     from relaymd.cli import context
-    from relaymd.cli.output import age, console, print_json, state_style, styled
+    from relaymd.cli.output import (
+        age,
+        backoff_lines,
+        console,
+        plain,
+        print_json,
+        state_style,
+        styled,
+    )
     from relaymd.models import utcnow
     from relaymd.state.usage import total_usage
 
@@ -36,6 +44,7 @@ def show_status(as_json: bool = False) -> None:
                 "running": counts.get("running", 0),  # type: ignore[call-overload]
                 "last_poll_at": cluster.last_poll_at if cluster else None,
                 "last_error": cluster.last_error if cluster else None,
+                "backoff": backoff_lines(cluster) if cluster else [],
             }
         )
     if as_json:
@@ -92,9 +101,12 @@ def show_status(as_json: bool = False) -> None:
             str(row["pending"]),
             str(row["running"]),
             age(row["last_poll_at"]),  # type: ignore[arg-type,unused-ignore]
-            error_column(reach, row["last_error"], 70),  # type: ignore[arg-type,unused-ignore]
+            plain(error_column(reach, row["last_error"], 70)),  # type: ignore[arg-type,unused-ignore]
         )
     out.print(table)
+    for row in clusters:
+        for line in row["backoff"]:
+            out.print(f"[yellow]backoff[/]   {plain(line)}", soft_wrap=True)
     daemon = summary.daemon
     last = (
         f"last cycle {age(daemon.last_cycle_at)} ago, {daemon.cycles} cycles"

@@ -36,6 +36,12 @@ from relaymd.daemon.liveness import (
 from relaymd.daemon.provision import is_spare, plan_provisioning
 from relaymd.daemon.remote_read import AllocationFiles, ClusterSnapshot
 from relaymd.daemon.retention import advance_pointer
+from relaymd.daemon.start_backoff import (
+    AllocationEnd,
+    blocked_partitions,
+    update_backoff,
+    worker_reported,
+)
 from relaymd.models import (
     EVENT_LINE_MAX_BYTES,
     Allocation,
@@ -52,6 +58,7 @@ from relaymd.models import (
     WorkerEvent,
     WorkerState,
 )
+from relaymd.models.backoff import PartitionBackoff
 
 ACTIVE_JOB_STATES = (JobState.QUEUED, JobState.ASSIGNED, JobState.RUNNING, JobState.HELD)
 _LEAVING_EVENTS = {
@@ -111,6 +118,8 @@ class DecideInput(BaseModel):
     vanished_grace_s: float = 30.0
     # Staleness is not counted from before the daemon started (no heartbeats were read then).
     daemon_started_at: datetime | None = None
+    # This cluster's start-failure records by partition (relaymd.daemon.start_backoff).
+    backoff: dict[str, PartitionBackoff] = Field(default_factory=dict)
 
 
 class CycleDecisions(BaseModel):
@@ -128,6 +137,7 @@ class CycleDecisions(BaseModel):
     want_log: dict[str, str] = Field(default_factory=dict)  # allocation -> job (log tail)
     checkpointed: list[str] = Field(default_factory=list)  # jobs whose pointer advanced
     vanished_since: dict[str, datetime] = Field(default_factory=dict)  # still unexplained
+    backoff: dict[str, PartitionBackoff] = Field(default_factory=dict)  # after this cycle
 
     @property
     def changed(self) -> bool:
@@ -603,6 +613,27 @@ class _Cycle:
                 alloc_id=alloc.id,
             )
 
+    def track_start_failures(self, ends: list[AllocationEnd]) -> None:
+        """Update the per-partition backoff from this cycle's ends (audited when it starts)."""
+        # A worker heard from for the first time proves the partition can start workers.
+        seen_before = {a.id for a in self.inp.allocations if a.last_seq is not None}
+        reported = {
+            a.partition
+            for a in self.allocs.values()
+            if a.last_seq is not None and a.id not in seen_before
+        }
+        before = self.inp.backoff
+        after = update_backoff(before, ends, reported, self.inp.settings, self.now)
+        self.out.backoff = after
+        for name, record in after.items():
+            old = before.get(name)
+            if record.until is not None and (old is None or old.until != record.until):
+                self.audit(
+                    "partition_backoff",
+                    record.describe(self.inp.profile.name, self.now),
+                    alloc_id=record.last_allocation_id,
+                )
+
     def provision(self, new_id: Any) -> None:
         live = {a.id: a for a in self.inp.all_live}
         live.update({a.id: a for a in self.allocs.values()})
@@ -617,6 +648,7 @@ class _Cycle:
             enabled=self.inp.enabled,
             queue_racing=self.inp.settings.queue_racing,
             disabled=self.inp.disabled,
+            blocked=blocked_partitions(self.out.backoff, self.now),
         )
         reason = "cluster disabled" if self.inp.disabled else "not needed"
         for alloc_id in plan.cancel:
@@ -652,17 +684,24 @@ class _Cycle:
 def decide_cycle(inp: DecideInput, new_allocation_id: Any) -> CycleDecisions:
     cycle = _Cycle(inp)
     files = inp.snapshot.files
+    ends: list[AllocationEnd] = []
     # Reserved successors last: their predecessor's handoff is applied first (ADR 0009).
     for alloc in sorted(cycle.allocs.values(), key=lambda a: a.reserved_job_id is not None):
         if alloc.state is AllocationState.ENDED:
             continue
         alloc = cycle.scheduler_view(alloc)
         alloc_files = files.get(alloc.id)
+        reported = worker_reported(alloc, alloc_files)  # before events() sets end_reason
         alloc, hold = warm.reservation_before_events(cycle, alloc, alloc_files)
         if alloc_files is not None and not hold:
             alloc = cycle.events(alloc, alloc_files)
         ended, state, code = cycle.ended_state(alloc)
         if ended:
+            ends.append(
+                AllocationEnd(
+                    allocation=alloc, state=state, exit_code=code, worker_reported=reported
+                )
+            )
             cycle.end(alloc, state, code, alloc_files)
             continue
         alloc = cycle.liveness(alloc, alloc_files)
@@ -691,5 +730,6 @@ def decide_cycle(inp: DecideInput, new_allocation_id: Any) -> CycleDecisions:
     cycle.bind(files)
     warm.reserve_successors(cycle, files)
     warm.release_idle(cycle, files)
+    cycle.track_start_failures(ends)
     cycle.provision(new_allocation_id)
     return cycle.out

@@ -21,7 +21,9 @@ class DaemonLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        # The real file, whatever symlinks lead to it: two paths to one lock are one lock.
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = self.path.resolve()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -150,8 +150,9 @@ async def run_daemon(
     """
     stop = stop or asyncio.Event()
     # The XDG lock is what `relaymd daemon status` reads; the one beside the state file stops a
-    # second daemon that shares the state file under another XDG state dir.
-    state_file = state_path(loaded)
+    # second daemon that shares the state file under another XDG state dir. Resolved first:
+    # a state file reached through a symlink must lock the same file as its target.
+    state_file = state_path(loaded).resolve()
     locks = [
         DaemonLock(paths.daemon_lock()),
         DaemonLock(state_file.with_name(state_file.name + ".lock")),

@@ -84,6 +84,7 @@ def plan_provisioning(
     enabled: bool,
     queue_racing: bool,
     disabled: bool = False,
+    blocked: set[str] | None = None,
 ) -> ProvisionPlan:
     """Submissions and cancellations for `profile`'s cluster.
 
@@ -91,7 +92,8 @@ def plan_provisioning(
     currently reachable and enabled (a pending allocation on an unreachable or disabled
     cluster is not counted as supply, so demand moves elsewhere). `enabled` says whether this
     cluster may submit; `disabled` (switched off by the operator) also cancels all its
-    pending spares, since other clusters no longer count them.
+    pending spares, since other clusters no longer count them. Partitions in `blocked` (backing
+    off after workers died at start) submit nothing.
     """
     jobs = sorted(queued, key=job_order_key)
     live = [a for a in allocations if a.state is not AllocationState.ENDED]
@@ -117,6 +119,8 @@ def plan_provisioning(
         return plan
     own_live = [a for a in live if a.cluster == profile.name]
     for partition in profile.partitions:
+        if blocked and partition.name in blocked:
+            continue
         in_part = [a for a in own_live if a.partition == partition.name]
         pending = sum(
             a.state in (AllocationState.PENDING, AllocationState.SUBMITTING) for a in in_part

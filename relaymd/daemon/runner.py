@@ -364,7 +364,10 @@ class ClusterRunner:
             jobs = await self._load_jobs(allocs)
             # Fresh switches: a disabled cluster's pending allocations stop counting as supply
             # elsewhere, and its own runner cancels them.
-            self.ctx.note_cluster_status(await store.list_cluster_status())
+            statuses = await store.list_cluster_status()
+            self.ctx.note_cluster_status(statuses)
+            own = next((c for c in statuses if c.name == self.name), None)
+            backoff = own.backoff if own is not None else {}
             disabled = not self._enabled()
             cpu = time.process_time()
             decisions = decide_cycle(
@@ -387,11 +390,18 @@ class ClusterRunner:
                     vanished_since=self.vanished_since,
                     vanished_grace_s=max(30.0, 3 * self.profile.poll.min_interval_s),
                     daemon_started_at=self.ctx.started_at,
+                    backoff=backoff,
                 ),
                 new_allocation_id,
             )
             self.last_decide_cpu_s = time.process_time() - cpu + self.last_parse_cpu_s
             await self._persist(decisions)
+            if decisions.backoff != backoff:  # in the same transaction as the ends it counts
+                await store.upsert_cluster_status(
+                    (own or ClusterStatus(name=self.name)).model_copy(
+                        update={"backoff": decisions.backoff}
+                    )
+                )
         for alloc_id in snapshot.files:
             if alloc_id in self.want_log and snapshot.files[alloc_id].log_tail is not None:
                 self.want_log.pop(alloc_id)
@@ -649,6 +659,7 @@ class ClusterRunner:
                     a.state in (AllocationState.PENDING, AllocationState.SUBMITTING) for a in live
                 ),
                 running=sum(a.state is AllocationState.RUNNING for a in live),
+                backoff=current.backoff if current is not None else {},
             )
         )
 

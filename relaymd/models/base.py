@@ -13,9 +13,10 @@ from pydantic import BaseModel, ConfigDict
 
 
 class UserModel(BaseModel):
-    """Data a person writes: unknown fields are an error."""
+    """Data a person writes: unknown fields are an error, and so are `.inf` and `.nan`
+    (YAML spells them easily; no setting means infinity)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class WireModel(BaseModel):

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from relaymd.models.base import UserModel
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+# One `#SBATCH` token: sbatch splits these lines on whitespace, so a space or quote could
+# smuggle in another option. relaymd.scheduler.shell applies the same rule when rendering.
+SBATCH_TOKEN = re.compile(r"^[^\s'\"\\`\x00-\x1f\x7f]+$")
+# Bounds that refuse absurd values at load time instead of at the worker (or in sbatch).
+MAX_WALLTIME_MINUTES = 30 * 24 * 60
+DAY_S = 86400.0
+
+
+def _sbatch_word(field: str, value: str | None) -> str | None:
+    if value is not None and not SBATCH_TOKEN.match(value):
+        raise ValueError(
+            f"{value!r} cannot go into an #SBATCH line: use one word without spaces, quotes, "
+            "backslashes, backticks or line breaks"
+        )
+    return value
 
 
 class ImageLocation(UserModel):
@@ -27,18 +43,32 @@ class ImageLocation(UserModel):
 class Partition(UserModel):
     name: str = Field(pattern=NAME_PATTERN)
     # Fractions allowed (the embedded demo uses 30-second segments); SLURM gets HH:MM:SS.
-    walltime_minutes: float = Field(gt=0)
-    gpus_per_allocation: int = Field(1, ge=0)
+    walltime_minutes: float = Field(gt=0, le=MAX_WALLTIME_MINUTES)
+    gpus_per_allocation: int = Field(1, ge=0, le=64)
     gpu_type: str | None = None
-    cpus_per_task: int = Field(1, gt=0)
+    cpus_per_task: int = Field(1, gt=0, le=4096)
     memory: str | None = None  # e.g. "16G", passed to --mem
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
     extra_sbatch: list[str] = Field(default_factory=list)
-    max_pending: int = Field(2, ge=0)
-    max_running: int = Field(4, ge=0)
+    max_pending: int = Field(2, ge=0, le=1000)
+    max_running: int = Field(4, ge=0, le=1000)
     preemptible: bool = False
+
+    @field_validator("gpu_type", "memory", "account", "qos", "constraint")
+    @classmethod
+    def _one_sbatch_word(cls, value: str | None) -> str | None:
+        return _sbatch_word("value", value)
+
+    @field_validator("extra_sbatch")
+    @classmethod
+    def _sbatch_options(cls, value: list[str]) -> list[str]:
+        for line in value:
+            _sbatch_word("extra_sbatch", line)
+            if not line.startswith("-"):
+                raise ValueError(f"{line!r} must be an sbatch option starting with `-`")
+        return value
 
     @property
     def walltime_s(self) -> int:
@@ -55,13 +85,13 @@ class SSHSettings(UserModel):
     identity_file: str | None = None
     known_hosts: str | None = None
     proxy_jump: str | None = None
-    keepalive_s: float = Field(30.0, gt=0)
-    connect_timeout_s: float = Field(20.0, gt=0)
+    keepalive_s: float = Field(30.0, gt=0, le=DAY_S)
+    connect_timeout_s: float = Field(20.0, gt=0, le=DAY_S)
 
 
 class PollSettings(UserModel):
-    min_interval_s: float = Field(5.0, gt=0)
-    max_interval_s: float = Field(60.0, gt=0)
+    min_interval_s: float = Field(5.0, gt=0, le=DAY_S)
+    max_interval_s: float = Field(60.0, gt=0, le=DAY_S)
 
 
 class ClusterProfile(UserModel):
@@ -77,12 +107,12 @@ class ClusterProfile(UserModel):
     setup: list[str] = Field(default_factory=list)  # e.g. "module load apptainer"
     apptainer: str = "apptainer"
     preferred_gpus: list[str] = Field(default_factory=list)
-    max_channels: int = Field(8, gt=0)
-    command_timeout_s: float = Field(60.0, gt=0)
+    max_channels: int = Field(8, gt=0, le=1024)
+    command_timeout_s: float = Field(60.0, gt=0, le=DAY_S)
     poll: PollSettings = Field(default_factory=PollSettings)
     enabled: bool = True
     # Direct scheduler only: how many workers may run at once on the host.
-    max_workers: int = Field(2, gt=0)
+    max_workers: int = Field(2, gt=0, le=1024)
 
     @model_validator(mode="after")
     def _transport_complete(self) -> ClusterProfile:

@@ -19,8 +19,8 @@ class StorageConfig(UserModel):
     # Names of the secrets (in the secrets provider) holding the S3 key pair.
     access_key_secret: str = "RELAYMD_S3_ACCESS_KEY_ID"
     secret_key_secret: str = "RELAYMD_S3_SECRET_ACCESS_KEY"
-    multipart_threshold_mib: int = Field(64, gt=0)
-    max_attempts: int = Field(8, gt=0)
+    multipart_threshold_mib: int = Field(64, gt=0, le=5 * 1024)
+    max_attempts: int = Field(8, gt=0, le=100)
 
 
 class InfisicalSettings(UserModel):
@@ -49,17 +49,23 @@ class SecretsConfig(UserModel):
 class DaemonSettings(UserModel):
     # 2.5 default heartbeat intervals: one late beat is forgiven, and with the poll capped at
     # the heartbeat interval a hang is declared at the 3rd poll after the last seq moved.
-    stale_after_s: float = Field(75.0, gt=0)
-    stop_grace_s: float = Field(120.0, gt=0)
+    stale_after_s: float = Field(75.0, gt=0, le=7 * 86400)
+    stop_grace_s: float = Field(120.0, gt=0, le=86400)
     retention_keep: int = Field(3, ge=1)
     queue_racing: bool = False
     idle_poll_interval_s: float | None = None
     # An idle worker gets a job only with at least this long left before its handoff margin:
     # a shorter segment would spend its time staging and hand off at once.
-    min_segment_s: float = Field(120.0, ge=0)
+    min_segment_s: float = Field(120.0, ge=0, le=7 * 86400)
+    # Allocations of one partition in a row whose worker ended without ever reporting before
+    # that partition backs off, and the first wait (doubling per further failure, up to
+    # `start_backoff_max_s`).
+    start_failures_before_backoff: int = Field(2, ge=1, le=100)
+    start_backoff_s: float = Field(60.0, gt=0, le=86400)
+    start_backoff_max_s: float = Field(3600.0, gt=0, le=7 * 86400)
     # A successor is pre-written (ADR 0009) for a job whose handoff is due within the poll
     # interval plus this lead.
-    prewrite_lead_s: float = Field(60.0, ge=0)
+    prewrite_lead_s: float = Field(60.0, ge=0, le=86400)
 
 
 # A worker's handoff margin before it has timed a checkpoint save + upload (then clamped).
@@ -67,10 +73,10 @@ INITIAL_HANDOFF_MARGIN_S = 120.0
 
 
 class WorkerSettings(UserModel):
-    heartbeat_interval_s: float = Field(30.0, gt=0)
-    idle_timeout_s: float = Field(600.0, gt=0)
-    handoff_margin_min_s: float = Field(30.0, ge=0)
-    handoff_margin_max_s: float = Field(900.0, gt=0)
+    heartbeat_interval_s: float = Field(30.0, gt=0, le=3600)
+    idle_timeout_s: float = Field(600.0, gt=0, le=7 * 86400)
+    handoff_margin_min_s: float = Field(30.0, ge=0, le=86400)
+    handoff_margin_max_s: float = Field(900.0, gt=0, le=86400)
 
     @property
     def initial_margin_s(self) -> float:

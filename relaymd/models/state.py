@@ -11,6 +11,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from relaymd.models.allocation import AllocationState
+from relaymd.models.backoff import PartitionBackoff
 from relaymd.models.base import WireModel, utcnow
 from relaymd.models.job import JobState
 
@@ -37,6 +38,8 @@ class ClusterStatus(WireModel):
     poll_interval_s: float | None = None
     pending: int = Field(0, ge=0)
     running: int = Field(0, ge=0)
+    # Partitions whose workers died at start, by partition name (persisted across restarts).
+    backoff: dict[str, PartitionBackoff] = Field(default_factory=dict)
 
 
 class DaemonStatus(WireModel):

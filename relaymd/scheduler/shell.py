@@ -11,10 +11,12 @@ from __future__ import annotations
 import re
 import shlex
 
+from relaymd.models.cluster import SBATCH_TOKEN
+
 _LEADING_VAR = re.compile(
     r"^\$(\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))"
 )
-_SBATCH_TOKEN = re.compile(r"^[^\s'\"\\`\x00-\x1f\x7f]+$")
+_SBATCH_TOKEN = SBATCH_TOKEN  # one rule: the profile's validation refuses the same values
 _SCHEDULER_ID = re.compile(r"^[0-9]+(_[0-9]+)?$")
 
 

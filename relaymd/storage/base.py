@@ -29,6 +29,11 @@ class IntegrityError(StorageError):
     """Content did not match its recorded sha256 or size."""
 
 
+class TransferCancelled(Exception):
+    """Raised by a progress callback to stop a transfer (Ctrl-C): never retried, never
+    turned into a StorageError."""
+
+
 class ObjectStore(ABC):
     """A flat key space under one root (bucket + prefix, or a directory)."""
 

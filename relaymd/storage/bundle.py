@@ -1,4 +1,4 @@
-"""Job input bundles: a deterministic tar.gz in, a safe extraction out (DESIGN.md §7).
+"""Job input bundles: a deterministic tar.gz in, a safe extraction out.
 
 Packing the same directory twice gives the same bytes (sorted members, zeroed times and
 owners, no gzip timestamp), so a bundle's sha256 names its content. Extraction trusts
@@ -9,13 +9,16 @@ files and oversized members are refused with the member and the reason named.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import shutil
 import stat
 import tarfile
 import tempfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from pydantic import BaseModel, Field
 
@@ -23,6 +26,9 @@ from relaymd.storage.base import StorageError
 from relaymd.storage.hashing import CHUNK_SIZE, sha256_file
 
 GIB = 1 << 30
+# What a worker's extract_bundle accepts; submit refuses more before uploading anything.
+MAX_MEMBER_BYTES = 8 * GIB
+MAX_TOTAL_BYTES = 32 * GIB
 
 
 class BundleError(StorageError):
@@ -31,6 +37,27 @@ class BundleError(StorageError):
 
 class UnsafeBundleError(BundleError):
     """The archive holds a member that could write outside the destination, or too much."""
+
+
+class PackingInterrupted(BundleError):
+    """Packing was asked to stop (Ctrl-C during submit)."""
+
+
+class _Watched(io.RawIOBase):
+    """A file whose reads stop with PackingInterrupted once `interrupted()` says so, so a
+    multi-gigabyte file stops being packed within one chunk."""
+
+    def __init__(self, fh: IO[bytes], interrupted: Callable[[], bool]) -> None:
+        self._fh = fh
+        self._interrupted = interrupted
+
+    def read(self, size: int = -1) -> bytes:
+        if self._interrupted():
+            raise PackingInterrupted("packing interrupted")
+        return self._fh.read(size)
+
+    def readable(self) -> bool:
+        return True
 
 
 class PackedBundle(BaseModel):
@@ -63,23 +90,58 @@ class BundleEntry(BaseModel):
     path: Path  # where it is read from (symlinks to files already resolved)
     is_dir: bool
     executable: bool = False
+    size: int = 0
+    # Set for a symlink that resolves outside the job directory (packed only when allowed).
+    external_target: Path | None = None
 
 
-def scan_bundle(source_dir: Path) -> list[BundleEntry]:
+def _gib(size: int) -> str:
+    return f"{size / GIB:.1f} GiB"
+
+
+def _check_link(path: Path, root: Path, follow_external: bool) -> Path | None:
+    """The target of a link that leaves `root` (None when it stays inside).
+
+    Refused unless `follow_external`: a link to ~/.ssh/id_ed25519 must never be shipped to
+    a bucket and every worker node just because it sits in a job directory.
+    """
+    target = path.resolve()
+    if target.is_relative_to(root):
+        return None
+    if not follow_external:
+        raise BundleError(
+            f"{path}: symlink to {target}, outside the job directory; copy the file in, "
+            "or pass --follow-external-links to pack what it points to"
+        )
+    return target
+
+
+def scan_bundle(
+    source_dir: Path,
+    *,
+    follow_external_links: bool = False,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+    max_total_bytes: int = MAX_TOTAL_BYTES,
+) -> list[BundleEntry]:
     """Every entry `pack_bundle` would store, in order, each one checked.
 
     Symlinks to files count as the file they point to (a worker has no access to the link's
-    target); a broken link, a link to a directory, an unreadable file or anything that is
-    not a file or directory raises BundleError naming it: never silently left out. Cheap
-    enough to run before any upload starts.
+    target); a link that resolves outside `source_dir` is refused unless
+    `follow_external_links`. A broken link, a link to a directory, an unreadable file, a file
+    or a total over the worker's extraction limits, or anything that is not a file or
+    directory raises BundleError naming it: never silently left out. Cheap enough to run
+    before any upload starts (it reads no file content).
     """
     source_dir = Path(source_dir)
     if not source_dir.is_dir():
         raise BundleError(f"{source_dir}: not a directory")
+    root = source_dir.resolve()
     entries: list[BundleEntry] = []
+    total = 0
     for path in _walk_sorted(source_dir):
         name = path.relative_to(source_dir).as_posix()
         st = path.lstat()
+        external: Path | None = None
         if stat.S_ISLNK(st.st_mode):
             try:
                 st = path.stat()
@@ -90,25 +152,57 @@ def scan_bundle(source_dir: Path) -> list[BundleEntry]:
                     f"{path}: symlink to something other than a file; copy the "
                     "directory in instead of linking it"
                 )
+            external = _check_link(path, root, follow_external_links)
         if stat.S_ISDIR(st.st_mode):
             entries.append(BundleEntry(name=name, path=path, is_dir=True))
         elif stat.S_ISREG(st.st_mode):
             if not os.access(path, os.R_OK):
                 raise BundleError(f"{path}: not readable (permission denied); fix its mode")
+            if st.st_size > max_member_bytes:
+                raise BundleError(
+                    f"{path}: {_gib(st.st_size)}, over the worker's limit of "
+                    f"{_gib(max_member_bytes)} per file; split it or leave it out of the job"
+                )
+            total += st.st_size
+            if total > max_total_bytes:
+                raise BundleError(
+                    f"{source_dir}: the files add up to more than the worker's limit of "
+                    f"{_gib(max_total_bytes)} in total (reached at {path}); leave large "
+                    "files out of the job directory"
+                )
             executable = bool(st.st_mode & 0o100)
-            entries.append(BundleEntry(name=name, path=path, is_dir=False, executable=executable))
+            entries.append(
+                BundleEntry(
+                    name=name,
+                    path=path,
+                    is_dir=False,
+                    executable=executable,
+                    size=st.st_size,
+                    external_target=external,
+                )
+            )
         else:
             raise BundleError(f"{path}: not a regular file or directory; remove it")
     return entries
 
 
-def pack_bundle(source_dir: Path, dest: Path) -> PackedBundle:
-    """Pack `source_dir` (as `scan_bundle` sees it) into the deterministic tar.gz `dest`."""
+def pack_bundle(
+    source_dir: Path,
+    dest: Path,
+    *,
+    follow_external_links: bool = False,
+    interrupted: Callable[[], bool] | None = None,
+) -> PackedBundle:
+    """Pack `source_dir` (as `scan_bundle` sees it) into the deterministic tar.gz `dest`.
+
+    `interrupted` is asked between chunks; when it says so, packing stops with
+    PackingInterrupted (the caller removes `dest`).
+    """
     source_dir = Path(source_dir)
     dest = Path(dest)
     if dest.resolve().is_relative_to(source_dir.resolve()):
         raise BundleError(f"{dest}: the bundle cannot be written inside {source_dir}")
-    entries = scan_bundle(source_dir)
+    entries = scan_bundle(source_dir, follow_external_links=follow_external_links)
     count = 0
     with (
         open(dest, "wb") as raw,
@@ -125,7 +219,10 @@ def pack_bundle(source_dir: Path, dest: Path) -> PackedBundle:
             try:
                 with open(entry.path, "rb") as fh:
                     info.size = os.fstat(fh.fileno()).st_size
-                    tar.addfile(info, fh)
+                    source: IO[bytes] | _Watched = (
+                        fh if interrupted is None else _Watched(fh, interrupted)
+                    )
+                    tar.addfile(info, source)
             except OSError as exc:
                 raise BundleError(f"{entry.path}: cannot read ({exc.strerror})") from exc
             count += 1
@@ -202,8 +299,8 @@ def extract_bundle(
     archive: Path,
     dest: Path,
     *,
-    max_member_bytes: int = 8 * GIB,
-    max_total_bytes: int = 32 * GIB,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+    max_total_bytes: int = MAX_TOTAL_BYTES,
 ) -> list[Path]:
     """Extract `archive` into `dest` (absent or empty); returns every extracted path.
 

@@ -31,6 +31,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from relaymd.envvars import env_float
 from relaymd.logsetup import add_secret, get_logger
 from relaymd.models import ObjectRef, StorageAccess
 from relaymd.storage.base import (
@@ -39,6 +40,7 @@ from relaymd.storage.base import (
     ObjectStore,
     ProgressCallback,
     StorageError,
+    TransferCancelled,
 )
 from relaymd.storage.hashing import sha256_bytes, sha256_file
 
@@ -51,8 +53,8 @@ T = TypeVar("T")
 MIB = 1 << 20
 # Backoff: random wait in [0, min(RETRY_MAX_WAIT_S, RETRY_WAIT_S * 2**n)]. Read at each call,
 # so tests (and impatient operators, via the environment) can shorten it.
-RETRY_WAIT_S = float(os.environ.get("RELAYMD_STORAGE_RETRY_WAIT_S", "2"))
-RETRY_MAX_WAIT_S = float(os.environ.get("RELAYMD_STORAGE_RETRY_MAX_WAIT_S", "300"))
+RETRY_WAIT_S = env_float("RELAYMD_STORAGE_RETRY_WAIT_S", 2.0, maximum=3600.0)
+RETRY_MAX_WAIT_S = env_float("RELAYMD_STORAGE_RETRY_MAX_WAIT_S", 300.0, maximum=86400.0)
 SHA256_METADATA = "sha256"
 
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
@@ -74,6 +76,8 @@ def _causes(exc: BaseException) -> list[BaseException]:
     while current is not None and current not in chain:
         chain.append(current)
         wrapped = getattr(current, "last_exception", None)
+        if wrapped is None:  # botocore's HTTPClientError keeps what urllib3 raised here
+            wrapped = (getattr(current, "kwargs", None) or {}).get("error")
         current = (
             wrapped
             if isinstance(wrapped, BaseException)
@@ -86,7 +90,13 @@ def _client_error(exc: BaseException) -> ClientError | None:
     return next((e for e in _causes(exc) if isinstance(e, ClientError)), None)
 
 
+def _cancelled(exc: BaseException) -> TransferCancelled | None:
+    return next((e for e in _causes(exc) if isinstance(e, TransferCancelled)), None)
+
+
 def _is_retryable(exc: BaseException) -> bool:
+    if _cancelled(exc) is not None:
+        return False
     for cause in _causes(exc):
         if isinstance(cause, ClientError):
             status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -171,10 +181,13 @@ class S3Store(ObjectStore):
             return retrying(fn)
         except StorageError:
             raise
-        except (BotoCoreError, ClientError, Boto3Error) as exc:
+        except (BotoCoreError, ClientError, Boto3Error, OSError) as exc:
+            cancelled = _cancelled(exc)  # a progress callback stopped it: not a storage error
+            if cancelled is not None:
+                raise cancelled from None
+            if isinstance(exc, OSError):  # the local side: disk full, unreadable file
+                raise StorageError(f"{self.url}: {op} {key}: {exc}") from exc
             raise self._error(op, key, exc) from exc
-        except OSError as exc:  # the local side: disk full, unreadable file
-            raise StorageError(f"{self.url}: {op} {key}: {exc}") from exc
 
     def _error(self, op: str, key: str, exc: BaseException) -> StorageError:
         client_error = _client_error(exc)

@@ -62,7 +62,10 @@ def test_pack_follows_file_symlinks_and_refuses_what_it_cannot_store(tmp_path: P
     outside = tmp_path / "ff.xml"
     outside.write_text("<ForceField/>")
     (src / "ff.xml").symlink_to(outside)
-    packed = pack_bundle(src, tmp_path / "a.tar.gz")
+    # A link leaving the job directory is packed only when asked for.
+    with pytest.raises(BundleError, match=f"ff.xml: symlink to {outside}, outside"):
+        pack_bundle(src, tmp_path / "a.tar.gz")
+    packed = pack_bundle(src, tmp_path / "a.tar.gz", follow_external_links=True)
     assert packed.files == 4
     out = tmp_path / "out"
     extract_bundle(tmp_path / "a.tar.gz", out)
@@ -70,17 +73,17 @@ def test_pack_follows_file_symlinks_and_refuses_what_it_cannot_store(tmp_path: P
 
     (src / "dangling").symlink_to(tmp_path / "absent")
     with pytest.raises(BundleError, match="dangling: broken symlink"):
-        pack_bundle(src, tmp_path / "b.tar.gz")
+        pack_bundle(src, tmp_path / "b.tar.gz", follow_external_links=True)
     (src / "dangling").unlink()
     os.mkfifo(src / "pipe")
     with pytest.raises(BundleError, match="pipe: not a regular file"):
-        pack_bundle(src, tmp_path / "b.tar.gz")
+        pack_bundle(src, tmp_path / "b.tar.gz", follow_external_links=True)
     (src / "pipe").unlink()
     (src / "linked_dir").symlink_to(tmp_path)
     with pytest.raises(BundleError, match="linked_dir: symlink to something other"):
-        pack_bundle(src, tmp_path / "b.tar.gz")
+        pack_bundle(src, tmp_path / "b.tar.gz", follow_external_links=True)
     with pytest.raises(BundleError, match="inside"):
-        pack_bundle(src, src / "self.tar.gz")
+        pack_bundle(src, src / "self.tar.gz", follow_external_links=True)
 
 
 def _tarball(path: Path, *members: tuple[tarfile.TarInfo, bytes | None]) -> Path:
