@@ -76,8 +76,13 @@ def upload_checkpoint(
     platform: str | None = None,
     engine_version: str | None = None,
     progress: ProgressCallback | None = None,
+    before_manifest: Callable[[], object] | None = None,
 ) -> CheckpointRef:
-    """Upload `files` (relative path, local file), then the manifest, then verify both."""
+    """Upload `files` (relative path, local file), then the manifest, then verify both.
+
+    `before_manifest` runs once the files are stored and before the manifest is written
+    (the uploader waits there for the segment's outputs, sent meanwhile); if it raises, no
+    manifest is written."""
     prefix = keys.checkpoint_prefix(job_id, epoch, seq)
     manifest_key = keys.manifest_key(prefix)
     _check_files(files, f"checkpoint {prefix}")
@@ -95,6 +100,8 @@ def upload_checkpoint(
         ManifestFile(path=relpath, sha256=ref.sha256, size=ref.size)
         for (relpath, _), ref in zip(files, uploaded, strict=True)
     ]
+    if before_manifest is not None:
+        before_manifest()
     manifest = CheckpointManifest(
         job_id=job_id,
         epoch=epoch,

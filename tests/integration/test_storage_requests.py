@@ -19,10 +19,12 @@ from relaymd.models import Assignment, CheckpointRef, ObjectRef
 from relaymd.storage import keys, open_store
 from relaymd.storage.base import ObjectStore, ProgressCallback
 from relaymd.storage.bundle import pack_bundle
-from relaymd.storage.checkpoints import upload_checkpoint
+from relaymd.storage.checkpoints import OutputsWriter, upload_checkpoint
 from relaymd.storage.file import FileStore
 from relaymd.storage.s3 import S3Store
+from worker_entry.engines.base import PendingCheckpoint
 from worker_entry.staging import stage
+from worker_entry.uploader import CheckpointUploader
 
 BARRIER_TIMEOUT_S = 60.0  # only reached when the calls do NOT overlap: then the test fails
 FILES = ("state.xml", "checkpoint.chk", "system.xml")
@@ -203,3 +205,45 @@ async def test_the_daemon_verifies_claims_concurrently_and_bounded(tmp_path: Pat
     assert failures == [None] * len(claims)
     assert store.max_in_flight["get_bytes"] == bound  # never more checks at once
     assert sum(c.startswith("get_bytes") for c in store.calls) == len(claims)
+
+
+def test_a_stop_sends_outputs_with_the_checkpoint_files_and_its_manifest_after_both(
+    tmp_path: Path,
+) -> None:
+    # The output chunk and the checkpoint file only return once both are in flight.
+    store = MeetingStore(tmp_path / "store", {"put_file": 2})
+    local = tmp_path / "ckpt1"
+    (local / "outputs").mkdir(parents=True)
+    (local / "state.xml").write_text("<State/>")
+    chunk = "state_data.0000000000-0000000010.csv"
+    (local / "outputs" / chunk).write_text("rows\n")
+    uploaded: list[CheckpointRef] = []
+    uploader = CheckpointUploader(
+        store,
+        job_id="j1",
+        epoch=1,
+        engine="openmm",
+        outputs=OutputsWriter(store, job_id="j1", epoch=1),
+        on_uploaded=lambda ref, _: uploaded.append(ref),
+    )
+    uploader.start()
+    try:
+        uploader.submit(
+            PendingCheckpoint(
+                seq=1,
+                step=10,
+                files=[("state.xml", local / "state.xml")],
+                local_dir=local,
+                outputs=[(chunk, local / "outputs" / chunk)],
+            )
+        )
+        assert uploader.wait_idle(2 * BARRIER_TIMEOUT_S)
+    finally:
+        uploader.close()
+    assert len(uploaded) == 1 and uploader.last_error is None
+    writes = [c for c in store.calls if c.startswith(("put_file", "put_bytes"))]
+    checkpoint_manifest = f"put_bytes {keys.manifest_key(uploaded[0].prefix)}"
+    outputs_manifest = f"put_bytes {keys.manifest_key(keys.outputs_prefix('j1', 1))}"
+    assert writes[-1] == checkpoint_manifest  # the checkpoint exists only after its outputs
+    assert writes.index(outputs_manifest) < writes.index(checkpoint_manifest)
+    assert len(writes) == 4
