@@ -221,7 +221,8 @@ def main() -> None:
         section = args.section or (
             "relay_overhead" if args.storage == "file" else "relay_overhead_s3"
         )
-        write_section(section, markdown, heading="Relay overhead")
+        heading = "Relay overhead" if args.storage == "file" else "Relay overhead over S3"
+        write_section(section, markdown, heading=heading)
 
 
 if __name__ == "__main__":
