@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
@@ -75,9 +76,27 @@ def _fetch_checkpoint(
 
 
 def stage(store: ObjectStore, assignment: Assignment, seg_dir: Path) -> Staged:
-    work_dir = fetch_bundle(store, assignment, seg_dir)
-    if assignment.resume is None:
+    """The bundle and the resume checkpoint, fetched at the same time: they are independent,
+    and each costs storage round trips before the first step."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bundle") as pool:
+        bundle = pool.submit(fetch_bundle, store, assignment, seg_dir)
+        try:
+            staged = _fetch_resume(store, assignment, seg_dir)
+        except EngineFailure:
+            bundle.result()  # an unusable bundle is what to report first, as before
+            raise
+        work_dir = bundle.result()
+    if staged is None:
         return Staged(work_dir=work_dir)
+    return staged.model_copy(update={"work_dir": work_dir})
+
+
+def _fetch_resume(store: ObjectStore, assignment: Assignment, seg_dir: Path) -> Staged | None:
+    """The newest usable of `resume` and its fallbacks (None for a fresh start); the
+    returned `work_dir` is filled in by `stage`."""
+    if assignment.resume is None:
+        return None
+    work_dir = seg_dir / "work"
     reasons: list[str] = []
     for index, ref in enumerate([assignment.resume, *assignment.fallbacks]):
         dest = seg_dir / f"restore-{index}"

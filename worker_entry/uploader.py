@@ -11,6 +11,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from relaymd.models import CheckpointRef
 from relaymd.storage.base import ObjectStore
@@ -150,11 +151,23 @@ class CheckpointUploader(threading.Thread):
                 break
 
     def _upload(self, pending: PendingCheckpoint) -> CheckpointRef:
-        # Outputs first: a crash in between leaves a chunk that the next epoch redoes (named by
-        # its steps, so the overlap is visible) rather than a gap in the trajectory.
-        if pending.outputs:
-            self.outputs.upload(pending.outputs)
-            pending.outputs = []  # stored: a retry of the checkpoint must not send them again
+        # Outputs before the checkpoint exists: a crash in between leaves a chunk that the
+        # next epoch redoes (named by its steps, so the overlap is visible) rather than a gap
+        # in the trajectory. They go out while the checkpoint's files do (independent
+        # requests, a round trip each on B2); its manifest waits for them.
+        if not pending.outputs:
+            return self._upload_checkpoint(pending, None)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="outputs") as pool:
+            outputs = pool.submit(self.outputs.upload, pending.outputs)
+            try:
+                return self._upload_checkpoint(pending, outputs.result)
+            finally:
+                if not outputs.exception():  # waits; stored: a retry must not resend them
+                    pending.outputs = []
+
+    def _upload_checkpoint(
+        self, pending: PendingCheckpoint, before_manifest: Callable[[], object] | None
+    ) -> CheckpointRef:
         # upload_checkpoint refuses a taken (epoch, seq): checkpoints are never overwritten.
         return upload_checkpoint(
             self._store,
@@ -166,4 +179,5 @@ class CheckpointUploader(threading.Thread):
             engine=self._engine,
             platform=pending.platform,
             engine_version=pending.engine_version,
+            before_manifest=before_manifest,
         )

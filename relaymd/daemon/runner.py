@@ -281,7 +281,7 @@ class ClusterRunner:
         own folder of its current epoch, a manifest agreeing on job, epoch, seq and step.
         Claims that cannot advance the pointer anyway cost no storage request, and at most
         MAX_CLAIMS_PER_JOB per job and cycle are checked (newest first)."""
-        from relaymd.storage.checkpoints import verify_claimed_checkpoint
+        from relaymd.daemon.claim_checks import verify_claims
 
         reported = [
             (event.job_id, event.checkpoint)
@@ -311,23 +311,23 @@ class ClusterRunner:
                 verdicts.rejected[key] = reason
             else:
                 candidates.setdefault(job.id, {})[key] = ref
+        checks: list[tuple[ClaimKey, str, CheckpointRef]] = []
         for job_id, claims in candidates.items():
             newest_first = sorted(claims.items(), key=lambda kv: kv[1].seq, reverse=True)
             for n, (key, ref) in enumerate(newest_first):
                 if n >= MAX_CLAIMS_PER_JOB:
                     verdicts.rejected[key] = "too many checkpoint reports in one cycle"
                     continue
-                try:
-                    await asyncio.to_thread(
-                        verify_claimed_checkpoint, self.ctx.object_store, job_id, ref
-                    )
-                except Exception as exc:  # any storage or integrity failure: not verified
-                    log.warning(
-                        "checkpoint_verify_failed", job_id=job_id, prefix=ref.prefix, error=str(exc)
-                    )
-                    verdicts.rejected[key] = f"verification failed: {exc}"[:500]
-                    continue
-                verdicts.verified.add(key)
+                checks.append((key, job_id, ref))
+        failures = await verify_claims(self.ctx.object_store, [(j, r) for _, j, r in checks])
+        for (key, job_id, ref), exc in zip(checks, failures, strict=True):
+            if exc is not None:
+                log.warning(
+                    "checkpoint_verify_failed", job_id=job_id, prefix=ref.prefix, error=str(exc)
+                )
+                verdicts.rejected[key] = f"verification failed: {exc}"[:500]
+                continue
+            verdicts.verified.add(key)
         return verdicts
 
     async def _load_jobs(self, allocs: list[Allocation]) -> dict[str, Job]:

@@ -9,11 +9,12 @@ content.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 
 from pydantic import ValidationError
@@ -26,7 +27,7 @@ from relaymd.models import (
     OutputsManifest,
     utcnow,
 )
-from relaymd.storage import keys
+from relaymd.storage import keys, parallel
 from relaymd.storage.base import (
     IntegrityError,
     ObjectNotFound,
@@ -75,8 +76,13 @@ def upload_checkpoint(
     platform: str | None = None,
     engine_version: str | None = None,
     progress: ProgressCallback | None = None,
+    before_manifest: Callable[[], object] | None = None,
 ) -> CheckpointRef:
-    """Upload `files` (relative path, local file), then the manifest, then verify both."""
+    """Upload `files` (relative path, local file), then the manifest, then verify both.
+
+    `before_manifest` runs once the files are stored and before the manifest is written
+    (the uploader waits there for the segment's outputs, sent meanwhile); if it raises, no
+    manifest is written."""
     prefix = keys.checkpoint_prefix(job_id, epoch, seq)
     manifest_key = keys.manifest_key(prefix)
     _check_files(files, f"checkpoint {prefix}")
@@ -85,10 +91,17 @@ def upload_checkpoint(
             f"{store.url}: {manifest_key} already exists; checkpoints are immutable, "
             "use the next seq"
         )
-    entries: list[ManifestFile] = []
-    for relpath, local in files:
-        uploaded = store.put_file(prefix + relpath, local, progress=progress)
-        entries.append(ManifestFile(path=relpath, sha256=uploaded.sha256, size=uploaded.size))
+    # The files at once, and only when every one is stored the manifest: it is what makes
+    # the checkpoint exist, so it must never name a file that is not there yet.
+    uploaded = parallel.each(
+        lambda item: store.put_file(prefix + item[0], item[1], progress=progress), list(files)
+    )
+    entries = [
+        ManifestFile(path=relpath, sha256=ref.sha256, size=ref.size)
+        for (relpath, _), ref in zip(files, uploaded, strict=True)
+    ]
+    if before_manifest is not None:
+        before_manifest()
     manifest = CheckpointManifest(
         job_id=job_id,
         epoch=epoch,
@@ -104,8 +117,20 @@ def upload_checkpoint(
     ref = CheckpointRef(
         epoch=epoch, seq=seq, step=step, prefix=prefix, manifest_sha256=manifest_ref.sha256
     )
-    verify_checkpoint(store, ref)
+    # Read back what verify_checkpoint reads, but in one round: the file list is known here.
+    checks: list[Callable[[], object]] = [functools.partial(fetch_manifest, store, ref)]
+    checks += [functools.partial(_check_size, store, ref.prefix, item) for item in entries]
+    parallel.each(lambda check: check(), checks)
     return ref
+
+
+def _check_size(store: ObjectStore, prefix: str, item: ManifestFile) -> None:
+    key = prefix + item.path
+    size = store.size(key)
+    if size != item.size:
+        raise IntegrityError(
+            f"{store.url}: {key}: {size} bytes where the manifest records {item.size}"
+        )
 
 
 def fetch_manifest(store: ObjectStore, ref: CheckpointRef) -> CheckpointManifest:
@@ -128,13 +153,7 @@ def verify_checkpoint(store: ObjectStore, ref: CheckpointRef) -> CheckpointManif
     every download verifies content sha256 anyway.
     """
     manifest = fetch_manifest(store, ref)
-    for item in manifest.files:
-        key = ref.prefix + item.path
-        size = store.size(key)
-        if size != item.size:
-            raise IntegrityError(
-                f"{store.url}: {key}: {size} bytes where the manifest records {item.size}"
-            )
+    parallel.each(lambda item: _check_size(store, ref.prefix, item), manifest.files)
     return manifest
 
 
@@ -177,12 +196,15 @@ def download_checkpoint(
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-"))
     try:
-        for item in manifest.files:
+
+        def fetch(item: ManifestFile) -> None:
             local = staging.joinpath(*PurePosixPath(item.path).parts)
             # sha256 covers the size too: a verified file is the file the manifest lists.
             store.get_file(
                 ref.prefix + item.path, local, expected_sha256=item.sha256, progress=progress
             )
+
+        parallel.each(fetch, manifest.files)
         dest.mkdir(parents=True, exist_ok=True)
         for item in manifest.files:
             parts = PurePosixPath(item.path).parts
@@ -252,7 +274,10 @@ class OutputsWriter:
     ) -> list[ObjectRef]:
         _check_files(files, f"outputs {self._prefix}")  # refuses manifest.json too
         with self._lock:
-            refs = [self._store.put_file(self._prefix + rel, p, progress) for rel, p in files]
+            refs = parallel.each(
+                lambda item: self._store.put_file(self._prefix + item[0], item[1], progress),
+                list(files),
+            )
             listed = {f.path: f for f in self.manifest.files}
             for (rel, _), ref in zip(files, refs, strict=True):
                 listed[rel] = ManifestFile(path=rel, sha256=ref.sha256, size=ref.size)

@@ -130,6 +130,9 @@ class S3Store(ObjectStore):
             retries={"total_max_attempts": 1, "mode": "standard"},
             connect_timeout=30,
             read_timeout=120,
+            # Checkpoint files, outputs and the daemon's claim checks go out concurrently
+            # (relaymd.storage.parallel): keep a connection for each instead of reopening.
+            max_pool_connections=32,
             s3={"addressing_style": "path"} if access.endpoint_url else None,
         )
         session = boto3.session.Session(
