@@ -10,6 +10,7 @@ config file, in the XDG config dir, then among the profiles shipped with RelayMD
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,34 @@ def format_validation_error(source: Path | str, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
+class _UserYamlLoader(yaml.SafeLoader):
+    """YAML 1.1 reads `4:00:00` as the base-60 int 14400: keep such scalars as text."""
+
+
+def _no_base_60(
+    number: Callable[[yaml.SafeLoader, yaml.ScalarNode], Any],
+) -> Callable[[yaml.SafeLoader, yaml.ScalarNode], Any]:
+    def construct(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+        if ":" in str(node.value):
+            return str(node.value)
+        return number(loader, node)
+
+    return construct
+
+
+_UserYamlLoader.add_constructor(
+    "tag:yaml.org,2002:int", _no_base_60(yaml.SafeLoader.construct_yaml_int)
+)
+_UserYamlLoader.add_constructor(
+    "tag:yaml.org,2002:float", _no_base_60(yaml.SafeLoader.construct_yaml_float)
+)
+
+
+def read_user_yaml(path: Path) -> Any:
+    """A user's YAML file, with `H:MM:SS`-looking scalars kept as text."""
+    return _read_yaml(path)
+
+
 def _read_yaml(path: Path) -> Any:
     try:
         text = path.read_text()
@@ -117,7 +146,7 @@ def _read_yaml(path: Path) -> Any:
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, expected a YAML file") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UserYamlLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
