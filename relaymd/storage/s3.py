@@ -54,6 +54,10 @@ MIB = 1 << 20
 RETRY_WAIT_S = float(os.environ.get("RELAYMD_STORAGE_RETRY_WAIT_S", "2"))
 RETRY_MAX_WAIT_S = float(os.environ.get("RELAYMD_STORAGE_RETRY_MAX_WAIT_S", "300"))
 SHA256_METADATA = "sha256"
+# Requests botocore makes for one S3 call (one multipart part, one GET) before it gives up:
+# a 500/503 on one part (B2 sends them by design) re-sends that part, not the whole upload.
+# The outer retry (max_attempts, minutes of backoff) is for outages longer than that.
+REQUEST_ATTEMPTS = 3
 
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 _RETRY_CODES = {
@@ -117,7 +121,7 @@ class S3Store(ObjectStore):
             # B2 (and other S3-compatibles) reject the CRC checksums botocore now adds by default.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
-            retries={"total_max_attempts": 1, "mode": "standard"},
+            retries={"total_max_attempts": REQUEST_ATTEMPTS, "mode": "standard"},
             connect_timeout=30,
             read_timeout=120,
             s3={"addressing_style": "path"} if access.endpoint_url else None,
@@ -193,7 +197,11 @@ class S3Store(ObjectStore):
                     f"{self.url}: {op} {key}: access denied ({code}); check the storage "
                     "credentials and that the key may use this bucket"
                 )
-        attempts = f" after {self.max_attempts} attempts" if _is_retryable(exc) else ""
+        attempts = (
+            f" after {self.max_attempts} attempts (of up to {REQUEST_ATTEMPTS} requests each)"
+            if _is_retryable(exc)
+            else ""
+        )
         return StorageError(f"{self.url}: {op} {key} failed{attempts}: {exc}")
 
     # -- writes ---------------------------------------------------------------------------
