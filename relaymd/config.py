@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from relaymd import paths
 from relaymd.executables import local_worker_command
+from relaymd.job_template import TemplateError, with_site_template
 from relaymd.models import ClusterProfile, Config, Partition, StorageConfig
 
 LOCAL_CLUSTER = "local"
@@ -194,8 +195,16 @@ def parse_config(data: Any, source: Path) -> LoadedConfig:
     if duplicates:
         raise ConfigError(f"{source}: clusters: duplicate cluster name(s) {', '.join(duplicates)}")
     _check_walltimes(config, resolved, str(source))
+    resolved = [_with_site_template(c, source) for c in resolved]
     config = config.model_copy(update={"clusters": resolved})
     return LoadedConfig(config=config, source=source)
+
+
+def _with_site_template(profile: ClusterProfile, source: Path) -> ClusterProfile:
+    try:
+        return with_site_template(profile, source)
+    except TemplateError as exc:
+        raise ConfigError(f"{source}: cluster {profile.name}: {exc}") from None
 
 
 def _check_walltimes(config: Config, clusters: list[ClusterProfile], source: str) -> None:

@@ -104,6 +104,9 @@ class ClusterProfile(UserModel):
     # Runs the worker without a container (tests, workstations): argv before the worker args.
     native_worker: list[str] | None = None
     setup: list[str] = Field(default_factory=list)  # e.g. "module load apptainer"
+    # A site's own job-script template (a path on this workstation; relative to the config
+    # file). Unset: `templates/<name>.sbatch.j2` in the config folder, else the shipped one.
+    template: str | None = None
     apptainer: str = "apptainer"
     preferred_gpus: list[str] = Field(default_factory=list)
     max_channels: int = Field(8, gt=0)
