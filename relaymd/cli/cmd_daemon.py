@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -24,6 +25,14 @@ def run(
         int | None,
         typer.Option(help="Stop after this many reconcile cycles (testing).", show_default=False),
     ] = None,
+    log_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Log to this file, rotated by size (RELAYMD_LOG_MAX_BYTES, default 20 MiB; "
+            "RELAYMD_LOG_BACKUPS old files, default 5); stderr goes there too.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the daemon in the foreground until SIGTERM/SIGINT (for systemd or a terminal).
 
@@ -32,6 +41,7 @@ def run(
       relaymd daemon run
       relaymd --config ~/relaymd.yaml daemon run   # e.g. ExecStart= of a systemd unit
       relaymd --debug daemon run --max-cycles 3    # a few cycles with debug logs
+      relaymd daemon run --log-file ~/relaymd.log  # rotated; what `daemon start` does
     """
     import sys
 
@@ -50,7 +60,7 @@ def run(
 
     if not context.OPTIONS.debug and os.environ.get("RELAYMD_LOG_LEVEL") == "WARNING":
         os.environ["RELAYMD_LOG_LEVEL"] = "INFO"  # the daemon's log is its interface
-    configure()
+    configure(log_file=log_file, capture_stdio=log_file is not None)
     try:
         run_daemon_blocking(loaded, interactive=sys.stdin.isatty(), max_cycles=max_cycles)
     except DaemonAlreadyRunning as exc:
@@ -87,7 +97,7 @@ def start(
     argv = relaymd_command()
     if context.OPTIONS.config_path is not None:
         argv += ["--config", str(context.OPTIONS.config_path)]
-    argv += ["daemon", "run"]
+    argv += ["daemon", "run", "--log-file", str(log_path)]
     with open(log_path, "ab") as log_file, open(os.devnull, "rb") as devnull:
         process = subprocess.Popen(
             argv, stdin=devnull, stdout=log_file, stderr=log_file, start_new_session=True
