@@ -14,7 +14,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -79,6 +79,8 @@ class PreparedJob(BaseModel):
     spec: JobSpec
     # Things the user should know but that do not stop the submit (printed to stderr).
     warnings: list[str] = Field(default_factory=list)
+    # What .relaymdignore leaves out of the bundle (folders end in "/").
+    left_out: list[str] = Field(default_factory=list)
 
 
 class UploadedJob(BaseModel):
@@ -278,7 +280,8 @@ def validate_job(directory: Path, spec: JobSpec, loaded: LoadedConfig) -> None:
 def prepare(
     directory: Path, loaded: LoadedConfig, flags: SpecOverrides | None = None
 ) -> PreparedJob:
-    from relaymd.storage.bundle import BundleError, scan_bundle
+    from relaymd.storage.bundle import BundleError, scan_job_folder
+    from relaymd.storage.ignore import IGNORE_FILE, IgnoreRules
 
     spec = build_spec(directory, flags)
     validate_job(directory, spec, loaded)
@@ -287,10 +290,21 @@ def prepare(
         _check_atom_config(directory, spec.engine)
         warnings = output_warnings(spec.engine)
     try:
-        scan_bundle(directory)  # every file packable, before anything is uploaded
+        scanned = scan_job_folder(directory)  # every file packable, before anything is uploaded
     except BundleError as exc:
         raise SubmitError(f"{directory}: cannot pack the job directory: {exc}") from None
-    return PreparedJob(directory=directory, spec=spec, warnings=warnings)
+    rules = IgnoreRules.of_folder(directory)
+    for field, name in _required_inputs(spec):
+        parts = PurePosixPath(name).parts
+        # The file or any folder above it: an ignored folder takes its contents with it.
+        if any(
+            rules.ignored("/".join(parts[: i + 1]), i + 1 < len(parts)) for i in range(len(parts))
+        ):
+            raise SubmitError(
+                f"{directory / IGNORE_FILE}: leaves out {name}, which {field} needs; "
+                "remove or narrow that pattern"
+            )
+    return PreparedJob(directory=directory, spec=spec, warnings=warnings, left_out=scanned.left_out)
 
 
 def upload_bundle(

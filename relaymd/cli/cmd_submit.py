@@ -105,6 +105,13 @@ def submit(
     for job in prepared:
         for warning in job.warnings:
             err_console().print(f"[yellow]warning:[/] {job.directory}: {warning}", soft_wrap=True)
+        if job.left_out:
+            shown = ", ".join(job.left_out[:10]) + (" ..." if len(job.left_out) > 10 else "")
+            err_console().print(
+                f"{job.directory}: .relaymdignore leaves out {len(job.left_out)}: {shown}",
+                soft_wrap=True,
+                markup=False,
+            )
 
     if dry_run:
         results = [
@@ -112,7 +119,12 @@ def submit(
             for p in prepared
         ]
         if as_json:
-            print_json([{"directory": str(p.directory), "spec": p.spec} for p in prepared])
+            print_json(
+                [
+                    {"directory": str(p.directory), "spec": p.spec, "left_out": p.left_out}
+                    for p in prepared
+                ]
+            )
         else:
             for result in results:
                 console().print(f"ok (dry run): {result.directory} -> {result.title!r}")

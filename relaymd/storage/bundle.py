@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from relaymd.storage.base import StorageError
 from relaymd.storage.hashing import CHUNK_SIZE, sha256_file
+from relaymd.storage.ignore import IGNORE_FILE, IgnoreRules
 
 GIB = 1 << 30
 
@@ -39,14 +40,26 @@ class PackedBundle(BaseModel):
     files: int = Field(ge=0)
 
 
-def _walk_sorted(root: Path) -> list[Path]:
-    """Every entry below `root`, parents before children, in a fixed (byte-wise) order."""
+def _walk_sorted(
+    root: Path,
+    rules: IgnoreRules | None = None,
+    left_out: list[str] | None = None,
+    top: Path | None = None,
+) -> list[Path]:
+    """Every entry below `root`, parents before children, in a fixed (byte-wise) order;
+    entries `rules` ignore are skipped (an ignored folder is not read) and named in `left_out`."""
+    top = top or root
     found: list[Path] = []
     for entry in sorted(os.scandir(root), key=lambda e: e.name.encode()):
         path = Path(entry.path)
+        is_dir = entry.is_dir(follow_symlinks=False)
+        if rules is not None and rules.ignored(path.relative_to(top).as_posix(), is_dir):
+            if left_out is not None:
+                left_out.append(path.relative_to(top).as_posix() + ("/" if is_dir else ""))
+            continue
         found.append(path)
-        if entry.is_dir(follow_symlinks=False):
-            found.extend(_walk_sorted(path))
+        if is_dir:
+            found.extend(_walk_sorted(path, rules, left_out, top))
     return found
 
 
@@ -65,8 +78,19 @@ class BundleEntry(BaseModel):
     executable: bool = False
 
 
+class ScannedFolder(BaseModel):
+    entries: list[BundleEntry]
+    left_out: list[str]  # what .relaymdignore leaves out (folders end in "/"), in walk order
+
+
 def scan_bundle(source_dir: Path) -> list[BundleEntry]:
-    """Every entry `pack_bundle` would store, in order, each one checked.
+    """Every entry `pack_bundle` would store, in order, each one checked."""
+    return scan_job_folder(source_dir).entries
+
+
+def scan_job_folder(source_dir: Path) -> ScannedFolder:
+    """Every entry `pack_bundle` would store, in order, each one checked, and what the
+    folder's `.relaymdignore` leaves out (never read, so never checked).
 
     Symlinks to files count as the file they point to (a worker has no access to the link's
     target); a broken link, a link to a directory, an unreadable file or anything that is
@@ -77,7 +101,12 @@ def scan_bundle(source_dir: Path) -> list[BundleEntry]:
     if not source_dir.is_dir():
         raise BundleError(f"{source_dir}: not a directory")
     entries: list[BundleEntry] = []
-    for path in _walk_sorted(source_dir):
+    left_out: list[str] = []
+    try:
+        rules = IgnoreRules.of_folder(source_dir)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{source_dir / IGNORE_FILE}: cannot read: {exc}") from exc
+    for path in _walk_sorted(source_dir, rules, left_out):
         name = path.relative_to(source_dir).as_posix()
         st = path.lstat()
         if stat.S_ISLNK(st.st_mode):
@@ -98,8 +127,10 @@ def scan_bundle(source_dir: Path) -> list[BundleEntry]:
             executable = bool(st.st_mode & 0o100)
             entries.append(BundleEntry(name=name, path=path, is_dir=False, executable=executable))
         else:
-            raise BundleError(f"{path}: not a regular file or directory; remove it")
-    return entries
+            raise BundleError(
+                f"{path}: not a regular file or directory; remove it or list it in {IGNORE_FILE}"
+            )
+    return ScannedFolder(entries=entries, left_out=left_out)
 
 
 def pack_bundle(source_dir: Path, dest: Path) -> PackedBundle:
