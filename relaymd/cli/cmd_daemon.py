@@ -72,6 +72,7 @@ def start(
     wait: Annotated[
         float, typer.Option(help="Seconds to wait for the daemon to take its lock.")
     ] = 10.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Start the daemon in the background; its log goes to the daemon log file.
 
@@ -86,6 +87,7 @@ def start(
 
     from relaymd import paths
     from relaymd.cli import context
+    from relaymd.cli.action_result import ActionResult, report
     from relaymd.executables import relaymd_command
 
     context.load()  # fail here, not in the background, on a bad config
@@ -110,15 +112,23 @@ def start(
                 hint=f"see the end of {log_path}",
             )
         if read_pid() == process.pid:
-            print(f"daemon started (pid {process.pid}); log: {log_path}")
-            return
+            message = f"daemon started (pid {process.pid}); log: {log_path}"
+            outcome = "started"
+            break
         time.sleep(0.1)
-    print(f"daemon starting (pid {process.pid}); log: {log_path}")
+    else:
+        message = f"daemon starting (pid {process.pid}); log: {log_path}"
+        outcome = "starting"
+    result = ActionResult(
+        action="daemon_start", target="daemon", outcome=outcome, message=message, pid=process.pid
+    )
+    report(result, as_json)
 
 
 @app.command("stop")
 def stop(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for a clean exit.")] = 60.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Send SIGTERM to the daemon and wait until it has exited.
 
@@ -131,9 +141,17 @@ def stop(
     import signal
     import time
 
+    from relaymd.cli.action_result import ActionResult, report
+
+    def done(outcome: str, message: str, pid: int | None) -> None:
+        result = ActionResult(
+            action="daemon_stop", target="daemon", outcome=outcome, message=message, pid=pid
+        )
+        report(result, as_json)
+
     pid = read_pid()
     if pid is None:
-        print("daemon not running")
+        done("not_running", "daemon not running", None)
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -141,7 +159,7 @@ def stop(
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            print(f"daemon stopped (pid {pid})")
+            done("stopped", f"daemon stopped (pid {pid})", pid)
             return
         time.sleep(0.1)
     raise CliError(
