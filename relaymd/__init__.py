@@ -8,9 +8,14 @@ fast paths stay light:
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+try:
+    # One source: the version in pyproject.toml, as installed (the binary ships its metadata).
+    __version__ = metadata.version("relaymd")
+except metadata.PackageNotFoundError:  # a source tree on sys.path without an install
+    __version__ = "0+unknown"
 
 if TYPE_CHECKING:
     from relaymd.api import Client, JobHistory, RelayMDError

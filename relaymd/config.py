@@ -10,6 +10,7 @@ config file, in the XDG config dir, then among the profiles shipped with RelayMD
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from relaymd import paths
 from relaymd.executables import local_worker_command
+from relaymd.job_template import TemplateError, with_site_template
 from relaymd.models import ClusterProfile, Config, Partition, StorageConfig
 
 LOCAL_CLUSTER = "local"
@@ -116,6 +118,34 @@ def format_validation_error(source: Path | str, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
+class _UserYamlLoader(yaml.SafeLoader):
+    """YAML 1.1 reads `4:00:00` as the base-60 int 14400: keep such scalars as text."""
+
+
+def _no_base_60(
+    number: Callable[[yaml.SafeLoader, yaml.ScalarNode], Any],
+) -> Callable[[yaml.SafeLoader, yaml.ScalarNode], Any]:
+    def construct(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+        if ":" in str(node.value):
+            return str(node.value)
+        return number(loader, node)
+
+    return construct
+
+
+_UserYamlLoader.add_constructor(
+    "tag:yaml.org,2002:int", _no_base_60(yaml.SafeLoader.construct_yaml_int)
+)
+_UserYamlLoader.add_constructor(
+    "tag:yaml.org,2002:float", _no_base_60(yaml.SafeLoader.construct_yaml_float)
+)
+
+
+def read_user_yaml(path: Path) -> Any:
+    """A user's YAML file, with `H:MM:SS`-looking scalars kept as text."""
+    return _read_yaml(path)
+
+
 def _read_yaml(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
@@ -131,7 +161,7 @@ def _read_yaml(path: Path) -> Any:
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, expected a YAML file") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UserYamlLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -179,8 +209,16 @@ def parse_config(data: Any, source: Path) -> LoadedConfig:
     if duplicates:
         raise ConfigError(f"{source}: clusters: duplicate cluster name(s) {', '.join(duplicates)}")
     _check_walltimes(config, resolved, str(source))
+    resolved = [_with_site_template(c, source) for c in resolved]
     config = config.model_copy(update={"clusters": resolved})
     return LoadedConfig(config=config, source=source)
+
+
+def _with_site_template(profile: ClusterProfile, source: Path) -> ClusterProfile:
+    try:
+        return with_site_template(profile, source)
+    except TemplateError as exc:
+        raise ConfigError(f"{source}: cluster {profile.name}: {exc}") from None
 
 
 def _check_walltimes(config: Config, clusters: list[ClusterProfile], source: str) -> None:

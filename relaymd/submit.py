@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -92,6 +92,8 @@ class PreparedJob(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     follow_external_links: bool = False
     external_links: list[ExternalLink] = Field(default_factory=list)
+    # What .relaymdignore leaves out of the bundle (folders end in "/").
+    left_out: list[str] = Field(default_factory=list)
 
 
 class SubmitInterrupted(TransferCancelled):
@@ -306,7 +308,8 @@ def prepare(
     follow_external_links: bool = False,
 ) -> PreparedJob:
     """Validate one job directory; `spec` (Python API) replaces DIR/relaymd.yaml and flags."""
-    from relaymd.storage.bundle import BundleError, scan_bundle
+    from relaymd.storage.bundle import BundleError, scan_job_folder
+    from relaymd.storage.ignore import IGNORE_FILE, IgnoreRules
 
     spec = spec or build_spec(directory, flags)
     validate_job(directory, spec, loaded)
@@ -317,12 +320,23 @@ def prepare(
     try:
         # Every file packable, no link leaving the directory unless allowed, and within the
         # worker's size limits: all before anything is uploaded.
-        entries = scan_bundle(directory, follow_external_links=follow_external_links)
+        scanned = scan_job_folder(directory, follow_external_links=follow_external_links)
     except BundleError as exc:
         raise SubmitError(f"{directory}: cannot pack the job directory: {exc}") from None
+    rules = IgnoreRules.of_folder(directory)
+    for field, name in _required_inputs(spec):
+        parts = PurePosixPath(name).parts
+        # The file or any folder above it: an ignored folder takes its contents with it.
+        if any(
+            rules.ignored("/".join(parts[: i + 1]), i + 1 < len(parts)) for i in range(len(parts))
+        ):
+            raise SubmitError(
+                f"{directory / IGNORE_FILE}: leaves out {name}, which {field} needs; "
+                "remove or narrow that pattern"
+            )
     external = [
         ExternalLink(link=e.path, target=e.external_target)
-        for e in entries
+        for e in scanned.entries
         if e.external_target is not None
     ]
     for item in external:
@@ -333,6 +347,7 @@ def prepare(
         follow_external_links=follow_external_links,
         external_links=external,
         warnings=warnings,
+        left_out=scanned.left_out,
     )
 
 

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from importlib import metadata
-
 
 def worker_version() -> str:
-    try:
-        return metadata.version("relaymd")
-    except metadata.PackageNotFoundError:
-        from relaymd import __version__
+    from relaymd import __version__
 
-        return __version__
+    return __version__

@@ -2,7 +2,9 @@
 
 The script runs on the login node (or locally) through the cluster's transport in a single
 round trip. Each check prints `RELAYMD-CHECK <name> <ok|fail> <detail>`; the hints say what to
-fix when one fails.
+fix when one fails. Each check runs as what it predicts does: SLURM's commands and the scratch
+folder as the daemon's login-node scripts use them (without `setup:`), apptainer and the images
+after `setup:`, as the job script runs them.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from relaymd.scheduler.shell import shell_path
 MARK = "RELAYMD-CHECK"
 
 HINTS = {
-    "sbatch": "sbatch is not on PATH on the login node; add a `setup:` line "
-    "(e.g. `module load slurm`)",
-    "squeue": "squeue is not on PATH; add a `setup:` line that loads SLURM",
+    "sbatch": "sbatch is not on PATH in a non-interactive SSH shell on the login node (the "
+    "daemon does not run `setup:` there); set PATH in ~/.bashrc above any interactive-only "
+    "`return`, or ask your site",
+    "squeue": "squeue is not on PATH in a non-interactive SSH shell on the login node; see "
+    "the sbatch hint",
     "sacct": "sacct is missing or accounting is off; ended jobs are then classified from "
     "worker events only",
     "scratch": "the scratch folder is not writable; set `scratch:` to a folder you own on "
@@ -42,7 +46,7 @@ class CheckResult(BaseModel):
 
 
 def build_check_script(profile: ClusterProfile) -> str:
-    lines = ["set +e", *profile.setup]
+    lines = ["set +e"]
 
     def check(name: str, test: str, detail_ok: str, detail_fail: str) -> None:
         label = shlex.quote(name)
@@ -70,6 +74,9 @@ def build_check_script(profile: ClusterProfile) -> str:
         scratch,
         shlex.quote(f"cannot write in {profile.scratch}"),
     )
+    # From here on, what the job script runs after `setup:` (its failures are not fatal there
+    # either: the job script has no `set -e`).
+    lines.extend(profile.setup)
     if profile.native_worker:
         exe = shell_path(profile.native_worker[0])
         check(

@@ -109,8 +109,9 @@ def _reachability(status: object) -> str:
     return f"[{style}]{value}[/]" if style else value
 
 
-def _toggle(name: str, enabled: bool) -> None:
+def _toggle(name: str, enabled: bool, as_json: bool) -> None:
     from relaymd.cli import context
+    from relaymd.cli.action_result import ActionResult, report
 
     loaded = context.load()
     try:
@@ -121,11 +122,13 @@ def _toggle(name: str, enabled: bool) -> None:
         ) from None
     context.open_state(loaded).set_cluster_enabled(name, enabled)
     what = "enabled" if enabled else "disabled (running jobs finish; nothing new starts there)"
-    print(f"{name}: {what}")
+    outcome = "enabled" if enabled else "disabled"
+    action = "enable" if enabled else "disable"
+    report(ActionResult(action=action, target=name, outcome=outcome, message=what), as_json)
 
 
 @app.command("enable")
-def enable(name: NameArg) -> None:
+def enable(name: NameArg, as_json: JsonOpt = False) -> None:
     """Allow new allocations on a cluster again.
 
     \b
@@ -133,11 +136,11 @@ def enable(name: NameArg) -> None:
       relaymd clusters enable clusterB
       relaymd clusters list              # ENABLED shows yes again
     """
-    _toggle(name, True)
+    _toggle(name, True, as_json)
 
 
 @app.command("disable")
-def disable(name: NameArg) -> None:
+def disable(name: NameArg, as_json: JsonOpt = False) -> None:
     """Start nothing new on a cluster: no new allocations, no new jobs for its idle workers.
 
     Jobs already running there finish their segment; its pending allocations are cancelled.
@@ -147,7 +150,7 @@ def disable(name: NameArg) -> None:
       relaymd clusters disable clusterB   # e.g. before its maintenance window
       relaymd workers list --cluster clusterB   # the allocations still finishing there
     """
-    _toggle(name, False)
+    _toggle(name, False, as_json)
 
 
 @app.command("test")

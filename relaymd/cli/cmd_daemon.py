@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -24,6 +25,14 @@ def run(
         int | None,
         typer.Option(help="Stop after this many reconcile cycles (testing).", show_default=False),
     ] = None,
+    log_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Log to this file, rotated by size (RELAYMD_LOG_MAX_BYTES, default 20 MiB; "
+            "RELAYMD_LOG_BACKUPS old files, default 5); stderr goes there too.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the daemon in the foreground until SIGTERM/SIGINT (for systemd or a terminal).
 
@@ -32,6 +41,7 @@ def run(
       relaymd daemon run
       relaymd --config ~/relaymd.yaml daemon run   # e.g. ExecStart= of a systemd unit
       relaymd --debug daemon run --max-cycles 3    # a few cycles with debug logs
+      relaymd daemon run --log-file ~/relaymd.log  # rotated; what `daemon start` does
     """
     import sys
 
@@ -50,7 +60,7 @@ def run(
 
     if not context.OPTIONS.debug and os.environ.get("RELAYMD_LOG_LEVEL") == "WARNING":
         os.environ["RELAYMD_LOG_LEVEL"] = "INFO"  # the daemon's log is its interface
-    configure()
+    configure(log_file=log_file, capture_stdio=log_file is not None)
     try:
         run_daemon_blocking(loaded, interactive=sys.stdin.isatty(), max_cycles=max_cycles)
     except DaemonAlreadyRunning as exc:
@@ -62,6 +72,7 @@ def start(
     wait: Annotated[
         float, typer.Option(help="Seconds to wait for the daemon to take its lock.")
     ] = 10.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Start the daemon in the background; its log goes to the daemon log file.
 
@@ -76,6 +87,7 @@ def start(
 
     from relaymd import paths
     from relaymd.cli import context
+    from relaymd.cli.action_result import ActionResult, report
     from relaymd.executables import relaymd_command
 
     context.load()  # fail here, not in the background, on a bad config
@@ -87,7 +99,7 @@ def start(
     argv = relaymd_command()
     if context.OPTIONS.config_path is not None:
         argv += ["--config", str(context.OPTIONS.config_path)]
-    argv += ["daemon", "run"]
+    argv += ["daemon", "run", "--log-file", str(log_path)]
     with open(log_path, "ab") as log_file, open(os.devnull, "rb") as devnull:
         process = subprocess.Popen(
             argv, stdin=devnull, stdout=log_file, stderr=log_file, start_new_session=True
@@ -100,15 +112,23 @@ def start(
                 hint=f"see the end of {log_path}",
             )
         if read_pid() == process.pid:
-            print(f"daemon started (pid {process.pid}); log: {log_path}")
-            return
+            message = f"daemon started (pid {process.pid}); log: {log_path}"
+            outcome = "started"
+            break
         time.sleep(0.1)
-    print(f"daemon starting (pid {process.pid}); log: {log_path}")
+    else:
+        message = f"daemon starting (pid {process.pid}); log: {log_path}"
+        outcome = "starting"
+    result = ActionResult(
+        action="daemon_start", target="daemon", outcome=outcome, message=message, pid=process.pid
+    )
+    report(result, as_json)
 
 
 @app.command("stop")
 def stop(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for a clean exit.")] = 60.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Send SIGTERM to the daemon and wait until it has exited.
 
@@ -121,9 +141,17 @@ def stop(
     import signal
     import time
 
+    from relaymd.cli.action_result import ActionResult, report
+
+    def done(outcome: str, message: str, pid: int | None) -> None:
+        result = ActionResult(
+            action="daemon_stop", target="daemon", outcome=outcome, message=message, pid=pid
+        )
+        report(result, as_json)
+
     pid = read_pid()
     if pid is None:
-        print("daemon not running")
+        done("not_running", "daemon not running", None)
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -131,7 +159,7 @@ def stop(
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            print(f"daemon stopped (pid {pid})")
+            done("stopped", f"daemon stopped (pid {pid})", pid)
             return
         time.sleep(0.1)
     raise CliError(

@@ -176,7 +176,7 @@ def _set(store: StateStore, job: Job, **changes: object) -> Job:
 
 
 @app.command("cancel")
-def cancel(job_id: JobArg) -> None:
+def cancel(job_id: JobArg, as_json: JsonOpt = False) -> None:
     """Cancel a job. Queued/held: at once. Running: the daemon stops its worker (keeping the
     last checkpoint) on its next cycle.
 
@@ -186,6 +186,7 @@ def cancel(job_id: JobArg) -> None:
       relaymd jobs list --state running        # find the id first
     """
     from relaymd.cli import context
+    from relaymd.cli.action_result import ActionResult, report
     from relaymd.models import JobState, OperatorRequest
 
     store = context.open_state()
@@ -195,15 +196,17 @@ def cancel(job_id: JobArg) -> None:
     if job.state in (JobState.QUEUED, JobState.HELD):
         _set(store, job, state=JobState.CANCELLED, operator_request=None)
         _audit(store, job, "cancelled", "cancelled by operator")
-        print(f"{job.id}: cancelled")
+        outcome, message = "cancelled", "cancelled"
     else:
         _set(store, job, operator_request=OperatorRequest.CANCEL)
         _audit(store, job, "cancel_requested", "operator asked to cancel a running job")
-        print(f"{job.id}: cancel requested; the daemon stops the worker on its next cycle")
+        outcome = "cancel_requested"
+        message = "cancel requested; the daemon stops the worker on its next cycle"
+    report(ActionResult(action="cancel", target=job.id, outcome=outcome, message=message), as_json)
 
 
 @app.command("requeue")
-def requeue(job_id: JobArg) -> None:
+def requeue(job_id: JobArg, as_json: JsonOpt = False) -> None:
     """Put a job back in the queue. Running: the worker checkpoints and stops, then the job
     resumes from that checkpoint on the next allocation. Failed/cancelled/held: queued again
     from its last checkpoint, with the retry count reset.
@@ -214,29 +217,38 @@ def requeue(job_id: JobArg) -> None:
       relaymd jobs list --state failed --json | jq -r '.[].id' | xargs -n1 relaymd jobs requeue
     """
     from relaymd.cli import context
+    from relaymd.cli.action_result import ActionResult, report
     from relaymd.models import JobState, OperatorRequest
 
     store = context.open_state()
     job = context.find_job(store, job_id)
+
+    def done(outcome: str, message: str) -> None:
+        report(
+            ActionResult(action="requeue", target=job.id, outcome=outcome, message=message), as_json
+        )
+
     if job.state is JobState.COMPLETED:
         raise CliError(
             f"job {job.id} is completed; submit it again instead", code=ExitCode.CONFLICT
         )
     if job.state is JobState.QUEUED:
-        print(f"{job.id}: already queued")
+        done("already_queued", "already queued")
         return
     if job.state.value in ACTIVE:
         _set(store, job, operator_request=OperatorRequest.REQUEUE)
         _audit(store, job, "requeue_requested", "operator asked to requeue a running job")
-        print(f"{job.id}: requeue requested; the daemon stops the worker on its next cycle")
+        done(
+            "requeue_requested", "requeue requested; the daemon stops the worker on its next cycle"
+        )
         return
     _set(store, job, state=JobState.QUEUED, retries=0, failure_reason=None, operator_request=None)
     _audit(store, job, "requeued", f"requeued by operator from {job.state}")
-    print(f"{job.id}: queued")
+    done("queued", "queued")
 
 
 @app.command("hold")
-def hold(job_id: JobArg) -> None:
+def hold(job_id: JobArg, as_json: JsonOpt = False) -> None:
     """Keep a queued job from being assigned (queued -> held).
 
     \b
@@ -245,12 +257,16 @@ def hold(job_id: JobArg) -> None:
       relaymd jobs list --state held
     """
     from relaymd.cli import context
+    from relaymd.cli.action_result import ActionResult, report
     from relaymd.models import JobState
 
     store = context.open_state()
     job = context.find_job(store, job_id)
     if job.state is JobState.HELD:
-        print(f"{job.id}: already held")
+        result = ActionResult(
+            action="hold", target=job.id, outcome="already_held", message="already held"
+        )
+        report(result, as_json)
         return
     if job.state is not JobState.QUEUED:
         raise CliError(
@@ -260,11 +276,11 @@ def hold(job_id: JobArg) -> None:
         )
     _set(store, job, state=JobState.HELD)
     _audit(store, job, "held", "held by operator")
-    print(f"{job.id}: held")
+    report(ActionResult(action="hold", target=job.id, outcome="held", message="held"), as_json)
 
 
 @app.command("release")
-def release(job_id: JobArg) -> None:
+def release(job_id: JobArg, as_json: JsonOpt = False) -> None:
     """Let a held job run again (held -> queued).
 
     \b
@@ -273,6 +289,7 @@ def release(job_id: JobArg) -> None:
       relaymd jobs list --state queued
     """
     from relaymd.cli import context
+    from relaymd.cli.action_result import ActionResult, report
     from relaymd.models import JobState
 
     store = context.open_state()
@@ -281,7 +298,8 @@ def release(job_id: JobArg) -> None:
         raise CliError(f"job {job.id} is {job.state}, not held", code=ExitCode.CONFLICT)
     _set(store, job, state=JobState.QUEUED)
     _audit(store, job, "released", "released by operator")
-    print(f"{job.id}: queued")
+    result = ActionResult(action="release", target=job.id, outcome="queued", message="queued")
+    report(result, as_json)
 
 
 @app.command("logs")

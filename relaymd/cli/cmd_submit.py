@@ -133,6 +133,13 @@ def submit(
                 f"{escape(str(job.directory))}: packing {escape(str(link.target))}",
                 soft_wrap=True,
             )
+        if job.left_out:
+            shown = ", ".join(job.left_out[:10]) + (" ..." if len(job.left_out) > 10 else "")
+            err_console().print(
+                f"{job.directory}: .relaymdignore leaves out {len(job.left_out)}: {shown}",
+                soft_wrap=True,
+                markup=False,
+            )
 
     if dry_run:
         results = [
@@ -140,7 +147,12 @@ def submit(
             for p in prepared
         ]
         if as_json:
-            print_json([{"directory": str(p.directory), "spec": p.spec} for p in prepared])
+            print_json(
+                [
+                    {"directory": str(p.directory), "spec": p.spec, "left_out": p.left_out}
+                    for p in prepared
+                ]
+            )
         else:
             for result in results:
                 console().print(

@@ -49,16 +49,30 @@ def transfer_progress(enabled: bool) -> Progress:
     )
 
 
+def iso_timestamp(when: datetime) -> str:
+    """The one --json timestamp form: ISO 8601, UTC, with its offset, microseconds always
+    (`2026-12-03T18:16:19.784411+00:00`). A naive time is RelayMD's UTC."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).isoformat(timespec="microseconds")
+
+
 def to_jsonable(value: BaseModel | Sequence[BaseModel] | dict[str, Any] | Any) -> Any:
+    """What --json prints: models as their fields, every datetime as `iso_timestamp`."""
     from pydantic import BaseModel
+    from pydantic_core import to_jsonable_python
 
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, list | tuple):
+        return to_jsonable(value.model_dump(mode="python"))
+    if isinstance(value, datetime):
+        return iso_timestamp(value)
+    if isinstance(value, list | tuple | set | frozenset):
         return [to_jsonable(v) for v in value]
     if isinstance(value, dict):
-        return {k: to_jsonable(v) for k, v in value.items()}
-    return value
+        return {k if isinstance(k, str) else str(k): to_jsonable(v) for k, v in value.items()}
+    if value is None or isinstance(value, bool | int | float) or type(value) is str:
+        return value
+    return to_jsonable_python(value)  # enums, paths, secrets (masked), dates, ...
 
 
 def print_json(value: Any) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from relaymd.models.base import UserModel
+from relaymd.slurm_time import parse_slurm_time
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 # One `#SBATCH` token: sbatch splits these lines on whitespace, so a space or quote could
@@ -70,6 +71,34 @@ class Partition(UserModel):
                 raise ValueError(f"{line!r} must be an sbatch option starting with `-`")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _walltime_in_slurm_form(cls, data: Any) -> Any:
+        # `walltime:` takes SLURM's --time forms; it is kept as walltime_minutes.
+        if not isinstance(data, dict) or "walltime" not in data:
+            return data
+        if "walltime_minutes" in data:
+            raise ValueError("give `walltime` or `walltime_minutes`, not both")
+        rest = {k: v for k, v in data.items() if k != "walltime"}
+        written = data["walltime"]
+        if isinstance(written, bool) or not isinstance(written, int | float | str):
+            raise ValueError(f"walltime {written!r} is not a SLURM time")
+        minutes = float(written) if not isinstance(written, str) else parse_slurm_time(written)
+        if minutes <= 0:
+            raise ValueError("walltime must be longer than zero")
+        return {**rest, "walltime_minutes": minutes}
+
+    @field_validator("walltime_minutes", mode="before")
+    @classmethod
+    def _minutes_not_clock(cls, value: Any) -> Any:
+        # The config loader keeps `4:00:00` as text (YAML 1.1 would read base-60 14400).
+        if isinstance(value, str) and ":" in value:
+            raise ValueError(
+                f"walltime_minutes takes a number of minutes; for SLURM's time formats "
+                f'write walltime: "{value}"'
+            )
+        return value
+
     @property
     def walltime_s(self) -> int:
         """Whole seconds, at least one (what an allocation of this partition records)."""
@@ -105,6 +134,9 @@ class ClusterProfile(UserModel):
     # Runs the worker without a container (tests, workstations): argv before the worker args.
     native_worker: list[str] | None = None
     setup: list[str] = Field(default_factory=list)  # e.g. "module load apptainer"
+    # A site's own job-script template (a path on this workstation; relative to the config
+    # file). Unset: `templates/<name>.sbatch.j2` in the config folder, else the shipped one.
+    template: str | None = None
     apptainer: str = "apptainer"
     preferred_gpus: list[str] = Field(default_factory=list)
     max_channels: int = Field(8, gt=0, le=1024)

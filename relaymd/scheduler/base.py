@@ -9,13 +9,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from enum import StrEnum
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import BaseModel, Field
 
 from relaymd.models import Allocation, ClusterProfile
 from relaymd.scheduler import shell
-from relaymd.scheduler.templates import render
+from relaymd.scheduler.templates import render, render_file
 
 JOB_NAME_PREFIX = "relaymd-"
 # Seconds before the walltime at which SLURM sends its walltime warning (`--signal=B:USR1@N`,
@@ -201,7 +202,10 @@ class Scheduler(ABC):
     def render_job_script(
         self, alloc: Allocation, profile: ClusterProfile, worker_args: Sequence[str]
     ) -> str:
-        return render(self.template, job=self.script_context(alloc, profile, worker_args))
+        context = self.script_context(alloc, profile, worker_args)
+        if profile.template:  # a site's own template (checked when the config loaded)
+            return render_file(Path(profile.template), job=context)
+        return render(self.template, job=context)
 
     # -- snippets ------------------------------------------------------------------------
     @abstractmethod

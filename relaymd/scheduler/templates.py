@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 import jinja2
 
@@ -10,10 +11,10 @@ from relaymd.paths import bundled_clusters_dir
 from relaymd.scheduler.shell import quote, sbatch_value, shell_path
 
 
-@lru_cache(maxsize=4)
-def environment(folder: str) -> jinja2.Environment:
+@lru_cache(maxsize=16)
+def environment(*folders: str) -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(folder),
+        loader=jinja2.FileSystemLoader(list(folders)),
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # shell, not HTML: every value goes through `q`/`qpath`/`sb`
         keep_trailing_newline=True,
@@ -28,3 +29,9 @@ def environment(folder: str) -> jinja2.Environment:
 
 def render(name: str, **context: object) -> str:
     return environment(str(bundled_clusters_dir())).get_template(name).render(**context)
+
+
+def render_file(path: Path, **context: object) -> str:
+    """A site's own template; its `{% include %}`s look beside it, then among the shipped ones."""
+    folders = (str(path.parent), str(bundled_clusters_dir()))
+    return environment(*folders).get_template(path.name).render(**context)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from relaymd.storage.base import StorageError
 from relaymd.storage.hashing import CHUNK_SIZE, sha256_file
+from relaymd.storage.ignore import IGNORE_FILE, IgnoreRules
 
 GIB = 1 << 30
 # What a worker's extract_bundle accepts; submit refuses more before uploading anything.
@@ -66,14 +67,26 @@ class PackedBundle(BaseModel):
     files: int = Field(ge=0)
 
 
-def _walk_sorted(root: Path) -> list[Path]:
-    """Every entry below `root`, parents before children, in a fixed (byte-wise) order."""
+def _walk_sorted(
+    root: Path,
+    rules: IgnoreRules | None = None,
+    left_out: list[str] | None = None,
+    top: Path | None = None,
+) -> list[Path]:
+    """Every entry below `root`, parents before children, in a fixed (byte-wise) order;
+    entries `rules` ignore are skipped (an ignored folder is not read) and named in `left_out`."""
+    top = top or root
     found: list[Path] = []
     for entry in sorted(os.scandir(root), key=lambda e: e.name.encode()):
         path = Path(entry.path)
+        is_dir = entry.is_dir(follow_symlinks=False)
+        if rules is not None and rules.ignored(path.relative_to(top).as_posix(), is_dir):
+            if left_out is not None:
+                left_out.append(path.relative_to(top).as_posix() + ("/" if is_dir else ""))
+            continue
         found.append(path)
-        if entry.is_dir(follow_symlinks=False):
-            found.extend(_walk_sorted(path))
+        if is_dir:
+            found.extend(_walk_sorted(path, rules, left_out, top))
     return found
 
 
@@ -116,14 +129,25 @@ def _check_link(path: Path, root: Path, follow_external: bool) -> Path | None:
     return target
 
 
-def scan_bundle(
+class ScannedFolder(BaseModel):
+    entries: list[BundleEntry]
+    left_out: list[str]  # what .relaymdignore leaves out (folders end in "/"), in walk order
+
+
+def scan_bundle(source_dir: Path, *, follow_external_links: bool = False) -> list[BundleEntry]:
+    """Every entry `pack_bundle` would store, in order, each one checked."""
+    return scan_job_folder(source_dir, follow_external_links=follow_external_links).entries
+
+
+def scan_job_folder(
     source_dir: Path,
     *,
     follow_external_links: bool = False,
     max_member_bytes: int = MAX_MEMBER_BYTES,
     max_total_bytes: int = MAX_TOTAL_BYTES,
-) -> list[BundleEntry]:
-    """Every entry `pack_bundle` would store, in order, each one checked.
+) -> ScannedFolder:
+    """Every entry `pack_bundle` would store, in order, each one checked, and what the
+    folder's `.relaymdignore` leaves out (never read, so never checked).
 
     Symlinks to files count as the file they point to (a worker has no access to the link's
     target); a link that resolves outside `source_dir` is refused unless
@@ -138,7 +162,12 @@ def scan_bundle(
     root = source_dir.resolve()
     entries: list[BundleEntry] = []
     total = 0
-    for path in _walk_sorted(source_dir):
+    left_out: list[str] = []
+    try:
+        rules = IgnoreRules.of_folder(source_dir)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{source_dir / IGNORE_FILE}: cannot read: {exc}") from exc
+    for path in _walk_sorted(source_dir, rules, left_out):
         name = path.relative_to(source_dir).as_posix()
         st = path.lstat()
         external: Path | None = None
@@ -182,8 +211,10 @@ def scan_bundle(
                 )
             )
         else:
-            raise BundleError(f"{path}: not a regular file or directory; remove it")
-    return entries
+            raise BundleError(
+                f"{path}: not a regular file or directory; remove it or list it in {IGNORE_FILE}"
+            )
+    return ScannedFolder(entries=entries, left_out=left_out)
 
 
 def pack_bundle(

@@ -56,6 +56,10 @@ MIB = 1 << 20
 RETRY_WAIT_S = env_float("RELAYMD_STORAGE_RETRY_WAIT_S", 2.0, maximum=3600.0)
 RETRY_MAX_WAIT_S = env_float("RELAYMD_STORAGE_RETRY_MAX_WAIT_S", 300.0, maximum=86400.0)
 SHA256_METADATA = "sha256"
+# Requests botocore makes for one S3 call (one multipart part, one GET) before it gives up:
+# a 500/503 on one part (B2 sends them by design) re-sends that part, not the whole upload.
+# The outer retry (max_attempts, minutes of backoff) is for outages longer than that.
+REQUEST_ATTEMPTS = 3
 
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 _RETRY_CODES = {
@@ -127,7 +131,7 @@ class S3Store(ObjectStore):
             # B2 (and other S3-compatibles) reject the CRC checksums botocore now adds by default.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
-            retries={"total_max_attempts": 1, "mode": "standard"},
+            retries={"total_max_attempts": REQUEST_ATTEMPTS, "mode": "standard"},
             connect_timeout=30,
             read_timeout=120,
             # Checkpoint files, outputs and the daemon's claim checks go out concurrently
@@ -209,7 +213,11 @@ class S3Store(ObjectStore):
                     f"{self.url}: {op} {key}: access denied ({code}); check the storage "
                     "credentials and that the key may use this bucket"
                 )
-        attempts = f" after {self.max_attempts} attempts" if _is_retryable(exc) else ""
+        attempts = (
+            f" after {self.max_attempts} attempts (of up to {REQUEST_ATTEMPTS} requests each)"
+            if _is_retryable(exc)
+            else ""
+        )
         return StorageError(f"{self.url}: {op} {key} failed{attempts}: {exc}")
 
     # -- writes ---------------------------------------------------------------------------

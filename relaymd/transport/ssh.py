@@ -2,7 +2,8 @@
 
 Lazy connect, reused by every call, reconnected (with backoff) when it drops. ~/.ssh/config and
 ssh-agent are honoured; explicit profile fields override them. Host keys are checked strictly
-against the profile's known_hosts (default ~/.ssh/known_hosts): nothing is trusted on first use.
+against the profile's known_hosts, else the ssh config's UserKnownHostsFile/GlobalKnownHostsFile,
+else ~/.ssh/known_hosts: nothing is trusted on first use, and the check is never turned off.
 """
 
 from __future__ import annotations
@@ -84,7 +85,11 @@ class SSHTransport(Transport):
             self._config = None
         else:
             self._config = [str(Path(ssh_config).expanduser())]
-        self.known_hosts = Path(self.settings.known_hosts or DEFAULT_KNOWN_HOSTS).expanduser()
+        self.known_hosts_files = self._known_hosts_files(self.settings.host)
+        # The file messages name (and `ssh-keyscan >>` appends to): the first that exists.
+        self.known_hosts = next(
+            (p for p in self.known_hosts_files if p.is_file()), self.known_hosts_files[0]
+        )
         self.connects = 0  # successful connects: tests prove the connection is reused
         self._conn: asyncssh.SSHClientConnection | None = None
         self._client: RelayClient | None = None
@@ -94,10 +99,31 @@ class SSHTransport(Transport):
         self._jumps: list[asyncssh.SSHClientConnection] = []  # ProxyJump hops, outermost first
 
     # -- connection ----------------------------------------------------------------------
+    def _known_hosts_files(self, host: str) -> list[Path]:
+        """The profile's `known_hosts`, else the ssh config's UserKnownHostsFile and
+        GlobalKnownHostsFile for `host`, else ~/.ssh/known_hosts. Never "none": host keys are
+        always verified (asyncssh would skip verification for `UserKnownHostsFile none`)."""
+        if self.settings.known_hosts:
+            return [Path(self.settings.known_hosts).expanduser()]
+        if self._config:
+            try:
+                opts = asyncssh.SSHClientConnectionOptions(config=self._config, host=host)
+            except (OSError, ValueError, asyncssh.Error):
+                opts = None  # the connect reports a broken ssh config
+            listed = getattr(opts, "known_hosts", None)
+            if isinstance(listed, list | tuple) and listed:
+                return [Path(str(p)).expanduser() for p in listed]
+        return [DEFAULT_KNOWN_HOSTS.expanduser()]
+
     def _common(self, host: str) -> dict[str, Any]:
         """What the login node and every jump host share: host keys, ssh config, timeouts."""
+        files = self.known_hosts_files if host == self.settings.host else None
+        files = files or self._known_hosts_files(host)
+        # Only files that exist (asyncssh fails on a missing one); with none, the missing
+        # names, so the connect fails instead of falling back to trusting anything.
+        existing = [str(p) for p in files if p.is_file()] or [str(p) for p in files]
         kwargs: dict[str, Any] = {
-            "known_hosts": str(self.known_hosts),
+            "known_hosts": existing,
             "keepalive_interval": self.settings.keepalive_s,
             "keepalive_count_max": 3,
             "connect_timeout": self.settings.connect_timeout_s,
@@ -137,6 +163,15 @@ class SSHTransport(Transport):
         conn: asyncssh.SSHClientConnection | None = None
         for hop in (h.strip() for h in spec.split(",") if h.strip()):
             opts = await asyncio.to_thread(self._jump_options, hop)
+            given = opts.known_hosts  # _common's list of file names
+            listed = [Path(str(p)) for p in given] if isinstance(given, list) else []
+            if not any(p.is_file() for p in listed):
+                raise HostKeyRejected(
+                    f"cluster {self.cluster}: no known_hosts file for the jump host {hop} "
+                    f"({', '.join(map(str, listed))}); add its key with ssh-keyscan after "
+                    "checking the fingerprint",
+                    cluster=self.cluster,
+                )
             if conn is not None:
                 opts = asyncssh.SSHClientConnectionOptions(options=opts, tunnel=conn)
             client = RelayClient(
@@ -189,7 +224,7 @@ class SSHTransport(Transport):
             return self._conn
 
     async def _connect_once(self) -> asyncssh.SSHClientConnection:
-        if not self.known_hosts.is_file():
+        if not any(p.is_file() for p in self.known_hosts_files):
             raise HostKeyRejected(self._unknown_key_message(), cluster=self.cluster)
         self._abort_jumps()  # hops left over from a failed attempt
         client = RelayClient(
@@ -265,7 +300,9 @@ class SSHTransport(Transport):
 
     def _has_recorded_key(self, host: str, port: int) -> bool:
         try:
-            known = asyncssh.read_known_hosts(str(self.known_hosts))
+            known = asyncssh.read_known_hosts(
+                [str(p) for p in self.known_hosts_files if p.is_file()]
+            )
             keys = known.match(host, host, port if port != 22 else None)[0]
         except (OSError, ValueError):
             return False

@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from botocore.retries.standard import ExponentialBackoff
 from moto_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoServer, free_port, run_moto_server
 
 from relaymd import logsetup
@@ -33,6 +34,8 @@ def moto() -> Iterator[MotoServer]:
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(s3_module, "RETRY_WAIT_S", 0.001)
     monkeypatch.setattr(s3_module, "RETRY_MAX_WAIT_S", 0.01)
+    # botocore's own backoff (up to 20 s between a part's tries) at test speed.
+    monkeypatch.setattr(ExponentialBackoff, "_MAX_BACKOFF", 0.01)
 
 
 @pytest.fixture
@@ -55,6 +58,9 @@ class FlakyProxy:
         self.failures = failures
         self.requests = 0
         self.refused = 0
+        # Query parameters (e.g. "partNumber=2") whose first request is answered 503 once.
+        self.fail_once: set[str] = set()
+        self.seen: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         proxy = self
 
@@ -69,7 +75,12 @@ class FlakyProxy:
                 body = self.rfile.read(length) if length else b""
                 with proxy._lock:
                     proxy.requests += 1
-                    refuse = proxy.refused < proxy.failures
+                    proxy.seen.append((self.command, self.path))
+                    params = set(urlsplit(self.path).query.split("&"))
+                    marker = next((m for m in proxy.fail_once if m in params), None)
+                    if marker is not None:
+                        proxy.fail_once.discard(marker)
+                    refuse = marker is not None or proxy.refused < proxy.failures
                     proxy.refused += refuse
                 if refuse:
                     auth = self.headers.get("Authorization", "")
@@ -209,7 +220,8 @@ def test_503s_are_retried_until_the_server_answers(
     with FlakyProxy(moto.endpoint_url, failures=3) as proxy:
         store = _store(moto, bucket=bucket, endpoint_url=proxy.url)
         ref = store.put_bytes("k", b"payload")
-        assert proxy.requests == 4  # three 503s, then the one that went through
+        # botocore's three requests all got 503, the outer retry's next one went through.
+        assert proxy.requests == 4
         proxy.failures += 2
         src = tmp_path / "f.bin"
         src.write_bytes(b"f" * 10_000)
@@ -220,11 +232,29 @@ def test_503s_are_retried_until_the_server_answers(
         assert store.get_bytes("k", expected_sha256=ref.sha256) == b"payload"
         assert proxy.refused == 5 and proxy.requests >= 5 + 4
     logs = log_buffer.getvalue()
-    assert logs.count('"storage_retry"') == 5
+    # Only the first call ran out of botocore's requests; the later 503s were absorbed there.
+    assert logs.count('"storage_retry"') == 1
     assert "SlowDown" in logs
     # The proxy echoed the Authorization header (with the access key id) into its errors.
     assert ACCESS_KEY_ID not in logs and SECRET_ACCESS_KEY not in logs
     assert logsetup.REDACTED in logs
+
+
+def test_a_503_on_one_part_resends_only_that_part(moto: MotoServer, tmp_path: Path) -> None:
+    bucket = moto.create_bucket()
+    src = tmp_path / "big.bin"
+    src.write_bytes(bytes(range(256)) * (12 * MIB // 256))  # parts of 5, 5 and 2 MiB
+    with FlakyProxy(moto.endpoint_url, failures=0) as proxy:
+        store = _store(moto, bucket=bucket, endpoint_url=proxy.url, multipart_threshold_mib=5)
+        proxy.fail_once.add("partNumber=2")
+        ref = store.put_file("big.bin", src)
+    puts = [urlsplit(p).query.split("&") for m, p in proxy.seen if m == "PUT"]
+    per_part = {n: sum(f"partNumber={n}" in q for q in puts) for n in (1, 2, 3)}
+    assert per_part == {1: 1, 2: 2, 3: 1}  # only the refused part went again
+    starts = [p for m, p in proxy.seen if m == "POST" and p.endswith("?uploads")]
+    assert len(starts) == 1  # the multipart upload was not restarted
+    body = moto.client().get_object(Bucket=bucket, Key=ref.key)["Body"].read()
+    assert body == src.read_bytes()
 
 
 def test_persistent_503_gives_up_after_max_attempts(moto: MotoServer) -> None:
@@ -233,7 +263,7 @@ def test_persistent_503_gives_up_after_max_attempts(moto: MotoServer) -> None:
         store = _store(moto, bucket=bucket, endpoint_url=proxy.url, max_attempts=3)
         with pytest.raises(StorageError, match="after 3 attempts") as caught:
             store.put_bytes("k", b"payload")
-        assert proxy.requests == 3
+        assert proxy.requests == 3 * s3_module.REQUEST_ATTEMPTS
         assert not isinstance(caught.value, ObjectNotFound)
     assert moto.client().list_objects_v2(Bucket=bucket).get("KeyCount") == 0
 

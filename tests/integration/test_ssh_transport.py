@@ -309,3 +309,58 @@ async def test_changed_host_key_is_its_own_cluster_state_and_warned_once(
     finally:
         await runner.close()
         await store.close()
+
+
+def _alias_profile(cluster: TestbedCluster, **ssh: object) -> ClusterProfile:
+    return ClusterProfile.model_validate(
+        {
+            "name": cluster.name,
+            "ssh": {"host": "relaymd-test-alias", **ssh},
+            "scratch": str(cluster.scratch),
+            "partitions": [{"name": cluster.partition, "walltime_minutes": 5}],
+            "native_worker": ["true"],
+        }
+    )
+
+
+async def test_known_hosts_files_of_the_ssh_config_are_honoured(
+    cluster: TestbedCluster, tmp_path: Path
+) -> None:
+    """UserKnownHostsFile/GlobalKnownHostsFile from ~/.ssh/config decide, unless the profile
+    names its own known_hosts."""
+    site = tmp_path / "site_known_hosts"
+    site.write_text(cluster.known_hosts.read_text())
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host relaymd-test-alias\n"
+        f"  HostName {cluster.ssh_host}\n"
+        f"  Port {cluster.ssh_port}\n"
+        f"  User {cluster.username}\n"
+        f"  IdentityFile {cluster.client_key}\n"
+        f"  UserKnownHostsFile {tmp_path / 'absent_known_hosts'} {site}\n"
+    )
+    transport = SSHTransport(_alias_profile(cluster), ssh_config=config)
+    try:
+        result = await transport.run("id -un")
+    finally:
+        await transport.close()
+    assert result.stdout == f"{cluster.username}\n"
+
+    # An empty file named by the profile wins over the ssh config: the key is unknown.
+    own = tmp_path / "own_known_hosts"
+    own.write_text("")
+    refused = SSHTransport(_alias_profile(cluster, known_hosts=str(own)), ssh_config=config)
+    try:
+        with pytest.raises(HostKeyRejected, match="own_known_hosts"):
+            await refused.run("true")
+    finally:
+        await refused.close()
+
+    # The ssh config's file, emptied, is what a connection is checked against (and named).
+    site.write_text("")
+    rejected = SSHTransport(_alias_profile(cluster), ssh_config=config)
+    try:
+        with pytest.raises(HostKeyRejected, match="site_known_hosts"):
+            await rejected.run("true")
+    finally:
+        await rejected.close()

@@ -109,3 +109,72 @@ def test_embedded_default_too_short_for_a_segment_is_refused(
     monkeypatch.setenv("RELAYMD_LOCAL_WALLTIME_MIN", "3")
     with pytest.raises(ConfigError, match=r"embedded default .*walltime_minutes 3 leaves no time"):
         load_config()
+
+
+def _one_partition_config(tmp_path: Path, partition: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        'storage: {url: "file:///x"}\nclusters:\n  - name: c\n    transport: local\n'
+        f"    scratch: /s\n    partitions:\n      - name: p\n        {partition}\n"
+        "    native_worker: [w]\n"
+    )
+    return path
+
+
+def test_sexagesimal_walltime_minutes_is_refused_not_read_as_base_60(tmp_path: Path) -> None:
+    # PyYAML 1.1 reads 4:00:00 as the int 14400; a user meant four hours.
+    path = _one_partition_config(tmp_path, "walltime_minutes: 4:00:00")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert str(path) in message
+    assert "partitions[0].walltime_minutes" in message
+    assert 'walltime: "4:00:00"' in message
+    assert "14400" not in message
+
+
+@pytest.mark.parametrize(
+    ("written", "minutes"),
+    [
+        ("walltime: 4:00:00", 240.0),  # unquoted: still read as text, not base 60
+        ('walltime: "4:00:00"', 240.0),
+        ('walltime: "1-00:00:00"', 1440.0),
+        ('walltime: "1-2"', 1560.0),  # days-hours
+        ('walltime: "2-03:30"', 2 * 1440 + 3 * 60 + 30.0),  # days-hours:minutes
+        ('walltime: "30:30"', 30.5),  # minutes:seconds
+        ("walltime: 90", 90.0),  # minutes, as SLURM reads a bare number
+        ("walltime_minutes: 90", 90.0),
+        ("walltime_minutes: 7.5", 7.5),
+    ],
+)
+def test_walltime_accepts_slurm_time_formats(tmp_path: Path, written: str, minutes: float) -> None:
+    loaded = load_config(_one_partition_config(tmp_path, written))
+    assert loaded.cluster("c").partitions[0].walltime_minutes == minutes
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ('walltime: "4h"', "walltime '4h' is not a SLURM time"),
+        ('walltime: "1:75:00"', "walltime '1:75:00' is not a SLURM time"),
+        ('walltime: "0:00:00"', "walltime must be longer than zero"),
+        ("walltime: 60\n        walltime_minutes: 60", "give `walltime` or `walltime_minutes`"),
+        ("walltime: unlimited", "walltime 'unlimited' is not a SLURM time"),
+    ],
+)
+def test_bad_walltimes_name_file_and_field(tmp_path: Path, written: str, expected: str) -> None:
+    path = _one_partition_config(tmp_path, written)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+    assert "partitions[0]" in str(err.value)
+    assert expected in str(err.value)
+
+
+def test_other_colon_numbers_stay_text(tmp_path: Path) -> None:
+    # e.g. a port-like or time-like string elsewhere never silently becomes base 60.
+    from relaymd.config import read_user_yaml
+
+    path = tmp_path / "x.yaml"
+    path.write_text("a: 1:30\nb: 12\nc: 1.5\nd: 1:30.5\n")
+    assert read_user_yaml(path) == {"a": "1:30", "b": 12, "c": 1.5, "d": "1:30.5"}

@@ -503,3 +503,46 @@ def test_startup_bench_rewrites_only_its_own_section() -> None:
     updated = bench.replace_section(document, "| new |")
     assert "| old |" not in updated and "| new |" in updated
     assert updated.count("keep me") == 2 and updated.count("<!-- bench:startup -->") == 1
+
+
+# --- Package metadata -----------------------------------------------------------------------
+
+
+def test_version_has_one_source_the_installed_metadata() -> None:
+    import relaymd
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert relaymd.__version__ == declared
+    init = (ROOT / "relaymd" / "__init__.py").read_text()
+    assert declared not in init  # not written a second time
+    spec = (ROOT / "packaging" / "relaymd.spec").read_text()
+    assert '*copy_metadata("relaymd")' in spec  # the frozen binary can read it too
+
+
+def test_wheel_ships_license_py_typed_classifiers_and_urls(tmp_path: Path) -> None:
+    import zipfile
+
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is not on PATH")
+    built = subprocess.run(
+        [uv, "build", "--wheel", "-o", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    [wheel] = tmp_path.glob("relaymd-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        [meta] = [n for n in names if n.endswith(".dist-info/METADATA")]
+        metadata = archive.read(meta).decode()
+        [license_file] = [n for n in names if n.endswith("/licenses/LICENSE")]
+        license_text = archive.read(license_file).decode()
+    assert "relaymd/py.typed" in names
+    assert license_text.startswith("MIT License")
+    assert "License: MIT" in metadata
+    assert "Classifier: License :: OSI Approved :: MIT License" in metadata
+    assert "Classifier: Typing :: Typed" in metadata
+    assert "Project-URL: Source, https://github.com/relaymd/relaymd" in metadata

@@ -96,9 +96,12 @@ def test_slurm_script_lines() -> None:
     assert all(lines.index(line) < first_command for line in sbatch)
     assert "module load apptainer/1.3" in lines
     assert lines[-1] == (
-        'exec apptainer exec --nv --bind "${SCRATCH}"/relaymd /project/images/relaymd-openmm.sif'
+        'exec apptainer exec --cleanenv --no-home --nv "${relaymd_binds[@]}"'
+        " /project/images/relaymd-openmm.sif"
         ' relaymd-worker --alloc-dir "${SCRATCH}"/relaymd/alloc/a0000test0001'
     )
+    # Only the allocation folder is bound, never the whole scratch root.
+    assert 'relaymd_binds=(--bind "${SCRATCH}"/relaymd/alloc/a0000test0001)' in lines
     bash_syntax_ok(text)
 
 
@@ -114,8 +117,10 @@ def test_slurm_script_long_walltime_no_gpu_literal_output_and_uri_image() -> Non
     assert "--gres" not in text and "--account" not in text and "--mem" not in text
     assert "#SBATCH --output=/scratch/me/relaymd/alloc/a0000test0001/slurm-%j.out" in text
     assert text.splitlines()[-1] == (
-        "exec apptainer exec --bind /scratch/me/relaymd docker://ghcr.io/x/relaymd:1 relaymd-worker"
+        'exec apptainer exec --cleanenv --no-home "${relaymd_binds[@]}"'
+        " docker://ghcr.io/x/relaymd:1 relaymd-worker"
     )
+    assert "relaymd_binds=(--bind /scratch/me/relaymd/alloc/a0000test0001)" in text
     bash_syntax_ok(text)
 
 
@@ -194,7 +199,7 @@ def test_hostile_image_path_and_apptainer_binary_are_quoted(tmp_path: Path) -> N
     )
     text = SlurmScheduler(profile).render_job_script(allocation(), profile, ["`id`"])
     last = text.splitlines()[-1]
-    assert last.startswith("exec 'apptainer; rm -rf ~' exec --nv")
+    assert last.startswith("exec 'apptainer; rm -rf ~' exec --cleanenv --no-home --nv")
     assert "'/img/$(touch x).sif' relaymd-worker '`id`'" in last
     bash_syntax_ok(text)
 
@@ -290,3 +295,97 @@ def test_walltime_warning_before_the_worker_is_ready_is_ignored_not_fatal(
     )
     done = subprocess.run(["bash", str(script)], env={"PATH": "/usr/bin:/bin"}, check=False)
     assert done.returncode == 0
+
+
+STAND_IN_APPTAINER = """#!/bin/bash
+# Apptainer cannot run here: this stand-in records its argv and the environment it was given.
+printf '%s\\0' "$@" > "$RECORD.argv"
+env -0 > "$RECORD.env"
+"""
+
+
+def _run_apptainer_script(
+    tmp_path: Path, env: dict[str, str], binary: str = "apptainer"
+) -> tuple[list[str], dict[str, str]]:
+    stand_in = tmp_path / "bin" / binary
+    stand_in.parent.mkdir()
+    stand_in.write_text(STAND_IN_APPTAINER)
+    stand_in.chmod(0o755)
+    profile = gpu_profile(scratch=str(tmp_path / "scratch"), setup=[], apptainer=str(stand_in))
+    alloc = allocation()
+    folder = tmp_path / "scratch" / "alloc" / alloc.id
+    folder.mkdir(parents=True)
+    text = SlurmScheduler(profile).render_job_script(alloc, profile, ["--alloc-dir", str(folder)])
+    script = folder / "job.sh"
+    script.write_text(text)
+    record = tmp_path / "record"
+    subprocess.run(
+        ["bash", str(script)],
+        env={"PATH": "/usr/bin:/bin", "RECORD": str(record), **env},
+        cwd=folder,
+        check=True,
+    )
+    argv = record.with_suffix(".argv").read_bytes().decode().split("\0")[:-1]
+    entries = record.with_suffix(".env").read_bytes().decode().split("\0")[:-1]
+    return argv, dict(e.split("=", 1) for e in entries)
+
+
+def test_apptainer_gets_a_clean_environment_and_only_the_allocation_folder(
+    tmp_path: Path,
+) -> None:
+    node_tmp = tmp_path / "localscratch"
+    node_tmp.mkdir()
+    argv, env = _run_apptainer_script(
+        tmp_path,
+        {
+            "HOME": str(tmp_path / "home"),
+            "PYTHONPATH": "/home/me/.local/lib/python3.11/site-packages",
+            "LD_LIBRARY_PATH": "/opt/host/lib",
+            "SLURM_JOB_END_TIME": "1796319000",
+            "SLURM_JOB_ID": "4242",
+            "CUDA_VISIBLE_DEVICES": "1",
+            "TMPDIR": str(node_tmp),
+            "RELAYMD_EXTRA": "a value, with: commas",
+        },
+    )
+    folder = str(tmp_path / "scratch" / "alloc" / "a0000test0001")
+    assert argv == [
+        "exec",
+        "--cleanenv",
+        "--no-home",
+        "--nv",
+        "--bind",
+        folder,
+        "--bind",
+        str(node_tmp),
+        "/project/images/relaymd-openmm.sif",
+        "relaymd-worker",
+        "--alloc-dir",
+        folder,
+    ]
+    inside = {
+        k.removeprefix("APPTAINERENV_"): v
+        for k, v in env.items()
+        if k != k.removeprefix("APPTAINERENV_")
+    }
+    assert inside == {
+        "PYTHONNOUSERSITE": "1",
+        "RELAYMD_ALLOCATION_ID": "a0000test0001",
+        "RELAYMD_DEADLINE": "1796319000",  # from the batch shell: squeue is not in the image
+        "RELAYMD_WARNING_LEAD_S": "120",
+        "RELAYMD_EXTRA": "a value, with: commas",
+        "SLURM_JOB_END_TIME": "1796319000",
+        "SLURM_JOB_ID": "4242",
+        "CUDA_VISIBLE_DEVICES": "1",
+        "TMPDIR": str(node_tmp),
+    }
+
+
+def test_tmpdir_under_tmp_is_not_bound_twice_and_singularity_gets_its_prefix(
+    tmp_path: Path,
+) -> None:
+    argv, env = _run_apptainer_script(tmp_path, {"TMPDIR": "/tmp"}, binary="singularity")
+    assert argv.count("--bind") == 1
+    assert env["SINGULARITYENV_PYTHONNOUSERSITE"] == "1"
+    assert env["SINGULARITYENV_RELAYMD_DEADLINE"] == ""
+    assert not any(k.startswith("APPTAINERENV_") for k in env)

@@ -9,7 +9,7 @@ import asyncssh
 import pytest
 
 from relaymd.models import ClusterProfile
-from relaymd.transport import NeedsAuth
+from relaymd.transport import NeedsAuth, TransportError
 from relaymd.transport.base import whole_or_nothing
 from relaymd.transport.ssh import SSHTransport
 
@@ -97,3 +97,67 @@ async def test_2fa_answered_on_the_terminal_when_interactive(
     sent = len(whole_or_nothing("echo hi\n"))
     assert first.stdout.startswith(f"ran {sent} bytes with timeout -k 5 65 bash -s")
     assert transport.connects == 1
+
+
+class CertificateOnlyServer(asyncssh.SSHServer):
+    """A login node that takes user certificates signed by its CA and nothing else (no
+    second factor for them): what some 2FA sites issue to registered workstations."""
+
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+
+async def test_a_site_certificate_connects_without_a_prompt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    ca = asyncssh.generate_private_key("ssh-ed25519")
+    user_key = asyncssh.generate_private_key("ssh-ed25519")
+    authorized = tmp_path / "authorized_keys"
+    authorized.write_text(f"cert-authority {ca.export_public_key().decode()}")
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+    srv = await asyncssh.listen(
+        "127.0.0.1",
+        0,
+        server_host_keys=[host_key],
+        server_factory=CertificateOnlyServer,
+        process_factory=handle,
+        authorized_client_keys=str(authorized),
+    )
+    port = srv.sockets[0].getsockname()[1]
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{port} {host_key.export_public_key().decode()}")
+    key_file = tmp_path / "id_ed25519"
+    user_key.write_private_key(str(key_file))
+    # Beside the key as `<key>-cert.pub`, where ssh and asyncssh both look for it.
+    cert = ca.generate_user_certificate(user_key, "me", principals=["me"])
+    cert.write_certificate(str(key_file) + "-cert.pub")
+    data = profile(port, known).model_dump()
+    data["ssh"]["identity_file"] = str(key_file)
+    asked: list[str] = []
+    transport = SSHTransport(
+        ClusterProfile.model_validate(data),
+        ssh_config=None,
+        prompter=lambda text, echo: asked.append(text) or "",
+    )
+    try:
+        done = await transport.run("true\n")
+        await transport.close()
+        # Without the certificate the same key is refused: the certificate did the work.
+        (tmp_path / "id_ed25519-cert.pub").unlink()
+        bare = SSHTransport(ClusterProfile.model_validate(data), ssh_config=None)
+        with pytest.raises(TransportError, match="authentication failed"):
+            await bare.run("true\n")
+        await bare.close()
+    finally:
+        await transport.close()
+        srv.close()
+        await srv.wait_closed()
+    assert done.stdout.startswith("ran ")
+    assert asked == [] and transport.connects == 1
