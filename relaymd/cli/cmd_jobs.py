@@ -116,7 +116,7 @@ def show(job_id: JobArg, as_json: JsonOpt = False) -> None:
             if not allowed or status.name in allowed:
                 waiting.extend(backoff_lines(status))
     if as_json:
-        print_json({**job.model_dump(mode="json"), "waiting": waiting})
+        print_json({**job.model_dump(), "waiting": waiting})
         return
     out = console()
     out.print(f"[bold]{job.id}[/]  {plain(job.spec.title)}")
@@ -363,7 +363,7 @@ def history(job_id: JobArg, as_json: JsonOpt = False) -> None:
             start, end, source = segment_times(segment)
             rows.append(
                 {
-                    **segment.model_dump(mode="json"),
+                    **segment.model_dump(),
                     "started": start,
                     "ended": end,
                     "times_from": source,
