@@ -1,4 +1,4 @@
-"""The worker's side of the allocation folder (DESIGN.md §3)."""
+"""The worker's side of the allocation folder (docs/architecture.md, "The mailbox protocol")."""
 
 from __future__ import annotations
 

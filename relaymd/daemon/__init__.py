@@ -1,4 +1,4 @@
-"""The reconcile daemon (DESIGN.md §3-5): one asyncio process driving every cluster.
+"""The reconcile daemon (docs/architecture.md, ADR 0001): one asyncio process driving every cluster.
 
 `run_daemon` for callers already in asyncio (the demo, tests); `run_daemon_blocking` for
 `relaymd daemon run` (signals stop it cleanly). The heavy imports (transports, state store)

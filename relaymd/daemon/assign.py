@@ -1,4 +1,4 @@
-"""Late binding: queued jobs to idle allocations, best match first (DESIGN.md §3).
+"""Late binding: queued jobs to idle allocations, best match first (docs/architecture.md).
 
 Pure: takes the idle allocations of one cluster (fresh heartbeat, worker idle, unbound) and
 the queued jobs, returns pairs. The caller fences each pair with a new epoch.

@@ -1,4 +1,4 @@
-"""What a segment's end means for its job (DESIGN.md §5).
+"""What a segment's end means for its job (docs/job-lifecycle.md).
 
 Inputs are facts: a terminal worker event of the job's current epoch, or SLURM's end state of
 the allocation when no such event exists, or the daemon's own verdict (hung worker, operator

@@ -1,4 +1,4 @@
-"""The files of the mailbox on shared scratch (DESIGN.md §3).
+"""The files of the mailbox on shared scratch (docs/architecture.md, "The mailbox protocol").
 
 `alloc/<allocation_id>/` holds assignment.json and control.json (daemon writes),
 heartbeat.json and events.jsonl (worker writes), and credentials (daemon writes, 0600).

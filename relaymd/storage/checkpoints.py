@@ -1,4 +1,4 @@
-"""Checkpoints in object storage (DESIGN.md §4, §7): upload, verify, fetch, list, delete.
+"""Checkpoints in object storage (docs/storage-layout.md): upload, verify, fetch, list, delete.
 
 A checkpoint is the files under `jobs/<job>/checkpoints/<epoch>-<seq>/` plus `manifest.json`,
 written last: without a manifest the checkpoint does not exist. Manifests are never

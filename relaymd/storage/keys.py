@@ -1,4 +1,4 @@
-"""The object-key layout (DESIGN.md §7). Every key the project uses is built here.
+"""The object-key layout (docs/storage-layout.md). Every key the project uses is built here.
 
 jobs/<job_id>/input/bundle.tar.gz            the job's inputs, immutable
 jobs/<job_id>/checkpoints/<epoch>-<seq>/...  checkpoint files, then manifest.json last

@@ -1,4 +1,4 @@
-"""Local mailbox files in an allocation folder (DESIGN.md §3): atomic JSON and the event log.
+"""Local mailbox files in an allocation folder (docs/architecture.md): atomic JSON, the event log.
 
 Used by the worker (writer of heartbeat.json / events.jsonl) and the local transport. Readers
 tolerate whatever a crash or a concurrent writer may leave: a missing, empty or half-written

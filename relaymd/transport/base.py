@@ -1,4 +1,4 @@
-"""How commands reach a cluster: one whole bash script per round trip (DESIGN.md §4.6).
+"""How commands reach a cluster: one whole bash script per round trip (ADR 0004).
 
 Transports only move scripts and bytes; what the scripts say (sbatch, squeue, mailbox files)
 belongs to the scheduler and the daemon. Modelled on AiiDA's split of transport from scheduler.

@@ -1,4 +1,4 @@
-"""Commands on a login node over ONE long-lived asyncssh connection (DESIGN.md §4.6).
+"""Commands on a login node over ONE long-lived asyncssh connection (ADR 0004).
 
 Lazy connect, reused by every call, reconnected (with backoff) when it drops. ~/.ssh/config and
 ssh-agent are honoured; explicit profile fields override them. Host keys are checked strictly
