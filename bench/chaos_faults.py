@@ -118,13 +118,13 @@ def poll_until(check: Callable[[], T | None], timeout_s: float, every_s: float =
 
 
 def _alive(pid: int) -> bool:
+    """Running, not just present: a worker SIGKILLed a moment ago stays a zombie until its
+    parent reaps it, and a later fault must not pick it."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
 def children(pid: int) -> list[int]:
