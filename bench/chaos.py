@@ -15,7 +15,7 @@ completed. Lost allocation seconds come from sacct and worker events.
 
     flock /tmp/relaymd-testbed.lock .venv/bin/python bench/chaos.py [--seed N] [--short]
 
-The full campaign (~10 min) records its table in docs/benchmarks.md; `--short` is the seeded
+The full campaign (~6 min) records its table in docs/benchmarks.md; `--short` is the seeded
 variant that tests/daemon/test_chaos_short.py runs in CI. Exit status 1 when a verdict fails.
 """
 
@@ -101,7 +101,7 @@ class ChaosPlan(BaseModel):
 
 
 def full_plan(seed: int) -> ChaosPlan:
-    """Eight jobs, fourteen faults, minute-long outages: ~9 min with a healthy relay."""
+    """Eight jobs, fourteen faults, minute-long outages: ~6 min with a healthy relay."""
     return ChaosPlan(
         name="full",
         seed=seed,
