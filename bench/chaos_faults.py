@@ -92,6 +92,13 @@ class ChaosWorld:
     total_steps: dict[str, int]  # job id -> steps (openmm) or samples (command)
     command_jobs: set[str]
     hits: Counter[str] = field(default_factory=Counter)
+    # Workers this campaign SIGKILLed: until the kernel has ended them their pid still looks
+    # alive and their heartbeat fresh, and a later fault must not pick them.
+    killed: set[int] = field(default_factory=set)
+
+    def kill_worker(self, pid: int) -> None:
+        self.killed.add(pid)
+        os.kill(pid, signal.SIGKILL)
 
     def alloc_folders(self) -> list[tuple[str, Path]]:
         found = []
@@ -118,13 +125,13 @@ def poll_until(check: Callable[[], T | None], timeout_s: float, every_s: float =
 
 
 def _alive(pid: int) -> bool:
+    """Running, not just present: a worker SIGKILLed a moment ago stays a zombie until its
+    parent reaps it, and a later fault must not pick it."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
 def children(pid: int) -> list[int]:
@@ -140,7 +147,9 @@ def running_workers(world: ChaosWorld, *, command_only: bool = False) -> list[Ru
         beat = read_model(path, Heartbeat)
         if beat is None or beat.state is not WorkerState.RUNNING or beat.job_id is None:
             continue
-        if beat.job_id not in world.total_steps or not _alive(beat.pid):
+        if beat.job_id not in world.total_steps or beat.pid in world.killed:
+            continue
+        if not _alive(beat.pid):
             continue
         if command_only and beat.job_id not in world.command_jobs:
             continue
@@ -180,7 +189,7 @@ def worker_kill(world: ChaosWorld, fault: PlannedFault, record: FaultRecord) -> 
         record.note = "no running worker within 60 s"
         return None
     w = _choose(world, target, fault.pick)
-    os.kill(w.heartbeat.pid, signal.SIGKILL)
+    world.kill_worker(w.heartbeat.pid)
     record.target, record.injected = _describe(w), True
     return None
 
@@ -305,7 +314,7 @@ def checkpoint_corrupt(world: ChaosWorld, fault: PlannedFault, record: FaultReco
         record.note = "no running job with two checkpoints within 60 s"
         return None
     w = _choose(world, found, fault.pick)
-    os.kill(w.heartbeat.pid, signal.SIGKILL)
+    world.kill_worker(w.heartbeat.pid)
     time.sleep(1.0)  # an upload in flight dies with the worker
     epoch, seq, key = _manifests(world, w.heartbeat.job_id or "")[-1]
     manifest = CheckpointManifest.model_validate_json(

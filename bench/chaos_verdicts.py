@@ -3,9 +3,11 @@ events.jsonl on scratch, SLURM accounting. Nothing here reads RelayMD's state da
 
 * OpenMM: the state.xml of every `completed` checkpoint equals, byte for byte, the one of an
   uninterrupted run of the same inputs through the same worker code.
-* Command (AToM-like): every output file of every `completed` segment holds the lines of an
-  uninterrupted run of the same command, each exactly once and in order (duplicates and gaps
-  counted with a line diff, so the check does not depend on the program's line format).
+* Command (AToM-like): every replica's sample file uploaded by every `completed` segment holds
+  the first N lines of an uninterrupted run of the same command, each exactly once and in
+  order, N >= MAX_SAMPLES, and the slowest replica exactly MAX_SAMPLES (AToM's stop rule;
+  duplicates and gaps counted with a line diff, so the check does not depend on the line
+  format).
 * Fencing: every resume (a `started` event naming a checkpoint) starts from a checkpoint that
   was reported by its own epoch before any later epoch of the job existed.
 * Lost allocation time: sacct elapsed of every allocation minus the time its worker spent
@@ -19,7 +21,7 @@ import difflib
 import hashlib
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import BaseModel
@@ -37,6 +39,7 @@ from relaymd.models import (
 from relaymd.storage.keys import manifest_key, outputs_prefix
 from relaymd.storage.mailbox import read_events, read_model
 
+SAMPLE_FILES = "r*/*.out"  # AToM's per-replica sample files
 TERMINAL = {EventKind.HANDOFF, EventKind.STOPPED, EventKind.COMPLETED, EventKind.FAILED}
 
 
@@ -174,10 +177,78 @@ def diff_lines(reference: list[str], got: list[str]) -> tuple[int, int]:
     return extra, missing
 
 
-def check_samples(
-    bucket: Bucket, records: list[AllocRecord], job_id: str, reference: dict[str, list[str]]
+def replica_diff(reference: list[str], got: list[str], target: int) -> tuple[int, int]:
+    """(duplicated/extra lines, missing lines) of one replica's file against the
+    uninterrupted run's lines, of which it must hold the first N (N >= `target`) in order.
+
+    The reference runs past `target`: lines of it after the last one `got` reached are
+    samples the relayed run did not need to compute, not gaps; lines before are.
+    """
+    extra = missing = 0
+    matcher = difflib.SequenceMatcher(None, reference, got, autojunk=False)
+    opcodes = matcher.get_opcodes()
+    reached = max((i2 for tag, _, i2, _, _ in opcodes if tag == "equal"), default=0)
+    needed = max(target, reached)
+    for tag, i1, i2, j1, j2 in opcodes:
+        if tag in ("insert", "replace"):
+            extra += j2 - j1
+        if tag in ("delete", "replace"):
+            missing += max(0, min(i2, needed) - i1)
+    return extra, missing
+
+
+def judge_samples(
+    job_id: str,
+    epoch: int,
+    reference: dict[str, list[str]],
+    files: dict[str, list[str]],
+    target: int,
 ) -> SampleCheck:
-    """Each output file of each completed segment against the uninterrupted run's file."""
+    """One completed segment's sample files by AToM's rule: every replica's file holds the
+    uninterrupted run's first N lines (each once, in order), N >= MAX_SAMPLES (`target`), and
+    the slowest replica exactly MAX_SAMPLES (the run stops when every replica has it; a
+    faster replica may legitimately hold more after resumes)."""
+    check = SampleCheck()
+    counts = []
+    for relpath, expected in sorted(reference.items()):
+        got = files.get(relpath, [])
+        extra, missing = replica_diff(expected, got, target)
+        check.samples += len(got)
+        check.duplicates += extra
+        check.gaps += missing
+        counts.append(len(got))
+        if extra or missing:
+            check.problems.append(
+                f"{job_id}: {relpath} of epoch {epoch}: {len(got)} lines, {extra}"
+                f" duplicated/extra, {missing} missing (uninterrupted run: {len(expected)}"
+                f" lines, MAX_SAMPLES {target})"
+            )
+        elif len(got) == len(expected):
+            check.problems.append(
+                f"{job_id}: {relpath} of epoch {epoch}: all {len(got)} lines of the"
+                " uninterrupted reference; raise chaos_jobs.REFERENCE_EXTRA to judge it"
+            )
+    unknown = sorted(set(files) - set(reference))
+    if unknown:
+        check.problems.append(
+            f"{job_id}: epoch {epoch}: sample files not in the reference: {unknown}"
+        )
+    if counts and min(counts) != target:
+        check.problems.append(
+            f"{job_id}: epoch {epoch}: slowest replica has {min(counts)} samples, not"
+            f" MAX_SAMPLES {target}"
+        )
+    return check
+
+
+def check_samples(
+    bucket: Bucket,
+    records: list[AllocRecord],
+    job_id: str,
+    reference: dict[str, list[str]],
+    target: int,
+) -> SampleCheck:
+    """The sample files each completed segment uploaded, judged by judge_samples."""
     check = SampleCheck()
     done = completed_events(records, job_id)
     if not done:
@@ -185,19 +256,16 @@ def check_samples(
     for event in done:
         assert event.epoch is not None
         prefix = outputs_prefix(job_id, event.epoch)
-        present = set(bucket.keys(prefix))
-        for relpath, expected in sorted(reference.items()):
-            key = prefix + relpath
-            got = bucket.get(key).decode(errors="replace").splitlines() if key in present else []
-            extra, missing = diff_lines(expected, got)
-            check.samples += len(expected)
-            check.duplicates += extra
-            check.gaps += missing
-            if extra or missing:
-                check.problems.append(
-                    f"{job_id}: {relpath} of epoch {event.epoch}: {len(got)} lines,"
-                    f" {extra} duplicated/extra, {missing} missing of {len(expected)}"
-                )
+        files = {
+            key[len(prefix) :]: bucket.get(key).decode(errors="replace").splitlines()
+            for key in bucket.keys(prefix)
+            if PurePosixPath(key[len(prefix) :]).match(SAMPLE_FILES)
+        }
+        one = judge_samples(job_id, event.epoch, reference, files, target)
+        check.samples += one.samples
+        check.duplicates += one.duplicates
+        check.gaps += one.gaps
+        check.problems += one.problems
     return check
 
 

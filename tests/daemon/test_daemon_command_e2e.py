@@ -18,6 +18,19 @@ from relaymd.models import CommandSettings, JobSpec, JobState, Resources
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 SAMPLES = 120
+# Two replicas, a sample line every second MD chunk: ~10 s of work, more than one 14 s
+# allocation holds once startup and handoff are counted.
+ATOM_CONFIG = f"""# AToM-like production run (keys as in AToM-OpenMM's .cntl files)
+BASENAME = 'fake'
+TEMPERATURES = '300'
+LAMBDAS = '0.00, 1.00'
+PRODUCTION_STEPS = 100
+PRNT_FREQUENCY = 200
+MAX_SAMPLES = {SAMPLES}
+CYCLE_TIME = 0.02
+CHECKPOINT_TIME = 2
+WALL_TIME = 240
+"""
 
 
 def test_command_job_completes_on_a_verified_final_checkpoint(
@@ -40,17 +53,11 @@ def test_command_job_completes_on_a_verified_final_checkpoint(
     job_dir = root / "job"
     job_dir.mkdir()
     shutil.copy(REPO / "examples" / "atom-like" / "fake_atom.py", job_dir)
+    (job_dir / "atom.cntl").write_text(ATOM_CONFIG)
     spec = JobSpec(
         title="atom-like relay",
         engine=CommandSettings(
-            command=[
-                sys.executable,
-                "fake_atom.py",
-                "--samples",
-                str(SAMPLES),
-                "--cycle-s",
-                "0.05",
-            ],
+            command=[sys.executable, "fake_atom.py", "atom.cntl"],
             preset="atom",
             target_samples=SAMPLES,
             settle_s=0.1,

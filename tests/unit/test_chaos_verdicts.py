@@ -1,5 +1,6 @@
 """The chaos campaign's verdicts (bench/chaos_verdicts.py) catch what they must, on made-up
-outputs: duplicated and missing sample lines, a resume from a stale epoch's checkpoint."""
+outputs: duplicated and missing sample lines, a slowest replica off MAX_SAMPLES, a resume from
+a stale epoch's checkpoint."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
-from chaos_verdicts import AllocRecord, check_fencing, diff_lines, kept_seconds
+from chaos_verdicts import AllocRecord, check_fencing, diff_lines, judge_samples, kept_seconds
 
 from relaymd.models import CheckpointRef, EventKind, WorkerEvent
 
@@ -59,6 +60,48 @@ def test_diff_counts_duplicated_and_missing_samples() -> None:
     assert diff_lines(reference, twice) == (2, 0)
     assert diff_lines(reference, reference[:3] + reference[5:]) == (0, 2)
     assert diff_lines(reference, reference[:-1]) == (0, 1)
+
+
+MAX = 6
+# An uninterrupted run, past MAX_SAMPLES (bench/chaos_jobs.REFERENCE_EXTRA), per replica.
+REFERENCE = {f"r{k}/fake.out": [f"{k} sample {i}" for i in range(1, MAX + 5)] for k in range(2)}
+
+
+def _judge(r0: list[str], r1: list[str]) -> tuple[int, int, list[str]]:
+    check = judge_samples(JOB, 3, REFERENCE, {"r0/fake.out": r0, "r1/fake.out": r1}, MAX)
+    return check.duplicates, check.gaps, check.problems
+
+
+def test_slowest_replica_at_max_samples_and_a_faster_one_ahead_pass() -> None:
+    r0, r1 = REFERENCE["r0/fake.out"], REFERENCE["r1/fake.out"]
+    assert _judge(r0[:MAX], r1[:MAX]) == (0, 0, [])
+    # After resumes a faster replica holds more of the run's own lines: samples, not extras.
+    assert _judge(r0[: MAX + 2], r1[:MAX]) == (0, 0, [])
+
+
+def test_a_sample_written_again_after_a_resume_is_a_duplicate() -> None:
+    r0, r1 = REFERENCE["r0/fake.out"], REFERENCE["r1/fake.out"]
+    again = r0[:4] + r0[3:MAX]  # sample 4 kept past the checkpoint, then computed again
+    duplicates, gaps, problems = _judge(again, r1[:MAX])
+    assert (duplicates, gaps) == (1, 0)
+    assert len(problems) == 1 and "r0/fake.out of epoch 3" in problems[0]
+
+
+def test_missing_samples_are_gaps_and_the_slowest_replica_must_have_max_samples() -> None:
+    r0, r1 = REFERENCE["r0/fake.out"], REFERENCE["r1/fake.out"]
+    duplicates, gaps, problems = _judge(r0[:2] + r0[3:MAX], r1[:MAX])
+    assert (duplicates, gaps) == (0, 1) and "1 missing" in problems[0]
+    short = _judge(r0[: MAX - 1], r1[:MAX])  # stopped one sample early: a gap at the end
+    assert short[:2] == (0, 1) and any("slowest replica has 5" in p for p in short[2])
+    over = _judge(r0[: MAX + 1], r1[: MAX + 1])  # nobody stopped at MAX_SAMPLES
+    assert over[:2] == (0, 0) and over[2] == [
+        f"{JOB}: epoch 3: slowest replica has 7 samples, not MAX_SAMPLES {MAX}"
+    ]
+
+
+def test_a_missing_replica_file_is_all_gaps() -> None:
+    check = judge_samples(JOB, 3, REFERENCE, {"r0/fake.out": REFERENCE["r0/fake.out"][:MAX]}, MAX)
+    assert check.gaps == MAX and check.problems
 
 
 def test_resume_from_a_checkpoint_of_the_current_epoch_passes() -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
 import sys
 from pathlib import Path
 
 import pytest
-from worker_harness import EXAMPLES, Allocation, Relay, wait_for
+from atom_like import write_bundle
+from worker_harness import Allocation, Relay, wait_for
 
 from relaymd.models import (
     EVENT_LINE_MAX_BYTES,
@@ -58,16 +58,14 @@ def test_a_refused_start_removes_the_exposed_credentials(
 def test_sigterm_during_a_segment_hands_off_and_removes_the_credentials(
     tmp_path: Path, file_access: StorageAccess
 ) -> None:
-    bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    shutil.copy(EXAMPLES / "atom-like" / "fake_atom.py", bundle)
+    bundle = write_bundle(tmp_path / "bundle", 100000, checkpoint_time_s=1.0, chunk_s=0.05)
     relay = Relay(tmp_path, file_access, "job-term")
     relay.upload_bundle(bundle)
     alloc = relay.allocation()
     engine = {
         "kind": "command",
         "preset": "atom",
-        "command": [sys.executable, "fake_atom.py", "--samples", "100000", "--cycle-s", "0.05"],
+        "command": [sys.executable, "fake_atom.py", "atom.cntl"],
         "target_samples": 100000,
         "settle_s": 0.1,
         "stop_grace_s": 20,
