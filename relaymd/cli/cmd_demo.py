@@ -54,7 +54,9 @@ def demo(
     """Run a small OpenMM water box relayed across short local segments (about 2-3 min).
 
     Needs no config, no cluster and no cloud account: workers are local processes, storage is
-    a folder. Afterwards `relaymd jobs history <id>` shows the relay again.
+    a folder. Afterwards `relaymd jobs history <id>` shows the relay again. It simulates on
+    this machine, so it needs OpenMM here: `uv run relaymd demo` in a checkout has it; an
+    installed tool needs the worker extra too (`uv tool install '.[operator,worker]'`).
 
     \b
     Examples:
@@ -67,6 +69,7 @@ def demo(
             f"--segment-seconds must exceed {SEGMENT_OVERHEAD_S:.0f} and --segments be >= 1",
             code=ExitCode.USAGE,
         )
+    require_openmm()
     # Point every XDG-derived path at the chosen folders before anything reads them.
     if state_dir is not None:
         os.environ["RELAYMD_STATE_DIR"] = str(state_dir.expanduser().resolve())
@@ -96,6 +99,20 @@ def demo(
             f"demo job {final.id} ended {final.state}: "
             f"{final.failure_reason or 'no reason recorded'}",
             hint=f"see `relaymd jobs logs {final.id}` and the daemon log",
+        )
+
+
+def require_openmm() -> None:
+    """The demo simulates on this machine: say what to install instead of a traceback."""
+    import importlib.util
+
+    if importlib.util.find_spec("openmm") is None:
+        raise CliError(
+            "the demo runs a real OpenMM simulation on this machine, and OpenMM is not "
+            "installed here (the `operator` extra leaves it out: workers run it on the clusters)",
+            hint="install the worker side too: `uv tool install '.[operator,worker]'`, "
+            "or run `uv run relaymd demo` in a checkout",
+            code=ExitCode.USAGE,
         )
 
 
