@@ -451,7 +451,12 @@ class _Cycle:
         heartbeat = files.heartbeat if files else None
         # Only a heartbeat of the allocation's current assignment proves it alive (an idle one
         # for an unbound allocation): a moving seq for another job or epoch is no news.
-        counted = heartbeat_counts(alloc.id, self.bound_job(alloc), heartbeat)
+        reserved = (
+            (alloc.reserved_job_id, alloc.reserved_epoch)
+            if alloc.reserved_job_id is not None and alloc.reserved_epoch is not None
+            else None
+        )
+        counted = heartbeat_counts(alloc.id, self.bound_job(alloc), heartbeat, reserved)
         alloc2 = observe_heartbeat(alloc, heartbeat if counted else None, self.now)
         if alloc2 != alloc:
             self.put_alloc(alloc2)

@@ -12,15 +12,24 @@ from datetime import datetime
 from relaymd.models import HEARTBEAT_MAX_BYTES, Allocation, Heartbeat, Job
 
 
-def heartbeat_counts(alloc_id: str, job: Job | None, heartbeat: Heartbeat | None) -> bool:
+def heartbeat_counts(
+    alloc_id: str,
+    job: Job | None,
+    heartbeat: Heartbeat | None,
+    reserved: tuple[str, int] | None = None,
+) -> bool:
     """Whether `heartbeat` is news about this allocation's current assignment: it names the
-    allocation and the bound (job, epoch), or no job at all when none is bound. Anything else
-    (another job, an old or future epoch, another allocation's file) keeps nothing alive.
+    allocation and the bound (job, epoch), or no job at all when none is bound, or, for a
+    reserved successor (ADR 0009), the (job, epoch) pre-written to it while it waits for the
+    handoff. Anything else (another job, an old or future epoch, another allocation's file)
+    keeps nothing alive.
     """
     if heartbeat is None or heartbeat.allocation_id != alloc_id:
         return False
     if job is None:
-        return heartbeat.job_id is None
+        if heartbeat.job_id is None:
+            return True
+        return reserved is not None and (heartbeat.job_id, heartbeat.epoch) == reserved
     return heartbeat.job_id == job.id and heartbeat.epoch == job.epoch
 
 

@@ -528,10 +528,10 @@ class ClusterRunner:
         self._credentials_owed.update(
             a.id for a in d.allocations.values() if a.state is AllocationState.ENDED
         )
-        plan.removals = [
+        plan.removals.extend(
             FileRemoval(allocation_id=alloc_id, name=CREDENTIALS_FILE)
             for alloc_id in sorted(self._credentials_owed)
-        ]
+        )
         if d.cancel:
             plan.cancel_snippet = self.scheduler.cancel_snippet(sorted(set(d.cancel.values())))
         if plan.empty:
@@ -546,7 +546,9 @@ class ClusterRunner:
             _maybe_crash("after_submit_write")
         outcome = parse_write_output(result.stdout, token, plan, self.scheduler.parse_submit)
         if outcome.complete:
-            self._credentials_owed.difference_update(r.allocation_id for r in plan.removals)
+            self._credentials_owed.difference_update(
+                r.allocation_id for r in plan.removals if r.name == CREDENTIALS_FILE
+            )
         await self._record_submits(d.new_allocations, outcome)
         if outcome.failed_files or outcome.failed_dirs:
             log.warning(

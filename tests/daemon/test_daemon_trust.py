@@ -548,3 +548,17 @@ def test_an_oversized_binary_line_is_skipped_even_while_it_is_still_growing(
     fourth = poll(third.events_offset, False)
     assert [e.kind for e in fourth.events] == [EventKind.STARTED]
     assert fourth.events_offset == events.stat().st_size
+
+
+def test_a_reserved_successor_lives_on_the_heartbeat_of_its_pre_written_assignment() -> None:
+    from relaymd.daemon.liveness import heartbeat_counts
+
+    waiting = Heartbeat(
+        allocation_id="a2", seq=3, state=WorkerState.PREPARING, job_id="j1", epoch=3
+    )
+    # Reserved for j1's epoch 3 (ADR 0009): its waiting heartbeat is news about it.
+    assert heartbeat_counts("a2", None, waiting, reserved=("j1", 3))
+    # Without the reservation, or for another epoch, it keeps nothing alive.
+    assert not heartbeat_counts("a2", None, waiting)
+    assert not heartbeat_counts("a2", None, waiting, reserved=("j1", 4))
+    assert not heartbeat_counts("a2", None, waiting, reserved=("j9", 3))
