@@ -215,6 +215,9 @@ def relay(
     config["clusters"][0]["poll"] = {"min_interval_s": poll_s, "max_interval_s": poll_s}
     config["daemon"]["min_segment_s"] = 20
     config["worker"].update(handoff_margin_min_s=3, handoff_margin_max_s=margin_max_s)
+    # A worker must outlive one poll while idle, or it exits before the daemon binds it; with
+    # the daemon online, idle release (not this timeout) ends idle allocations.
+    config["worker"]["idle_timeout_s"] = max(config["worker"].get("idle_timeout_s", 15), 3 * poll_s)
     config_path = root / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     os.environ["RELAYMD_S3_ACCESS_KEY_ID"] = tb.s3_access_key_id
@@ -346,7 +349,8 @@ def markdown(
         " s; spare pending allocations, or a scancel from outside the run) and count as allocated.",
         "Lost seconds do not grow with the walltime (the margin follows the measured checkpoint "
         "+ upload time), hence the extrapolation to 4 h. Idle tails are the workers' "
-        "`idle_timeout_s` (15 s here) after the queue ran dry.",
+        "`idle_timeout_s` (3 poll intervals, at least 15 s) after the queue ran dry, or less "
+        "when the daemon released them.",
     ]
     return "\n".join(lines)
 
