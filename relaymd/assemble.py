@@ -75,9 +75,26 @@ def find_chunks(outputs_dir: Path, stem: str, ext: str) -> list[Chunk]:
     return sorted(found, key=lambda c: (c.start, c.epoch))
 
 
-def select_chunks(chunks: list[Chunk]) -> tuple[list[Chunk], list[Chunk]]:
+class ReportSteps(BaseModel):
+    """The steps a reporter writes at: every `interval` steps, at `phase` modulo it (OpenMM's
+    reporters fire when the step is a multiple of their interval)."""
+
+    interval: int
+    phase: int = 0
+
+    def any_between(self, after: int, upto: int) -> bool:
+        """Whether a report falls on a step in (after, upto]."""
+        first = after + (self.phase - after - 1) % self.interval + 1
+        return first <= upto
+
+
+def select_chunks(
+    chunks: list[Chunk], reports: ReportSteps | None = None
+) -> tuple[list[Chunk], list[Chunk]]:
     """(kept, dropped): a chunk is dropped when a later epoch's chunk overlaps its steps.
-    The kept ones must tile their step range without gaps."""
+    The kept ones must tile their step range without gaps, except a stretch on which no
+    report falls: a checkpoint interval shorter than the report interval writes nothing,
+    so the worker has no chunk to store for it (`reports`, when the chunks tell it)."""
     kept: list[Chunk] = []
     dropped: list[Chunk] = []
     for chunk in chunks:
@@ -87,12 +104,43 @@ def select_chunks(chunks: list[Chunk]) -> tuple[list[Chunk], list[Chunk]]:
         )
         (dropped if overlapped else kept).append(chunk)
     for before, after in pairwise(kept):
-        if after.start != before.end:
+        if after.start == before.end:
+            continue
+        empty_stretch = (
+            reports is not None
+            and after.start > before.end
+            and not reports.any_between(before.end, after.start)
+        )
+        if not empty_stretch:
             raise AssembleError(
                 f"steps {before.end}..{after.start} are missing between {before.path} and "
                 f"{after.path}: download the job again (or wait for its next segment)"
             )
     return kept, dropped
+
+
+def dcd_report_steps(chunks: list[Chunk]) -> ReportSteps | None:
+    """The frame steps, from the first chunk's DCD header (first step, interval)."""
+    for chunk in chunks:
+        with chunk.path.open("rb") as fh:
+            head = fh.read(20)
+        if len(head) == 20 and head[4:8] == b"CORD":
+            first_step, interval = struct.unpack_from("<ii", head, 12)
+            if interval > 0:
+                return ReportSteps(interval=interval, phase=first_step % interval)
+    return None
+
+
+def csv_report_steps(chunks: list[Chunk]) -> ReportSteps | None:
+    """The row steps, from the smallest step difference within a chunk."""
+    steps = sorted(
+        {int(float(row[0])) for chunk in chunks for row in _csv_rows(chunk.path) if row[0]}
+    )
+    gaps = [b - a for a, b in pairwise(steps) if b > a]
+    if not gaps:
+        return None
+    interval = min(gaps)
+    return ReportSteps(interval=interval, phase=steps[0] % interval)
 
 
 class _DcdLayout(BaseModel):
@@ -216,8 +264,10 @@ def assemble_outputs(
     outputs = download_dir / "outputs"
     out_dir = download_dir / ASSEMBLED_DIR
     result = AssembledOutputs(directory=out_dir, topology=topology)
-    dcd_kept, dcd_dropped = select_chunks(find_chunks(outputs, "trajectory", "dcd"))
-    csv_kept, csv_dropped = select_chunks(find_chunks(outputs, "state_data", "csv"))
+    dcd_chunks = find_chunks(outputs, "trajectory", "dcd")
+    csv_chunks = find_chunks(outputs, "state_data", "csv")
+    dcd_kept, dcd_dropped = select_chunks(dcd_chunks, dcd_report_steps(dcd_chunks))
+    csv_kept, csv_dropped = select_chunks(csv_chunks, csv_report_steps(csv_chunks))
     if not dcd_kept and not csv_kept:
         raise AssembleError(
             f"no trajectory or state-data chunks under {outputs}: download the outputs first"

@@ -30,16 +30,20 @@ def _frame(step: int, epoch: int) -> np.ndarray:
 
 
 def _chunk(root: Path, epoch: int, start: int, end: int, every: int = 10) -> None:
+    """A chunk as the worker stores it: frames/rows on multiples of their interval, as
+    OpenMM's reporters write them."""
     import openmm.app as app
     import openmm.unit as unit
 
     folder = root / "outputs" / str(epoch)
     folder.mkdir(parents=True, exist_ok=True)
+    first = (start // every + 1) * every
     with (folder / f"trajectory.{start:010d}-{end:010d}.dcd").open("wb") as fh:
-        dcd = app.DCDFile(fh, _topology(), 0.002 * unit.picoseconds, start + every, every)
-        for step in range(start + every, end + 1, every):
+        dcd = app.DCDFile(fh, _topology(), 0.002 * unit.picoseconds, first, every)
+        for step in range(first, end + 1, every):
             dcd.writeModel(_frame(step, epoch) * unit.nanometer)
-    rows = [f"{step},{(step - start) * 0.002},{-step}.5" for step in range(start + 5, end + 1, 5)]
+    first_row = (start // 5 + 1) * 5
+    rows = [f"{step},{(step - start) * 0.002},{-step}.5" for step in range(first_row, end + 1, 5)]
     (folder / f"state_data.{start:010d}-{end:010d}.csv").write_text("\n".join([HEADER, *rows]))
 
 
@@ -74,6 +78,33 @@ def test_a_gap_is_named_not_papered_over(tmp_path: Path) -> None:
     with pytest.raises(AssembleError, match=r"steps 20\.\.40 are missing"):
         assemble_outputs(tmp_path)
     assert not (tmp_path / "assembled" / "trajectory.dcd").exists()
+
+
+def test_a_chunk_without_frames_is_no_gap(tmp_path: Path) -> None:
+    # A segment checkpointed 8 steps after it resumed: no frame step (every 10) fell in
+    # (20, 28], so the worker stored no trajectory chunk for it, only state-data rows.
+    _chunk(tmp_path, 1, 0, 20)
+    _chunk(tmp_path, 2, 20, 28)
+    _chunk(tmp_path, 2, 28, 50)
+    (tmp_path / "outputs" / "2" / "trajectory.0000000020-0000000028.dcd").unlink()
+    made = assemble_outputs(tmp_path)
+    (tmp_path / "top.pdb").write_text(_pdb())
+    traj = mdtraj.load(str(made.trajectory), top=str(tmp_path / "top.pdb"))
+    steps_epochs = [(10, 1), (20, 1), (30, 2), (40, 2), (50, 2)]
+    expected = np.stack([_frame(s, e) for s, e in steps_epochs]).astype(np.float32)
+    assert np.allclose(traj.xyz, expected, atol=1e-6)
+    lines = made.state_data.read_text().splitlines() if made.state_data else []
+    assert [line.split(",")[0] for line in lines[1:]] == [str(s) for s in range(5, 51, 5)]
+
+
+def test_a_gap_holding_a_frame_step_is_still_named(tmp_path: Path) -> None:
+    # (20, 30] holds frame step 30: its chunk is missing, not empty.
+    _chunk(tmp_path, 1, 0, 20)
+    _chunk(tmp_path, 2, 20, 30)
+    _chunk(tmp_path, 2, 30, 50)
+    (tmp_path / "outputs" / "2" / "trajectory.0000000020-0000000030.dcd").unlink()
+    with pytest.raises(AssembleError, match=r"steps 20\.\.30 are missing"):
+        assemble_outputs(tmp_path)
 
 
 def test_a_truncated_chunk_is_refused(tmp_path: Path) -> None:
