@@ -103,5 +103,33 @@ def in_transaction(plan: Plan[T]) -> Steps[T]:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class Done(Generic[T]):
+    value: T
+
+
+def advance(steps: Steps[T], outcome: Result | BaseException | None) -> Statement | Done[T]:
+    """Hand the operation the outcome of its last statement (None before the first; an error
+    is raised inside it, so it can roll back); its next statement, or its value when done.
+    Each front-end is a loop of `advance` around its own way of executing a statement."""
+    try:
+        if outcome is None:
+            return next(steps)
+        if isinstance(outcome, BaseException):
+            return steps.throw(outcome)
+        return steps.send(outcome)
+    except StopIteration as stop:
+        return Done(stop.value)
+
+
+def opening(depth: int) -> Statement:
+    """Start a `transaction()` block: the transaction itself, or a savepoint inside it."""
+    return Statement(savepoint(depth) if depth else BEGIN_WRITE)
+
+
+def closing(depth: int) -> Statement:
+    return Statement(release(depth) if depth else COMMIT)
+
+
 def first_value(result: Result) -> Any:
     return result.rows[0][0] if result.rows else None

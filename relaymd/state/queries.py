@@ -226,7 +226,7 @@ def list_jobs(
 
 
 @writes
-def update_job(job: Job, expected_updated_at: datetime | None = None) -> Steps[Job]:
+def update_job(job: Job, *, expected_updated_at: datetime | None = None) -> Steps[Job]:
     """Replace the row; returns what was stored.
 
     The epoch never goes backwards (a caller holding an older copy cannot undo a
