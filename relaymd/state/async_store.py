@@ -23,21 +23,7 @@ import aiosqlite
 from relaymd.state import files
 from relaymd.state import queries as q
 from relaymd.state.operations import StoreOperations
-from relaymd.state.plan import (
-    BEGIN_WRITE,
-    COMMIT,
-    ROLLBACK,
-    Plan,
-    Result,
-    Statement,
-    Steps,
-    advance,
-    closing,
-    in_transaction,
-    opening,
-    release,
-    rollback_to,
-)
+from relaymd.state.plan import Block, Plan, Result, Statement, Steps, advance, in_transaction
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -117,29 +103,32 @@ class AsyncStateStore(StoreOperations):
         savepoints, so an inner failure that is caught undoes only the inner writes."""
         if self._holds_transaction():
             depth = self._depth
-            await self._execute(opening(depth))
+            block = Block(depth)
+            await self._execute(block.begin)
             self._depth += 1
             try:
                 yield
             except BaseException:
                 self._depth = depth
-                await self._execute(Statement(rollback_to(depth)))
-                await self._execute(Statement(release(depth)))
+                for statement in block.undo:
+                    await self._execute(statement)
                 raise
             self._depth = depth
-            await self._execute(closing(depth))
+            await self._execute(block.end)
             return
         async with self._lock:
-            await self._execute(Statement(BEGIN_WRITE))
+            outer = Block(0)
+            await self._execute(outer.begin)
             token = _HELD.set(_HELD.get() | {id(self)})
             self._depth = 1
             try:
                 yield
-                await self._execute(Statement(COMMIT))
+                await self._execute(outer.end)
             except BaseException:
                 if self._conn.in_transaction:
                     with suppress(Exception):  # keep the original error
-                        await self._execute(Statement(ROLLBACK))
+                        for statement in outer.undo:
+                            await self._execute(statement)
                 raise
             finally:
                 _HELD.reset(token)

@@ -122,13 +122,26 @@ def advance(steps: Steps[T], outcome: Result | BaseException | None) -> Statemen
         return Done(stop.value)
 
 
-def opening(depth: int) -> Statement:
-    """Start a `transaction()` block: the transaction itself, or a savepoint inside it."""
-    return Statement(savepoint(depth) if depth else BEGIN_WRITE)
+@dataclass(frozen=True, slots=True)
+class Block:
+    """The statements of a `transaction()` block nested `depth` deep: the transaction itself
+    at depth 0, a savepoint inside it deeper (an inner failure then undoes only its writes)."""
 
+    depth: int
 
-def closing(depth: int) -> Statement:
-    return Statement(release(depth) if depth else COMMIT)
+    @property
+    def begin(self) -> Statement:
+        return Statement(savepoint(self.depth) if self.depth else BEGIN_WRITE)
+
+    @property
+    def end(self) -> Statement:
+        return Statement(release(self.depth) if self.depth else COMMIT)
+
+    @property
+    def undo(self) -> tuple[Statement, ...]:
+        if not self.depth:
+            return (Statement(ROLLBACK),)
+        return (Statement(rollback_to(self.depth)), Statement(release(self.depth)))
 
 
 def first_value(result: Result) -> Any:

@@ -16,18 +16,7 @@ from typing import ParamSpec, TypeVar
 from relaymd.state import files
 from relaymd.state import queries as q
 from relaymd.state.operations import StoreOperations
-from relaymd.state.plan import (
-    ROLLBACK,
-    Plan,
-    Result,
-    Statement,
-    advance,
-    closing,
-    in_transaction,
-    opening,
-    release,
-    rollback_to,
-)
+from relaymd.state.plan import Block, Plan, Result, Statement, advance, in_transaction
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -96,17 +85,16 @@ class StateStore(StoreOperations):
         """Group writes atomically; store methods called inside join it. Nested blocks are
         savepoints, so an inner failure that is caught undoes only the inner writes."""
         depth = self._depth
-        self._execute(opening(depth))
+        block = Block(depth)
+        self._execute(block.begin)
         self._depth += 1
         try:
             yield
         except BaseException:
             self._depth = depth
-            if depth:
-                self._execute(Statement(rollback_to(depth)))
-                self._execute(Statement(release(depth)))
-            elif self._conn.in_transaction:
-                self._execute(Statement(ROLLBACK))
+            if depth or self._conn.in_transaction:
+                for statement in block.undo:
+                    self._execute(statement)
             raise
         self._depth = depth
-        self._execute(closing(depth))
+        self._execute(block.end)
