@@ -28,18 +28,6 @@ COMMIT = "COMMIT"
 ROLLBACK = "ROLLBACK"
 
 
-def savepoint(depth: int) -> str:
-    return f"SAVEPOINT relaymd_{depth}"
-
-
-def release(depth: int) -> str:
-    return f"RELEASE SAVEPOINT relaymd_{depth}"
-
-
-def rollback_to(depth: int) -> str:
-    return f"ROLLBACK TO SAVEPOINT relaymd_{depth}"
-
-
 @dataclass(frozen=True, slots=True)
 class Statement:
     sql: str
@@ -131,17 +119,21 @@ class Block:
 
     @property
     def begin(self) -> Statement:
-        return Statement(savepoint(self.depth) if self.depth else BEGIN_WRITE)
+        return Statement(f"SAVEPOINT {self._name}" if self.depth else BEGIN_WRITE)
 
     @property
     def end(self) -> Statement:
-        return Statement(release(self.depth) if self.depth else COMMIT)
+        return Statement(f"RELEASE SAVEPOINT {self._name}" if self.depth else COMMIT)
 
     @property
     def undo(self) -> tuple[Statement, ...]:
         if not self.depth:
             return (Statement(ROLLBACK),)
-        return (Statement(rollback_to(self.depth)), Statement(release(self.depth)))
+        return (Statement(f"ROLLBACK TO SAVEPOINT {self._name}"), self.end)
+
+    @property
+    def _name(self) -> str:
+        return f"relaymd_{self.depth}"
 
 
 def first_value(result: Result) -> Any:
