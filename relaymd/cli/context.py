@@ -53,11 +53,6 @@ def set_loaded(loaded: LoadedConfig) -> None:
     _loaded = loaded
 
 
-def state_path(loaded: LoadedConfig) -> Path | None:
-    raw = loaded.config.state_path
-    return Path(raw).expanduser() if raw else None
-
-
 def open_state(loaded: LoadedConfig | None = None) -> StateStore:
     """The state store; read-only (changing nothing on disk) when the file or its folder
     cannot be written, so `status` and listings still work. Every failure names the path."""
@@ -68,7 +63,7 @@ def open_state(loaded: LoadedConfig | None = None) -> StateStore:
 
     global _state_file
     loaded = loaded or load()
-    path = state_files.resolve(state_path(loaded))
+    path = state_files.state_path(loaded.config)
     _state_file = path
     try:
         return StateStore.open(path)

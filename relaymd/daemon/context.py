@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relaymd.models import (
     ClusterProfile,
@@ -16,12 +16,15 @@ from relaymd.models import (
 )
 from relaymd.models.state import ClusterReachability, ClusterStatus
 
+if TYPE_CHECKING:
+    from relaymd.state import AsyncStateStore
+
 
 class DaemonContext:
     def __init__(
         self,
         *,
-        store: Any,
+        store: AsyncStateStore,
         object_store: Any,
         access: StorageAccess,
         profiles: dict[str, ClusterProfile],

@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from relaymd import __version__, paths
@@ -24,13 +23,9 @@ from relaymd.daemon.runner import ClusterRunner
 from relaymd.logging import get_logger
 from relaymd.models import utcnow
 from relaymd.models.state import DaemonStatus
+from relaymd.state.files import state_path
 
 log = get_logger(__name__)
-
-
-def state_path(loaded: LoadedConfig) -> Path:
-    configured = loaded.config.state_path
-    return Path(configured).expanduser() if configured else paths.state_db()
 
 
 async def _open_storage(loaded: LoadedConfig) -> tuple[Any, Any]:
@@ -95,7 +90,7 @@ class Daemon:
     async def run(self, stop: asyncio.Event, max_cycles: int | None = None) -> None:
         from relaymd.state import AsyncStateStore
 
-        store = await AsyncStateStore.open(state_path(self.loaded))
+        store = await AsyncStateStore.open(state_path(self.loaded.config))
         try:
             access, object_store = await _open_storage(self.loaded)
             config = self.loaded.config
@@ -152,7 +147,7 @@ async def run_daemon(
     # The XDG lock is what `relaymd daemon status` reads; the one beside the state file stops a
     # second daemon that shares the state file under another XDG state dir. Resolved first:
     # a state file reached through a symlink must lock the same file as its target.
-    state_file = state_path(loaded).resolve()
+    state_file = state_path(loaded.config).resolve()
     locks = [
         DaemonLock(paths.daemon_lock()),
         DaemonLock(state_file.with_name(state_file.name + ".lock")),

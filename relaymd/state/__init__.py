@@ -1,13 +1,14 @@
 """The local SQLite state store: jobs, allocations, relay history, audit log, status.
 
 `StateStore` (sqlite3) serves the CLI and tests; `AsyncStateStore` (aiosqlite) the daemon.
-Both have the same methods and run the same operations from `relaymd.state.queries`.
-The async one is imported lazily so CLI commands do not pay for aiosqlite.
+Both take their methods from one table (`relaymd.state.operations`) of the operations
+written in `relaymd.state.queries`. The async one is imported lazily so CLI commands do not
+pay for aiosqlite. Type a store with these two classes (they are the seam's types).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from relaymd.state.errors import (
     ConflictError,
@@ -34,7 +35,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> type[AsyncStateStore]:
     if name == "AsyncStateStore":
         from relaymd.state.async_store import AsyncStateStore
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from relaymd import paths
+
+if TYPE_CHECKING:
+    from relaymd.models import Config
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -19,6 +23,11 @@ _SIDE_FILES = ("-wal", "-shm", "-journal")
 
 def resolve(path: Path | None) -> Path:
     return (path if path is not None else paths.state_db()).expanduser().absolute()
+
+
+def state_path(config: Config) -> Path:
+    """The state database a config names: its `state_path`, else the XDG default; absolute."""
+    return resolve(Path(config.state_path) if config.state_path else None)
 
 
 def _make_dirs(directory: Path) -> None:

@@ -28,18 +28,6 @@ COMMIT = "COMMIT"
 ROLLBACK = "ROLLBACK"
 
 
-def savepoint(depth: int) -> str:
-    return f"SAVEPOINT relaymd_{depth}"
-
-
-def release(depth: int) -> str:
-    return f"RELEASE SAVEPOINT relaymd_{depth}"
-
-
-def rollback_to(depth: int) -> str:
-    return f"ROLLBACK TO SAVEPOINT relaymd_{depth}"
-
-
 @dataclass(frozen=True, slots=True)
 class Statement:
     sql: str
@@ -101,6 +89,51 @@ def in_transaction(plan: Plan[T]) -> Steps[T]:
             yield Statement(ROLLBACK)
         raise
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class Done(Generic[T]):
+    value: T
+
+
+def advance(steps: Steps[T], outcome: Result | BaseException | None) -> Statement | Done[T]:
+    """Hand the operation the outcome of its last statement (None before the first; an error
+    is raised inside it, so it can roll back); its next statement, or its value when done.
+    Each front-end is a loop of `advance` around its own way of executing a statement."""
+    try:
+        if outcome is None:
+            return next(steps)
+        if isinstance(outcome, BaseException):
+            return steps.throw(outcome)
+        return steps.send(outcome)
+    except StopIteration as stop:
+        return Done(stop.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """The statements of a `transaction()` block nested `depth` deep: the transaction itself
+    at depth 0, a savepoint inside it deeper (an inner failure then undoes only its writes)."""
+
+    depth: int
+
+    @property
+    def begin(self) -> Statement:
+        return Statement(f"SAVEPOINT {self._name}" if self.depth else BEGIN_WRITE)
+
+    @property
+    def end(self) -> Statement:
+        return Statement(f"RELEASE SAVEPOINT {self._name}" if self.depth else COMMIT)
+
+    @property
+    def undo(self) -> tuple[Statement, ...]:
+        if not self.depth:
+            return (Statement(ROLLBACK),)
+        return (Statement(f"ROLLBACK TO SAVEPOINT {self._name}"), self.end)
+
+    @property
+    def _name(self) -> str:
+        return f"relaymd_{self.depth}"
 
 
 def first_value(result: Result) -> Any:

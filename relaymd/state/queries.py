@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from relaymd.models import (
     Allocation,
@@ -45,6 +47,8 @@ from relaymd.state.schema import MIGRATIONS, SCHEMA_VERSION, split_script
 BUSY_TIMEOUT_S = 30.0
 
 _ONE_MICROSECOND = timedelta(microseconds=1)
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def ts(value: datetime | None) -> str | None:
@@ -88,6 +92,22 @@ def _upsert_sql(table: str, columns: Sequence[str], key: str) -> str:
 
 def _placeholders(values: Sequence[Any]) -> str:
     return ", ".join("?" for _ in values)
+
+
+def _decoded(model: type[M], result: Result) -> list[M]:
+    """The models stored in the first (`data`) column of each row."""
+    return [model.model_validate_json(row[0]) for row in result.rows]
+
+
+def _first(model: type[M], result: Result) -> M | None:
+    return model.model_validate_json(result.rows[0][0]) if result.rows else None
+
+
+def _insert(sql: str, row: dict[str, Any], duplicate: str) -> Steps[None]:
+    """Insert a row whose key must be new; DuplicateError(`duplicate`) when it is not."""
+    result = yield Statement(sql, row)
+    if result.rowcount == 0:
+        raise DuplicateError(duplicate)
 
 
 # --- schema and connection -------------------------------------------------------------------
@@ -176,29 +196,23 @@ def _job_row(job: Job) -> dict[str, Any]:
     }
 
 
-def _jobs(result: Result) -> list[Job]:
-    return [Job.model_validate_json(row[0]) for row in result.rows]
-
-
 def _load_job(job_id: str) -> Steps[Job]:
-    result = yield Statement("SELECT data FROM jobs WHERE id = ?", (job_id,))
-    if not result.rows:
+    job = yield from get_job(job_id).steps
+    if job is None:
         raise NotFoundError(f"no job {job_id} in the state database")
-    return Job.model_validate_json(result.rows[0][0])
+    return job
 
 
 @writes
 def insert_job(job: Job) -> Steps[None]:
-    result = yield Statement(_INSERT_JOB, _job_row(job))
-    if result.rowcount == 0:
-        raise DuplicateError(f"job {job.id} already exists in the state database")
+    duplicate = f"job {job.id} already exists in the state database"
+    yield from _insert(_INSERT_JOB, _job_row(job), duplicate)
 
 
 @reads
 def get_job(job_id: str) -> Steps[Job | None]:
     result = yield Statement("SELECT data FROM jobs WHERE id = ?", (job_id,))
-    jobs = _jobs(result)
-    return jobs[0] if jobs else None
+    return _first(Job, result)
 
 
 @reads
@@ -222,11 +236,11 @@ def list_jobs(
         "ORDER BY page.priority DESC, page.created_at ASC, page.id ASC",
         params,
     )
-    return _jobs(result)
+    return _decoded(Job, result)
 
 
 @writes
-def update_job(job: Job, expected_updated_at: datetime | None = None) -> Steps[Job]:
+def update_job(job: Job, *, expected_updated_at: datetime | None = None) -> Steps[Job]:
     """Replace the row; returns what was stored.
 
     The epoch never goes backwards (a caller holding an older copy cannot undo a
@@ -288,7 +302,7 @@ def find_job_by_prefix(prefix: str, limit: int | None = None) -> Steps[list[Job]
         "SELECT data FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
         (prefix, prefix + "\U0010ffff", -1 if limit is None else limit),
     )
-    return _jobs(result)
+    return _decoded(Job, result)
 
 
 # _BY_STATE_INDEXES: queries by state name their index. Once a file has statistics
@@ -316,15 +330,14 @@ def _allocation_row(allocation: Allocation) -> dict[str, Any]:
 
 @writes
 def insert_allocation(allocation: Allocation) -> Steps[None]:
-    result = yield Statement(_INSERT_ALLOCATION, _allocation_row(allocation))
-    if result.rowcount == 0:
-        raise DuplicateError(f"allocation {allocation.id} already exists in the state database")
+    duplicate = f"allocation {allocation.id} already exists in the state database"
+    yield from _insert(_INSERT_ALLOCATION, _allocation_row(allocation), duplicate)
 
 
 @reads
 def get_allocation(allocation_id: str) -> Steps[Allocation | None]:
     result = yield Statement("SELECT data FROM allocations WHERE id = ?", (allocation_id,))
-    return Allocation.model_validate_json(result.rows[0][0]) if result.rows else None
+    return _first(Allocation, result)
 
 
 @reads
@@ -349,7 +362,7 @@ def list_allocations(
     result = yield Statement(
         f"SELECT data FROM allocations {where} ORDER BY submitted_at, id", params
     )
-    return [Allocation.model_validate_json(row[0]) for row in result.rows]
+    return _decoded(Allocation, result)
 
 
 @writes
@@ -396,11 +409,18 @@ def _segment_row(segment: Segment) -> dict[str, Any]:
 
 @writes
 def insert_segment(segment: Segment) -> Steps[None]:
-    result = yield Statement(_INSERT_SEGMENT, _segment_row(segment))
-    if result.rowcount == 0:
-        raise DuplicateError(
-            f"job {segment.job_id} already has a segment for epoch {segment.epoch}"
-        )
+    duplicate = f"job {segment.job_id} already has a segment for epoch {segment.epoch}"
+    yield from _insert(_INSERT_SEGMENT, _segment_row(segment), duplicate)
+
+
+def _load_segment(job_id: str, epoch: int) -> Steps[Segment]:
+    result = yield Statement(
+        "SELECT data FROM segments WHERE job_id = ? AND epoch = ?", (job_id, epoch)
+    )
+    segment = _first(Segment, result)
+    if segment is None:
+        raise NotFoundError(f"job {job_id} has no segment for epoch {epoch}")
+    return segment
 
 
 @writes
@@ -414,12 +434,7 @@ def close_segment(
     """Record how a segment ended. Closing again (a later, better classification) overwrites
     the outcome and reason but keeps the first `ended_at`, and a None `end_step` keeps the
     stored one."""
-    result = yield Statement(
-        "SELECT data FROM segments WHERE job_id = ? AND epoch = ?", (job_id, epoch)
-    )
-    if not result.rows:
-        raise NotFoundError(f"job {job_id} has no segment for epoch {epoch}")
-    segment = Segment.model_validate_json(result.rows[0][0])
+    segment = yield from _load_segment(job_id, epoch)
     closed = segment.model_copy(
         update={
             "outcome": SegmentOutcome(outcome),
@@ -446,12 +461,7 @@ def record_segment_times(
 ) -> Steps[Segment]:
     """Put the worker's event times on a segment, on the daemon's clock: never before the
     segment was assigned nor after the cycle that read the event."""
-    result = yield Statement(
-        "SELECT data FROM segments WHERE job_id = ? AND epoch = ?", (job_id, epoch)
-    )
-    if not result.rows:
-        raise NotFoundError(f"job {job_id} has no segment for epoch {epoch}")
-    segment = Segment.model_validate_json(result.rows[0][0])
+    segment = yield from _load_segment(job_id, epoch)
     update: dict[str, Any] = {}
     if worker_started_at is not None:
         update["worker_started_at"] = clamp_time(worker_started_at, segment.started_at, noticed_at)
@@ -470,7 +480,7 @@ def list_segments(job_id: str) -> Steps[list[Segment]]:
     result = yield Statement(
         "SELECT data FROM segments WHERE job_id = ? ORDER BY epoch, id", (job_id,)
     )
-    return [Segment.model_validate_json(row[0]) for row in result.rows]
+    return _decoded(Segment, result)
 
 
 @reads
@@ -484,7 +494,7 @@ def list_segments_on(allocation_ids: Sequence[str] | None = None) -> Steps[list[
             f"SELECT data FROM segments WHERE allocation_id IN ({marks}) ORDER BY started_at, id",
             tuple(allocation_ids),
         )
-    return [Segment.model_validate_json(row[0]) for row in result.rows]
+    return _decoded(Segment, result)
 
 
 # --- audit events ----------------------------------------------------------------------------
@@ -555,7 +565,7 @@ def _cluster_row(status: ClusterStatus) -> dict[str, Any]:
 
 def _load_cluster(name: str) -> Steps[ClusterStatus | None]:
     result = yield Statement("SELECT data FROM clusters WHERE name = ?", (name,))
-    return ClusterStatus.model_validate_json(result.rows[0][0]) if result.rows else None
+    return _first(ClusterStatus, result)
 
 
 @writes
@@ -576,7 +586,7 @@ def get_cluster_status(name: str) -> Steps[ClusterStatus | None]:
 @reads
 def list_cluster_status() -> Steps[list[ClusterStatus]]:
     result = yield Statement("SELECT data FROM clusters ORDER BY name")
-    return [ClusterStatus.model_validate_json(row[0]) for row in result.rows]
+    return _decoded(ClusterStatus, result)
 
 
 @writes
@@ -599,7 +609,7 @@ def set_daemon_status(status: DaemonStatus) -> Steps[None]:
 
 def _load_daemon() -> Steps[DaemonStatus | None]:
     result = yield Statement("SELECT data FROM daemon WHERE id = 1")
-    return DaemonStatus.model_validate_json(result.rows[0][0]) if result.rows else None
+    return _first(DaemonStatus, result)
 
 
 @reads

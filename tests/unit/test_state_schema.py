@@ -15,7 +15,7 @@ from test_state_helpers import T0, make_job
 
 from relaymd import paths
 from relaymd.models import JobState
-from relaymd.state import SCHEMA_VERSION, AsyncStateStore, SchemaTooNewError, StateStore
+from relaymd.state import SCHEMA_VERSION, AsyncStateStore, SchemaTooNewError, StateStore, queries
 from relaymd.state.schema import MIGRATIONS, split_script
 
 
@@ -202,18 +202,26 @@ def test_split_script_keeps_statements_with_inner_semicolons() -> None:
         assert split_script(script)
 
 
-def test_both_front_ends_offer_the_same_methods_and_arguments() -> None:
-    def public(cls: type) -> dict[str, list[tuple[str, Any, Any]]]:
+async def test_both_front_ends_offer_the_same_methods_and_arguments(tmp_path: Path) -> None:
+    def public(store: object) -> dict[str, list[tuple[str, Any, Any]]]:
         found = {}
-        for name, member in inspect.getmembers(cls):
+        for name in dir(store):
+            member = getattr(store, name)
             if name.startswith("_") or not callable(member):
                 continue
             params = inspect.signature(member).parameters.values()
             found[name] = [(p.name, p.kind, p.default) for p in params]
         return found
 
-    sync_api, async_api = public(StateStore), public(AsyncStateStore)
-    assert sync_api == async_api
-    assert {"insert_job", "status_summary", "transaction", "next_epoch"} <= set(sync_api)
-    for name in sync_api.keys() - {"open", "transaction"}:
-        assert inspect.iscoroutinefunction(getattr(AsyncStateStore, name)), name
+    path = tmp_path / "state.sqlite"
+    with StateStore.open(path) as sync_store:
+        sync_api = public(sync_store)
+    async with await AsyncStateStore.open(path) as async_store:
+        async_api = public(async_store)
+        assert sync_api == async_api
+        assert {"insert_job", "status_summary", "transaction", "next_epoch"} <= set(sync_api)
+        for name in sync_api.keys() - {"open", "transaction", "bind"}:
+            assert inspect.iscoroutinefunction(getattr(async_store, name)), name
+    # Every operation written in queries is a method of both (the table lists them all).
+    operations = {name for name, fn in vars(queries).items() if hasattr(fn, "__wrapped__")}
+    assert operations <= set(sync_api), operations - set(sync_api)
