@@ -81,7 +81,7 @@ from testbed import (  # noqa: E402
     worker_code_copy,
 )
 
-from relaymd.models import EventKind  # noqa: E402
+from relaymd.mailbox.models import EventKind  # noqa: E402
 
 
 class ChaosPlan(BaseModel):

@@ -33,8 +33,9 @@ from testbed import (
     storage_env,
 )
 
-from relaymd.models import CheckpointManifest, Heartbeat, WorkerState
-from relaymd.storage.mailbox import read_model
+from relaymd.mailbox.files import read_model
+from relaymd.mailbox.models import Heartbeat, WorkerState
+from relaymd.models import CheckpointManifest
 
 T = TypeVar("T")
 Undo = Callable[[], None]

@@ -19,7 +19,8 @@ from pathlib import Path
 import yaml
 from worker_harness import Relay
 
-from relaymd.models import CommandSettings, EventKind, JobSpec, Resources, StorageAccess
+from relaymd.mailbox.models import EventKind
+from relaymd.models import CommandSettings, JobSpec, Resources, StorageAccess
 from relaymd.storage.checkpoints import download_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,17 +27,14 @@ from typing import Any
 from pydantic import BaseModel
 from testbed import Testbed, slurm
 
+from relaymd.mailbox.files import read_events, read_model
+from relaymd.mailbox.layout import ASSIGNMENT_FILE, EVENTS_FILE
+from relaymd.mailbox.models import Assignment, EventKind, WorkerEvent
 from relaymd.models import (
-    ASSIGNMENT_FILE,
-    EVENTS_FILE,
-    Assignment,
     CheckpointManifest,
     CheckpointRef,
-    EventKind,
-    WorkerEvent,
 )
 from relaymd.storage.keys import manifest_key, outputs_prefix
-from relaymd.storage.mailbox import read_events, read_model
 
 SAMPLE_FILES = "r*/*.out"  # AToM's per-replica sample files
 TERMINAL = {EventKind.HANDOFF, EventKind.STOPPED, EventKind.COMPLETED, EventKind.FAILED}

@@ -40,13 +40,12 @@ from relaymd.daemon.context import DaemonContext  # noqa: E402
 from relaymd.daemon.interval import next_interval  # noqa: E402
 from relaymd.daemon.runner import ClusterRunner  # noqa: E402
 from relaymd.logging import configure  # noqa: E402
+from relaymd.mailbox.models import Assignment, Heartbeat, WorkerState  # noqa: E402
 from relaymd.models import (  # noqa: E402
     Allocation,
     AllocationState,
-    Assignment,
     ClusterProfile,
     DaemonSettings,
-    Heartbeat,
     Job,
     JobSpec,
     JobState,
@@ -57,7 +56,6 @@ from relaymd.models import (  # noqa: E402
     Segment,
     StorageAccess,
     WorkerSettings,
-    WorkerState,
 )
 from relaymd.scheduler import make_scheduler  # noqa: E402
 from relaymd.scheduler.slurm_parse import SACCT_MARK, SQUEUE_MARK  # noqa: E402

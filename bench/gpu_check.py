@@ -27,11 +27,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from relaymd.models import Assignment, CheckpointRef, EventKind, StorageAccess, WorkerEvent
+from relaymd.mailbox.files import atomic_write_bytes, atomic_write_model, read_events
+from relaymd.mailbox.models import Assignment, EventKind, WorkerEvent
+from relaymd.models import CheckpointRef, StorageAccess
 from relaymd.storage import open_store
 from relaymd.storage.bundle import pack_bundle
 from relaymd.storage.keys import bundle_key
-from relaymd.storage.mailbox import atomic_write_bytes, atomic_write_model, read_events
 from relaymd.water_box import write_water_box
 from worker_entry.heartbeat import query_gpus
 

@@ -46,8 +46,8 @@ from _docs import write_section  # noqa: E402 - siblings, not packages
 from daemon_e2e_support import start_daemon, write_spec, write_tiny_system  # noqa: E402
 from testbed import Testbed, load_testbed, relay_config, worker_code_copy  # noqa: E402
 
-from relaymd.models import EventKind, WorkerEvent  # noqa: E402
-from relaymd.storage.mailbox import read_events  # noqa: E402
+from relaymd.mailbox.files import read_events  # noqa: E402
+from relaymd.mailbox.models import EventKind, WorkerEvent  # noqa: E402
 
 FOUR_HOURS_S = 4 * 3600.0
 TERMINAL = {EventKind.HANDOFF, EventKind.COMPLETED, EventKind.STOPPED, EventKind.FAILED}

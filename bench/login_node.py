@@ -21,20 +21,19 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from relaymd.daemon.remote_read import (
+from relaymd.mailbox.carrier import (
     ClusterSnapshot,
-    HeartbeatMemo,
     ReadRequest,
+)
+from relaymd.mailbox.models import EventKind, Heartbeat, WorkerEvent, WorkerState
+from relaymd.mailbox.reading import HeartbeatMemo
+from relaymd.mailbox.scratch_read import (
     build_read_script,
     parse_read_output,
 )
 from relaymd.models import (
     CheckpointRef,
-    EventKind,
     GpuInfo,
-    Heartbeat,
-    WorkerEvent,
-    WorkerState,
 )
 from relaymd.transport.base import whole_or_nothing
 

@@ -32,13 +32,12 @@ from _docs import write_section  # noqa: E402
 from relaymd.daemon.context import DaemonContext  # noqa: E402
 from relaymd.daemon.runner import ClusterRunner  # noqa: E402
 from relaymd.logging import configure  # noqa: E402
+from relaymd.mailbox.models import EventKind, Heartbeat, WorkerEvent, WorkerState  # noqa: E402
 from relaymd.models import (  # noqa: E402
     Allocation,
     AllocationState,
     ClusterProfile,
     DaemonSettings,
-    EventKind,
-    Heartbeat,
     Job,
     JobSpec,
     JobState,
@@ -46,9 +45,7 @@ from relaymd.models import (  # noqa: E402
     OpenMMSettings,
     Partition,
     StorageAccess,
-    WorkerEvent,
     WorkerSettings,
-    WorkerState,
 )
 from relaymd.scheduler import make_scheduler  # noqa: E402
 from relaymd.scheduler.slurm_parse import SQUEUE_MARK  # noqa: E402

@@ -28,19 +28,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from relaymd.mailbox.files import atomic_write_bytes, atomic_write_model, read_events
+from relaymd.mailbox.models import Assignment, Control, ControlAction, EventKind, WorkerEvent
 from relaymd.models import (
-    Assignment,
     CheckpointRef,
-    Control,
-    ControlAction,
-    EventKind,
     StorageAccess,
-    WorkerEvent,
 )
 from relaymd.storage import open_store
 from relaymd.storage.bundle import pack_bundle
 from relaymd.storage.keys import bundle_key
-from relaymd.storage.mailbox import atomic_write_bytes, atomic_write_model, read_events
 from relaymd.water_box import write_water_box
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from relaymd.models import CREDENTIALS_FILE, StorageAccess
+from relaymd.mailbox.layout import CREDENTIALS_FILE
+from relaymd.models import StorageAccess
 from worker_entry.logging import add_secret
 
 

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
-from relaymd.models import Assignment, HandoffMarker, OpenMMSettings
+from relaymd.mailbox.models import Assignment
+from relaymd.models import HandoffMarker, OpenMMSettings
 from relaymd.storage import keys
 from relaymd.storage.base import ObjectNotFound, ObjectStore, StorageError
 from relaymd.storage.checkpoints import verify_checkpoint

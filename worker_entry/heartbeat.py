@@ -7,7 +7,8 @@ import socket
 import subprocess
 import threading
 
-from relaymd.models import GpuInfo, Heartbeat
+from relaymd.mailbox.models import Heartbeat
+from relaymd.models import GpuInfo
 from worker_entry.logging import get_logger
 from worker_entry.mailbox_io import Mailbox
 from worker_entry.status import WorkerStatus

@@ -9,12 +9,10 @@ from pathlib import Path
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from relaymd.models import (
-    ASSIGNMENT_FILE,
-    CONTROL_FILE,
+from relaymd.mailbox.files import append_event, atomic_write_model, read_model
+from relaymd.mailbox.layout import ASSIGNMENT_FILE, CONTROL_FILE, EVENTS_FILE, HEARTBEAT_FILE
+from relaymd.mailbox.models import (
     EVENT_LINE_MAX_BYTES,
-    EVENTS_FILE,
-    HEARTBEAT_FILE,
     HEARTBEAT_MAX_BYTES,
     Assignment,
     Control,
@@ -22,7 +20,6 @@ from relaymd.models import (
     Heartbeat,
     WorkerEvent,
 )
-from relaymd.storage.mailbox import append_event, atomic_write_model, read_model
 from worker_entry.logging import get_logger
 
 log = get_logger(__name__)

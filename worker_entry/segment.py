@@ -6,13 +6,10 @@ import shutil
 import time
 from pathlib import Path
 
+from relaymd.mailbox.models import Assignment, EventKind, WorkerEvent, WorkerState
 from relaymd.models import (
-    Assignment,
     CheckpointRef,
-    EventKind,
     HandoffMarker,
-    WorkerEvent,
-    WorkerState,
 )
 from relaymd.storage import keys
 from relaymd.storage.base import ObjectStore, StorageError

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from relaymd.models import Assignment, CheckpointRef
+from relaymd.mailbox.models import Assignment
+from relaymd.models import CheckpointRef
 from relaymd.storage.base import IntegrityError, ObjectNotFound, ObjectStore, StorageError
 from relaymd.storage.bundle import BundleError, UnsafeBundleError, extract_bundle
 from relaymd.storage.checkpoints import download_checkpoint

@@ -7,7 +7,8 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from relaymd.models import CheckpointRef, WorkerState
+from relaymd.mailbox.models import WorkerState
+from relaymd.models import CheckpointRef
 
 
 class StatusSnapshot(BaseModel):

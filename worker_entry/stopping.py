@@ -17,7 +17,7 @@ from types import FrameType
 
 from pydantic import BaseModel
 
-from relaymd.models import ControlAction, EventKind
+from relaymd.mailbox.models import ControlAction, EventKind
 from worker_entry.deadline import Deadline
 from worker_entry.logging import get_logger
 from worker_entry.mailbox_io import Mailbox

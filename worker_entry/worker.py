@@ -6,15 +6,8 @@ import shutil
 import time
 from pathlib import Path
 
-from relaymd.models import (
-    CREDENTIALS_FILE,
-    WORKER_LOG_FILE,
-    Assignment,
-    ControlAction,
-    EventKind,
-    WorkerEvent,
-    WorkerState,
-)
+from relaymd.mailbox.layout import CREDENTIALS_FILE, WORKER_LOG_FILE
+from relaymd.mailbox.models import Assignment, ControlAction, EventKind, WorkerEvent, WorkerState
 from relaymd.storage import StorageError, open_store
 from relaymd.storage.base import ObjectStore
 from worker_entry.credentials import CredentialsError, load_credentials

@@ -13,8 +13,8 @@ import shlex
 
 from pydantic import BaseModel
 
+from relaymd.mailbox.shell import shell_path
 from relaymd.models import ClusterProfile
-from relaymd.scheduler.shell import shell_path
 
 MARK = "RELAYMD-CHECK"
 

@@ -11,7 +11,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from relaymd.models import EventKind, Job, OperatorRequest, SegmentOutcome, WorkerEvent
+from relaymd.mailbox.models import EventKind, WorkerEvent
+from relaymd.models import Job, OperatorRequest, SegmentOutcome
 
 # SLURM ends that say nothing about the simulation: resume from the last checkpoint.
 RESUMABLE_END_STATES = frozenset(

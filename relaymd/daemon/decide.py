@@ -34,7 +34,6 @@ from relaymd.daemon.liveness import (
     unheard_note,
 )
 from relaymd.daemon.provision import is_spare, plan_provisioning
-from relaymd.daemon.remote_read import AllocationFiles, ClusterSnapshot
 from relaymd.daemon.retention import advance_pointer
 from relaymd.daemon.start_backoff import (
     AllocationEnd,
@@ -42,21 +41,19 @@ from relaymd.daemon.start_backoff import (
     update_backoff,
     worker_reported,
 )
+from relaymd.mailbox.carrier import AllocationFiles, ClusterSnapshot
+from relaymd.mailbox.models import EVENT_LINE_MAX_BYTES, EventKind, WorkerEvent, WorkerState
 from relaymd.models import (
-    EVENT_LINE_MAX_BYTES,
     Allocation,
     AllocationState,
     CheckpointRef,
     ClusterProfile,
     DaemonSettings,
-    EventKind,
     Job,
     JobState,
     OperatorRequest,
     Segment,
     SegmentOutcome,
-    WorkerEvent,
-    WorkerState,
 )
 from relaymd.models.backoff import PartitionBackoff
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from relaymd.models import Allocation, ClusterProfile, GpuInfo, Heartbeat, Job, Partition
+from relaymd.mailbox.models import Heartbeat
+from relaymd.models import Allocation, ClusterProfile, GpuInfo, Job, Partition
 
 
 def cluster_allows(job: Job, cluster: str) -> bool:

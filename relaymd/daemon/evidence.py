@@ -10,7 +10,8 @@ current epoch at (or past) the job's total, where the job spec says what the tot
 
 from __future__ import annotations
 
-from relaymd.models import CheckpointRef, CommandSettings, Job, OpenMMSettings, WorkerEvent
+from relaymd.mailbox.models import WorkerEvent
+from relaymd.models import CheckpointRef, CommandSettings, Job, OpenMMSettings
 from relaymd.storage import keys
 
 # Identifies one exact report: any field that differs is another claim.

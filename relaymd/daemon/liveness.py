@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from relaymd.models import HEARTBEAT_MAX_BYTES, Allocation, Heartbeat, Job
+from relaymd.mailbox.models import HEARTBEAT_MAX_BYTES, Heartbeat
+from relaymd.models import Allocation, Job
 
 
 def heartbeat_counts(

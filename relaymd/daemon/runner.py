@@ -23,7 +23,10 @@ from pydantic import BaseModel, Field
 from relaymd.daemon.context import DaemonContext
 from relaymd.daemon.decide import ACTIVE_JOB_STATES, CycleDecisions, DecideInput, decide_cycle
 from relaymd.daemon.evidence import ClaimKey, advance_refusal, claim_key, claim_shape_refusal
-from relaymd.daemon.mailbox_files import (
+from relaymd.ids import new_allocation_id
+from relaymd.logging import get_logger
+from relaymd.mailbox.carrier import ClusterSnapshot, FileRemoval, FileWrite, ReadRequest
+from relaymd.mailbox.daemon_files import (
     assignment_file,
     assignment_needed,
     control_file,
@@ -33,37 +36,21 @@ from relaymd.daemon.mailbox_files import (
     successor_needed,
     withdrawal_needed,
 )
-from relaymd.daemon.remote_read import (
-    ClusterSnapshot,
-    HeartbeatMemo,
-    ReadRequest,
-    build_read_script,
-    parse_read_output,
-)
-from relaymd.daemon.remote_write import (
-    FileRemoval,
-    FileWrite,
-    SubmitCommand,
-    WritePlan,
-    build_write_script,
-    parse_write_output,
-)
-from relaymd.ids import new_allocation_id
-from relaymd.logging import get_logger
+from relaymd.mailbox.layout import ASSIGNMENT_FILE, CREDENTIALS_FILE, alloc_dir
+from relaymd.mailbox.models import EventKind
+from relaymd.mailbox.reading import HeartbeatMemo
+from relaymd.mailbox.scratch import SchedulerQuery, ScratchCarrier
+from relaymd.mailbox.scratch_write import SubmitCommand, WritePlan
 from relaymd.models import (
-    ASSIGNMENT_FILE,
-    CREDENTIALS_FILE,
     Allocation,
     AllocationState,
     CheckpointRef,
     ClusterProfile,
-    EventKind,
     Job,
     JobState,
     utcnow,
 )
 from relaymd.models.state import ClusterReachability, ClusterStatus
-from relaymd.scheduler.base import alloc_dir
 
 log = get_logger(__name__)
 
@@ -119,6 +106,7 @@ class ClusterRunner:
         self.scheduler = scheduler
         self.want_log: dict[str, str] = {}
         self.heartbeats = HeartbeatMemo()  # last parsed heartbeats: unchanged ones stay home
+        self.carrier = ScratchCarrier(profile.scratch, self._run, self.heartbeats, profile.name)
         self.vanished_since: dict[str, datetime] = {}
         self.interval = profile.poll.min_interval_s
         self.cycles = 0
@@ -260,19 +248,12 @@ class ClusterRunner:
         sweep = None
         if not self._swept:
             sweep = sorted(a.id for a in await store.list_allocations(states=LIVE_STATES))
-        script, token = build_read_script(
-            self.profile.scratch, query, requests, sweep_keep=sweep, memo=self.heartbeats
+        snapshot = await self.carrier.read(
+            requests, sweep_keep=sweep, query=SchedulerQuery(query, self.scheduler.parse_query)
         )
-        result = await self._run(script)
-        cpu = time.process_time()
-        snapshot = parse_read_output(
-            result.stdout, token, self.name, requests, self.scheduler.parse_query, self.heartbeats
-        )
-        self.last_parse_cpu_s = time.process_time() - cpu
+        self.last_parse_cpu_s = self.carrier.last_parse_cpu_s
         if not snapshot.query_ok:
-            raise SnapshotError(
-                f"{self.name}: scheduler query failed: {snapshot.query_error or result.stderr}"
-            )
+            raise SnapshotError(f"{self.name}: scheduler query failed: {snapshot.query_error}")
         self._swept = True
         return snapshot, allocs
 
@@ -536,15 +517,13 @@ class ClusterRunner:
             plan.cancel_snippet = self.scheduler.cancel_snippet(sorted(set(d.cancel.values())))
         if plan.empty:
             return
-        script, token = build_write_script(self.profile.scratch, plan)
         if plan.submits:
             _maybe_crash("before_submit_write")
         # On a transport error unconfirmed submits stay `submitting`: the next read adopts
         # them by job name or drops them.
-        result = await self._run(script)
+        outcome = await self.carrier.write(plan, parse_submit=self.scheduler.parse_submit)
         if plan.submits:
             _maybe_crash("after_submit_write")
-        outcome = parse_write_output(result.stdout, token, plan, self.scheduler.parse_submit)
         if outcome.complete:
             self._credentials_owed.difference_update(
                 r.allocation_id for r in plan.removals if r.name == CREDENTIALS_FILE

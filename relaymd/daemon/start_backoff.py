@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 
-from relaymd.daemon.remote_read import AllocationFiles
+from relaymd.mailbox.carrier import AllocationFiles
 from relaymd.models import Allocation, DaemonSettings
 from relaymd.models.backoff import PartitionBackoff
 

@@ -24,16 +24,14 @@ from relaymd.daemon.assign import score
 from relaymd.daemon.eligibility import fits_allocation, time_for_a_segment
 from relaymd.daemon.liveness import is_stale
 from relaymd.daemon.provision import is_spare
-from relaymd.daemon.remote_read import AllocationFiles
+from relaymd.mailbox.carrier import AllocationFiles
+from relaymd.mailbox.models import EventKind, Heartbeat, WorkerState
 from relaymd.models import (
     Allocation,
     AllocationState,
-    EventKind,
-    Heartbeat,
     Job,
     JobState,
     Segment,
-    WorkerState,
 )
 
 if TYPE_CHECKING:

@@ -3,7 +3,7 @@
 Imported by both the operator and the worker: keep it free of operator-only dependencies.
 """
 
-from relaymd.models.allocation import Allocation, AllocationState
+from relaymd.models.allocation import Allocation, AllocationState, GpuInfo
 from relaymd.models.base import UserModel, WireModel, utcnow
 from relaymd.models.cluster import (
     ClusterProfile,
@@ -36,25 +36,6 @@ from relaymd.models.job import (
     Segment,
     SegmentOutcome,
 )
-from relaymd.models.mailbox import (
-    ASSIGNMENT_FILE,
-    CONTROL_FILE,
-    CREDENTIALS_FILE,
-    EVENT_LINE_MAX_BYTES,
-    EVENTS_FILE,
-    HEARTBEAT_FILE,
-    HEARTBEAT_MAX_BYTES,
-    WORKER_LOG_FILE,
-    Assignment,
-    Control,
-    ControlAction,
-    EventKind,
-    GpuInfo,
-    HandoffGate,
-    Heartbeat,
-    WorkerEvent,
-    WorkerState,
-)
 from relaymd.models.state import (
     AllocationCount,
     AuditEvent,
@@ -75,18 +56,9 @@ from relaymd.models.storage import (
 from relaymd.models.usage import GpuUsage
 
 __all__ = [
-    "ASSIGNMENT_FILE",
-    "CONTROL_FILE",
-    "CREDENTIALS_FILE",
-    "EVENTS_FILE",
-    "EVENT_LINE_MAX_BYTES",
-    "HEARTBEAT_FILE",
-    "HEARTBEAT_MAX_BYTES",
-    "WORKER_LOG_FILE",
     "Allocation",
     "AllocationCount",
     "AllocationState",
-    "Assignment",
     "AuditEvent",
     "CheckpointManifest",
     "CheckpointRef",
@@ -95,17 +67,12 @@ __all__ = [
     "ClusterStatus",
     "CommandSettings",
     "Config",
-    "Control",
-    "ControlAction",
     "DaemonSettings",
     "DaemonStatus",
     "EngineSettings",
-    "EventKind",
     "GpuInfo",
     "GpuUsage",
-    "HandoffGate",
     "HandoffMarker",
-    "Heartbeat",
     "ImageLocation",
     "InfisicalSettings",
     "IntegratorSettings",
@@ -130,8 +97,6 @@ __all__ = [
     "StorageConfig",
     "UserModel",
     "WireModel",
-    "WorkerEvent",
     "WorkerSettings",
-    "WorkerState",
     "utcnow",
 ]

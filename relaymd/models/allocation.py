@@ -8,7 +8,17 @@ from enum import StrEnum
 from pydantic import Field
 
 from relaymd.models.base import WireModel, utcnow
-from relaymd.models.mailbox import GpuInfo
+
+
+class GpuInfo(WireModel):
+    """One GPU of an allocation, as its worker's heartbeat reports it."""
+
+    name: str
+    memory_total_mib: int = Field(ge=0)
+
+    @property
+    def memory_gib(self) -> float:
+        return self.memory_total_mib / 1024
 
 
 class AllocationState(StrEnum):

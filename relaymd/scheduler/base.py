@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, Field
 
+from relaymd.mailbox.layout import alloc_dir
 from relaymd.models import Allocation, ClusterProfile
 from relaymd.scheduler import shell
 from relaymd.scheduler.templates import render, render_file
@@ -115,16 +116,6 @@ def slurm_time(seconds: int) -> str:
 def script_folder(script_path: str) -> str:
     """The folder a job script is in: where it is submitted from and its output goes."""
     return script_path.rsplit("/", 1)[0] if "/" in script_path else "."
-
-
-def alloc_root(scratch: str) -> str:
-    """`<scratch>/alloc`, where every allocation's mailbox folder is; unexpanded."""
-    return f"{scratch.rstrip('/')}/alloc"
-
-
-def alloc_dir(scratch: str, allocation_id: str) -> str:
-    """`<scratch>/alloc/<allocation_id>`, unexpanded (as the daemon writes it)."""
-    return f"{alloc_root(scratch)}/{allocation_id}"
 
 
 class Scheduler(ABC):

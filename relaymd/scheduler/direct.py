@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from relaymd.mailbox.layout import alloc_root
+from relaymd.mailbox.shell import quote, shell_path
 from relaymd.models import Allocation, ClusterProfile
 from relaymd.scheduler import shell
 from relaymd.scheduler.base import (
@@ -95,15 +97,15 @@ class DirectScheduler(Scheduler):
         alloc_id = shell.allocation_id(alloc.id)
         folder = script_folder(script_path)
         ok, err = submit_marker_lines(alloc_id)
-        slots = shell.shell_path(f"{self._root()}/{SLOTS_DIR}")
+        slots = shell_path(f"{self._root()}/{SLOTS_DIR}")
         return "\n".join(
             [
-                f"d={shell.shell_path(folder)}",
+                f"d={shell_path(folder)}",
                 'rm -f "$d/direct.pid" "$d/direct.exit" "$d/direct.started"',
-                f"if [ ! -r {shell.shell_path(script_path)} ]; then msg='job script missing';"
+                f"if [ ! -r {shell_path(script_path)} ]; then msg='job script missing';"
                 f" {err}; else",
                 # Detached: own session, no terminal, output to direct.out; survives the daemon.
-                f"setsid nohup bash -c {shell.quote(_WRAPPER)} {self.job_name(alloc_id)}"
+                f"setsid nohup bash -c {quote(_WRAPPER)} {self.job_name(alloc_id)}"
                 f' "$d" {int(alloc.walltime_s)} {int(self.profile.max_workers)} {slots}'
                 f' >>"$d/{OUTPUT_FILE}" 2>&1 </dev/null &',
                 # The wrapper writes its own pid (setsid may fork); wait briefly for it.
@@ -118,7 +120,7 @@ class DirectScheduler(Scheduler):
 
     def query_snippet(self, profile: ClusterProfile, ended_ids: Sequence[str]) -> str:
         wanted = " ".join(shell.scheduler_id(i) for i in dict.fromkeys(ended_ids))
-        root = shell.shell_path(f"{profile.scratch.rstrip('/')}/alloc")
+        root = shell_path(alloc_root(profile.scratch))
         # Live allocations are always listed (like squeue); ended ones only when asked for.
         return "\n".join(
             [

@@ -1,44 +1,22 @@
-"""Quoting of every value that reaches a job script or a scheduler command.
+"""Checks of every value that reaches a job script's `#SBATCH` lines or a scheduler command.
 
-Profile paths may start with `~/` or `$VAR` (`$SCRATCH/relaymd`), which must expand on the
-cluster; everything else is single-quoted, so no profile or job value can inject shell code.
-`#SBATCH` values are not shell at all: sbatch splits them on whitespace, so they must be one
-token with no line breaks or quotes (else a value could add options such as `--uid`).
+Shell quoting itself is relaymd.mailbox.shell, beside the scripts that use it. `#SBATCH`
+values are not shell at all: sbatch splits them on whitespace, so they must be one token with
+no line breaks or quotes (else a value could add options such as `--uid`).
 """
 
 from __future__ import annotations
 
 import re
-import shlex
 
 from relaymd.models.cluster import SBATCH_TOKEN
 
-_LEADING_VAR = re.compile(
-    r"^\$(\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))"
-)
 _SBATCH_TOKEN = SBATCH_TOKEN  # one rule: the profile's validation refuses the same values
 _SCHEDULER_ID = re.compile(r"^[0-9]+(_[0-9]+)?$")
 
 
 class UnsafeValue(ValueError):
     """A profile or job value that cannot be put into a job script safely."""
-
-
-def quote(value: object) -> str:
-    return shlex.quote(str(value))
-
-
-def shell_path(path: str) -> str:
-    """A shell word for `path`: a leading `~/` or `$VAR` expands, the rest is quoted."""
-    if path == "~" or path.startswith("~/"):
-        rest = path[1:]
-        return '"$HOME"' + (shlex.quote(rest) if rest else "")
-    match = _LEADING_VAR.match(path)
-    if match:
-        name = match["braced"] or match["plain"]
-        rest = path[match.end() :]
-        return f'"${{{name}}}"' + (shlex.quote(rest) if rest else "")
-    return shlex.quote(path)
 
 
 def is_literal_path(path: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from relaymd.mailbox.shell import quote, shell_path
 from relaymd.models import Allocation, ClusterProfile
 from relaymd.scheduler import shell
 from relaymd.scheduler.base import (
@@ -35,10 +36,10 @@ class SlurmScheduler(Scheduler):
         # repeated on the command line, where the shell expands `$SCRATCH`-style paths.
         return "\n".join(
             [
-                f"msg=$(cd {shell.shell_path(folder)} && sbatch --parsable"
+                f"msg=$(cd {shell_path(folder)} && sbatch --parsable"
                 f" --job-name={self.job_name(alloc_id)}"
-                f" --output={shell.shell_path(folder + '/' + self.output_name)}"
-                f" --open-mode=append {shell.shell_path(script_path)} 2>&1); rc=$?",
+                f" --output={shell_path(folder + '/' + self.output_name)}"
+                f" --open-mode=append {shell_path(script_path)} 2>&1); rc=$?",
                 # --parsable prints `<id>` or `<id>;<cluster>`; warnings may come first.
                 "sid=$(printf '%s\\n' \"$msg\""
                 " | sed -n 's/^\\([0-9][0-9_]*\\)\\(;.*\\)\\{0,1\\}$/\\1/p' | tail -n 1)",
@@ -50,7 +51,7 @@ class SlurmScheduler(Scheduler):
         ids = ",".join(shell.scheduler_id(i) for i in dict.fromkeys(ended_ids))
         lines = [
             # squeue failing is a failed query; absent from squeue alone never means ended.
-            f"sq=$(squeue --me --noheader --format={shell.quote(SQUEUE_FORMAT)}) || exit $?",
+            f"sq=$(squeue --me --noheader --format={quote(SQUEUE_FORMAT)}) || exit $?",
             f"printf '%s\\n' {SQUEUE_MARK}",
             f"printf '%s\\n' \"$sq\" | awk -F'|' 'index($2, \"{JOB_NAME_PREFIX}\") == 1'",
         ]

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import jinja2
 
+from relaymd.mailbox.shell import quote, shell_path
 from relaymd.paths import bundled_clusters_dir
-from relaymd.scheduler.shell import quote, sbatch_value, shell_path
+from relaymd.scheduler.shell import sbatch_value
 
 
 @lru_cache(maxsize=16)

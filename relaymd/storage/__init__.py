@@ -1,7 +1,8 @@
-"""Object storage (S3-compatible / B2, and file://), checkpoints, bundles and mailbox files.
+"""Object storage (S3-compatible / B2, and file://), checkpoints and bundles.
 
-Imported by the worker: only relaymd.models and libraries from the shared core may be used
-here. boto3 is imported only when an s3:// store is opened.
+Imported by the worker: only relaymd.models, relaymd.mailbox.files (atomic local writes) and
+libraries from the shared core may be used here. boto3 is imported only when an s3:// store
+is opened.
 """
 
 from __future__ import annotations

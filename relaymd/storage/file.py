@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from relaymd.mailbox.files import atomic_write_bytes
 from relaymd.models import ObjectRef
 from relaymd.storage.base import (
     IntegrityError,
@@ -24,7 +25,6 @@ from relaymd.storage.base import (
     StorageError,
 )
 from relaymd.storage.hashing import CHUNK_SIZE
-from relaymd.storage.mailbox import atomic_write_bytes
 
 TMP_PREFIX = ".relaymd-tmp-"
 

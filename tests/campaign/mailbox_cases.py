@@ -26,14 +26,13 @@ from typing import Any
 
 from relaymd.daemon.context import DaemonContext
 from relaymd.daemon.runner import ClusterRunner
+from relaymd.mailbox.models import EventKind, Heartbeat, WorkerEvent, WorkerState
 from relaymd.models import (
     Allocation,
     AllocationState,
     CheckpointRef,
     ClusterProfile,
     DaemonSettings,
-    EventKind,
-    Heartbeat,
     Job,
     JobSpec,
     JobState,
@@ -41,9 +40,7 @@ from relaymd.models import (
     OpenMMSettings,
     Partition,
     StorageAccess,
-    WorkerEvent,
     WorkerSettings,
-    WorkerState,
     utcnow,
 )
 from relaymd.storage import open_store

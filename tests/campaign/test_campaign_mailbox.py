@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from mailbox_cases import Case, MailboxBench
 
-from relaymd.models import EventKind, WorkerState
+from relaymd.mailbox.models import EventKind, WorkerState
 
 MB2 = 2 << 20
 RUNNING = frozenset({"running"})

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from relaymd.mailbox.models import EventKind, WorkerEvent
 from relaymd.models import (
     Allocation,
     AllocationState,
     ClusterProfile,
-    EventKind,
     GpuInfo,
     Job,
     JobSpec,
     ObjectRef,
     OpenMMSettings,
     Partition,
-    WorkerEvent,
 )
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

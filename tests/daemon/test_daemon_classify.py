@@ -8,12 +8,11 @@ from relaymd.daemon.classify import (
     classify_hung,
     classify_stop_timeout,
 )
+from relaymd.mailbox.models import EventKind, WorkerEvent
 from relaymd.models import (
     CheckpointRef,
-    EventKind,
     OperatorRequest,
     SegmentOutcome,
-    WorkerEvent,
 )
 
 

@@ -10,17 +10,15 @@ from daemon_factories import SHA, T0, ev, make_alloc, make_job, make_profile
 
 from relaymd.daemon.decide import DecideInput, decide_cycle
 from relaymd.daemon.evidence import claim_key
-from relaymd.daemon.remote_read import AllocationFiles, ClusterSnapshot
+from relaymd.mailbox.carrier import AllocationFiles, ClusterSnapshot
+from relaymd.mailbox.models import EventKind, Heartbeat, WorkerState
 from relaymd.models import (
     AllocationState,
     CheckpointRef,
     DaemonSettings,
-    EventKind,
-    Heartbeat,
     JobState,
     OperatorRequest,
     SegmentOutcome,
-    WorkerState,
 )
 
 R, P, S, E = (

@@ -32,8 +32,9 @@ from daemon_e2e_support import (
 )
 
 from relaymd.config import load_config
-from relaymd.models import EventKind, Heartbeat, JobState, WorkerEvent
-from relaymd.storage.mailbox import read_events
+from relaymd.mailbox.files import read_events
+from relaymd.mailbox.models import EventKind, Heartbeat, WorkerEvent
+from relaymd.models import JobState
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

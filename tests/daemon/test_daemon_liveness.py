@@ -4,7 +4,8 @@ from daemon_factories import T0, make_alloc
 from freezegun import freeze_time
 
 from relaymd.daemon.liveness import is_stale, liveness_reference, observe_heartbeat
-from relaymd.models import GpuInfo, Heartbeat, WorkerState, utcnow
+from relaymd.mailbox.models import Heartbeat, WorkerState
+from relaymd.models import GpuInfo, utcnow
 
 
 def hb(seq: int, written_at=T0) -> Heartbeat:

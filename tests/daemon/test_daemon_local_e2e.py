@@ -27,7 +27,8 @@ from daemon_e2e_support import (
 )
 
 from relaymd.config import load_config
-from relaymd.models import AllocationState, Heartbeat, JobState, SegmentOutcome
+from relaymd.mailbox.models import Heartbeat
+from relaymd.models import AllocationState, JobState, SegmentOutcome
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 

@@ -14,9 +14,9 @@ from types import ModuleType
 
 import pytest
 
-from relaymd.daemon.remote_read import (
-    EVENTS_WINDOW_BYTES,
-    ReadRequest,
+from relaymd.mailbox.carrier import ReadRequest
+from relaymd.mailbox.reading import EVENTS_WINDOW_BYTES
+from relaymd.mailbox.scratch_read import (
     build_read_script,
     parse_login_records,
     parse_read_output,

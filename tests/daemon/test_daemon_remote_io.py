@@ -10,16 +10,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from relaymd.daemon.remote_read import ReadRequest, build_read_script, parse_read_output
-from relaymd.daemon.remote_write import (
-    FileWrite,
+from relaymd.mailbox.carrier import FileWrite, ReadRequest
+from relaymd.mailbox.models import EventKind, Heartbeat, WorkerEvent, WorkerState
+from relaymd.mailbox.scratch_read import build_read_script, parse_read_output
+from relaymd.mailbox.scratch_write import (
     SubmitCommand,
     WritePlan,
     build_write_script,
     parse_write_output,
 )
-from relaymd.models import EventKind, Heartbeat, WorkerEvent, WorkerState
-from relaymd.scheduler.shell import shell_path
+from relaymd.mailbox.shell import shell_path
 
 
 def bash(script: str, env: dict[str, str] | None = None) -> str:

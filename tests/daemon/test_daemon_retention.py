@@ -2,9 +2,10 @@ from pathlib import Path
 
 from daemon_factories import make_alloc, make_job
 
-from relaymd.daemon.mailbox_files import assignment_file
 from relaymd.daemon.retention import advance_pointer, apply_retention
-from relaymd.models import Allocation, Assignment, CheckpointRef, Job, StorageAccess
+from relaymd.mailbox.daemon_files import assignment_file
+from relaymd.mailbox.models import Assignment
+from relaymd.models import Allocation, CheckpointRef, Job, StorageAccess
 from relaymd.storage import open_store
 from relaymd.storage.base import ObjectStore
 from relaymd.storage.checkpoints import list_checkpoints, upload_checkpoint

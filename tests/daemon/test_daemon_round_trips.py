@@ -9,14 +9,13 @@ from daemon_factories import make_job
 from daemon_fakes import BashTransport, make_fake_runners
 
 from relaymd.daemon.runner import ClusterRunner
+from relaymd.mailbox.models import Heartbeat, WorkerState
 from relaymd.models import (
     Allocation,
     AllocationState,
     ClusterProfile,
-    Heartbeat,
     JobState,
     Partition,
-    WorkerState,
 )
 
 
@@ -199,7 +198,8 @@ async def test_history_times_come_from_the_worker_events_read_after_an_outage(
     from datetime import timedelta
 
     from relaymd.cli.cmd_jobs import segment_times
-    from relaymd.models import EventKind, Segment, WorkerEvent, utcnow
+    from relaymd.mailbox.models import EventKind, WorkerEvent
+    from relaymd.models import Segment, utcnow
 
     runner, store, _ = await make_runner(tmp_path, 1)
     try:

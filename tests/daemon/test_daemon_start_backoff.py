@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from relaymd.daemon.remote_read import AllocationFiles
 from relaymd.daemon.start_backoff import (
     AllocationEnd,
     blocked_partitions,
     update_backoff,
     worker_reported,
 )
-from relaymd.models import Allocation, DaemonSettings, Heartbeat, WorkerState
+from relaymd.mailbox.carrier import AllocationFiles
+from relaymd.mailbox.models import Heartbeat, WorkerState
+from relaymd.models import Allocation, DaemonSettings
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SETTINGS = DaemonSettings(start_backoff_s=60, start_backoff_max_s=200)

@@ -36,7 +36,8 @@ from testbed import (
     worker_code_copy,
 )
 
-from relaymd.models import Heartbeat, JobState
+from relaymd.mailbox.models import Heartbeat
+from relaymd.models import JobState
 from relaymd.models.state import ClusterReachability
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow, pytest.mark.timeout(1500)]

@@ -21,20 +21,17 @@ from daemon_factories import T0, make_alloc, make_job, make_profile
 from daemon_fakes import BashTransport, make_fake_runners
 
 from relaymd.daemon.decide import DecideInput, decide_cycle
-from relaymd.daemon.remote_read import AllocationFiles, ClusterSnapshot
+from relaymd.mailbox.carrier import AllocationFiles, ClusterSnapshot
+from relaymd.mailbox.models import EventKind, Heartbeat, WorkerEvent, WorkerState
 from relaymd.models import (
     Allocation,
     AllocationState,
     CheckpointRef,
     ClusterProfile,
     DaemonSettings,
-    EventKind,
-    Heartbeat,
     JobState,
     Partition,
     StorageAccess,
-    WorkerEvent,
-    WorkerState,
     utcnow,
 )
 from relaymd.storage.checkpoints import upload_checkpoint
@@ -521,7 +518,8 @@ def test_an_oversized_binary_line_is_skipped_even_while_it_is_still_growing(
 ) -> None:
     import subprocess
 
-    from relaymd.daemon.remote_read import ReadRequest, build_read_script, parse_read_output
+    from relaymd.mailbox.carrier import ReadRequest
+    from relaymd.mailbox.scratch_read import build_read_script, parse_read_output
 
     folder = tmp_path / "alloc" / "a1"
     folder.mkdir(parents=True)

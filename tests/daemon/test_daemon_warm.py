@@ -11,19 +11,16 @@ from daemon_factories import SHA, T0, make_alloc, make_job, make_profile
 
 from relaymd.daemon.decide import CycleDecisions, DecideInput, decide_cycle
 from relaymd.daemon.evidence import claim_key
-from relaymd.daemon.remote_read import AllocationFiles, ClusterSnapshot
+from relaymd.mailbox.carrier import AllocationFiles, ClusterSnapshot
+from relaymd.mailbox.models import EventKind, Heartbeat, WorkerEvent, WorkerState
 from relaymd.models import (
     Allocation,
     AllocationState,
     CheckpointRef,
     DaemonSettings,
-    EventKind,
-    Heartbeat,
     Job,
     JobState,
     OperatorRequest,
-    WorkerEvent,
-    WorkerState,
 )
 
 NOW = T0 + timedelta(seconds=1000)

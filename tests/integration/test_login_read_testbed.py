@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from relaymd.daemon.remote_read import (
-    HeartbeatMemo,
-    ReadRequest,
+from relaymd.ids import new_allocation_id
+from relaymd.mailbox.carrier import ReadRequest
+from relaymd.mailbox.layout import alloc_dir
+from relaymd.mailbox.models import Heartbeat, WorkerState
+from relaymd.mailbox.reading import HeartbeatMemo
+from relaymd.mailbox.scratch_read import (
     build_read_script,
     parse_login_records,
     parse_read_output,
 )
-from relaymd.ids import new_allocation_id
-from relaymd.models import Heartbeat, WorkerState
-from relaymd.scheduler.base import alloc_dir
 from relaymd.transport.ssh import SSHTransport
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from relaymd.ids import new_allocation_id
+from relaymd.mailbox.layout import alloc_dir
 from relaymd.models import Allocation, ClusterProfile
 from relaymd.scheduler import EndState, SchedulerJob, SchedulerPhase, SlurmScheduler
-from relaymd.scheduler.base import alloc_dir
 from relaymd.transport.ssh import SSHTransport
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))

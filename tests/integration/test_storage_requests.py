@@ -15,7 +15,8 @@ from latency_proxy import LatencyProxy, run_latency_proxy
 from moto_server import MotoServer, run_moto_server
 
 from relaymd.daemon import claim_checks
-from relaymd.models import Assignment, CheckpointRef, ObjectRef
+from relaymd.mailbox.models import Assignment
+from relaymd.models import CheckpointRef, ObjectRef
 from relaymd.storage import keys, open_store
 from relaymd.storage.base import ObjectStore, ProgressCallback
 from relaymd.storage.bundle import pack_bundle

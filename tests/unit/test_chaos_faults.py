@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
 from chaos_faults import ChaosWorld, _alive, running_workers
 
-from relaymd.models import Heartbeat, WorkerState
+from relaymd.mailbox.models import Heartbeat, WorkerState
 
 
 def _state(pid: int) -> str:

@@ -12,7 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
 from chaos_verdicts import AllocRecord, check_fencing, diff_lines, judge_samples, kept_seconds
 
-from relaymd.models import CheckpointRef, EventKind, WorkerEvent
+from relaymd.mailbox.models import EventKind, WorkerEvent
+from relaymd.models import CheckpointRef
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 JOB = "j1"

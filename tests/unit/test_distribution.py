@@ -456,8 +456,10 @@ def test_pyinstaller_spec_leaves_openmm_out_and_ships_the_cluster_files() -> Non
     excludes = re.search(r"EXCLUDES = \[(.*?)\]", spec, flags=re.DOTALL)
     assert excludes and {'"openmm"', '"numpy"'} <= set(re.findall(r'"[^"]+"', excludes.group(1)))
     assert '(str(ROOT / "clusters"), "relaymd/_clusters")' in spec
-    # The login-node read program is read as text (remote_read.LOGIN_PROGRAM), not imported.
-    assert '(str(ROOT / "relaymd" / "daemon" / "login_read_program.py"), "relaymd/daemon")' in spec
+    # The login-node read program is read as text (scratch_read.LOGIN_PROGRAM), not imported.
+    assert (
+        '(str(ROOT / "relaymd" / "mailbox" / "login_read_program.py"), "relaymd/mailbox")' in spec
+    )
     assert "relaymd.cli.app import main" in (ROOT / "packaging" / "relaymd_entry.py").read_text()
 
 

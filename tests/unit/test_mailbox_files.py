@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from relaymd.models import EventKind, Heartbeat, WorkerEvent, WorkerState
-from relaymd.storage.mailbox import (
+from relaymd.mailbox.files import (
     append_event,
     atomic_write_bytes,
     atomic_write_model,
@@ -15,6 +14,7 @@ from relaymd.storage.mailbox import (
     read_events,
     read_model,
 )
+from relaymd.mailbox.models import EventKind, Heartbeat, WorkerEvent, WorkerState
 
 
 def _heartbeat(seq: int) -> Heartbeat:

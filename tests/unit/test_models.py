@@ -7,19 +7,23 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from relaymd.mailbox.models import (
+    Assignment,
+    Control,
+    ControlAction,
+    EventKind,
+    Heartbeat,
+    WorkerEvent,
+    WorkerState,
+)
 from relaymd.models import (
     Allocation,
-    Assignment,
     CheckpointManifest,
     CheckpointRef,
     ClusterProfile,
     CommandSettings,
     Config,
-    Control,
-    ControlAction,
-    EventKind,
     GpuInfo,
-    Heartbeat,
     Job,
     JobSpec,
     ManifestFile,
@@ -27,8 +31,6 @@ from relaymd.models import (
     OpenMMSettings,
     Segment,
     StorageAccess,
-    WorkerEvent,
-    WorkerState,
 )
 
 SHA = "a" * 64

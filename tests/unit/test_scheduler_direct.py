@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from relaymd.mailbox.layout import alloc_dir
 from relaymd.models import Allocation, ClusterProfile
 from relaymd.scheduler import DirectScheduler, EndState, SchedulerJob, SchedulerPhase
-from relaymd.scheduler.base import alloc_dir
 from relaymd.transport import LocalTransport
 
 BOUND_S = 30.0  # a bound, not a timing: a stuck process fails the test

@@ -116,7 +116,7 @@ def test_open_store_rejects_bad_urls() -> None:
 
 def test_import_does_not_pull_boto3_or_operator_modules() -> None:
     code = (
-        "import sys, relaymd.storage, relaymd.storage.checkpoints, relaymd.storage.mailbox, "
+        "import sys, relaymd.storage, relaymd.storage.checkpoints, relaymd.mailbox.files, "
         "relaymd.storage.bundle\n"
         "bad = [m for m in ('boto3', 'asyncssh', 'typer', 'aiosqlite', 'jinja2', 'rich') "
         "if m in sys.modules]\n"

@@ -13,7 +13,8 @@ import pytest
 from worker_harness import Relay
 
 from relaymd.assemble import assemble_outputs
-from relaymd.models import EventKind, StorageAccess
+from relaymd.mailbox.models import EventKind
+from relaymd.models import StorageAccess
 
 TOTAL = 240
 EVERY = 20  # one chunk per checkpoint interval

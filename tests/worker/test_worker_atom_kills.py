@@ -31,7 +31,8 @@ from atom_like import (
 )
 from worker_harness import Allocation, Relay, wait_for
 
-from relaymd.models import EventKind, StorageAccess
+from relaymd.mailbox.models import EventKind
+from relaymd.models import StorageAccess
 from relaymd.storage.checkpoints import download_checkpoint, list_checkpoints
 from relaymd.storage.keys import checkpoint_prefix, outputs_prefix
 

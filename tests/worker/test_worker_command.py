@@ -8,7 +8,8 @@ import pytest
 from atom_like import REPLICAS, assert_exactly_once, engine, reference_run, write_bundle
 from worker_harness import TERMINAL, Allocation, Relay, wait_for
 
-from relaymd.models import ControlAction, EventKind, StorageAccess
+from relaymd.mailbox.models import ControlAction, EventKind
+from relaymd.models import StorageAccess
 from relaymd.storage.checkpoints import download_checkpoint
 from relaymd.storage.keys import checkpoints_prefix, outputs_prefix
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from worker_harness import Allocation, Relay, wait_for
 
-from relaymd.models import EventKind, StorageAccess, WorkerEvent
+from relaymd.mailbox.models import EventKind, WorkerEvent
+from relaymd.models import StorageAccess
 from relaymd.storage.checkpoints import verify_checkpoint
 
 pytestmark = pytest.mark.slow

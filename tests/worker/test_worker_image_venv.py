@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from worker_harness import REPO, Allocation, Relay
 
-from relaymd.models import EventKind, StorageAccess
+from relaymd.mailbox.models import EventKind
+from relaymd.models import StorageAccess
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from worker_harness import Allocation, Relay
 
-from relaymd.models import EventKind, StorageAccess
+from relaymd.mailbox.models import EventKind
+from relaymd.models import StorageAccess
 from relaymd.storage.keys import bundle_key, checkpoints_prefix
 
 

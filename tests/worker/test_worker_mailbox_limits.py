@@ -10,15 +10,17 @@ import pytest
 from atom_like import write_bundle
 from worker_harness import Allocation, Relay, wait_for
 
-from relaymd.models import (
+from relaymd.mailbox.models import (
     EVENT_LINE_MAX_BYTES,
     HEARTBEAT_MAX_BYTES,
     EventKind,
-    GpuInfo,
     Heartbeat,
-    StorageAccess,
     WorkerEvent,
     WorkerState,
+)
+from relaymd.models import (
+    GpuInfo,
+    StorageAccess,
 )
 from worker_entry.mailbox_io import Mailbox
 

@@ -10,17 +10,15 @@ from pathlib import Path
 import pytest
 from worker_harness import Allocation, Relay, wait_for
 
+from relaymd.mailbox.files import read_events
+from relaymd.mailbox.models import ControlAction, EventKind, WorkerEvent
 from relaymd.models import (
     CheckpointRef,
-    ControlAction,
-    EventKind,
     StorageAccess,
-    WorkerEvent,
 )
 from relaymd.storage import ObjectStore
 from relaymd.storage.checkpoints import download_checkpoint, list_checkpoints, verify_checkpoint
 from relaymd.storage.keys import outputs_prefix
-from relaymd.storage.mailbox import read_events
 
 EVERY = 20
 

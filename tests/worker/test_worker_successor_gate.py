@@ -14,13 +14,10 @@ from pathlib import Path
 import pytest
 from worker_harness import Allocation, Relay, wait_for
 
+from relaymd.mailbox.models import ControlAction, EventKind, HandoffGate, WorkerState
 from relaymd.models import (
-    ControlAction,
-    EventKind,
-    HandoffGate,
     HandoffMarker,
     StorageAccess,
-    WorkerState,
 )
 from relaymd.storage.keys import handoff_key
 

@@ -11,24 +11,24 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from relaymd.models import (
-    CONTROL_FILE,
-    EVENTS_FILE,
-    HEARTBEAT_FILE,
+from relaymd.mailbox.files import atomic_write_bytes, atomic_write_model, read_events, read_model
+from relaymd.mailbox.layout import CONTROL_FILE, EVENTS_FILE, HEARTBEAT_FILE
+from relaymd.mailbox.models import (
     Assignment,
-    CheckpointRef,
     Control,
     ControlAction,
     EventKind,
     Heartbeat,
+    WorkerEvent,
+)
+from relaymd.models import (
+    CheckpointRef,
     ObjectRef,
     StorageAccess,
-    WorkerEvent,
 )
 from relaymd.storage import ObjectStore, open_store
 from relaymd.storage.bundle import pack_bundle
 from relaymd.storage.keys import bundle_key
-from relaymd.storage.mailbox import atomic_write_bytes, atomic_write_model, read_events, read_model
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from relaymd.models import WorkerEvent
+from relaymd.mailbox.models import WorkerEvent
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -1,32 +1,25 @@
-"""What the daemon writes into allocation folders: payload bytes, built from committed rows."""
+"""What the daemon writes into mailboxes: payload bytes, built from committed rows.
+
+Carrier-neutral: every carrier writes these FileWrites as they are.
+"""
 
 from __future__ import annotations
 
-from relaymd.daemon.remote_write import FileWrite
-from relaymd.models import (
-    ASSIGNMENT_FILE,
-    CONTROL_FILE,
-    CREDENTIALS_FILE,
-    Allocation,
+from relaymd.mailbox.carrier import FileWrite
+from relaymd.mailbox.layout import ASSIGNMENT_FILE, CONTROL_FILE, CREDENTIALS_FILE
+from relaymd.mailbox.models import (
     Assignment,
     Control,
     ControlAction,
     HandoffGate,
     Heartbeat,
-    Job,
-    OperatorRequest,
-    StorageAccess,
     WorkerState,
 )
+from relaymd.models import Allocation, CheckpointRef, Job, OperatorRequest, StorageAccess
 
 
 def credentials_file(alloc_id: str, access: StorageAccess) -> FileWrite:
-    return FileWrite(
-        allocation_id=alloc_id,
-        name=CREDENTIALS_FILE,
-        data=access.credentials_json().encode(),
-        mode=0o600,
-    )
+    return _file(alloc_id, CREDENTIALS_FILE, access.credentials_json().encode())
 
 
 def assignment_needed(job: Job, heartbeat: Heartbeat | None) -> bool:
@@ -40,24 +33,37 @@ def assignment_needed(job: Job, heartbeat: Heartbeat | None) -> bool:
     return not (heartbeat.job_id == job.id and heartbeat.epoch == job.epoch)
 
 
-def assignment_file(alloc: Allocation, job: Job) -> FileWrite:
+def _assignment(
+    alloc: Allocation,
+    job: Job,
+    epoch: int,
+    *,
+    resume: CheckpointRef | None = None,
+    fallbacks: list[CheckpointRef] | None = None,
+    after_handoff: HandoffGate | None = None,
+) -> FileWrite:
+    """assignment.json for `job` under `epoch`: where to resume, or the gate to wait on."""
     assignment = Assignment(
         allocation_id=alloc.id,
         job_id=job.id,
-        epoch=job.epoch,
+        epoch=epoch,
         title=job.spec.title,
         engine=job.spec.engine,
         bundle=job.bundle,
-        resume=job.checkpoint,
-        fallbacks=job.fallbacks,
+        resume=resume,
+        fallbacks=fallbacks or [],
         checkpoint_interval_s=job.spec.checkpoint_interval_s,
+        after_handoff=after_handoff,
     )
-    return FileWrite(
-        allocation_id=alloc.id,
-        name=ASSIGNMENT_FILE,
-        data=assignment.model_dump_json().encode(),
-        mode=0o600,
-    )
+    return _file(alloc.id, ASSIGNMENT_FILE, assignment.model_dump_json().encode())
+
+
+def _file(alloc_id: str, name: str, data: bytes) -> FileWrite:
+    return FileWrite(allocation_id=alloc_id, name=name, data=data, mode=0o600)
+
+
+def assignment_file(alloc: Allocation, job: Job) -> FileWrite:
+    return _assignment(alloc, job, job.epoch, resume=job.checkpoint, fallbacks=job.fallbacks)
 
 
 def successor_needed(alloc: Allocation, heartbeat: Heartbeat | None) -> bool:
@@ -74,24 +80,10 @@ def successor_file(alloc: Allocation, job: Job) -> FileWrite:
     """The pre-written assignment of a reserved successor (ADR 0009): no resume point of its
     own; the worker resumes only from the handoff checkpoint the gate names."""
     assert alloc.reserved_epoch is not None and alloc.reserved_until is not None
-    assignment = Assignment(
-        allocation_id=alloc.id,
-        job_id=job.id,
-        epoch=alloc.reserved_epoch,
-        title=job.spec.title,
-        engine=job.spec.engine,
-        bundle=job.bundle,
-        checkpoint_interval_s=job.spec.checkpoint_interval_s,
-        after_handoff=HandoffGate(
-            job_id=job.id, after_epoch=alloc.reserved_epoch - 1, expires_at=alloc.reserved_until
-        ),
+    gate = HandoffGate(
+        job_id=job.id, after_epoch=alloc.reserved_epoch - 1, expires_at=alloc.reserved_until
     )
-    return FileWrite(
-        allocation_id=alloc.id,
-        name=ASSIGNMENT_FILE,
-        data=assignment.model_dump_json().encode(),
-        mode=0o600,
-    )
+    return _assignment(alloc, job, alloc.reserved_epoch, after_handoff=gate)
 
 
 def withdrawal_needed(alloc: Allocation, job: Job | None, heartbeat: Heartbeat | None) -> bool:
@@ -129,9 +121,4 @@ def control_file(alloc: Allocation, job: Job | None) -> FileWrite:
         epoch=job.epoch if job else None,
         reason=reason,
     )
-    return FileWrite(
-        allocation_id=alloc.id,
-        name=CONTROL_FILE,
-        data=control.model_dump_json().encode(),
-        mode=0o600,
-    )
+    return _file(alloc.id, CONTROL_FILE, control.model_dump_json().encode())

@@ -5,31 +5,22 @@ file and the mailbox files (assignment.json, control.json) atomically (temp + fs
 payloads base64 inside the script, so no content is ever interpreted by the shell), then runs
 the scheduler's submit snippets and one cancel snippet, and prints results between markers.
 The script travels on the transport's stdin: credentials never appear in argv, the job script,
-the sbatch environment or a log (this module never logs a script).
+the sbatch environment or a log (this module never logs a script). The scratch carrier's write
+(relaymd.mailbox.scratch) runs it.
 """
 
 from __future__ import annotations
 
 import base64
 import secrets
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from relaymd.scheduler.base import alloc_root
-from relaymd.scheduler.shell import shell_path
-
-
-class FileWrite(BaseModel):
-    allocation_id: str
-    name: str  # a file name inside the allocation folder
-    data: bytes
-    mode: int = 0o600
-
-
-class FileRemoval(BaseModel):
-    allocation_id: str
-    name: str  # e.g. the credentials of an ended allocation, a withdrawn assignment.json
+from relaymd.mailbox.carrier import MailboxWrites, MailboxWritten
+from relaymd.mailbox.layout import alloc_root
+from relaymd.mailbox.shell import check_name, shell_path
 
 
 class SubmitCommand(BaseModel):
@@ -37,37 +28,23 @@ class SubmitCommand(BaseModel):
     snippet: str  # the scheduler's submit snippet for <folder>/job.sh
 
 
-class WritePlan(BaseModel):
-    mkdirs: list[str] = Field(default_factory=list)  # allocation ids
-    files: list[FileWrite] = Field(default_factory=list)
-    removals: list[FileRemoval] = Field(default_factory=list)
+class WritePlan(MailboxWrites):
+    """The mailbox writes plus the scheduler's shell, which rides in the same script."""
+
     submits: list[SubmitCommand] = Field(default_factory=list)
     cancel_snippet: str | None = None
 
     @property
     def empty(self) -> bool:
-        return not (
-            self.mkdirs or self.files or self.removals or self.submits or self.cancel_snippet
-        )
+        return super().empty and not (self.submits or self.cancel_snippet)
 
 
-class WriteResult(BaseModel):
-    complete: bool  # the script ran to its end marker
-    failed_files: list[tuple[str, str]] = Field(default_factory=list)  # (allocation, name)
-    failed_dirs: list[str] = Field(default_factory=list)
+class WriteResult(MailboxWritten):
     # allocation id -> relaymd.scheduler.SubmitResult
     submits: dict[str, Any] = Field(default_factory=dict)
     submit_output: str = ""
     cancel_rc: int | None = None
     cancel_output: str = ""
-
-
-_SAFE_NAME = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-")
-
-
-def _check_name(value: str, what: str) -> None:
-    if not value or not set(value.lower()) <= _SAFE_NAME or value.startswith("."):
-        raise ValueError(f"unsafe {what} {value!r}")
 
 
 def build_write_script(scratch: str, plan: WritePlan, token: str | None = None) -> tuple[str, str]:
@@ -91,23 +68,23 @@ def build_write_script(scratch: str, plan: WritePlan, token: str | None = None) 
         'ok_fail=""',
     ]
     for alloc_id in plan.mkdirs:
-        _check_name(alloc_id, "allocation id")
+        check_name(alloc_id, "allocation id")
         lines.append(
             f'mkdir -p -m 700 "$R/{alloc_id}" && chmod 700 "$R/{alloc_id}" '
             f'|| {{ ok_fail="$ok_fail {alloc_id}"; printf \'@@%s D %s fail\\n\' "$T" {alloc_id}; }}'
         )
     for item in plan.files:
-        _check_name(item.allocation_id, "allocation id")
-        _check_name(item.name, "file name")
+        check_name(item.allocation_id, "allocation id")
+        check_name(item.name, "file name")
         payload = base64.b64encode(item.data).decode()
         lines.append(f"w {item.allocation_id} {item.name} {item.mode:o} {payload}")
     for removal in plan.removals:
-        _check_name(removal.allocation_id, "allocation id")
-        _check_name(removal.name, "file name")
+        check_name(removal.allocation_id, "allocation id")
+        check_name(removal.name, "file name")
         lines.append(f'rm -f "$R/{removal.allocation_id}/{removal.name}"')
     lines.append("printf '@@%s SUBMIT\\n' \"$T\"")
     for sub in plan.submits:
-        _check_name(sub.allocation_id, "allocation id")
+        check_name(sub.allocation_id, "allocation id")
         # Never submit for an allocation whose folder or files could not be written.
         lines.append(f'case " $ok_fail " in *" {sub.allocation_id} "*) ;; *)')
         lines.append(f"( {sub.snippet}\n) </dev/null 2>&1")
@@ -120,7 +97,9 @@ def build_write_script(scratch: str, plan: WritePlan, token: str | None = None) 
     return "\n".join(lines) + "\n", token
 
 
-def parse_write_output(stdout: str, token: str, plan: WritePlan, parse_submit: Any) -> WriteResult:
+def parse_write_output(
+    stdout: str, token: str, plan: WritePlan, parse_submit: Callable[[str], Iterable[Any]]
+) -> WriteResult:
     marker = f"@@{token} "
     result = WriteResult(complete=False)
     section = ""

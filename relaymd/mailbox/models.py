@@ -1,7 +1,7 @@
-"""The files of the mailbox on shared scratch (docs/architecture.md, "The mailbox protocol").
+"""The wire models of the mailbox (docs/architecture.md, "The mailbox protocol").
 
-`alloc/<allocation_id>/` holds assignment.json and control.json (daemon writes),
-heartbeat.json and events.jsonl (worker writes), and credentials (daemon writes, 0600).
+assignment.json and control.json (daemon writes), heartbeat.json and events.jsonl (worker
+writes); where they live and what they are called is `relaymd.mailbox.layout`.
 """
 
 from __future__ import annotations
@@ -12,16 +12,10 @@ from typing import Literal
 
 from pydantic import Field
 
+from relaymd.models.allocation import GpuInfo
 from relaymd.models.base import WireModel, utcnow
 from relaymd.models.engines import EngineSettings
 from relaymd.models.storage import CheckpointRef, ObjectRef
-
-ASSIGNMENT_FILE = "assignment.json"
-CONTROL_FILE = "control.json"
-HEARTBEAT_FILE = "heartbeat.json"
-EVENTS_FILE = "events.jsonl"
-CREDENTIALS_FILE = "credentials"
-WORKER_LOG_FILE = "worker.log"
 
 # Size limits of what a worker writes; the daemon skips (and counts) anything larger, so one
 # file can never make a poll transfer megabytes or wedge the reading of events.
@@ -77,15 +71,6 @@ class WorkerState(StrEnum):
     RUNNING = "running"
     STOPPING = "stopping"
     EXITING = "exiting"
-
-
-class GpuInfo(WireModel):
-    name: str
-    memory_total_mib: int = Field(ge=0)
-
-    @property
-    def memory_gib(self) -> float:
-        return self.memory_total_mib / 1024
 
 
 class Heartbeat(WireModel):
