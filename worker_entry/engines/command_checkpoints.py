@@ -24,8 +24,10 @@ class CommandCheckpoints:
         work_dir: Path,
         atom: AtomLayout | None,
         restored: Restored | None,
+        platform: str | None,
     ) -> None:
         self.settings = settings
+        self.platform = platform  # recorded in each checkpoint's manifest
         self.work_dir = work_dir
         self._atom = atom
         self.step = 0
@@ -78,7 +80,6 @@ class CommandCheckpoints:
     def try_capture(
         self,
         hooks: SegmentHooks,
-        platform: str | None,
         newer_than: float | None = None,
         settled: bool = False,
     ) -> bool:
@@ -92,5 +93,5 @@ class CommandCheckpoints:
             round_.abandon()
             return False
         self.step = self._capture_outputs(round_.directory, copied)
-        round_.submit(step=self.step, files=copied, platform=platform)
+        round_.submit(step=self.step, files=copied, platform=self.platform)
         return True

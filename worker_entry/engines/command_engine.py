@@ -64,7 +64,7 @@ class CommandEngine(Engine):
         if "/" not in exe and shutil.which(exe) is None:
             raise EngineFailure(f"engine.command: {exe} is not on PATH on this node")
         atom = load_preset_layout(self.settings, work_dir)
-        self.checkpoints = CommandCheckpoints(self.settings, work_dir, atom, restored)
+        self.checkpoints = CommandCheckpoints(self.settings, work_dir, atom, restored, platform)
         if restored is not None:
             self.start_step = self.checkpoints.step
             self.resumed_from = "checkpoint"
@@ -80,18 +80,13 @@ class CommandEngine(Engine):
     def log_tail(self) -> list[str]:
         return log_tail(self.settings, self.work_dir)
 
-    def _try_capture(
-        self, hooks: SegmentHooks, newer_than: float | None = None, settled: bool = False
-    ) -> bool:
-        return self.checkpoints.try_capture(hooks, self.platform, newer_than, settled)
-
     def _fail(
         self, hooks: SegmentHooks, proc: CommandProcess, reason: str, capture: bool
     ) -> NoReturn:
         """Kill the program, keep the checkpoint it may have finished, and fail the job."""
         proc.kill()
         if capture:
-            self._try_capture(hooks, settled=True)
+            self.checkpoints.try_capture(hooks, settled=True)
         raise EngineFailure(reason, log_tail=self.log_tail())
 
     # -- the run -------------------------------------------------------------------------
@@ -116,7 +111,7 @@ class CommandEngine(Engine):
             )
             if rc is not None:
                 return self._exited(hooks, rc)
-            self._try_capture(hooks)
+            self.checkpoints.try_capture(hooks)
             for scanner in watched:
                 line = scanner.scan()
                 if line is not None:
@@ -149,7 +144,7 @@ class CommandEngine(Engine):
         captured = False
         while time.monotonic() < give_up:
             exited = proc.poll() is not None
-            if self._try_capture(hooks, newer_than=stop.requested_at, settled=exited):
+            if self.checkpoints.try_capture(hooks, newer_than=stop.requested_at, settled=exited):
                 captured = True
                 break
             if exited:
@@ -161,7 +156,7 @@ class CommandEngine(Engine):
         return EngineResult(outcome=Outcome.STOPPED, step=self.checkpoints.step, stop=stop)
 
     def _exited(self, hooks: SegmentHooks, rc: int) -> EngineResult:
-        self._try_capture(hooks, settled=True)
+        self.checkpoints.try_capture(hooks, settled=True)
         samples = self.checkpoints.step
         target = self.settings.target_samples
         if rc != 0:
