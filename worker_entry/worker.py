@@ -30,7 +30,7 @@ class StartupError(Exception):
 
 
 class Worker:
-    def __init__(self, options: WorkerOptions, store_factory: object = None) -> None:
+    def __init__(self, options: WorkerOptions) -> None:
         self.options = options
         self.mailbox = Mailbox(options.alloc_dir)
         self.status = WorkerStatus(options.deadline)
@@ -173,8 +173,7 @@ class Worker:
                 return reason
             time.sleep(self.options.poll_interval_s)
 
-    def run(self, store: object, work_root: Path) -> int:
-        assert isinstance(store, ObjectStore)
+    def run(self, store: ObjectStore, work_root: Path) -> int:
         self.store = store
         self.monitor.install_signal_handlers()
         self.heartbeat.start()

@@ -1,4 +1,5 @@
-"""The asyncssh client object: 2FA prompts on the terminal, or NeedsAuth when nobody is there."""
+"""The asyncssh client object: 2FA prompts on the terminal, or NeedsAuth when nobody is there,
+with the message that says how to authenticate."""
 
 from __future__ import annotations
 
@@ -6,11 +7,20 @@ import asyncio
 import getpass
 import sys
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import asyncssh
 
+from relaymd.transport.base import NeedsAuth
+
 # (prompt text, echo) -> the answer. Injectable so tests can answer prompts.
 Prompter = Callable[[str, bool], str]
+
+
+class ClientFactory(Protocol):
+    """A RelayClient for one connection, told what to do when that connection is lost."""
+
+    def __call__(self, *, on_lost: Callable[[RelayClient], None]) -> RelayClient: ...
 
 
 def terminal_prompter(prompt: str, echo: bool) -> str:
@@ -38,6 +48,23 @@ class RelayClient(asyncssh.SSHClient):
         self.on_lost = on_lost
         # Set when the server asked for something only a person can give (2FA, password).
         self.wanted_person = False
+
+    def auth_failed(self, detail: str) -> NeedsAuth:
+        """The server refused us: a person is needed (prompt nobody answers) or the key is wrong."""
+        if self.wanted_person and not self.interactive:
+            message = (
+                f"cluster {self.cluster}: the login node asks for a password or 2FA code"
+                f" ({detail}); run `relaymd daemon run` in a terminal to answer it, or use a"
+                " key the cluster accepts without a prompt. Jobs are kept; the cluster is"
+                " marked needs-auth"
+            )
+        else:
+            message = (
+                f"cluster {self.cluster}: SSH authentication failed ({detail}); check"
+                " `ssh.username`/`ssh.identity_file` in the profile or ~/.ssh/config, and that"
+                " your key is loaded in ssh-agent (`ssh-add -l`)"
+            )
+        return NeedsAuth(message, cluster=self.cluster)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.on_lost(self)
@@ -73,3 +100,14 @@ class RelayClient(asyncssh.SSHClient):
         if not self.interactive:
             return None
         return await asyncio.to_thread(self.prompter, f"[{self.cluster}] password: ", False)
+
+
+def unusable_key(cluster: str, exc: asyncssh.KeyImportError) -> NeedsAuth:
+    return NeedsAuth(
+        f"cluster {cluster}: cannot use the SSH key ({exc}); if it is encrypted,"
+        " load it with `ssh-add <key>` and remove `ssh.identity_file` from the cluster"
+        " profile (an explicit key file is read directly, never through ssh-agent;"
+        " without it the daemon uses $SSH_AUTH_SOCK), or point `ssh.identity_file` at"
+        " an unencrypted key",
+        cluster=cluster,
+    )

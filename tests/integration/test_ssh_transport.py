@@ -176,7 +176,7 @@ async def test_reconnects_after_the_connection_is_dropped(cluster: TestbedCluste
         assert "sshd" in found.stdout
         os.kill(session_pid, signal.SIGKILL)
         for _ in range(50):  # until asyncssh notices the dead connection
-            if transport._conn is None:
+            if not transport.connection.is_open:
                 break
             await asyncio.sleep(0.1)
         result = await transport.run("echo back")

@@ -135,7 +135,7 @@ def test_line_counts_file_must_be_safe_and_present(tmp_path: Path) -> None:
 
 def test_atom_preset_paths_follow_the_config_folder() -> None:
     from relaymd.models import CommandSettings
-    from worker_entry.engines.command_engine import apply_preset
+    from worker_entry.engines.command_preset import apply_preset
 
     here = apply_preset(
         CommandSettings(command="rbfe_production job.yaml", preset="atom", target_samples=5)

@@ -106,18 +106,3 @@ class Engine(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Free resources (processes, contexts)."""
-
-
-class CheckpointFiles(BaseModel):
-    """Names of the files an openmm checkpoint holds."""
-
-    checkpoint: str = "checkpoint.chk"
-    state: str = "state.xml"
-    info: str = "checkpoint_info.json"
-
-
-class OpenMMCheckpointInfo(BaseModel):
-    step: int = Field(ge=0)
-    platform: str
-    time_ps: float
-    openmm_version: str

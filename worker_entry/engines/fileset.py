@@ -18,6 +18,13 @@ def glob_files(work_dir: Path, patterns: list[str]) -> list[Path]:
     return sorted(found)
 
 
+def copy_file(source: Path, target: Path) -> Path:
+    """Copy with metadata, creating the target's folders; the target."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source, target)
+    return target
+
+
 def count_samples(work_dir: Path, patterns: list[str]) -> int | None:
     """Non-empty lines per directory of progress files; the slowest directory (replica) counts.
     None while no progress file exists."""
@@ -111,13 +118,10 @@ class CheckpointSetWatcher:
         carried = [p for p in glob_files(self.work_dir, self.carry_globs) if p not in files]
         for path in [*files, *carried]:
             rel = path.relative_to(self.work_dir).as_posix()
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
             try:
-                shutil.copy2(path, target)
+                copied.append((rel, copy_file(path, dest / rel)))
             except FileNotFoundError:
                 return None
-            copied.append((rel, target))
         after = self.signature()
         if before is None or after is None or before[0] != after[0]:
             return None
