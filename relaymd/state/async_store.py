@@ -172,6 +172,9 @@ class AsyncStateStore:
     async def update_job(self, job: Job, *, expected_updated_at: datetime | None = None) -> Job:
         return await self._run(q.update_job(job, expected_updated_at))
 
+    async def update_job_at_epoch(self, job: Job, *, expected_epoch: int) -> Job:
+        return await self._run(q.update_job_at_epoch(job, expected_epoch))
+
     async def count_jobs_by_state(self) -> dict[JobState, int]:
         return await self._run(q.count_jobs_by_state())
 

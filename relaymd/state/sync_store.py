@@ -143,6 +143,9 @@ class StateStore:
     def update_job(self, job: Job, *, expected_updated_at: datetime | None = None) -> Job:
         return self._run(q.update_job(job, expected_updated_at))
 
+    def update_job_at_epoch(self, job: Job, *, expected_epoch: int) -> Job:
+        return self._run(q.update_job_at_epoch(job, expected_epoch))
+
     def count_jobs_by_state(self) -> dict[JobState, int]:
         return self._run(q.count_jobs_by_state())
 
