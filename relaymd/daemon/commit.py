@@ -17,14 +17,13 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from relaymd.daemon.audit import record_event
-from relaymd.daemon.carried import CarriedState
 from relaymd.daemon.claim_checks import ClaimVerdicts
-from relaymd.daemon.context import DaemonContext
 from relaymd.daemon.decide import ACTIVE_JOB_STATES, CycleDecisions, DecideInput, decide_cycle
 from relaymd.daemon.read_step import LIVE_STATES, ReadResult
+from relaymd.daemon.scope import CycleScope
 from relaymd.ids import new_allocation_id
 from relaymd.logging import get_logger
-from relaymd.models import Allocation, ClusterProfile, Job, utcnow
+from relaymd.models import Allocation, Job, utcnow
 from relaymd.models.state import ClusterStatus
 from relaymd.state import NotFoundError
 
@@ -56,14 +55,10 @@ async def load_jobs(
 
 
 async def _decide_input(
-    ctx: DaemonContext,
-    profile: ClusterProfile,
-    carried: CarriedState,
-    read: ReadResult,
-    submit_ok: bool,
-    verdicts: ClaimVerdicts,
+    scope: CycleScope, read: ReadResult, submit_ok: bool, verdicts: ClaimVerdicts
 ) -> tuple[DecideInput, ClusterStatus | None]:
     """The rows decide works from, read inside the transaction; and this cluster's status."""
+    ctx, profile, carried = scope.ctx, scope.profile, scope.carried
     store = ctx.store
     read_ids = {a.id for a in read.allocations}
     all_live = await store.list_allocations(states=LIVE_STATES)
@@ -105,16 +100,11 @@ async def _decide_input(
 
 
 async def decide_and_commit(
-    ctx: DaemonContext,
-    profile: ClusterProfile,
-    carried: CarriedState,
-    read: ReadResult,
-    submit_ok: bool,
-    verdicts: ClaimVerdicts,
+    scope: CycleScope, read: ReadResult, submit_ok: bool, verdicts: ClaimVerdicts
 ) -> Committed:
-    store = ctx.store
-    async with ctx.store_lock, store.transaction():
-        inp, own = await _decide_input(ctx, profile, carried, read, submit_ok, verdicts)
+    store, profile = scope.ctx.store, scope.profile
+    async with scope.ctx.store_lock, store.transaction():
+        inp, own = await _decide_input(scope, read, submit_ok, verdicts)
         cpu = time.process_time()
         decisions = decide_cycle(inp, new_allocation_id)
         decide_cpu_s = time.process_time() - cpu + read.parse_cpu_s
@@ -125,7 +115,7 @@ async def decide_and_commit(
                     update={"backoff": decisions.backoff}
                 )
             )
-    carried.after_commit(read.snapshot, decisions)
+    scope.carried.after_commit(read.snapshot, decisions)
     merged = {a.id: a for a in inp.allocations}
     merged.update(decisions.allocations)
     merged.update({a.id: a for a in decisions.new_allocations})

@@ -4,12 +4,10 @@ allocation's mailbox files (and the log tails still owed), parsed into a snapsho
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from relaymd.daemon.carried import CarriedState
 from relaymd.daemon.poll_outcome import SnapshotError
 from relaymd.daemon.remote_read import (
     ClusterSnapshot,
@@ -17,16 +15,13 @@ from relaymd.daemon.remote_read import (
     build_read_script,
     parse_read_output,
 )
-from relaymd.models import Allocation, AllocationState, ClusterProfile
-from relaymd.scheduler.port import SchedulerPort
+from relaymd.daemon.scope import CycleScope
+from relaymd.models import Allocation, AllocationState
 
 if TYPE_CHECKING:
     from relaymd.state.async_store import AsyncStateStore
-    from relaymd.transport.base import CommandResult
 
 LIVE_STATES = [AllocationState.SUBMITTING, AllocationState.PENDING, AllocationState.RUNNING]
-
-RunScript = Callable[[str], Awaitable["CommandResult"]]
 
 
 class ReadResult(BaseModel):
@@ -61,13 +56,13 @@ async def _requests(
     return allocs, requests
 
 
-async def read_cluster(
-    store: AsyncStateStore,
-    profile: ClusterProfile,
-    scheduler: SchedulerPort,
-    carried: CarriedState,
-    run: RunScript,
-) -> ReadResult:
+async def read_cluster(scope: CycleScope) -> ReadResult:
+    store, profile, scheduler, carried = (
+        scope.ctx.store,
+        scope.profile,
+        scope.scheduler,
+        scope.carried,
+    )
     allocs, requests = await _requests(store, profile.name, carried.want_log)
     # Ids whose end the scheduler should report (sacct) if they are no longer live.
     sched_ids = [
@@ -80,7 +75,7 @@ async def read_cluster(
     script, token = build_read_script(
         profile.scratch, query, requests, sweep_keep=sweep, memo=carried.heartbeats
     )
-    result = await run(script)
+    result = await scope.run(script)
     cpu = time.process_time()
     snapshot = parse_read_output(
         result.stdout, token, profile.name, requests, scheduler.parse_query, carried.heartbeats

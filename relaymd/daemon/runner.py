@@ -21,6 +21,7 @@ from relaymd.daemon.context import DaemonContext
 from relaymd.daemon.poll_outcome import PollOutcome, poll_failures
 from relaymd.daemon.read_step import read_cluster
 from relaymd.daemon.retention import prune_checkpoints
+from relaymd.daemon.scope import CycleScope
 from relaymd.daemon.seams import ClusterTransport, TransportFactory
 from relaymd.daemon.write_step import write_cluster
 from relaymd.models import AllocationState, ClusterProfile, utcnow
@@ -66,6 +67,7 @@ class ClusterRunner:
         self.transport: ClusterTransport | None = None
         self.scheduler = scheduler
         self.carried = CarriedState()
+        self.scope = CycleScope(ctx, profile, scheduler, self.carried, self._run)
         self.outcome = PollOutcome(ctx, profile)
         self.interval = profile.poll.min_interval_s  # paced by the loop
         self.cycles = 0
@@ -118,13 +120,10 @@ class ClusterRunner:
 
     async def _steps(self) -> Committed:
         """Read, check claims in storage, decide and commit, write."""
-        ctx, profile, scheduler = self.ctx, self.profile, self.scheduler
-        read = await read_cluster(ctx.store, profile, scheduler, self.carried, self._run)
-        verdicts = await verify_reported(ctx.store, ctx.object_store, read.snapshot)
+        read = await read_cluster(self.scope)
+        verdicts = await verify_reported(self.ctx.store, self.ctx.object_store, read.snapshot)
         # A misconfigured profile keeps watching what exists but submits nothing.
         submit_ok = self.config_error is None
-        committed = await decide_and_commit(ctx, profile, self.carried, read, submit_ok, verdicts)
-        await write_cluster(
-            ctx, profile, scheduler, self.carried, committed, read.snapshot, self._run
-        )
+        committed = await decide_and_commit(self.scope, read, submit_ok, verdicts)
+        await write_cluster(self.scope, committed, read.snapshot)
         return committed

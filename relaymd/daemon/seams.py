@@ -3,11 +3,15 @@ so does a stand-in with the same methods (a benchmark's synthetic login node).""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from relaymd.models import ClusterProfile
     from relaymd.transport.base import CommandResult
+
+
+RunScript = Callable[[str], Awaitable["CommandResult"]]
 
 
 class ClusterTransport(Protocol):

@@ -26,7 +26,6 @@ from relaymd.daemon.mailbox_files import (
     successor_needed,
     withdrawal_needed,
 )
-from relaymd.daemon.read_step import RunScript
 from relaymd.daemon.remote_read import ClusterSnapshot
 from relaymd.daemon.remote_write import (
     FileRemoval,
@@ -37,6 +36,7 @@ from relaymd.daemon.remote_write import (
     build_write_script,
     parse_write_output,
 )
+from relaymd.daemon.scope import CycleScope
 from relaymd.logging import get_logger
 from relaymd.models import (
     ASSIGNMENT_FILE,
@@ -120,17 +120,10 @@ def _plan_mailbox(
             plan.files.append(assignment_file(alloc, job))
 
 
-def plan_write(
-    ctx: DaemonContext,
-    profile: ClusterProfile,
-    scheduler: SchedulerPort,
-    carried: CarriedState,
-    committed: Committed,
-    snapshot: ClusterSnapshot,
-) -> WritePlan:
-    d = committed.decisions
+def plan_write(scope: CycleScope, committed: Committed, snapshot: ClusterSnapshot) -> WritePlan:
+    d, carried, scheduler = committed.decisions, scope.carried, scope.scheduler
     plan = WritePlan()
-    _plan_submits(plan, d.new_allocations, ctx, profile, scheduler)
+    _plan_submits(plan, d.new_allocations, scope.ctx, scope.profile, scheduler)
     _plan_mailbox(plan, committed.allocations, committed.jobs, snapshot)
     carried.credentials_owed.update(
         a.id for a in d.allocations.values() if a.state is AllocationState.ENDED
@@ -144,16 +137,9 @@ def plan_write(
     return plan
 
 
-async def write_cluster(
-    ctx: DaemonContext,
-    profile: ClusterProfile,
-    scheduler: SchedulerPort,
-    carried: CarriedState,
-    committed: Committed,
-    snapshot: ClusterSnapshot,
-    run: RunScript,
-) -> None:
-    plan = plan_write(ctx, profile, scheduler, carried, committed, snapshot)
+async def write_cluster(scope: CycleScope, committed: Committed, snapshot: ClusterSnapshot) -> None:
+    ctx, profile, carried = scope.ctx, scope.profile, scope.carried
+    plan = plan_write(scope, committed, snapshot)
     if plan.empty:
         return
     script, token = build_write_script(profile.scratch, plan)
@@ -161,10 +147,10 @@ async def write_cluster(
         _maybe_crash("before_submit_write")
     # On a transport error unconfirmed submits stay `submitting`: the next read adopts
     # them by job name or drops them.
-    result = await run(script)
+    result = await scope.run(script)
     if plan.submits:
         _maybe_crash("after_submit_write")
-    outcome = parse_write_output(result.stdout, token, plan, scheduler.parse_submit)
+    outcome = parse_write_output(result.stdout, token, plan, scope.scheduler.parse_submit)
     if outcome.complete:
         carried.credentials_owed.difference_update(
             r.allocation_id for r in plan.removals if r.name == CREDENTIALS_FILE
