@@ -71,3 +71,25 @@ async def test_a_stale_writer_commits_nothing(tmp_path: Path) -> None:
     assert job == [(1, "a1", "assigned")]
     assert segments == [("j1", 1, "a1")]
     assert allocs == [("a1", "j1"), ("a2", None)]
+
+
+async def test_a_refused_commit_is_a_failed_poll_of_a_reachable_cluster(tmp_path: Path) -> None:
+    """A conflict rolls the cycle back; the cluster's status row says why, and it stays
+    reachable (the login node answered) rather than reading as a network problem."""
+    from daemon_factories import make_profile
+    from daemon_fakes import make_fake_runners
+
+    from relaymd.daemon.poll_outcome import PollOutcome
+    from relaymd.models import utcnow
+
+    fake = await make_fake_runners(tmp_path, {"c1": make_profile("c1")})
+    try:
+        outcome = PollOutcome(fake.ctx, fake.ctx.profiles["c1"])
+        refused = ConflictError("job j1 is at epoch 2, not 1")
+        await outcome.failed(refused, utcnow(), interval_s=5.0)
+    finally:
+        await fake.store.close()
+    with sqlite3.connect(tmp_path / "state.sqlite") as db:
+        row = db.execute("SELECT reachability, data FROM clusters WHERE name = 'c1'").fetchone()
+    assert row[0] == "reachable"
+    assert "job j1 is at epoch 2, not 1" in row[1]
