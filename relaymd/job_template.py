@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from relaymd import paths
-from relaymd.models import Allocation, ClusterProfile
+from relaymd.models import ClusterProfile
 
 # Named like the shipped templates (clusters/slurm.sbatch.j2, clusters/direct.sh.j2). jinja2 and
 # the schedulers are imported only when a site template exists: hot commands load the config.
@@ -54,35 +54,28 @@ def check_site_template(profile: ClusterProfile, path: Path) -> None:
     import jinja2
 
     from relaymd.scheduler import SlurmScheduler, UnsafeValue, make_scheduler
+    from relaymd.scheduler.job_script import probe_allocations
 
     scheduler = make_scheduler(profile)
-    for partition in profile.partitions:
-        for image in sorted(profile.images) or ["openmm"]:
-            probe = Allocation(
-                id="a0probe",
-                cluster=profile.name,
-                partition=partition.name,
-                image=image,
-                walltime_s=partition.walltime_s,
+    for probe in probe_allocations(profile):
+        try:
+            text = scheduler.render_job_script(probe, profile, ["--alloc-dir", PROBE_ALLOC_DIR])
+        except jinja2.TemplateSyntaxError as exc:
+            where = exc.filename or str(path)
+            raise TemplateError(f"{where}: line {exc.lineno}: {exc.message}") from None
+        except jinja2.TemplateNotFound as exc:
+            raise TemplateError(f"{path}: includes {exc.name!r}, which is not found") from None
+        except (jinja2.TemplateError, UnsafeValue) as exc:
+            raise TemplateError(f"{path}: does not render: {exc}") from None
+        except OSError as exc:
+            raise TemplateError(f"{path}: cannot read the template: {exc}") from None
+        if PROBE_ALLOC_DIR not in text:
+            raise TemplateError(
+                f'{path}: never runs the worker; keep `{{% include "worker_exec.j2" %}}` '
+                "(or its exec line) at the end"
             )
-            try:
-                text = scheduler.render_job_script(probe, profile, ["--alloc-dir", PROBE_ALLOC_DIR])
-            except jinja2.TemplateSyntaxError as exc:
-                where = exc.filename or str(path)
-                raise TemplateError(f"{where}: line {exc.lineno}: {exc.message}") from None
-            except jinja2.TemplateNotFound as exc:
-                raise TemplateError(f"{path}: includes {exc.name!r}, which is not found") from None
-            except (jinja2.TemplateError, UnsafeValue) as exc:
-                raise TemplateError(f"{path}: does not render: {exc}") from None
-            except OSError as exc:
-                raise TemplateError(f"{path}: cannot read the template: {exc}") from None
-            if PROBE_ALLOC_DIR not in text:
-                raise TemplateError(
-                    f'{path}: never runs the worker; keep `{{% include "worker_exec.j2" %}}` '
-                    "(or its exec line) at the end"
-                )
-            if isinstance(scheduler, SlurmScheduler) and "#SBATCH --no-requeue" not in text:
-                raise TemplateError(
-                    f"{path}: lacks `#SBATCH --no-requeue`: RelayMD requeues jobs itself, and a "
-                    "SLURM requeue would bring an allocation back after its job moved on"
-                )
+        if isinstance(scheduler, SlurmScheduler) and "#SBATCH --no-requeue" not in text:
+            raise TemplateError(
+                f"{path}: lacks `#SBATCH --no-requeue`: RelayMD requeues jobs itself, and a "
+                "SLURM requeue would bring an allocation back after its job moved on"
+            )

@@ -8,12 +8,13 @@ happen on first call, so importing a pure decision module stays cheap.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from relaymd.daemon.lock import DaemonAlreadyRunning
 
 if TYPE_CHECKING:
     from relaymd.config import LoadedConfig
+    from relaymd.daemon.seams import TransportFactory
 
 
 async def run_daemon(
@@ -22,7 +23,7 @@ async def run_daemon(
     interactive: bool = False,
     stop: asyncio.Event | None = None,
     max_cycles: int | None = None,
-    transport_factory: Any = None,
+    transport_factory: TransportFactory | None = None,
 ) -> None:
     from relaymd.daemon import loop
 

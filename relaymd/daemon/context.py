@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from relaymd.models import (
     ClusterProfile,
@@ -18,6 +18,7 @@ from relaymd.models.state import ClusterReachability, ClusterStatus
 
 if TYPE_CHECKING:
     from relaymd.state import AsyncStateStore
+    from relaymd.storage.base import ObjectStore
 
 
 class DaemonContext:
@@ -25,7 +26,7 @@ class DaemonContext:
         self,
         *,
         store: AsyncStateStore,
-        object_store: Any,
+        object_store: ObjectStore,
         access: StorageAccess,
         profiles: dict[str, ClusterProfile],
         settings: DaemonSettings,
@@ -47,6 +48,10 @@ class DaemonContext:
         self.started_at = started_at or utcnow()
         # The operator's on/off switch per cluster (the store's value overrides the profile's).
         self.enabled: dict[str, bool] = {name: p.enabled for name, p in profiles.items()}
+
+    def switched_on(self, profile: ClusterProfile) -> bool:
+        """The operator's switch as last read from the store (the profile's before that)."""
+        return self.enabled.get(profile.name, profile.enabled)
 
     def note_cluster_status(self, statuses: Iterable[ClusterStatus]) -> None:
         """Take the stored on/off switches, so every cluster sees another's flip at once."""

@@ -585,7 +585,8 @@ class _Cycle:
         for binding in assign(idle, queued, self.inp.profile):
             job = self.jobs[binding.job_id]
             alloc = self.allocs[binding.allocation_id]
-            # The store's next_epoch confirms it on persist; a pre-written epoch is skipped.
+            # The epoch's one source; persist writes it only while the row's epoch is still
+            # the one read here (compare-and-set). A pre-written epoch is never reissued.
             epoch = max(job.epoch, job.prewritten_epoch) + 1
             job = job.model_copy(
                 update={

@@ -11,8 +11,7 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from relaymd import __version__, paths
 from relaymd.config import LoadedConfig
@@ -20,15 +19,20 @@ from relaymd.daemon.context import DaemonContext
 from relaymd.daemon.interval import next_interval
 from relaymd.daemon.lock import DaemonLock
 from relaymd.daemon.runner import ClusterRunner
+from relaymd.daemon.seams import TransportFactory
 from relaymd.logging import get_logger
 from relaymd.models import utcnow
 from relaymd.models.state import DaemonStatus
 from relaymd.state.files import state_path
 
+if TYPE_CHECKING:
+    from relaymd.models import StorageAccess
+    from relaymd.storage.base import ObjectStore
+
 log = get_logger(__name__)
 
 
-async def _open_storage(loaded: LoadedConfig) -> tuple[Any, Any]:
+async def _open_storage(loaded: LoadedConfig) -> tuple[StorageAccess, ObjectStore]:
     from relaymd.secrets import make_secrets_provider, storage_access
     from relaymd.storage import open_store
 
@@ -43,7 +47,7 @@ class Daemon:
         loaded: LoadedConfig,
         *,
         interactive: bool = False,
-        transport_factory: Callable[..., Any] | None = None,
+        transport_factory: TransportFactory | None = None,
     ) -> None:
         self.loaded = loaded
         self.interactive = interactive
@@ -102,10 +106,15 @@ class Daemon:
                 settings=config.daemon,
                 worker=config.worker,
             )
-            kwargs: dict[str, Any] = {"interactive": self.interactive}
-            if self.transport_factory is not None:
-                kwargs["transport_factory"] = self.transport_factory
-            self.runners = [ClusterRunner(self.ctx, p, **kwargs) for p in self.loaded.clusters]
+            self.runners = [
+                ClusterRunner(
+                    self.ctx,
+                    p,
+                    interactive=self.interactive,
+                    transport_factory=self.transport_factory,
+                )
+                for p in self.loaded.clusters
+            ]
             self.status = DaemonStatus(
                 pid=os.getpid(), hostname=socket.gethostname(), version=__version__
             )
@@ -136,7 +145,7 @@ async def run_daemon(
     interactive: bool = False,
     stop: asyncio.Event | None = None,
     max_cycles: int | None = None,
-    transport_factory: Callable[..., Any] | None = None,
+    transport_factory: TransportFactory | None = None,
 ) -> None:
     """Run until `stop` is set (or each cluster did `max_cycles` cycles).
 

@@ -7,10 +7,19 @@ neither, so whatever an assignment may name as a fallback is still in storage.
 
 from __future__ import annotations
 
+import asyncio
+from typing import TYPE_CHECKING
+
+from relaymd.logging import get_logger
 from relaymd.models import CheckpointRef, Job
 from relaymd.storage import keys
 from relaymd.storage.base import ObjectStore
 from relaymd.storage.checkpoints import delete_checkpoint, list_checkpoints
+
+if TYPE_CHECKING:
+    from relaymd.state.async_store import AsyncStateStore
+
+log = get_logger(__name__)
 
 
 def advance_pointer(job: Job, ref: CheckpointRef, keep: int) -> Job:
@@ -49,3 +58,19 @@ def apply_retention(store: ObjectStore, job: Job) -> list[CheckpointRef]:
     for ref in doomed:
         delete_checkpoint(store, ref)
     return doomed
+
+
+async def prune_checkpoints(state: AsyncStateStore, store: ObjectStore, job_ids: list[str]) -> None:
+    """Retention for the jobs whose pointer advanced this cycle, off the event loop.
+    Housekeeping: a failure is logged and never fails a cycle."""
+    for job_id in set(job_ids):
+        job = await state.get_job(job_id)
+        if job is None or job.checkpoint is None:
+            continue
+        try:
+            deleted = await asyncio.to_thread(apply_retention, store, job)
+        except Exception as exc:
+            log.warning("retention_failed", job_id=job_id, error=str(exc))
+            continue
+        if deleted:
+            log.info("checkpoints_pruned", job_id=job_id, deleted=len(deleted))

@@ -60,6 +60,7 @@ class StoreOperations:
     get_job = Operation(q.get_job)
     list_jobs = Operation(q.list_jobs)
     update_job = Operation(q.update_job)
+    update_job_at_epoch = Operation(q.update_job_at_epoch)
     count_jobs_by_state = Operation(q.count_jobs_by_state)
     next_epoch = Operation(q.next_epoch)
     find_job_by_prefix = Operation(q.find_job_by_prefix)

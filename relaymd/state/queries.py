@@ -261,6 +261,27 @@ def update_job(job: Job, *, expected_updated_at: datetime | None = None) -> Step
     return stored
 
 
+@writes
+def update_job_at_epoch(job: Job, expected_epoch: int) -> Steps[Job]:
+    """Replace the row only while its epoch is still `expected_epoch`: the fencing token's
+    compare-and-set. The epoch is stored as the caller decided it (the decision is the one
+    source of epochs); ConflictError, and nothing written, if another writer moved it."""
+    if job.epoch < expected_epoch:
+        raise ValueError(f"job {job.id}: epoch {job.epoch} is lower than {expected_epoch}")
+    current = yield from _load_job(job.id)
+    stored = job.model_copy(update={"updated_at": _bumped(current.updated_at)})
+    result = yield Statement(
+        _UPDATE_JOB + " AND epoch = :expected_epoch",
+        {**_job_row(stored), "expected_epoch": expected_epoch},
+    )
+    if result.rowcount != 1:
+        raise ConflictError(
+            f"job {job.id} is at epoch {current.epoch}, not {expected_epoch}: another writer"
+            " moved its fencing token since this decision read it"
+        )
+    return stored
+
+
 # Maintained by triggers (schema v3): a handful of rows whatever the number of jobs.
 _JOB_COUNTS = "SELECT state, n, rate_micro FROM job_counts"
 _ALLOCATION_COUNTS = (

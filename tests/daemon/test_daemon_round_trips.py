@@ -174,7 +174,7 @@ async def test_unreachable_or_auth_failure_marks_the_cluster_not_the_jobs(tmp_pa
 
 
 def test_a_repeated_poll_failure_is_logged_on_change_then_every_ten_minutes() -> None:
-    from relaymd.daemon.runner import RepeatedWarning, failure_reachability
+    from relaymd.daemon.poll_outcome import RepeatedWarning, failure_reachability
     from relaymd.models.state import ClusterReachability
     from relaymd.transport import HostKeyChanged, HostKeyRejected, NeedsAuth
 

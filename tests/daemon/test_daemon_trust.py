@@ -340,7 +340,7 @@ async def test_every_read_is_capped_whatever_the_files_hold(bench: Bench) -> Non
     await bench.store.insert_allocation(
         make_alloc("a2", state=AllocationState.ENDED, scheduler_id="99")
     )
-    bench.runner.want_log["a2"] = "j1"
+    bench.runner.carried.want_log["a2"] = "j1"
     for _ in range(3):
         report = await bench.runner.cycle()
         assert report.ok, report.error

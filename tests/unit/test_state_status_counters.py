@@ -14,7 +14,7 @@ import pytest
 from test_state_helpers import make_allocation, make_job, make_segment
 
 from relaymd.daemon.decide import ACTIVE_JOB_STATES
-from relaymd.daemon.runner import LIVE_STATES
+from relaymd.daemon.read_step import LIVE_STATES
 from relaymd.models import AllocationState, ClusterStatus, JobState, SegmentOutcome
 from relaymd.state import AsyncStateStore, StateStore
 from relaymd.state.schema import MIGRATIONS

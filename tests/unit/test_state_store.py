@@ -118,6 +118,31 @@ async def test_update_job_compare_and_set_detects_a_concurrent_change(store: Sto
     assert (await call(store.get_job("j1"))).retries == 2
 
 
+async def test_update_job_at_epoch_refuses_a_writer_whose_epoch_is_stale(
+    store: Store, tmp_path: Path
+) -> None:
+    """The fencing token's compare-and-set: two writers decided epoch 1 from the same row;
+    the second finds the epoch moved, gets ConflictError and writes nothing."""
+    import sqlite3
+
+    await call(store.insert_job(make_job("j1")))
+    read = await call(store.get_job("j1"))
+    ours = read.model_copy(update={"epoch": 1, "allocation_id": "a1"})
+    stored = await call(store.update_job_at_epoch(ours, expected_epoch=0))
+    assert (stored.epoch, stored.allocation_id) == (1, "a1")
+    assert stored.updated_at > read.updated_at
+    theirs = read.model_copy(update={"epoch": 1, "allocation_id": "a2"})
+    with pytest.raises(ConflictError, match="epoch 1, not 0"):
+        await call(store.update_job_at_epoch(theirs, expected_epoch=0))
+    with pytest.raises(ValueError, match="lower"):
+        await call(store.update_job_at_epoch(read, expected_epoch=1))
+    with pytest.raises(NotFoundError):
+        await call(store.update_job_at_epoch(make_job("ghost"), expected_epoch=0))
+    with sqlite3.connect(tmp_path / "state" / "state.sqlite") as db:
+        rows = db.execute("SELECT epoch, allocation_id FROM jobs WHERE id = 'j1'").fetchall()
+    assert rows == [(1, "a1")]
+
+
 async def test_count_jobs_by_state_lists_every_state(store: Store) -> None:
     for i, state in enumerate([JobState.QUEUED, JobState.QUEUED, JobState.RUNNING]):
         await call(store.insert_job(make_job(f"j{i}", state=state)))
