@@ -10,13 +10,14 @@ from __future__ import annotations
 from datetime import datetime
 
 from relaymd.models import HEARTBEAT_MAX_BYTES, Allocation, Heartbeat, Job
+from relaymd.models.job import JobEpoch
 
 
 def heartbeat_counts(
     alloc_id: str,
     job: Job | None,
     heartbeat: Heartbeat | None,
-    reserved: tuple[str, int] | None = None,
+    reserved: JobEpoch | None = None,
 ) -> bool:
     """Whether `heartbeat` is news about this allocation's current assignment: it names the
     allocation and the bound (job, epoch), or no job at all when none is bound, or, for a

@@ -21,7 +21,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from relaymd.daemon.context import DaemonContext
-from relaymd.daemon.decide import ACTIVE_JOB_STATES, CycleDecisions, DecideInput, decide_cycle
+from relaymd.daemon.decide import decide_cycle
+from relaymd.daemon.decide.decisions import CycleDecisions, DecideInput
 from relaymd.daemon.evidence import ClaimKey, advance_refusal, claim_key, claim_shape_refusal
 from relaymd.daemon.mailbox_files import (
     assignment_file,
@@ -33,6 +34,7 @@ from relaymd.daemon.mailbox_files import (
     successor_needed,
     withdrawal_needed,
 )
+from relaymd.daemon.provision import ClusterMode
 from relaymd.daemon.remote_read import (
     ClusterSnapshot,
     HeartbeatMemo,
@@ -332,7 +334,7 @@ class ClusterRunner:
 
     async def _load_jobs(self, allocs: list[Allocation]) -> dict[str, Job]:
         store = self.ctx.store
-        jobs = {j.id: j for j in await store.list_jobs(states=list(ACTIVE_JOB_STATES))}
+        jobs = {j.id: j for j in await store.list_jobs(states=JobState.active())}
         for alloc in allocs:
             if alloc.job_id and alloc.job_id not in jobs:
                 job = await store.get_job(alloc.job_id)
@@ -368,7 +370,6 @@ class ClusterRunner:
             self.ctx.note_cluster_status(statuses)
             own = next((c for c in statuses if c.name == self.name), None)
             backoff = own.backoff if own is not None else {}
-            disabled = not self._enabled()
             cpu = time.process_time()
             decisions = decide_cycle(
                 DecideInput(
@@ -376,8 +377,7 @@ class ClusterRunner:
                     profile=self.profile,
                     profiles=self.ctx.profiles,
                     settings=self.ctx.settings,
-                    enabled=submit_ok and not disabled,
-                    disabled=disabled,
+                    mode=ClusterMode.of(switched_on=self._enabled(), submit_ok=submit_ok),
                     usable_clusters=self.ctx.usable_clusters(),
                     snapshot=snapshot,
                     allocations=allocs,

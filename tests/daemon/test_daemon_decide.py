@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 from itertools import count
-from types import SimpleNamespace
 
 from daemon_factories import SHA, T0, ev, make_alloc, make_job, make_profile
+from daemon_factories import make_sched_job as sj
 
-from relaymd.daemon.decide import DecideInput, decide_cycle
+from relaymd.daemon.decide import decide_cycle
+from relaymd.daemon.decide.decisions import DecideInput
 from relaymd.daemon.evidence import claim_key
+from relaymd.daemon.provision import ClusterMode
 from relaymd.daemon.remote_read import AllocationFiles, ClusterSnapshot
 from relaymd.models import (
     AllocationState,
@@ -34,17 +36,6 @@ _ids = count()
 
 def new_id() -> str:
     return f"anew{next(_ids)}"
-
-
-def sj(alloc_id: str, phase: str = "running", end_state: str | None = None, sid: str = "100"):
-    return SimpleNamespace(
-        allocation_id=alloc_id,
-        scheduler_id=sid,
-        phase=phase,
-        end_state=end_state,
-        exit_code=None,
-        node="n1",
-    )
 
 
 def ref(epoch: int, seq: int, step: int) -> CheckpointRef:
@@ -75,7 +66,7 @@ def run(allocs, jobs, *, sched=None, files=None, now=T0, verified=(), settings=N
             profile=profile,
             profiles={"c1": profile},
             settings=settings or DaemonSettings(stale_after_s=60, stop_grace_s=30),
-            enabled=kw.pop("enabled", True),
+            mode=kw.pop("mode", ClusterMode.OPEN),
             usable_clusters={"c1"},
             snapshot=snapshot,
             allocations=allocs,
@@ -295,8 +286,7 @@ def test_disabled_cluster_cancels_pending_and_lets_running_finish() -> None:
         [job, queued],
         sched=[sj("a1"), sj("a2", "pending", sid="101")],
         files=files,
-        enabled=False,
-        disabled=True,
+        mode=ClusterMode.DISABLED,
     )
     assert out.cancel == {"a2": "101"}
     assert out.allocations["a2"].end_reason == "cluster disabled"
@@ -318,7 +308,7 @@ def test_disabled_cluster_binds_no_job_to_its_idle_workers() -> None:
     args = ([idle], [make_job("j1")])
     kw = {"sched": [sj("a2", sid="101")], "files": files}
     assert run(*args, **kw).bound == ["j1"]
-    assert run(*args, **kw, enabled=False, disabled=True).bound == []
+    assert run(*args, **kw, mode=ClusterMode.DISABLED).bound == []
 
 
 def test_restart_does_not_make_old_heartbeats_stale_at_once() -> None:
@@ -367,7 +357,7 @@ def test_cluster_preference_holds_across_clusters() -> None:
                 profile=c1,
                 profiles={"c1": c1, "c2": c2},
                 settings=DaemonSettings(stale_after_s=60),
-                enabled=True,
+                mode=ClusterMode.OPEN,
                 usable_clusters={"c1", "c2"},
                 snapshot=ClusterSnapshot(
                     cluster="c1",
