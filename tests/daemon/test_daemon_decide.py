@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 from itertools import count
 
+import pytest
 from daemon_factories import SHA, T0, ev, make_alloc, make_job, make_profile
 from daemon_factories import make_sched_job as sj
 
 from relaymd.daemon.decide import decide_cycle
+from relaymd.daemon.decide.cycle import Cycle
 from relaymd.daemon.decide.decisions import DecideInput
 from relaymd.daemon.evidence import claim_key
 from relaymd.daemon.provision import ClusterMode
@@ -24,6 +26,7 @@ from relaymd.models import (
     SegmentOutcome,
     WorkerState,
 )
+from relaymd.models.job import JobTransitionError
 
 R, P, S, E = (
     AllocationState.RUNNING,
@@ -52,7 +55,9 @@ def beat(seq: int, state=WorkerState.RUNNING, job="j1", epoch=2) -> Heartbeat:
     return Heartbeat(allocation_id="a1", seq=seq, state=state, job_id=job, epoch=epoch)
 
 
-def run(allocs, jobs, *, sched=None, files=None, now=T0, verified=(), settings=None, **kw):
+def decide_input(
+    allocs, jobs, *, sched=None, files=None, now=T0, verified=(), settings=None, **kw
+) -> DecideInput:
     snapshot = ClusterSnapshot(
         cluster="c1",
         query_ok=True,
@@ -60,23 +65,24 @@ def run(allocs, jobs, *, sched=None, files=None, now=T0, verified=(), settings=N
         files={f.allocation_id: f for f in (files or [])},
     )
     profile = make_profile(max_running=kw.pop("max_running", 4))
-    return decide_cycle(
-        DecideInput(
-            now=now,
-            profile=profile,
-            profiles={"c1": profile},
-            settings=settings or DaemonSettings(stale_after_s=60, stop_grace_s=30),
-            mode=kw.pop("mode", ClusterMode.OPEN),
-            usable_clusters={"c1"},
-            snapshot=snapshot,
-            allocations=allocs,
-            all_live=[a for a in allocs if a.state is not E],
-            jobs={j.id: j for j in jobs},
-            verified=set(verified),
-            **kw,
-        ),
-        new_id,
+    return DecideInput(
+        now=now,
+        profile=profile,
+        profiles={"c1": profile},
+        settings=settings or DaemonSettings(stale_after_s=60, stop_grace_s=30),
+        mode=kw.pop("mode", ClusterMode.OPEN),
+        usable_clusters={"c1"},
+        snapshot=snapshot,
+        allocations=allocs,
+        all_live=[a for a in allocs if a.state is not E],
+        jobs={j.id: j for j in jobs},
+        verified=set(verified),
+        **kw,
     )
+
+
+def run(allocs, jobs, **kw):
+    return decide_cycle(decide_input(allocs, jobs, **kw), new_id)
 
 
 def running_pair(**alloc_fields):
@@ -423,3 +429,17 @@ def test_sigkilled_worker_spends_a_retry_only_when_deaths_recur_without_progress
     )
     j = out.jobs["j1"]
     assert (j.state, j.retries, j.losses_without_progress) == (JobState.QUEUED, 1, 2)
+
+
+def test_every_job_change_of_the_cycle_follows_the_job_state_machine() -> None:
+    done = make_job("j1", state=JobState.COMPLETED, epoch=2, step=100)
+    running, alloc = running_pair()
+    cycle = Cycle(decide_input([alloc], [done.model_copy(update={"id": "j0"}), running]))
+    with pytest.raises(JobTransitionError, match="job j0: the daemon cannot move it"):
+        cycle.put_job(done.model_copy(update={"id": "j0", "state": JobState.QUEUED}))
+    with pytest.raises(JobTransitionError, match="from running to held"):
+        cycle.put_job(running.model_copy(update={"state": JobState.HELD}))
+    assert cycle.out.jobs == {}  # nothing refused was recorded
+    cycle.put_job(running.model_copy(update={"ns_per_day": 12.5}))  # no state change
+    cycle.put_job(running.model_copy(update={"state": JobState.QUEUED, "allocation_id": None}))
+    assert cycle.out.jobs["j1"].state is JobState.QUEUED
