@@ -194,6 +194,19 @@ def _move(
     return _change(store, job, audit, state=new, **changes)
 
 
+def _open_job(job_id: str) -> tuple[StateStore, Job]:
+    from relaymd.cli import context
+
+    store = context.open_state()
+    return store, context.find_job(store, job_id)
+
+
+def _report(action: str, job: Job, outcome: str, message: str, as_json: bool) -> None:
+    from relaymd.cli.action_result import ActionResult, report
+
+    report(ActionResult(action=action, target=job.id, outcome=outcome, message=message), as_json)
+
+
 def _conflict(message: str, hint: str | None = None) -> CliError:
     return CliError(message, hint=hint, code=ExitCode.CONFLICT)
 
@@ -208,12 +221,9 @@ def cancel(job_id: JobArg, as_json: JsonOpt = False) -> None:
       relaymd jobs cancel j1m8tk4
       relaymd jobs list --state running        # find the id first
     """
-    from relaymd.cli import context
-    from relaymd.cli.action_result import ActionResult, report
     from relaymd.models import JobState, OperatorRequest
 
-    store = context.open_state()
-    job = context.find_job(store, job_id)
+    store, job = _open_job(job_id)
     if job.state.on_allocation:
         request = ("cancel_requested", "operator asked to cancel a running job")
         _change(store, job, request, operator_request=OperatorRequest.CANCEL)
@@ -224,7 +234,7 @@ def cancel(job_id: JobArg, as_json: JsonOpt = False) -> None:
         audit = ("cancelled", "cancelled by operator")
         _move(store, job, JobState.CANCELLED, audit, refusal, operator_request=None)
         outcome, message = "cancelled", "cancelled"
-    report(ActionResult(action="cancel", target=job.id, outcome=outcome, message=message), as_json)
+    _report("cancel", job, outcome, message, as_json)
 
 
 @app.command("requeue")
@@ -238,12 +248,9 @@ def requeue(job_id: JobArg, as_json: JsonOpt = False) -> None:
       relaymd jobs requeue j1m8tk4   # running: checkpoint, stop, resume on the next allocation
       relaymd jobs list --state failed --json | jq -r '.[].id' | xargs -n1 relaymd jobs requeue
     """
-    from relaymd.cli import context
-    from relaymd.cli.action_result import ActionResult, report
     from relaymd.models import JobState, OperatorRequest
 
-    store = context.open_state()
-    job = context.find_job(store, job_id)
+    store, job = _open_job(job_id)
     if job.state is JobState.QUEUED:
         outcome, message = "already_queued", "already queued"
     elif job.state.on_allocation:
@@ -257,7 +264,7 @@ def requeue(job_id: JobArg, as_json: JsonOpt = False) -> None:
         reset = {"retries": 0, "failure_reason": None, "operator_request": None}
         _move(store, job, JobState.QUEUED, audit, refusal, **reset)
         outcome, message = "queued", "queued"
-    report(ActionResult(action="requeue", target=job.id, outcome=outcome, message=message), as_json)
+    _report("requeue", job, outcome, message, as_json)
 
 
 @app.command("hold")
@@ -269,12 +276,9 @@ def hold(job_id: JobArg, as_json: JsonOpt = False) -> None:
       relaymd jobs hold j1m8tk4
       relaymd jobs list --state held
     """
-    from relaymd.cli import context
-    from relaymd.cli.action_result import ActionResult, report
     from relaymd.models import JobState
 
-    store = context.open_state()
-    job = context.find_job(store, job_id)
+    store, job = _open_job(job_id)
     if job.state is JobState.HELD:
         outcome, message = "already_held", "already held"
     else:
@@ -284,7 +288,7 @@ def hold(job_id: JobArg, as_json: JsonOpt = False) -> None:
         )
         _move(store, job, JobState.HELD, ("held", "held by operator"), refusal)
         outcome, message = "held", "held"
-    report(ActionResult(action="hold", target=job.id, outcome=outcome, message=message), as_json)
+    _report("hold", job, outcome, message, as_json)
 
 
 @app.command("release")
@@ -296,18 +300,14 @@ def release(job_id: JobArg, as_json: JsonOpt = False) -> None:
       relaymd jobs release j1m8tk4
       relaymd jobs list --state queued
     """
-    from relaymd.cli import context
-    from relaymd.cli.action_result import ActionResult, report
     from relaymd.models import JobState
 
-    store = context.open_state()
-    job = context.find_job(store, job_id)
+    store, job = _open_job(job_id)
     refusal = _conflict(f"job {job.id} is {job.state}, not held")
     if job.state is not JobState.HELD:
         raise refusal  # a failed or cancelled job goes back with `jobs requeue`
     _move(store, job, JobState.QUEUED, ("released", "released by operator"), refusal)
-    result = ActionResult(action="release", target=job.id, outcome="queued", message="queued")
-    report(result, as_json)
+    _report("release", job, "queued", "queued", as_json)
 
 
 @app.command("logs")

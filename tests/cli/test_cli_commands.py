@@ -323,7 +323,7 @@ def test_actions_the_state_machine_forbids_are_refused_and_change_nothing(cli: C
         ("hold", "running"): f"job {job_id} is running; only a queued job can be held",
         ("release", "running"): f"job {job_id} is running, not held",
     }
-    _play_the_daemon_then_refuse(cli, job_id, refused)
+    _refused_leaving_no_trace(cli, job_id, refused)
     _play_the_daemon(cli, job_id, state=JobState.COMPLETED, allocation_id=None)
     refused = {
         ("requeue", "completed"): f"job {job_id} is completed; submit it again instead",
@@ -331,10 +331,10 @@ def test_actions_the_state_machine_forbids_are_refused_and_change_nothing(cli: C
         ("hold", "completed"): f"job {job_id} is completed; only a queued job can be held",
         ("release", "completed"): f"job {job_id} is completed, not held",
     }
-    _play_the_daemon_then_refuse(cli, job_id, refused)
+    _refused_leaving_no_trace(cli, job_id, refused)
 
 
-def _play_the_daemon_then_refuse(
+def _refused_leaving_no_trace(
     cli: CliEnv, job_id: str, refused: dict[tuple[str, str], str]
 ) -> None:
     for (action, state), message in refused.items():

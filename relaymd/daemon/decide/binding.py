@@ -13,7 +13,7 @@ from relaymd.daemon.eligibility import time_for_a_segment
 from relaymd.daemon.liveness import heartbeat_counts, is_stale
 from relaymd.daemon.provision import ClusterMode, is_spare
 from relaymd.daemon.remote_read import AllocationFiles
-from relaymd.models import Allocation, AllocationState, JobState, WorkerState
+from relaymd.models import Allocation, AllocationState, WorkerState
 
 
 def _idle_here(cycle: Cycle, heartbeats: dict[str, AllocationFiles]) -> list[Allocation]:
@@ -63,18 +63,9 @@ def bind(cycle: Cycle, heartbeats: dict[str, AllocationFiles]) -> None:
         alloc = cycle.allocs[binding.allocation_id]
         # The store's next_epoch confirms it on persist; a pre-written epoch is skipped.
         epoch = max(job.epoch, job.prewritten_epoch) + 1
-        job = job.model_copy(
-            update={
-                "state": JobState.ASSIGNED,
-                "epoch": epoch,
-                "allocation_id": alloc.id,
-                "step": job.checkpoint.step if job.checkpoint else 0,
-            }
-        )
-        cycle.put_job(job)
+        job = cycle.start_epoch(job, alloc, epoch)
         cycle.put_alloc(alloc.model_copy(update={"job_id": job.id}))
         cycle.out.bound.append(job.id)
-        cycle.open_segment(job, alloc)
         cycle.audit(
             "job_assigned",
             f"epoch {epoch} on {alloc.cluster}/{alloc.partition}",

@@ -72,8 +72,18 @@ class Cycle:
             if j.state is JobState.QUEUED and j.operator_request is None
         ]
 
-    def open_segment(self, job: Job, alloc: Allocation) -> None:
-        """The history row of a job just bound to `alloc` (at the job's new epoch)."""
+    def start_epoch(self, job: Job, alloc: Allocation, epoch: int) -> Job:
+        """Bind `job` to `alloc` under `epoch`, resuming from its pointer, and open the
+        segment's history row; the caller binds the allocation's side."""
+        job = job.model_copy(
+            update={
+                "state": JobState.ASSIGNED,
+                "epoch": epoch,
+                "allocation_id": alloc.id,
+                "step": job.checkpoint.step if job.checkpoint else 0,
+            }
+        )
+        self.put_job(job)
         self.out.new_segments.append(
             Segment(
                 job_id=job.id,
@@ -84,6 +94,7 @@ class Cycle:
                 started_at=self.now,
             )
         )
+        return job
 
     def segment_times(
         self, job: Job, *, started: datetime | None = None, ended: datetime | None = None

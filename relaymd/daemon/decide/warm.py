@@ -178,15 +178,7 @@ def _withdraw(
 def _activate(cycle: Cycle, alloc: Allocation, job: Job, epoch: int) -> Allocation:
     """Commit the reserved epoch: the same binding late binding would make, at the epoch
     already written in the allocation's assignment."""
-    job = job.model_copy(
-        update={
-            "state": JobState.ASSIGNED,
-            "epoch": epoch,
-            "allocation_id": alloc.id,
-            "step": job.checkpoint.step if job.checkpoint else 0,
-        }
-    )
-    cycle.put_job(job)
+    job = cycle.start_epoch(job, alloc, epoch)
     alloc = alloc.model_copy(
         update={
             "job_id": job.id,
@@ -198,7 +190,6 @@ def _activate(cycle: Cycle, alloc: Allocation, job: Job, epoch: int) -> Allocati
     )
     cycle.put_alloc(alloc)
     cycle.out.activated.append(job.id)
-    cycle.open_segment(job, alloc)
     cycle.audit(
         "successor_activated",
         f"epoch {epoch} on {alloc.cluster}/{alloc.partition} (pre-written, after the handoff"
