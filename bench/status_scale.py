@@ -64,7 +64,6 @@ STATE_WEIGHTS = {
     JobState.ASSIGNED: 0.001,
     JobState.RUNNING: 0.004,
 }
-IN_FLIGHT = (JobState.ASSIGNED, JobState.RUNNING)
 ID_MARK, TIME_MARK, ALLOC_MARK = "JOBIDMARK", "2000-01-01T00:00:00Z", "ALLOCIDMARK"
 
 
@@ -94,7 +93,7 @@ def _templates() -> tuple[dict[tuple[JobState, int], str], dict[AllocationState,
             epoch=3,
             bundle=ObjectRef(key=f"jobs/{ID_MARK}/input/bundle.tar.gz", sha256="a" * 64, size=1),
             ns_per_day=180.0 if state is JobState.RUNNING else None,
-            allocation_id=ALLOC_MARK if state in IN_FLIGHT else None,
+            allocation_id=ALLOC_MARK if state.on_allocation else None,
             created_at=mark_time,
             updated_at=mark_time,
         ).model_dump_json()
@@ -167,7 +166,7 @@ def _rows(
         priority = rng.choice((0, 0, 0, 5, 10))
         job_id, created = new_job_id(), t0 + timedelta(seconds=i)
         at, iso = ts(created), _iso(created)
-        in_flight = state in IN_FLIGHT
+        in_flight = state.on_allocation
         alloc_id = new_allocation_id() if in_flight or i % 5 == 0 else None
         data = job_json[(state, priority)].replace(ID_MARK, job_id).replace(TIME_MARK, iso)
         data = data.replace(ALLOC_MARK, alloc_id or "")
@@ -248,7 +247,7 @@ def _timing(name: str, samples: list[float]) -> Timing:
 
 
 LIVE = [AllocationState.SUBMITTING, AllocationState.PENDING, AllocationState.RUNNING]
-ACTIVE = [JobState.QUEUED, JobState.ASSIGNED, JobState.RUNNING, JobState.HELD]
+ACTIVE = JobState.active()  # what the daemon loads every cycle
 SUMMARY = "open + status_summary() + close (one CLI run)"
 
 

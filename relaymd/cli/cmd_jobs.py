@@ -12,7 +12,7 @@ from relaymd.cli.errors import CliError, ExitCode
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from relaymd.models import GpuUsage, Job, Segment
+    from relaymd.models import GpuUsage, Job, JobState, Segment
     from relaymd.state import StateStore
 
 app = typer.Typer(
@@ -25,8 +25,6 @@ app = typer.Typer(
 
 JobArg = Annotated[str, typer.Argument(help="Job id or unique prefix.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
-ACTIVE = ("assigned", "running")
 
 
 def _progress(job: Job) -> str:
@@ -157,10 +155,6 @@ def _usage_line(usage: GpuUsage) -> str:
     )
 
 
-def _audit(store: StateStore, job: Job, kind: str, message: str) -> None:
-    store.add_event(job_id=job.id, kind=kind, message=message)
-
-
 def _set(store: StateStore, job: Job, **changes: object) -> Job:
     """Compare-and-set: if the daemon changed the job since we read it, do nothing."""
     from relaymd.state.errors import ConflictError
@@ -175,6 +169,48 @@ def _set(store: StateStore, job: Job, **changes: object) -> Job:
         ) from None
 
 
+def _change(store: StateStore, job: Job, audit: tuple[str, str], **changes: object) -> Job:
+    """The job's changes and their audit record (kind, message), in one transaction."""
+    with store.transaction():
+        changed = _set(store, job, **changes)
+        store.add_event(job_id=job.id, kind=audit[0], message=audit[1])
+    return changed
+
+
+def _move(
+    store: StateStore,
+    job: Job,
+    new: JobState,
+    audit: tuple[str, str],
+    refusal: CliError,
+    **changes: object,
+) -> Job:
+    """Move a job the operator may move (one on no allocation) along the job state machine;
+    `refusal` when the machine does not allow it."""
+    from relaymd.models.job import Actor, can_transition
+
+    if not can_transition(job.state, new, Actor.OPERATOR):
+        raise refusal
+    return _change(store, job, audit, state=new, **changes)
+
+
+def _open_job(job_id: str) -> tuple[StateStore, Job]:
+    from relaymd.cli import context
+
+    store = context.open_state()
+    return store, context.find_job(store, job_id)
+
+
+def _report(action: str, job: Job, outcome: str, message: str, as_json: bool) -> None:
+    from relaymd.cli.action_result import ActionResult, report
+
+    report(ActionResult(action=action, target=job.id, outcome=outcome, message=message), as_json)
+
+
+def _conflict(message: str, hint: str | None = None) -> CliError:
+    return CliError(message, hint=hint, code=ExitCode.CONFLICT)
+
+
 @app.command("cancel")
 def cancel(job_id: JobArg, as_json: JsonOpt = False) -> None:
     """Cancel a job. Queued/held: at once. Running: the daemon stops its worker (keeping the
@@ -185,24 +221,20 @@ def cancel(job_id: JobArg, as_json: JsonOpt = False) -> None:
       relaymd jobs cancel j1m8tk4
       relaymd jobs list --state running        # find the id first
     """
-    from relaymd.cli import context
-    from relaymd.cli.action_result import ActionResult, report
     from relaymd.models import JobState, OperatorRequest
 
-    store = context.open_state()
-    job = context.find_job(store, job_id)
-    if job.state.is_final:
-        raise CliError(f"job {job.id} is already {job.state}", code=ExitCode.CONFLICT)
-    if job.state in (JobState.QUEUED, JobState.HELD):
-        _set(store, job, state=JobState.CANCELLED, operator_request=None)
-        _audit(store, job, "cancelled", "cancelled by operator")
-        outcome, message = "cancelled", "cancelled"
-    else:
-        _set(store, job, operator_request=OperatorRequest.CANCEL)
-        _audit(store, job, "cancel_requested", "operator asked to cancel a running job")
+    store, job = _open_job(job_id)
+    if job.state.on_allocation:
+        request = ("cancel_requested", "operator asked to cancel a running job")
+        _change(store, job, request, operator_request=OperatorRequest.CANCEL)
         outcome = "cancel_requested"
         message = "cancel requested; the daemon stops the worker on its next cycle"
-    report(ActionResult(action="cancel", target=job.id, outcome=outcome, message=message), as_json)
+    else:
+        refusal = _conflict(f"job {job.id} is already {job.state}")
+        audit = ("cancelled", "cancelled by operator")
+        _move(store, job, JobState.CANCELLED, audit, refusal, operator_request=None)
+        outcome, message = "cancelled", "cancelled"
+    _report("cancel", job, outcome, message, as_json)
 
 
 @app.command("requeue")
@@ -216,35 +248,23 @@ def requeue(job_id: JobArg, as_json: JsonOpt = False) -> None:
       relaymd jobs requeue j1m8tk4   # running: checkpoint, stop, resume on the next allocation
       relaymd jobs list --state failed --json | jq -r '.[].id' | xargs -n1 relaymd jobs requeue
     """
-    from relaymd.cli import context
-    from relaymd.cli.action_result import ActionResult, report
     from relaymd.models import JobState, OperatorRequest
 
-    store = context.open_state()
-    job = context.find_job(store, job_id)
-
-    def done(outcome: str, message: str) -> None:
-        report(
-            ActionResult(action="requeue", target=job.id, outcome=outcome, message=message), as_json
-        )
-
-    if job.state is JobState.COMPLETED:
-        raise CliError(
-            f"job {job.id} is completed; submit it again instead", code=ExitCode.CONFLICT
-        )
+    store, job = _open_job(job_id)
     if job.state is JobState.QUEUED:
-        done("already_queued", "already queued")
-        return
-    if job.state.value in ACTIVE:
-        _set(store, job, operator_request=OperatorRequest.REQUEUE)
-        _audit(store, job, "requeue_requested", "operator asked to requeue a running job")
-        done(
-            "requeue_requested", "requeue requested; the daemon stops the worker on its next cycle"
-        )
-        return
-    _set(store, job, state=JobState.QUEUED, retries=0, failure_reason=None, operator_request=None)
-    _audit(store, job, "requeued", f"requeued by operator from {job.state}")
-    done("queued", "queued")
+        outcome, message = "already_queued", "already queued"
+    elif job.state.on_allocation:
+        request = ("requeue_requested", "operator asked to requeue a running job")
+        _change(store, job, request, operator_request=OperatorRequest.REQUEUE)
+        outcome = "requeue_requested"
+        message = "requeue requested; the daemon stops the worker on its next cycle"
+    else:
+        refusal = _conflict(f"job {job.id} is {job.state}; submit it again instead")
+        audit = ("requeued", f"requeued by operator from {job.state}")
+        reset = {"retries": 0, "failure_reason": None, "operator_request": None}
+        _move(store, job, JobState.QUEUED, audit, refusal, **reset)
+        outcome, message = "queued", "queued"
+    _report("requeue", job, outcome, message, as_json)
 
 
 @app.command("hold")
@@ -256,27 +276,19 @@ def hold(job_id: JobArg, as_json: JsonOpt = False) -> None:
       relaymd jobs hold j1m8tk4
       relaymd jobs list --state held
     """
-    from relaymd.cli import context
-    from relaymd.cli.action_result import ActionResult, report
     from relaymd.models import JobState
 
-    store = context.open_state()
-    job = context.find_job(store, job_id)
+    store, job = _open_job(job_id)
     if job.state is JobState.HELD:
-        result = ActionResult(
-            action="hold", target=job.id, outcome="already_held", message="already held"
-        )
-        report(result, as_json)
-        return
-    if job.state is not JobState.QUEUED:
-        raise CliError(
+        outcome, message = "already_held", "already held"
+    else:
+        refusal = _conflict(
             f"job {job.id} is {job.state}; only a queued job can be held",
             hint="to stop a running job use `relaymd jobs requeue` then hold it",
-            code=ExitCode.CONFLICT,
         )
-    _set(store, job, state=JobState.HELD)
-    _audit(store, job, "held", "held by operator")
-    report(ActionResult(action="hold", target=job.id, outcome="held", message="held"), as_json)
+        _move(store, job, JobState.HELD, ("held", "held by operator"), refusal)
+        outcome, message = "held", "held"
+    _report("hold", job, outcome, message, as_json)
 
 
 @app.command("release")
@@ -288,18 +300,14 @@ def release(job_id: JobArg, as_json: JsonOpt = False) -> None:
       relaymd jobs release j1m8tk4
       relaymd jobs list --state queued
     """
-    from relaymd.cli import context
-    from relaymd.cli.action_result import ActionResult, report
     from relaymd.models import JobState
 
-    store = context.open_state()
-    job = context.find_job(store, job_id)
+    store, job = _open_job(job_id)
+    refusal = _conflict(f"job {job.id} is {job.state}, not held")
     if job.state is not JobState.HELD:
-        raise CliError(f"job {job.id} is {job.state}, not held", code=ExitCode.CONFLICT)
-    _set(store, job, state=JobState.QUEUED)
-    _audit(store, job, "released", "released by operator")
-    result = ActionResult(action="release", target=job.id, outcome="queued", message="queued")
-    report(result, as_json)
+        raise refusal  # a failed or cancelled job goes back with `jobs requeue`
+    _move(store, job, JobState.QUEUED, ("released", "released by operator"), refusal)
+    _report("release", job, "queued", "queued", as_json)
 
 
 @app.command("logs")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from relaymd.daemon.decide import CycleDecisions
+from relaymd.daemon.decide.decisions import CycleDecisions
 from relaymd.mailbox.carrier import ClusterSnapshot
 from relaymd.mailbox.reading import HeartbeatMemo
 

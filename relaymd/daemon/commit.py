@@ -18,12 +18,14 @@ from pydantic import BaseModel
 
 from relaymd.daemon.audit import record_event
 from relaymd.daemon.claim_checks import ClaimVerdicts
-from relaymd.daemon.decide import ACTIVE_JOB_STATES, CycleDecisions, DecideInput, decide_cycle
+from relaymd.daemon.decide import decide_cycle
+from relaymd.daemon.decide.decisions import CycleDecisions, DecideInput
+from relaymd.daemon.provision import ClusterMode
 from relaymd.daemon.read_step import LIVE_STATES, ReadResult
 from relaymd.daemon.scope import CycleScope
 from relaymd.ids import new_allocation_id
 from relaymd.logging import get_logger
-from relaymd.models import Allocation, Job, utcnow
+from relaymd.models import Allocation, Job, JobState, utcnow
 from relaymd.models.state import ClusterStatus
 from relaymd.state import NotFoundError
 
@@ -44,7 +46,7 @@ async def load_jobs(
     store: AsyncStateStore, allocs: list[Allocation], want_log: dict[str, str]
 ) -> dict[str, Job]:
     """Every active job, plus any job a read allocation or an owed log tail is bound to."""
-    jobs = {j.id: j for j in await store.list_jobs(states=list(ACTIVE_JOB_STATES))}
+    jobs = {j.id: j for j in await store.list_jobs(states=JobState.active())}
     wanted = [a.job_id for a in allocs if a.job_id] + list(want_log.values())
     for job_id in wanted:
         if job_id not in jobs:
@@ -74,14 +76,12 @@ async def _decide_input(
     statuses = await store.list_cluster_status()
     ctx.note_cluster_status(statuses)
     own = next((c for c in statuses if c.name == profile.name), None)
-    disabled = not ctx.switched_on(profile)
     inp = DecideInput(
         now=utcnow(),
         profile=profile,
         profiles=ctx.profiles,
         settings=ctx.settings,
-        enabled=submit_ok and not disabled,
-        disabled=disabled,
+        mode=ClusterMode.of(switched_on=ctx.switched_on(profile), submit_ok=submit_ok),
         usable_clusters=ctx.usable_clusters(),
         snapshot=read.snapshot,
         allocations=allocs,

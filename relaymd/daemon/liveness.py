@@ -11,13 +11,14 @@ from datetime import datetime
 
 from relaymd.mailbox.models import HEARTBEAT_MAX_BYTES, Heartbeat
 from relaymd.models import Allocation, Job
+from relaymd.models.job import JobEpoch
 
 
 def heartbeat_counts(
     alloc_id: str,
     job: Job | None,
     heartbeat: Heartbeat | None,
-    reserved: tuple[str, int] | None = None,
+    reserved: JobEpoch | None = None,
 ) -> bool:
     """Whether `heartbeat` is news about this allocation's current assignment: it names the
     allocation and the bound (job, epoch), or no job at all when none is bound, or, for a

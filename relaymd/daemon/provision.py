@@ -10,11 +10,28 @@ Pure: the caller gives the store's view and gets a `ProvisionPlan`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
 from relaymd.daemon.eligibility import fits_allocation, fits_partition, job_order_key
 from relaymd.models import Allocation, AllocationState, ClusterProfile, Job
+
+
+class ClusterMode(StrEnum):
+    """What one cluster's cycle may start: the operator's switch and the profile's health."""
+
+    OPEN = "open"  # binds jobs and submits what demand needs
+    WATCH = "watch"  # misconfigured profile: binds and watches what exists, submits nothing
+    # Switched off by the operator: nothing new starts there and its pending spares are
+    # cancelled (other clusters no longer count them); running jobs finish.
+    DISABLED = "disabled"
+
+    @classmethod
+    def of(cls, *, switched_on: bool, submit_ok: bool) -> ClusterMode:
+        if not switched_on:
+            return cls.DISABLED
+        return cls.OPEN if submit_ok else cls.WATCH
 
 
 class SubmitIntent(BaseModel):
@@ -81,19 +98,18 @@ def plan_provisioning(
     allocations: list[Allocation],
     profiles: Mapping[str, ClusterProfile],
     usable_clusters: set[str],
-    enabled: bool,
+    mode: ClusterMode,
     queue_racing: bool,
-    disabled: bool = False,
     blocked: set[str] | None = None,
 ) -> ProvisionPlan:
     """Submissions and cancellations for `profile`'s cluster.
 
     `allocations` are the live allocations of every cluster; `usable_clusters` are those
     currently reachable and enabled (a pending allocation on an unreachable or disabled
-    cluster is not counted as supply, so demand moves elsewhere). `enabled` says whether this
-    cluster may submit; `disabled` (switched off by the operator) also cancels all its
-    pending spares, since other clusters no longer count them. Partitions in `blocked` (backing
-    off after workers died at start) submit nothing.
+    cluster is not counted as supply, so demand moves elsewhere). Only an OPEN cluster submits;
+    a DISABLED one (switched off by the operator) also cancels all its pending spares, since
+    other clusters no longer count them. Partitions in `blocked` (backing off after workers
+    died at start) submit nothing.
     """
     jobs = sorted(queued, key=job_order_key)
     live = [a for a in allocations if a.state is not AllocationState.ENDED]
@@ -112,10 +128,12 @@ def plan_provisioning(
 
     plan = ProvisionPlan()
     for alloc in own_spares:
-        if alloc.state is AllocationState.PENDING and (disabled or alloc.id not in kept):
+        if alloc.state is AllocationState.PENDING and (
+            mode is ClusterMode.DISABLED or alloc.id not in kept
+        ):
             plan.cancel.append(alloc.id)
 
-    if not enabled:
+    if mode is not ClusterMode.OPEN:
         return plan
     own_live = [a for a in live if a.cluster == profile.name]
     for partition in profile.partitions:

@@ -8,6 +8,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from relaymd.models.base import WireModel, utcnow
+from relaymd.models.job import JobEpoch
 
 
 class GpuInfo(WireModel):
@@ -60,3 +61,10 @@ class Allocation(WireModel):
     reserved_until: datetime | None = None  # the worker drops the gated assignment then
     # Why the daemon keeps (or releases) this allocation while it is idle: `workers list`.
     note: str | None = None
+
+    @property
+    def reservation(self) -> JobEpoch | None:
+        """The (job, epoch) pre-written to this allocation as a successor, if any."""
+        if self.reserved_job_id is None or self.reserved_epoch is None:
+            return None
+        return JobEpoch(self.reserved_job_id, self.reserved_epoch)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from enum import StrEnum
+from enum import Flag, StrEnum, auto
+from typing import NamedTuple
 
 from pydantic import Field
 
@@ -49,6 +51,78 @@ class JobState(StrEnum):
     @property
     def is_final(self) -> bool:
         return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+
+    @property
+    def is_active(self) -> bool:
+        """Still the daemon's business: waiting, held, or on an allocation."""
+        return not self.is_final
+
+    @property
+    def on_allocation(self) -> bool:
+        """Bound to an allocation: only the daemon moves it on (an operator files a request)."""
+        return self in (JobState.ASSIGNED, JobState.RUNNING)
+
+    @classmethod
+    def active(cls) -> list[JobState]:
+        return [state for state in cls if state.is_active]
+
+
+class Actor(Flag):
+    """Who may make a transition: the daemon's cycle, or the operator (CLI, Python API)."""
+
+    DAEMON = auto()
+    OPERATOR = auto()
+
+
+class JobTransitionError(ValueError):
+    """A job state change the state machine does not allow (a bug where the daemon does it)."""
+
+
+# The job state machine (docs/job-lifecycle.md): old -> new -> who may make the move. A job on
+# an allocation is moved only by the daemon, which sees the worker; the operator moves jobs
+# that hold none and asks the daemon (`operator_request`) about the others.
+_SEGMENT_ENDS = {
+    JobState.QUEUED: Actor.DAEMON,  # handoff, lost, hung, operator requeue: resume later
+    JobState.COMPLETED: Actor.DAEMON,
+    JobState.FAILED: Actor.DAEMON,
+    JobState.CANCELLED: Actor.DAEMON,  # an operator's cancel request carried out
+}
+JOB_TRANSITIONS: Mapping[JobState, Mapping[JobState, Actor]] = {
+    JobState.QUEUED: {
+        JobState.ASSIGNED: Actor.DAEMON,  # bound to an idle allocation (a new epoch)
+        JobState.HELD: Actor.OPERATOR,
+        # The daemon carries out a cancel request stored while the job was on an allocation.
+        JobState.CANCELLED: Actor.OPERATOR | Actor.DAEMON,
+    },
+    JobState.HELD: {
+        JobState.QUEUED: Actor.OPERATOR,
+        JobState.CANCELLED: Actor.OPERATOR | Actor.DAEMON,
+    },
+    JobState.ASSIGNED: {JobState.RUNNING: Actor.DAEMON, **_SEGMENT_ENDS},
+    JobState.RUNNING: _SEGMENT_ENDS,
+    JobState.FAILED: {JobState.QUEUED: Actor.OPERATOR},  # requeued, retries reset
+    JobState.CANCELLED: {JobState.QUEUED: Actor.OPERATOR},
+    JobState.COMPLETED: {},
+}
+
+
+def can_transition(old: JobState, new: JobState, by: Actor) -> bool:
+    """Whether `by` may move a job from `old` to `new` (staying put is no transition)."""
+    allowed = JOB_TRANSITIONS[old].get(new)
+    return allowed is not None and by in allowed
+
+
+def check_transition(job_id: str, old: JobState, new: JobState, by: Actor) -> None:
+    if old is not new and not can_transition(old, new, by):
+        who = "the daemon" if by is Actor.DAEMON else "an operator"
+        raise JobTransitionError(f"job {job_id}: {who} cannot move it from {old} to {new}")
+
+
+class JobEpoch(NamedTuple):
+    """One attempt of a job: the fencing identity a worker's writes must carry."""
+
+    job_id: str
+    epoch: int
 
 
 class OperatorRequest(StrEnum):

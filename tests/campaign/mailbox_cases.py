@@ -43,6 +43,7 @@ from relaymd.models import (
     WorkerSettings,
     utcnow,
 )
+from relaymd.scheduler.base import EndState, SchedulerJob, SchedulerPhase
 from relaymd.storage import open_store
 from relaymd.storage.checkpoints import upload_checkpoint
 from relaymd.transport import LocalTransport
@@ -60,18 +61,19 @@ class QueueFileScheduler:
     def query_snippet(self, profile: Any, ids: list[str]) -> str:
         return f"cat {shlex.quote(str(self.queue))} 2>/dev/null; true"
 
-    def parse_query(self, text: str) -> list[SimpleNamespace]:
+    def parse_query(self, text: str) -> list[SchedulerJob]:
         jobs = []
         for line in text.splitlines():
             parts = line.split()
             if len(parts) >= 3:
+                end = parts[3] if len(parts) > 3 else None
                 jobs.append(
-                    SimpleNamespace(
+                    SchedulerJob(
                         allocation_id=parts[0],
                         scheduler_id=parts[1],
-                        phase=parts[2],
-                        end_state=parts[3] if len(parts) > 3 else None,
-                        exit_code=None,
+                        phase=SchedulerPhase(parts[2]),
+                        raw_state=end or parts[2].upper(),
+                        end_state=EndState.parse(end) if end else None,
                         node="n1",
                     )
                 )

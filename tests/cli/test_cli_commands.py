@@ -288,3 +288,79 @@ def test_gpu_time_per_job_and_in_status(cli: CliEnv) -> None:
     assert "1000 GPU-s allocated = 800 simulating + 200 idle" in shown.stdout
     assert cli.json("status")["gpu_usage"]["allocated_gpu_s"] == 1000
     assert "gpu time" in cli.run("status").stdout
+
+
+def _row(cli: CliEnv, job_id: str) -> tuple[str, str, int]:
+    """(state column, job row data, audit records of the job), read from the file itself."""
+    with sqlite3.connect(cli.db) as db:
+        state, data = db.execute("SELECT state, data FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        audits = db.execute("SELECT count(*) FROM events WHERE job_id = ?", (job_id,)).fetchone()
+    return state, data, int(audits[0])
+
+
+def _submitted(cli: CliEnv) -> str:
+    assert cli.run("submit", str(make_job_dir(cli.root))).returncode == 0
+    [job] = cli.json("jobs", "list")
+    return str(job["id"])
+
+
+def _play_the_daemon(cli: CliEnv, job_id: str, **changes: object) -> None:
+    from relaymd.state import StateStore
+
+    with StateStore.open(cli.db) as store:
+        job = store.get_job(job_id)
+        assert job is not None
+        store.update_job(job.model_copy(update=changes))
+
+
+def test_actions_the_state_machine_forbids_are_refused_and_change_nothing(cli: CliEnv) -> None:
+    from relaymd.models import JobState
+
+    job_id = _submitted(cli)
+    _play_the_daemon(cli, job_id, state=JobState.RUNNING, allocation_id="a1", epoch=1)
+    refused = {
+        # A job on an allocation is moved on by the daemon only: no hold, no release.
+        ("hold", "running"): f"job {job_id} is running; only a queued job can be held",
+        ("release", "running"): f"job {job_id} is running, not held",
+    }
+    _refused_leaving_no_trace(cli, job_id, refused)
+    _play_the_daemon(cli, job_id, state=JobState.COMPLETED, allocation_id=None)
+    refused = {
+        ("requeue", "completed"): f"job {job_id} is completed; submit it again instead",
+        ("cancel", "completed"): f"job {job_id} is already completed",
+        ("hold", "completed"): f"job {job_id} is completed; only a queued job can be held",
+        ("release", "completed"): f"job {job_id} is completed, not held",
+    }
+    _refused_leaving_no_trace(cli, job_id, refused)
+
+
+def _refused_leaving_no_trace(
+    cli: CliEnv, job_id: str, refused: dict[tuple[str, str], str]
+) -> None:
+    for (action, state), message in refused.items():
+        before = _row(cli, job_id)
+        assert before[0] == state
+        done = cli.run("jobs", action, job_id)
+        assert done.returncode == 5, (action, done.stderr)
+        assert message in done.stderr, (action, done.stderr)
+        assert "Traceback" not in done.stderr
+        assert _row(cli, job_id) == before  # neither the row nor the audit log moved
+
+
+def test_a_job_action_and_its_audit_record_commit_together(cli: CliEnv) -> None:
+    job_id = _submitted(cli)
+    before = _row(cli, job_id)
+    with sqlite3.connect(cli.db) as db:  # the audit log refuses to grow
+        db.execute(
+            "CREATE TRIGGER no_audit BEFORE INSERT ON events"
+            " BEGIN SELECT RAISE(ABORT, 'audit log full'); END"
+        )
+    for action in ("hold", "cancel"):
+        done = cli.run("jobs", action, job_id)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert _row(cli, job_id) == before  # no state change without its audit record
+    with sqlite3.connect(cli.db) as db:
+        db.execute("DROP TRIGGER no_audit")
+    assert cli.run("jobs", "hold", job_id).returncode == 0
+    state, _, audits = _row(cli, job_id)
+    assert (state, audits) == ("held", before[2] + 1)

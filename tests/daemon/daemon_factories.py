@@ -16,6 +16,7 @@ from relaymd.models import (
     OpenMMSettings,
     Partition,
 )
+from relaymd.scheduler.base import EndState, SchedulerJob, SchedulerPhase
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 SHA = "0" * 64
@@ -113,4 +114,19 @@ def make_profile(
         native_worker=["python", "-m", "worker_entry"] if native else None,
         images={} if native else {"openmm": {"sif": "/x/openmm.sif"}},
         preferred_gpus=preferred_gpus or [],
+    )
+
+
+def make_sched_job(
+    alloc_id: str, phase: str = "running", end_state: str | None = None, sid: str = "100"
+) -> SchedulerJob:
+    """What the scheduler's query reports for one allocation (relaymd.scheduler)."""
+    end = EndState.parse(end_state) if end_state else None
+    return SchedulerJob(
+        allocation_id=alloc_id,
+        scheduler_id=sid,
+        phase=SchedulerPhase(phase),
+        raw_state=end_state or phase.upper(),
+        end_state=end,
+        node="n1",
     )

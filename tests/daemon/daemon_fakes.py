@@ -10,9 +10,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from daemon_factories import make_sched_job
+
 from relaymd.daemon.context import DaemonContext
 from relaymd.daemon.runner import ClusterRunner
 from relaymd.models import ClusterProfile, DaemonSettings, StorageAccess, WorkerSettings
+from relaymd.scheduler.base import SchedulerJob
 from relaymd.transport import CommandResult, LocalTransport
 
 
@@ -39,23 +42,13 @@ class FileQueueScheduler:
     def query_snippet(self, profile: Any, ended_ids: list[str]) -> str:
         return f"cat {shlex.quote(str(self.queue))} 2>/dev/null; true"
 
-    def parse_query(self, text: str) -> list[SimpleNamespace]:
+    def parse_query(self, text: str) -> list[SchedulerJob]:
         jobs = []
         for line in text.splitlines():
             parts = line.split()
             if len(parts) >= 3:
-                jobs.append(
-                    SimpleNamespace(
-                        allocation_id=parts[0],
-                        scheduler_id=parts[1],
-                        phase=parts[2],
-                        end_state=parts[3] if len(parts) > 3 else None,
-                        exit_code=None,
-                        node="n1",
-                        reason=None,
-                        raw_state=parts[2],
-                    )
-                )
+                end = parts[3] if len(parts) > 3 else None
+                jobs.append(make_sched_job(parts[0], parts[2], end, sid=parts[1]))
         return jobs
 
     def render_job_script(self, alloc: Any, profile: Any, worker_args: list[str]) -> str:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 from itertools import count
-from types import SimpleNamespace
 
+import pytest
 from daemon_factories import SHA, T0, ev, make_alloc, make_job, make_profile
+from daemon_factories import make_sched_job as sj
 
-from relaymd.daemon.decide import DecideInput, decide_cycle
+from relaymd.daemon.decide import decide_cycle
+from relaymd.daemon.decide.cycle import Cycle
+from relaymd.daemon.decide.decisions import DecideInput
 from relaymd.daemon.evidence import claim_key
+from relaymd.daemon.provision import ClusterMode
 from relaymd.mailbox.carrier import AllocationFiles, ClusterSnapshot
 from relaymd.mailbox.models import EventKind, Heartbeat, WorkerState
 from relaymd.models import (
@@ -20,6 +24,7 @@ from relaymd.models import (
     OperatorRequest,
     SegmentOutcome,
 )
+from relaymd.models.job import JobTransitionError
 
 R, P, S, E = (
     AllocationState.RUNNING,
@@ -32,17 +37,6 @@ _ids = count()
 
 def new_id() -> str:
     return f"anew{next(_ids)}"
-
-
-def sj(alloc_id: str, phase: str = "running", end_state: str | None = None, sid: str = "100"):
-    return SimpleNamespace(
-        allocation_id=alloc_id,
-        scheduler_id=sid,
-        phase=phase,
-        end_state=end_state,
-        exit_code=None,
-        node="n1",
-    )
 
 
 def ref(epoch: int, seq: int, step: int) -> CheckpointRef:
@@ -59,7 +53,9 @@ def beat(seq: int, state=WorkerState.RUNNING, job="j1", epoch=2) -> Heartbeat:
     return Heartbeat(allocation_id="a1", seq=seq, state=state, job_id=job, epoch=epoch)
 
 
-def run(allocs, jobs, *, sched=None, files=None, now=T0, verified=(), settings=None, **kw):
+def decide_input(
+    allocs, jobs, *, sched=None, files=None, now=T0, verified=(), settings=None, **kw
+) -> DecideInput:
     snapshot = ClusterSnapshot(
         cluster="c1",
         query_ok=True,
@@ -67,23 +63,24 @@ def run(allocs, jobs, *, sched=None, files=None, now=T0, verified=(), settings=N
         files={f.allocation_id: f for f in (files or [])},
     )
     profile = make_profile(max_running=kw.pop("max_running", 4))
-    return decide_cycle(
-        DecideInput(
-            now=now,
-            profile=profile,
-            profiles={"c1": profile},
-            settings=settings or DaemonSettings(stale_after_s=60, stop_grace_s=30),
-            enabled=kw.pop("enabled", True),
-            usable_clusters={"c1"},
-            snapshot=snapshot,
-            allocations=allocs,
-            all_live=[a for a in allocs if a.state is not E],
-            jobs={j.id: j for j in jobs},
-            verified=set(verified),
-            **kw,
-        ),
-        new_id,
+    return DecideInput(
+        now=now,
+        profile=profile,
+        profiles={"c1": profile},
+        settings=settings or DaemonSettings(stale_after_s=60, stop_grace_s=30),
+        mode=kw.pop("mode", ClusterMode.OPEN),
+        usable_clusters={"c1"},
+        snapshot=snapshot,
+        allocations=allocs,
+        all_live=[a for a in allocs if a.state is not E],
+        jobs={j.id: j for j in jobs},
+        verified=set(verified),
+        **kw,
     )
+
+
+def run(allocs, jobs, **kw):
+    return decide_cycle(decide_input(allocs, jobs, **kw), new_id)
 
 
 def running_pair(**alloc_fields):
@@ -293,8 +290,7 @@ def test_disabled_cluster_cancels_pending_and_lets_running_finish() -> None:
         [job, queued],
         sched=[sj("a1"), sj("a2", "pending", sid="101")],
         files=files,
-        enabled=False,
-        disabled=True,
+        mode=ClusterMode.DISABLED,
     )
     assert out.cancel == {"a2": "101"}
     assert out.allocations["a2"].end_reason == "cluster disabled"
@@ -316,7 +312,7 @@ def test_disabled_cluster_binds_no_job_to_its_idle_workers() -> None:
     args = ([idle], [make_job("j1")])
     kw = {"sched": [sj("a2", sid="101")], "files": files}
     assert run(*args, **kw).bound == ["j1"]
-    assert run(*args, **kw, enabled=False, disabled=True).bound == []
+    assert run(*args, **kw, mode=ClusterMode.DISABLED).bound == []
 
 
 def test_restart_does_not_make_old_heartbeats_stale_at_once() -> None:
@@ -365,7 +361,7 @@ def test_cluster_preference_holds_across_clusters() -> None:
                 profile=c1,
                 profiles={"c1": c1, "c2": c2},
                 settings=DaemonSettings(stale_after_s=60),
-                enabled=True,
+                mode=ClusterMode.OPEN,
                 usable_clusters={"c1", "c2"},
                 snapshot=ClusterSnapshot(
                     cluster="c1",
@@ -431,3 +427,17 @@ def test_sigkilled_worker_spends_a_retry_only_when_deaths_recur_without_progress
     )
     j = out.jobs["j1"]
     assert (j.state, j.retries, j.losses_without_progress) == (JobState.QUEUED, 1, 2)
+
+
+def test_every_job_change_of_the_cycle_follows_the_job_state_machine() -> None:
+    done = make_job("j1", state=JobState.COMPLETED, epoch=2, step=100)
+    running, alloc = running_pair()
+    cycle = Cycle(decide_input([alloc], [done.model_copy(update={"id": "j0"}), running]))
+    with pytest.raises(JobTransitionError, match="job j0: the daemon cannot move it"):
+        cycle.put_job(done.model_copy(update={"id": "j0", "state": JobState.QUEUED}))
+    with pytest.raises(JobTransitionError, match="from running to held"):
+        cycle.put_job(running.model_copy(update={"state": JobState.HELD}))
+    assert cycle.out.jobs == {}  # nothing refused was recorded
+    cycle.put_job(running.model_copy(update={"ns_per_day": 12.5}))  # no state change
+    cycle.put_job(running.model_copy(update={"state": JobState.QUEUED, "allocation_id": None}))
+    assert cycle.out.jobs["j1"].state is JobState.QUEUED

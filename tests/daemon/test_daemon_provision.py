@@ -1,16 +1,14 @@
 from daemon_factories import make_alloc, make_job, make_profile
 
 from relaymd.daemon.assign import assign
-from relaymd.daemon.provision import plan_provisioning
+from relaymd.daemon.provision import ClusterMode, plan_provisioning
 from relaymd.models import AllocationState, GpuInfo, Partition
 
 P = AllocationState.PENDING
 R = AllocationState.RUNNING
 
 
-def plan(
-    profile, queued, allocs, profiles=None, usable=None, enabled=True, racing=False, disabled=False
-):
+def plan(profile, queued, allocs, profiles=None, usable=None, mode=ClusterMode.OPEN, racing=False):
     profiles = profiles or {profile.name: profile}
     return plan_provisioning(
         profile,
@@ -18,9 +16,8 @@ def plan(
         allocations=allocs,
         profiles=profiles,
         usable_clusters=usable if usable is not None else set(profiles),
-        enabled=enabled,
+        mode=mode,
         queue_racing=racing,
-        disabled=disabled,
     )
 
 
@@ -93,7 +90,8 @@ def test_partitions_fill_in_order_and_image_is_recorded() -> None:
 
 
 def test_disabled_cluster_submits_nothing() -> None:
-    assert plan(make_profile(), [make_job()], [], enabled=False).submit == []
+    for mode in (ClusterMode.WATCH, ClusterMode.DISABLED):
+        assert plan(make_profile(), [make_job()], [], mode=mode).submit == []
 
 
 def test_without_racing_supply_elsewhere_counts_once() -> None:
@@ -162,7 +160,7 @@ def test_disabled_cluster_cancels_its_pending_spares_and_demand_moves() -> None:
     ]
     # c2's own plan: its pending allocation goes even though a job could use it; the
     # running one (bound) is left to finish.
-    out = plan(c2, [make_job()], allocs, profiles, usable={"c1"}, enabled=False, disabled=True)
+    out = plan(c2, [make_job()], allocs, profiles, usable={"c1"}, mode=ClusterMode.DISABLED)
     assert out.cancel == ["a1"] and out.submit == []
     # c1 does not count c2's pending allocation as supply and submits for the job.
     out = plan(c1, [make_job()], allocs, profiles, usable={"c1"})

@@ -13,14 +13,15 @@ import sqlite3
 import time
 from datetime import timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from daemon_factories import T0, make_alloc, make_job, make_profile
+from daemon_factories import T0, make_alloc, make_job, make_profile, make_sched_job
 from daemon_fakes import BashTransport, make_fake_runners
 
-from relaymd.daemon.decide import DecideInput, decide_cycle
+from relaymd.daemon.decide import decide_cycle
+from relaymd.daemon.decide.decisions import DecideInput
+from relaymd.daemon.provision import ClusterMode
 from relaymd.mailbox.carrier import AllocationFiles, ClusterSnapshot
 from relaymd.mailbox.models import EventKind, Heartbeat, WorkerEvent, WorkerState
 from relaymd.models import (
@@ -360,16 +361,7 @@ def _decide(alloc: Allocation, jobs: list[Any], beat: Heartbeat, now_s: float):
     snapshot = ClusterSnapshot(
         cluster="c1",
         query_ok=True,
-        scheduler_jobs={
-            "a1": SimpleNamespace(
-                allocation_id="a1",
-                scheduler_id="100",
-                phase="running",
-                end_state=None,
-                exit_code=None,
-                node="n1",
-            )
-        },
+        scheduler_jobs={"a1": make_sched_job("a1")},
         files={"a1": AllocationFiles(allocation_id="a1", heartbeat=beat, events_offset=0)},
     )
     profile = make_profile()
@@ -379,7 +371,7 @@ def _decide(alloc: Allocation, jobs: list[Any], beat: Heartbeat, now_s: float):
             profile=profile,
             profiles={"c1": profile},
             settings=DaemonSettings(stale_after_s=60, stop_grace_s=30),
-            enabled=False,
+            mode=ClusterMode.WATCH,
             usable_clusters={"c1"},
             snapshot=snapshot,
             allocations=[alloc],
@@ -550,13 +542,14 @@ def test_an_oversized_binary_line_is_skipped_even_while_it_is_still_growing(
 
 def test_a_reserved_successor_lives_on_the_heartbeat_of_its_pre_written_assignment() -> None:
     from relaymd.daemon.liveness import heartbeat_counts
+    from relaymd.models.job import JobEpoch
 
     waiting = Heartbeat(
         allocation_id="a2", seq=3, state=WorkerState.PREPARING, job_id="j1", epoch=3
     )
     # Reserved for j1's epoch 3 (ADR 0009): its waiting heartbeat is news about it.
-    assert heartbeat_counts("a2", None, waiting, reserved=("j1", 3))
+    assert heartbeat_counts("a2", None, waiting, reserved=JobEpoch("j1", 3))
     # Without the reservation, or for another epoch, it keeps nothing alive.
     assert not heartbeat_counts("a2", None, waiting)
-    assert not heartbeat_counts("a2", None, waiting, reserved=("j1", 4))
-    assert not heartbeat_counts("a2", None, waiting, reserved=("j9", 3))
+    assert not heartbeat_counts("a2", None, waiting, reserved=JobEpoch("j1", 4))
+    assert not heartbeat_counts("a2", None, waiting, reserved=JobEpoch("j9", 3))

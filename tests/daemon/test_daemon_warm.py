@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 from itertools import count
-from types import SimpleNamespace
 
-from daemon_factories import SHA, T0, make_alloc, make_job, make_profile
+from daemon_factories import SHA, T0, make_alloc, make_job, make_profile, make_sched_job
 
-from relaymd.daemon.decide import CycleDecisions, DecideInput, decide_cycle
+from relaymd.daemon.decide import decide_cycle
+from relaymd.daemon.decide.decisions import CycleDecisions, DecideInput
 from relaymd.daemon.evidence import claim_key
+from relaymd.daemon.provision import ClusterMode
 from relaymd.mailbox.carrier import AllocationFiles, ClusterSnapshot
 from relaymd.mailbox.models import EventKind, Heartbeat, WorkerEvent, WorkerState
 from relaymd.models import (
@@ -26,17 +27,6 @@ from relaymd.models import (
 NOW = T0 + timedelta(seconds=1000)
 R = AllocationState.RUNNING
 _ids = count()
-
-
-def _sj(alloc_id: str) -> SimpleNamespace:
-    return SimpleNamespace(
-        allocation_id=alloc_id,
-        scheduler_id=f"s-{alloc_id}",
-        phase="running",
-        end_state=None,
-        exit_code=None,
-        node="n1",
-    )
 
 
 def _ref(epoch: int, seq: int, step: int) -> CheckpointRef:
@@ -88,12 +78,12 @@ def _run(
             profile=profile,
             profiles={"c1": profile},
             settings=DaemonSettings(stale_after_s=60, stop_grace_s=30, min_segment_s=120),
-            enabled=True,
+            mode=ClusterMode.OPEN,
             usable_clusters={"c1"},
             snapshot=ClusterSnapshot(
                 cluster="c1",
                 query_ok=True,
-                scheduler_jobs={a.id: _sj(a.id) for a in allocs},
+                scheduler_jobs={a.id: make_sched_job(a.id, sid=f"s-{a.id}") for a in allocs},
                 files={f.allocation_id: f for f in files},
             ),
             allocations=allocs,

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from test_state_helpers import make_allocation, make_job, make_segment
 
-from relaymd.daemon.decide import ACTIVE_JOB_STATES
 from relaymd.daemon.read_step import LIVE_STATES
 from relaymd.models import AllocationState, ClusterStatus, JobState, SegmentOutcome
 from relaymd.state import AsyncStateStore, StateStore
@@ -237,7 +236,7 @@ def test_the_daemons_per_cycle_queries_never_scan_a_big_table(tmp_path: Path) ->
     statements: list[str] = []
     conn.set_trace_callback(statements.append)
     try:
-        store.list_jobs(states=list(ACTIVE_JOB_STATES))
+        store.list_jobs(states=JobState.active())
         store.list_allocations(cluster="clusterA", states=LIVE_STATES)
         store.list_allocations(states=LIVE_STATES)
         store.list_allocations(states=[AllocationState.RUNNING])

@@ -1,7 +1,7 @@
 """Idle allocations: release those nothing will use, keep warm those the daemon expects to
 bind, and reserve one as the pre-written successor of a job about to hand off (ADR 0009).
 
-Phases of one cluster's cycle (`decide.py` calls them on its working copies):
+Phases of one cluster's cycle (relaymd.daemon.decide calls them on its working copies):
 * `reservation_before_events` — for an allocation reserved as a successor, before its events:
   activate it (bind the job at the reserved epoch) when the predecessor's handoff was
   applied in this cycle, keep waiting while the predecessor still runs, or withdraw it.
@@ -18,24 +18,17 @@ decided after the predecessor's so those events are never fenced out.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from relaymd.daemon.assign import score
+from relaymd.daemon.decide.cycle import Cycle
 from relaymd.daemon.eligibility import fits_allocation, time_for_a_segment
 from relaymd.daemon.liveness import is_stale
-from relaymd.daemon.provision import is_spare
+from relaymd.daemon.provision import ClusterMode, is_spare
 from relaymd.mailbox.carrier import AllocationFiles
 from relaymd.mailbox.models import EventKind, Heartbeat, WorkerState
-from relaymd.models import (
-    Allocation,
-    AllocationState,
-    Job,
-    JobState,
-    Segment,
-)
-
-if TYPE_CHECKING:
-    from relaymd.daemon.decide import _Cycle
+from relaymd.models import Allocation, AllocationState, Job, JobState
+from relaymd.models.job import JobEpoch
 
 # How long after the predecessor's deadline a gated assignment is still worth waiting on.
 GATE_SLACK_S = 60.0
@@ -60,7 +53,7 @@ def _beat(files: dict[str, AllocationFiles], alloc_id: str) -> Heartbeat | None:
     return got.heartbeat if got else None
 
 
-def _idle_worker(cycle: _Cycle, alloc: Allocation, beat: Heartbeat | None) -> bool:
+def _idle_worker(cycle: Cycle, alloc: Allocation, beat: Heartbeat | None) -> bool:
     return (
         alloc.state is AllocationState.RUNNING
         and is_spare(alloc)
@@ -75,13 +68,13 @@ def _idle_worker(cycle: _Cycle, alloc: Allocation, beat: Heartbeat | None) -> bo
 
 
 def reservation_before_events(
-    cycle: _Cycle, alloc: Allocation, files: AllocationFiles | None
+    cycle: Cycle, alloc: Allocation, files: AllocationFiles | None
 ) -> tuple[Allocation, bool]:
     """(allocation, hold its events back this cycle) for a reserved allocation."""
-    job_id, epoch = alloc.reserved_job_id, alloc.reserved_epoch
-    if job_id is None or epoch is None:
+    reserved = alloc.reservation
+    if reserved is None:
         return alloc, False
-    job = cycle.jobs.get(job_id)
+    job, epoch = cycle.jobs.get(reserved.job_id), reserved.epoch
     alive = (
         alloc.state is AllocationState.RUNNING
         and alloc.stop_requested_at is None
@@ -96,7 +89,7 @@ def reservation_before_events(
     if (
         alive
         and job is not None
-        and (job.id, epoch - 1) in cycle.handed_off
+        and JobEpoch(job.id, epoch - 1) in cycle.handed_off
         and job.state is JobState.QUEUED
         and job.operator_request is None
         and job.epoch == epoch - 1
@@ -106,7 +99,7 @@ def reservation_before_events(
     if (
         alive
         and job is not None
-        and job.state in (JobState.ASSIGNED, JobState.RUNNING)
+        and job.state.on_allocation
         and job.operator_request is None
         and job.epoch == epoch - 1
         and job.allocation_id is not None
@@ -121,7 +114,7 @@ def reservation_before_events(
     return _withdraw(cycle, alloc, job, epoch, files), False
 
 
-def _why_withdrawn(cycle: _Cycle, alloc: Allocation, job: Job | None, epoch: int) -> str:
+def _why_withdrawn(cycle: Cycle, alloc: Allocation, job: Job | None, epoch: int) -> str:
     if job is None or job.state.is_final:
         state = job.state.value if job else "gone"
         return f"job {alloc.reserved_job_id} is {state}"
@@ -139,7 +132,7 @@ def _why_withdrawn(cycle: _Cycle, alloc: Allocation, job: Job | None, epoch: int
 
 
 def _withdraw(
-    cycle: _Cycle, alloc: Allocation, job: Job | None, epoch: int, files: AllocationFiles | None
+    cycle: Cycle, alloc: Allocation, job: Job | None, epoch: int, files: AllocationFiles | None
 ) -> Allocation:
     reason = _why_withdrawn(cycle, alloc, job, epoch)
     update: dict[str, Any] = {
@@ -175,20 +168,10 @@ def _withdraw(
     return alloc
 
 
-def _activate(cycle: _Cycle, alloc: Allocation, job: Job, epoch: int) -> Allocation:
+def _activate(cycle: Cycle, alloc: Allocation, job: Job, epoch: int) -> Allocation:
     """Commit the reserved epoch: the same binding late binding would make, at the epoch
     already written in the allocation's assignment."""
-    step = job.checkpoint.step if job.checkpoint else 0
-    cycle.put_job(
-        job.model_copy(
-            update={
-                "state": JobState.ASSIGNED,
-                "epoch": epoch,
-                "allocation_id": alloc.id,
-                "step": step,
-            }
-        )
-    )
+    job = cycle.start_epoch(job, alloc, epoch)
     alloc = alloc.model_copy(
         update={
             "job_id": job.id,
@@ -200,16 +183,6 @@ def _activate(cycle: _Cycle, alloc: Allocation, job: Job, epoch: int) -> Allocat
     )
     cycle.put_alloc(alloc)
     cycle.out.activated.append(job.id)
-    cycle.out.new_segments.append(
-        Segment(
-            job_id=job.id,
-            epoch=epoch,
-            allocation_id=alloc.id,
-            cluster=alloc.cluster,
-            start_step=step,
-            started_at=cycle.now,
-        )
-    )
     cycle.audit(
         "successor_activated",
         f"epoch {epoch} on {alloc.cluster}/{alloc.partition} (pre-written, after the handoff"
@@ -220,7 +193,7 @@ def _activate(cycle: _Cycle, alloc: Allocation, job: Job, epoch: int) -> Allocat
     return alloc
 
 
-def reserve_successors(cycle: _Cycle, files: dict[str, AllocationFiles]) -> None:
+def reserve_successors(cycle: Cycle, files: dict[str, AllocationFiles]) -> None:
     settings = cycle.inp.settings
     window_s = cycle.inp.profile.poll.max_interval_s + settings.prewrite_lead_s
     reserved = {a.reserved_job_id for a in cycle.allocs.values() if a.reserved_job_id}
@@ -282,9 +255,7 @@ def reserve_successors(cycle: _Cycle, files: dict[str, AllocationFiles]) -> None
 # -- release ------------------------------------------------------------------------------
 
 
-def _expected_handoff(
-    cycle: _Cycle, job: Job, files: dict[str, AllocationFiles]
-) -> datetime | None:
+def _expected_handoff(cycle: Cycle, job: Job, files: dict[str, AllocationFiles]) -> datetime | None:
     """When a running job will next need an allocation: its worker's planned handoff, or (for
     a worker on another cluster, whose heartbeat this cycle did not read) its walltime end."""
     holder = cycle.allocs.get(job.allocation_id or "") or next(
@@ -303,7 +274,7 @@ def _expected_handoff(
 
 
 def _keep_reason(
-    cycle: _Cycle,
+    cycle: Cycle,
     alloc: Allocation,
     beat: Heartbeat,
     files: dict[str, AllocationFiles],
@@ -319,7 +290,7 @@ def _keep_reason(
             continue
         if job.state is JobState.QUEUED and job.operator_request is None:
             return job.id, f"warm for queued job {job.id}"
-        if job.state not in (JobState.ASSIGNED, JobState.RUNNING) or job.operator_request:
+        if not job.state.on_allocation or job.operator_request:
             continue
         due = _expected_handoff(cycle, job, files)
         if due is None or _room_after(beat, due) < settings.min_segment_s:
@@ -329,7 +300,7 @@ def _keep_reason(
     return None
 
 
-def release_idle(cycle: _Cycle, files: dict[str, AllocationFiles]) -> None:
+def release_idle(cycle: Cycle, files: dict[str, AllocationFiles]) -> None:
     """Stop idle workers nothing will use; note why the others stay."""
     claimed = {a.reserved_job_id for a in cycle.allocs.values() if a.reserved_job_id}
     for alloc in sorted(cycle.allocs.values(), key=lambda a: (a.submitted_at, a.id)):
@@ -342,7 +313,8 @@ def release_idle(cycle: _Cycle, files: dict[str, AllocationFiles]) -> None:
             continue
         assert beat is not None
         # A disabled cluster binds nothing: its idle workers have no future there.
-        keep = None if cycle.inp.disabled else _keep_reason(cycle, alloc, beat, files, claimed)
+        disabled = cycle.inp.mode is ClusterMode.DISABLED
+        keep = None if disabled else _keep_reason(cycle, alloc, beat, files, claimed)
         if keep is not None:
             claimed.add(keep[0])
             if alloc.note != keep[1]:

@@ -1,0 +1,78 @@
+"""One cluster's decisions for one cycle, from the snapshot and the store's rows. Pure.
+
+Order inside a cycle matters: the scheduler's view first (adopt, start, end), then the
+worker's events (read after the query, so they explain any end), then liveness, operator
+requests, late binding, successor reservations and the release of idle workers, and finally
+provisioning on what is left. Everything lands in a `CycleDecisions` (decide/decisions.py)
+that the caller persists in one transaction before it writes to the cluster.
+
+Each phase is a module working on one `Cycle` (decide/cycle.py: the working copies of the
+rows and the record of what changed): `scheduler_view`, `events`, `heartbeats`, `operator`,
+`binding`, `warm` and `provisioning`. The rules they apply (classify, evidence, liveness,
+assign, provision, start_backoff) are pure functions of models in relaymd/daemon/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from relaymd.daemon.decide import (
+    binding,
+    events,
+    heartbeats,
+    operator,
+    provisioning,
+    scheduler_view,
+    warm,
+)
+from relaymd.daemon.decide.cycle import Cycle
+from relaymd.daemon.decide.decisions import CycleDecisions, DecideInput
+from relaymd.daemon.start_backoff import AllocationEnd, worker_reported
+from relaymd.models import AllocationState
+
+
+def decide_cycle(inp: DecideInput, new_allocation_id: Callable[[], str]) -> CycleDecisions:
+    cycle = Cycle(inp)
+    ends = _allocations(cycle)
+    scheduler_view.cancel_orphans(cycle)
+    events.collect_log_tails(cycle)
+    operator.carry_out_requests(cycle)
+    files = inp.snapshot.files
+    binding.bind(cycle, files)
+    warm.reserve_successors(cycle, files)
+    warm.release_idle(cycle, files)
+    provisioning.track_start_failures(cycle, ends)
+    provisioning.provision(cycle, new_allocation_id)
+    return cycle.out
+
+
+def _allocations(cycle: Cycle) -> list[AllocationEnd]:
+    """Each read allocation through the scheduler's view, its events and its liveness; the
+    ones that ended this cycle, for the start-failure backoff."""
+    files = cycle.inp.snapshot.files
+    ends: list[AllocationEnd] = []
+    # Reserved successors last: their predecessor's handoff is applied first (ADR 0009).
+    for alloc in sorted(cycle.allocs.values(), key=lambda a: a.reserved_job_id is not None):
+        if alloc.state is AllocationState.ENDED:
+            continue
+        alloc = scheduler_view.observe(cycle, alloc)
+        alloc_files = files.get(alloc.id)
+        reported = worker_reported(alloc, alloc_files)  # before events.apply sets end_reason
+        alloc, hold = warm.reservation_before_events(cycle, alloc, alloc_files)
+        if alloc_files is not None and not hold:
+            alloc = events.apply(cycle, alloc, alloc_files)
+        how = scheduler_view.ended(cycle, alloc)
+        if how is not None:
+            ends.append(
+                AllocationEnd(
+                    allocation=alloc,
+                    state=how.state,
+                    exit_code=how.exit_code,
+                    worker_reported=reported,
+                )
+            )
+            scheduler_view.end(cycle, alloc, how, alloc_files)
+            continue
+        alloc = heartbeats.liveness(cycle, alloc, alloc_files)
+        heartbeats.stop_grace(cycle, alloc)
+    return ends
