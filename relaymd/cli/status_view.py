@@ -1,6 +1,6 @@
 """`relaymd status`: one screen from SQLite only (no SSH, no storage), instant.
 
-Imports neither typer nor the command modules: `relaymd.cli.app.main` runs a plain
+Imports neither typer nor the command modules: `relaymd.cli.main.main` runs a plain
 `relaymd status [--json]` straight through `show_status`, the hot path of the CLI.
 """
 

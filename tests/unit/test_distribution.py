@@ -458,7 +458,7 @@ def test_pyinstaller_spec_leaves_openmm_out_and_ships_the_cluster_files() -> Non
     assert '(str(ROOT / "clusters"), "relaymd/_clusters")' in spec
     # The login-node read program is read as text (remote_read.LOGIN_PROGRAM), not imported.
     assert '(str(ROOT / "relaymd" / "daemon" / "login_read_program.py"), "relaymd/daemon")' in spec
-    assert "relaymd.cli.app import main" in (ROOT / "packaging" / "relaymd_entry.py").read_text()
+    assert "relaymd.cli.main import main" in (ROOT / "packaging" / "relaymd_entry.py").read_text()
 
 
 def test_built_binary_runs_without_the_source_tree(tmp_path: Path) -> None:
