@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from relaymd.api import RelayMDError
-from relaymd.submit import SPEC_FILE
+from relaymd.submission.spec import SPEC_FILE
 
 # The files of an `openmm` job directory, as this module and the demo's water box write them.
 SYSTEM_FILE = "system.xml"

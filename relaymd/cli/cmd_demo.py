@@ -165,7 +165,9 @@ def _submit_demo_job(loaded: LoadedConfig, segment_seconds: float, segments: int
     from relaymd.demo.water_box import write_water_box
     from relaymd.models import JobSpec, OpenMMSettings, Resources
     from relaymd.openmm_job import TOPOLOGY_FILE
-    from relaymd.submit import SPEC_FILE, SubmitError, submit_directory
+    from relaymd.submission.errors import SubmitError
+    from relaymd.submission.spec import SPEC_FILE
+    from relaymd.submission.submit import submit_directory
 
     directory = paths.data_dir() / "demo" / f"input-{int(time.time())}"
     with console().status("building a TIP3P water box with OpenMM and timing it on this CPU…"):
