@@ -12,6 +12,9 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
     from rich.console import Console
     from rich.progress import Progress
+    from rich.table import Table
+
+    from relaymd.models import ClusterStatus
 
 _console: Console | None = None
 _err_console: Console | None = None
@@ -33,6 +36,16 @@ def err_console() -> Console:
 
         _err_console = Console(stderr=True, highlight=False)
     return _err_console
+
+
+def table(*columns: str) -> Table:
+    """An empty listing table with these column headings, in the CLI's one table style."""
+    from rich.table import Table
+
+    listing = Table(box=None, pad_edge=False)
+    for column in columns:
+        listing.add_column(column)
+    return listing
 
 
 def transfer_progress(enabled: bool) -> Progress:
@@ -163,10 +176,7 @@ def plain(text: object) -> str:
     return escape(safe_text(str(text)))
 
 
-def backoff_lines(status: object, now: datetime | None = None) -> list[str]:
-    """One line per partition of `status` (a ClusterStatus) backing off after start
-    failures; empty when none."""
-    records = getattr(status, "backoff", None) or {}
-    name = str(getattr(status, "name", "?"))
+def backoff_lines(status: ClusterStatus, now: datetime | None = None) -> list[str]:
+    """One line per partition of `status` backing off after start failures; empty when none."""
     when = now or datetime.now(UTC)
-    return [record.describe(name, when) for record in records.values()]
+    return [record.describe(status.name, when) for record in status.backoff.values()]
