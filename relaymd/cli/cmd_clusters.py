@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from relaymd.cli.cluster_checks import CheckResult
     from relaymd.cli.status_view import ClusterEntry
+    from relaymd.config import LoadedConfig
     from relaymd.models import ClusterProfile, ClusterStatus
 
 app = typer.Typer(
@@ -197,12 +198,12 @@ def _run_checks(profile: ClusterProfile) -> list[CheckResult]:
     return parse_check_output(stdout)
 
 
-def _storage_check(loaded: object) -> CheckResult:
+def _storage_check(loaded: LoadedConfig) -> CheckResult:
     from relaymd.cli.cluster_checks import HINTS, CheckResult
     from relaymd.cli.storage import open_object_store
 
     try:
-        store = open_object_store(loaded)  # type: ignore[arg-type]
+        store = open_object_store(loaded)
         store.check()
     except Exception as exc:
         return CheckResult(name="storage", ok=False, detail=str(exc), hint=HINTS["storage"])

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
@@ -70,8 +68,13 @@ def iso_timestamp(when: datetime) -> str:
     return when.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def to_jsonable(value: BaseModel | Sequence[BaseModel] | dict[str, Any] | Any) -> Any:
-    """What --json prints: models as their fields, every datetime as `iso_timestamp`."""
+# What --json documents are made of.
+JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
+
+
+def to_jsonable(value: object) -> JsonValue:
+    """What --json prints: models (and lists, dicts of them) as their fields, every datetime
+    as `iso_timestamp`."""
     from pydantic import BaseModel
     from pydantic_core import to_jsonable_python
 
@@ -85,10 +88,11 @@ def to_jsonable(value: BaseModel | Sequence[BaseModel] | dict[str, Any] | Any) -
         return {k if isinstance(k, str) else str(k): to_jsonable(v) for k, v in value.items()}
     if value is None or isinstance(value, bool | int | float) or type(value) is str:
         return value
-    return to_jsonable_python(value)  # enums, paths, secrets (masked), dates, ...
+    converted: JsonValue = to_jsonable_python(value)  # enums, paths, secrets (masked), dates
+    return converted
 
 
-def print_json(value: Any) -> None:
+def print_json(value: object) -> None:
     """Plain stdout, no rich markup or wrapping, so `| jq` always parses."""
     sys.stdout.write(json.dumps(to_jsonable(value), indent=2, default=str) + "\n")
     sys.stdout.flush()
