@@ -10,5 +10,5 @@ upload.py (pack, upload, read back), register.py (the job row), submit.py (one d
 many, with Ctrl-C handling); errors.py holds what they raise.
 
 Used by `relaymd submit`, `relaymd demo`, the Python API (relaymd.api) and tests: the layer
-below both front-ends, importing only config, models and storage.
+below both front-ends, importing only config, models, storage and small helpers.
 """
