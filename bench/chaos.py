@@ -283,7 +283,7 @@ def run_campaign(plan: ChaosPlan, root: Path) -> ChaosReport:
     from relaymd.secrets import make_secrets_provider, storage_access
     from relaymd.state import StateStore
     from relaymd.storage import open_store
-    from relaymd.submit import submit_directory
+    from relaymd.submission.submit import submit_directory
 
     tb = load_testbed()
     if tb is None:

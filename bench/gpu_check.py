@@ -27,17 +27,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from relaymd.demo.water_box import write_water_box
 from relaymd.mailbox.files import atomic_write_bytes, atomic_write_model, read_events
 from relaymd.mailbox.models import Assignment, EventKind, WorkerEvent
 from relaymd.models import CheckpointRef, StorageAccess
 from relaymd.storage import open_store
 from relaymd.storage.bundle import pack_bundle
 from relaymd.storage.keys import bundle_key
-from relaymd.water_box import write_water_box
 from worker_entry.heartbeat import query_gpus
 
 REPO = Path(__file__).resolve().parents[1]
-DT_PS = 0.002  # relaymd.water_box's LangevinMiddleIntegrator step
+DT_PS = 0.002  # relaymd.demo.water_box's LangevinMiddleIntegrator step
 DRY_RATIO = "n/a (dry run: seconds-long segments)"
 TERMINAL = {EventKind.COMPLETED, EventKind.STOPPED, EventKind.FAILED, EventKind.HANDOFF}
 

@@ -204,7 +204,7 @@ def relay(
     from relaymd.secrets import make_secrets_provider, storage_access
     from relaymd.state import StateStore
     from relaymd.storage import open_store
-    from relaymd.submit import submit_directory
+    from relaymd.submission.submit import submit_directory
 
     run = f"h{secrets.token_hex(4)}"
     code = worker_code_copy()

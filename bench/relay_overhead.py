@@ -1,5 +1,5 @@
 """Per-segment overhead of a relay: real `relaymd-worker` processes, openmm engine on the CPU
-platform, a TIP3P water box (relaymd.water_box, as examples/water-box/make_inputs.py writes
+platform, a TIP3P water box (relaymd.demo.water_box, as examples/water-box/make_inputs.py writes
 it), on file:// storage or on S3: moto's server behind a loopback proxy that delays every
 request by `--delay-ms` (B2 answers in ~100-150 ms) and counts the requests.
 
@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from relaymd.demo.water_box import write_water_box
 from relaymd.mailbox.files import atomic_write_bytes, atomic_write_model, read_events
 from relaymd.mailbox.models import Assignment, Control, ControlAction, EventKind, WorkerEvent
 from relaymd.models import (
@@ -37,7 +38,6 @@ from relaymd.models import (
 from relaymd.storage import open_store
 from relaymd.storage.bundle import pack_bundle
 from relaymd.storage.keys import bundle_key
-from relaymd.water_box import write_water_box
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _docs import write_section  # a sibling module; bench/ is not a package

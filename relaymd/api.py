@@ -1,6 +1,6 @@
 """The Python API: what `relaymd submit`, `relaymd jobs ...` do, callable from a notebook.
 
-Every method runs the CLI's own code (relaymd.submit, the `jobs` commands, relaymd.cli.download)
+Every method runs the CLI's own code (relaymd.submission, the `jobs` commands, relaymd.cli.download)
 against the same config, state database and storage, so a job submitted here shows up in
 `relaymd jobs list` and the running daemon relays it. Results are pydantic models.
 
@@ -17,9 +17,9 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -53,7 +53,7 @@ class JobHistory(BaseModel):
 def _errors() -> Iterator[None]:
     """The CLI's user errors (CliError, SubmitError) as RelayMDError, never a SystemExit."""
     from relaymd.cli.errors import CliError
-    from relaymd.submit import SubmitError
+    from relaymd.submission.errors import SubmitError
 
     try:
         yield
@@ -129,7 +129,7 @@ class Client:
         (its files are the inputs; none for a JobSpec alone). Validated, uploaded and read back
         exactly as `relaymd submit` does."""
         from relaymd.models import JobSpec
-        from relaymd.submit import submit_directory
+        from relaymd.submission.submit import submit_directory
 
         if isinstance(job, JobSpec):
             if directory is None:
@@ -144,7 +144,7 @@ class Client:
             )
 
     def _submit(self, directory: Path, spec: JobSpec) -> Job:
-        from relaymd.submit import submit_directory
+        from relaymd.submission.submit import submit_directory
 
         with _errors():
             return submit_directory(
@@ -200,7 +200,7 @@ class Client:
             time.sleep(poll_s)
 
     # -- acting: the `relaymd jobs` commands themselves ----------------------------------------
-    def _act(self, command: Any, job_id: str) -> Job:
+    def _act(self, command: Callable[[str], None], job_id: str) -> Job:
         job = self.job(job_id)
         with self._as_cli():
             command(job.id)

@@ -10,8 +10,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from relaymd.api import RelayMDError
-from relaymd.submit import SPEC_FILE
-from relaymd.water_box import INTEGRATOR_FILE, STATE_FILE, SYSTEM_FILE, TOPOLOGY_FILE
+from relaymd.submission.spec import SPEC_FILE
+
+# The files of an `openmm` job directory, as this module and the demo's water box write them.
+SYSTEM_FILE = "system.xml"
+STATE_FILE = "state.xml"
+INTEGRATOR_FILE = "integrator.xml"
+TOPOLOGY_FILE = "topology.pdb"
 
 
 class PrepareError(RelayMDError):

@@ -13,8 +13,7 @@ from relaymd.storage.base import ObjectStore
 from worker_entry.credentials import CredentialsError, load_credentials
 from worker_entry.handoff_gate import gate_expired, preload_engine, resolve_gate
 from worker_entry.heartbeat import HeartbeatWriter, query_gpus
-from worker_entry.logfile import CappedTee
-from worker_entry.logging import configure, get_logger
+from worker_entry.logging import get_logger, log_to_file
 from worker_entry.mailbox_io import GARBLED_GRACE_S, Mailbox
 from worker_entry.margin import HandoffMargin
 from worker_entry.options import WorkerOptions
@@ -222,8 +221,7 @@ def run_worker(options: WorkerOptions) -> int:
     alloc_dir = options.alloc_dir
     if not alloc_dir.is_dir():
         raise StartupError(f"--alloc-dir {alloc_dir} is not a directory")
-    tee = CappedTee(alloc_dir / WORKER_LOG_FILE)
-    configure(stream=tee)  # type: ignore[arg-type]
+    tee = log_to_file(alloc_dir / WORKER_LOG_FILE)
     try:
         return _run(options, alloc_dir)
     finally:

@@ -3,7 +3,7 @@
     python examples/water-box/make_inputs.py OUT_DIR [--box-nm 1.6] [--seed 7]
 
 Then `relaymd submit OUT_DIR --engine openmm --steps 50000`. The generator itself lives in
-`relaymd.water_box` (the demo and the tests use the same one).
+`relaymd.demo.water_box` (the demo and the tests use the same one).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from relaymd.water_box import write_water_box
+from relaymd.demo.water_box import write_water_box
 
 
 def main() -> None:

@@ -1,1 +1,1 @@
-"""The operator CLI `relaymd` (typer + rich). Entry point: relaymd.cli.app:main."""
+"""The operator CLI `relaymd` (typer + rich). Entry point: relaymd.cli.main:main."""

@@ -1,5 +1,5 @@
 """`python -m relaymd.cli ...`: how `relaymd daemon start` re-launches itself in the background."""
 
-from relaymd.cli.app import main
+from relaymd.cli.main import main
 
 main()

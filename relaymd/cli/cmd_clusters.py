@@ -9,8 +9,12 @@ import typer
 from relaymd.cli.errors import CliError, ExitCode
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from relaymd.cli.cluster_checks import CheckResult
-    from relaymd.models import ClusterProfile
+    from relaymd.cli.status_view import ClusterEntry
+    from relaymd.config import LoadedConfig
+    from relaymd.models import ClusterProfile, ClusterStatus
 
 app = typer.Typer(
     help="Clusters from the config, their reachability and on/off switch.\n\n"
@@ -32,80 +36,57 @@ def list_clusters(as_json: JsonOpt = False) -> None:
       relaymd clusters list
       relaymd clusters list --json | jq -r '.[] | select(.enabled) | .name'
     """
-    from rich.table import Table
-
     from relaymd.cli import context
-    from relaymd.cli.output import age, backoff_lines, console, plain, print_json
-    from relaymd.cli.status_view import error_column
+    from relaymd.cli.output import console, plain, print_json
+    from relaymd.cli.status_view import cluster_entries
 
     loaded = context.load()
-    seen = {s.name: s for s in context.open_state(loaded).list_cluster_status()}
-    rows = [
-        (p, seen.get(p.name), seen[p.name].enabled if p.name in seen else p.enabled)
-        for p in loaded.clusters
-    ]
+    entries = cluster_entries(loaded, context.open_state(loaded))
     if as_json:
-        print_json(
-            [
-                {
-                    "name": profile.name,
-                    "transport": profile.transport,
-                    "scheduler": profile.scheduler,
-                    "enabled": enabled,
-                    "partitions": [p.name for p in profile.partitions],
-                    "status": status,
-                    "backoff": backoff_lines(status) if status else [],
-                }
-                for profile, status, enabled in rows
-            ]
-        )
+        print_json(entries)
         return
-    table = Table(box=None, pad_edge=False)
-    for column in (
-        "NAME",
-        "TRANSPORT",
-        "SCHEDULER",
-        "PARTITIONS",
-        "ENABLED",
-        "STATUS",
-        "LAST POLL",
-        "ERROR",
-    ):
-        table.add_column(column)
-    for profile, status, enabled in rows:
+    console().print(_clusters_table(entries))
+    for entry in entries:
+        for line in entry.backoff:
+            console().print(f"[yellow]backoff:[/] {plain(line)}", soft_wrap=True)
+
+
+def _clusters_table(entries: list[ClusterEntry]) -> Table:
+    from relaymd.cli.output import age, plain, table
+    from relaymd.cli.status_view import error_column
+
+    listing = table(
+        "NAME", "TRANSPORT", "SCHEDULER", "PARTITIONS", "ENABLED", "STATUS", "LAST POLL", "ERROR"
+    )
+    for entry in entries:
+        profile, status = entry.profile, entry.status
         host = f" ({profile.ssh.host})" if profile.ssh else ""
-        table.add_row(
+        listing.add_row(
             profile.name,
             profile.transport + host,
             profile.scheduler,
             ", ".join(f"{p.name} {p.walltime_minutes:g}m" for p in profile.partitions),
-            "yes" if enabled else "[yellow]no[/]",
+            "yes" if entry.enabled else "[yellow]no[/]",
             _reachability(status),
-            age(getattr(status, "last_poll_at", None)),
+            age(status.last_poll_at if status else None),
             plain(
                 error_column(
-                    str(getattr(status, "reachability", "")),
-                    getattr(status, "last_error", None),
+                    str(status.reachability) if status else "",
+                    status.last_error if status else None,
                     60,
                 )
             ),
         )
-    console().print(table)
-    for _, status, _ in rows:
-        for line in backoff_lines(status) if status else []:
-            console().print(f"[yellow]backoff:[/] {plain(line)}", soft_wrap=True)
+    return listing
 
 
-def _reachability(status: object) -> str:
+def _reachability(status: ClusterStatus | None) -> str:
+    from relaymd.cli.status_view import REACHABILITY_STYLE
+
     if status is None:
         return "unknown (not polled yet)"
-    value = str(getattr(status, "reachability", "unknown"))
-    style = {
-        "reachable": "green",
-        "needs-auth": "yellow",
-        "host-key-changed": "red",
-        "unreachable": "red",
-    }.get(value, "")
+    value = str(status.reachability)
+    style = REACHABILITY_STYLE.get(value, "")
     return f"[{style}]{value}[/]" if style else value
 
 
@@ -217,12 +198,12 @@ def _run_checks(profile: ClusterProfile) -> list[CheckResult]:
     return parse_check_output(stdout)
 
 
-def _storage_check(loaded: object) -> CheckResult:
+def _storage_check(loaded: LoadedConfig) -> CheckResult:
     from relaymd.cli.cluster_checks import HINTS, CheckResult
     from relaymd.cli.storage import open_object_store
 
     try:
-        store = open_object_store(loaded)  # type: ignore[arg-type]
+        store = open_object_store(loaded)
         store.check()
     except Exception as exc:
         return CheckResult(name="storage", ok=False, detail=str(exc), hint=HINTS["storage"])

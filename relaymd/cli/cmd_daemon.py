@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from relaymd.cli.context import read_pid  # lives there so `relaymd status` skips typer
 from relaymd.cli.errors import CliError, ExitCode
+
+if TYPE_CHECKING:
+    from relaymd.models import DaemonStatus
 
 app = typer.Typer(
     help="The reconcile daemon: one process on this workstation drives every cluster.\n\n"
@@ -182,7 +185,7 @@ def status(
     """
     from relaymd import paths
     from relaymd.cli import context
-    from relaymd.cli.output import age, print_json
+    from relaymd.cli.output import print_json
 
     pid = read_pid()
     daemon = context.open_state().get_daemon_status()
@@ -198,13 +201,12 @@ def status(
     else:
         print(f"daemon: {f'running (pid {pid})' if pid else 'not running'}")
         if daemon is not None:
-            for line in _describe(daemon, age):
+            for line in _describe(daemon):
                 print(line)
         print(f"log: {paths.daemon_log()}")
     if pid is None:
         raise typer.Exit(int(ExitCode.FAILED))
 
 
-def _describe(daemon: object, age: object) -> list[str]:
-    data = daemon.model_dump() if hasattr(daemon, "model_dump") else {}
-    return [f"  {k}: {v}" for k, v in data.items() if v is not None]
+def _describe(daemon: DaemonStatus) -> list[str]:
+    return [f"  {k}: {v}" for k, v in daemon.model_dump().items() if v is not None]

@@ -162,9 +162,12 @@ def _submit_demo_job(loaded: LoadedConfig, segment_seconds: float, segments: int
     from relaymd.cli import context
     from relaymd.cli.output import console
     from relaymd.cli.storage import open_object_store
+    from relaymd.demo.water_box import write_water_box
     from relaymd.models import JobSpec, OpenMMSettings, Resources
-    from relaymd.submit import SPEC_FILE, SubmitError, submit_directory
-    from relaymd.water_box import TOPOLOGY_FILE, write_water_box
+    from relaymd.openmm_job import TOPOLOGY_FILE
+    from relaymd.submission.errors import SubmitError
+    from relaymd.submission.spec import SPEC_FILE
+    from relaymd.submission.submit import submit_directory
 
     directory = paths.data_dir() / "demo" / f"input-{int(time.time())}"
     with console().status("building a TIP3P water box with OpenMM and timing it on this CPU…"):

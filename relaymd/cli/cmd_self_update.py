@@ -11,7 +11,7 @@ import typer
 from relaymd.cli.errors import CliError, ExitCode
 
 if TYPE_CHECKING:
-    from relaymd.selfupdate import UpdateResult
+    from relaymd.cli.updater import UpdateResult
 
 HELP = """Update this relaymd binary to the newest release (or --version X), verified by SHA256.
 
@@ -71,7 +71,7 @@ def self_update(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    from relaymd import selfupdate
+    from relaymd.cli import updater
     from relaymd.cli.output import transfer_progress
 
     if rollback and (check or version):
@@ -82,20 +82,20 @@ def self_update(
     try:
         if rollback:
             _load_output_code()
-            result = selfupdate.rollback(target)
+            result = updater.rollback(target)
         else:
             with transfer_progress(enabled=not as_json and sys.stderr.isatty()) as bar:
-                task = bar.add_task(selfupdate.platform_asset_name(), total=None)
-                staged = selfupdate.prepare_update(
+                task = bar.add_task(updater.platform_asset_name(), total=None)
+                staged = updater.prepare_update(
                     target,
-                    base_url=selfupdate.releases_url(releases_url),
+                    base_url=updater.releases_url(releases_url),
                     version=version,
                     check_only=check,
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
                 )
             _load_output_code()
-            result = selfupdate.finish_update(staged)
-    except selfupdate.SelfUpdateError as exc:
+            result = updater.finish_update(staged)
+    except updater.SelfUpdateError as exc:
         raise CliError(exc.message, hint=exc.hint) from None
     _report(result, target, as_json)
 
@@ -106,7 +106,7 @@ def _load_output_code() -> None:
     import json  # noqa: F401  (print_json)
 
     from relaymd.cli.output import err_console, to_jsonable
-    from relaymd.selfupdate import UpdateResult
+    from relaymd.cli.updater import UpdateResult
 
     err_console().render_str("[yellow]hint:[/] [red]error:[/] loaded")  # app._fail's markup
     to_jsonable(UpdateResult(action="-", binary=Path("/"), current_version=None, backup=Path()))

@@ -1,5 +1,5 @@
 """`relaymd status`: the typer command; the work is in relaymd.cli.status_view, which
-`relaymd.cli.app.main` also calls directly (without typer) for a plain `relaymd status`."""
+`relaymd.cli.main.main` also calls directly (without typer) for a plain `relaymd status`."""
 
 from __future__ import annotations
 

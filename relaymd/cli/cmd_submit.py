@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from relaymd.cli.errors import CliError, ExitCode
+
+if TYPE_CHECKING:
+    from relaymd.config import LoadedConfig
+    from relaymd.submission.errors import SubmitError
+    from relaymd.submission.prepare import PreparedJob
+    from relaymd.submission.spec import SpecOverrides
+    from relaymd.submission.submit import SubmitResult
 
 HELP = """Submit job directories: validate, pack, upload, verify, then register.
 
@@ -78,18 +85,9 @@ def submit(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    from rich.markup import escape
-
     from relaymd.cli import context
-    from relaymd.cli.output import console, err_console, print_json, safe_text
-    from relaymd.submit import (
-        PreparedJob,
-        SpecOverrides,
-        SubmitError,
-        SubmitInterrupted,
-        SubmitResult,
-        prepare,
-    )
+    from relaymd.submission.errors import SubmitInterrupted
+    from relaymd.submission.spec import SpecOverrides
 
     if engine is not None and engine not in ("openmm", "command"):
         raise CliError(
@@ -110,8 +108,32 @@ def submit(
         max_retries=max_retries,
         image=image,
     )
-    loaded = context.load()
-    # Validate every directory before uploading anything.
+    prepared = _prepare_all(directories, context.load(), flags, follow_external_links)
+    _print_warnings(prepared)
+    if dry_run:
+        _print_dry_run(prepared, as_json)
+        return
+    try:
+        outcomes = _upload_and_register(prepared, show_progress=not as_json)
+    except SubmitInterrupted as exc:
+        raise CliError(
+            str(exc),
+            hint="nothing else was registered and no partial upload was left in storage",
+            code=ExitCode.INTERRUPTED,
+        ) from None
+    _report(outcomes, as_json)
+
+
+def _prepare_all(
+    directories: list[Path],
+    loaded: LoadedConfig,
+    flags: SpecOverrides,
+    follow_external_links: bool,
+) -> list[PreparedJob]:
+    """Every directory validated before anything is uploaded; the first problem stops all."""
+    from relaymd.submission.errors import SubmitError
+    from relaymd.submission.prepare import prepare
+
     prepared: list[PreparedJob] = []
     for directory in directories:
         try:
@@ -121,6 +143,15 @@ def submit(
         except SubmitError as exc:
             code = ExitCode.NOT_FOUND if exc.kind == "missing" else ExitCode.USAGE
             raise CliError(str(exc), hint="nothing was uploaded or registered", code=code) from None
+    return prepared
+
+
+def _print_warnings(prepared: list[PreparedJob]) -> None:
+    """What the user should know before the upload: loose outputs, followed links, ignores."""
+    from rich.markup import escape
+
+    from relaymd.cli.output import err_console
+
     for job in prepared:
         for warning in job.warnings:
             err_console().print(
@@ -141,42 +172,37 @@ def submit(
                 markup=False,
             )
 
-    if dry_run:
-        results = [
-            SubmitResult(job_id=None, directory=p.directory, title=p.spec.title, dry_run=True)
-            for p in prepared
-        ]
-        if as_json:
-            print_json(
-                [
-                    {"directory": str(p.directory), "spec": p.spec, "left_out": p.left_out}
-                    for p in prepared
-                ]
-            )
-        else:
-            for result in results:
-                console().print(
-                    f"ok (dry run): {escape(str(result.directory))} -> {escape(repr(result.title))}"
-                )
-        return
 
-    try:
-        outcomes = _upload_and_register(prepared, loaded, show_progress=not as_json)
-    except SubmitInterrupted as exc:
-        raise CliError(
-            str(exc),
-            hint="nothing else was registered and no partial upload was left in storage",
-            code=ExitCode.INTERRUPTED,
-        ) from None
+def _print_dry_run(prepared: list[PreparedJob], as_json: bool) -> None:
+    from rich.markup import escape
+
+    from relaymd.cli.output import console, print_json
+
+    if as_json:
+        print_json(
+            [
+                {"directory": str(p.directory), "spec": p.spec, "left_out": p.left_out}
+                for p in prepared
+            ]
+        )
+        return
+    for job in prepared:
+        console().print(
+            f"ok (dry run): {escape(str(job.directory))} -> {escape(repr(job.spec.title))}"
+        )
+
+
+def _report(outcomes: list[SubmitResult | SubmitError], as_json: bool) -> None:
+    """Print what was submitted and what failed; exit 1 when anything failed."""
+    from rich.markup import escape
+
+    from relaymd.cli.output import console, err_console, print_json, safe_text
+    from relaymd.submission.errors import SubmitError
+
     failures = [o for o in outcomes if isinstance(o, SubmitError)]
     done = [o for o in outcomes if not isinstance(o, SubmitError)]
     if as_json:
-        print_json(
-            {
-                "submitted": [r for r in done],
-                "failed": [str(f) for f in failures],
-            }
-        )
+        print_json({"submitted": done, "failed": [str(f) for f in failures]})
     else:
         for result in done:
             console().print(
@@ -199,13 +225,15 @@ def submit(
         )
 
 
-def _upload_and_register(prepared: list, loaded: object, *, show_progress: bool) -> list:  # type: ignore[type-arg]
+def _upload_and_register(
+    prepared: list[PreparedJob], *, show_progress: bool
+) -> list[SubmitResult | SubmitError]:
     from rich.progress import TaskID
 
     from relaymd.cli import context
     from relaymd.cli.output import transfer_progress
     from relaymd.cli.storage import open_object_store
-    from relaymd.submit import submit_jobs
+    from relaymd.submission.submit import submit_jobs
 
     store = open_object_store(context.load())
     state = context.open_state()

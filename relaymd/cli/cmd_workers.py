@@ -30,10 +30,8 @@ def list_workers(
       relaymd workers list --cluster clusterA --all
       relaymd workers list --json | jq -r '.[].scheduler_id'
     """
-    from rich.table import Table
-
     from relaymd.cli import context
-    from relaymd.cli.output import age, console, plain, print_json, state_style, styled
+    from relaymd.cli.output import age, console, plain, print_json, state_style, styled, table
     from relaymd.models import AllocationState
 
     states = None if all_ else [s for s in AllocationState if not s.is_final]
@@ -44,8 +42,7 @@ def list_workers(
     if not allocations:
         console().print("no allocations" + ("" if all_ else " (use --all to include ended ones)"))
         return
-    table = Table(box=None, pad_edge=False)
-    for column in (
+    listing = table(
         "ALLOCATION",
         "CLUSTER",
         "PARTITION",
@@ -56,15 +53,14 @@ def list_workers(
         "HEARTBEAT",
         "AGE",
         "NOTE",
-    ):
-        table.add_column(column)
+    )
     for alloc in allocations:
         # GPU names and end reasons come from the worker: shown literally.
         gpu = plain(", ".join(f"{g.name} ({g.memory_gib:.0f} GiB)" for g in alloc.gpus) or "-")
         state = styled(alloc.state, state_style(alloc.state))
         if alloc.end_reason and alloc.state is AllocationState.ENDED:
             state += f" ({plain(alloc.end_reason)})"
-        table.add_row(
+        listing.add_row(
             alloc.id,
             alloc.cluster,
             alloc.partition,
@@ -76,4 +72,4 @@ def list_workers(
             age(alloc.started_at or alloc.submitted_at),
             alloc.note or "-",
         )
-    console().print(table)
+    console().print(listing)

@@ -98,28 +98,12 @@ def state_failure(exc: BaseException) -> CliError:
 
 
 def read_pid() -> int | None:
-    """The running daemon's pid, or None. Asks the lock itself (the daemon holds an flock for
-    its whole life), so a stale file left by a crash never looks like a live daemon."""
-    import fcntl
-    import os
-    import re
-
+    """The running daemon's pid, or None: asks the daemon's own lock (held for its whole
+    life), so a stale file left by a crash never looks like a live daemon."""
     from relaymd import paths
+    from relaymd.daemon.lock import DaemonLock
 
-    try:
-        fd = os.open(paths.daemon_lock(), os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            match = re.search(rb"\d+", os.pread(fd, 64, 0))
-            return int(match.group()) if match else -1
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
+    return DaemonLock(paths.daemon_lock()).holder()
 
 
 def find_job(state: StateStore, prefix: str) -> Job:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from relaymd.assemble import AssembledOutputs
 from relaymd.cli.errors import CliError, ExitCode
-from relaymd.models import CheckpointManifest, Job, OutputsManifest
+from relaymd.models import CheckpointManifest, CheckpointRef, Job, OutputsManifest
 from relaymd.storage import keys
 
 if TYPE_CHECKING:
@@ -86,77 +86,120 @@ def download_job(
 ) -> DownloadResult:
     """Fetch into `dest`; files already there with the right sha256 are kept, not fetched.
     `assemble` then joins the chunks (relaymd.assemble) into `dest/assembled/`."""
-    from relaymd.storage.base import StorageError
-
     result = DownloadResult(job_id=job.id, destination=dest)
-    plan: list[_Planned] = []
-    staging: Path | None = None
-    final_dir: Path | None = None
-    manifest_bytes = b""
-    if outputs:
-        out_root = keys.job_prefix(job.id) + "outputs/"
-        by_prefix: dict[str, dict[str, tuple[str, int]]] = {}
-        for key in store.list_keys(out_root):
-            relative = key[len(out_root) :]
-            epoch, _, inner = relative.partition("/")
-            if not inner or inner == keys.MANIFEST_NAME:
-                continue
-            prefix = f"{out_root}{epoch}/"
-            listed = by_prefix.setdefault(prefix, _manifest_files(store, prefix))
-            sha, size = listed.get(inner, (None, None))
-            plan.append(
-                _Planned(
-                    key=key, local=_safe_join(dest / "outputs", relative), sha256=sha, size=size
-                )
-            )
+    plan = _plan_outputs(job, store, dest) if outputs else []
+    stage = None
     if checkpoint and job.checkpoint is not None:
-        ref = job.checkpoint
+        stage = _CheckpointStage.read(job.id, job.checkpoint, store, dest)
+    try:
+        if stage is not None:
+            plan += stage.plan()
+            result.checkpoint_dir = stage.final_dir
+        _fetch_plan(job, store, plan, result, show_progress)
+        if stage is not None:
+            result.files = stage.publish(result.files)
+    finally:
+        if stage is not None:
+            stage.discard()
+    if assemble:
+        result.assembled = _assemble(job, store, dest, xtc)
+    return result
+
+
+def _plan_outputs(job: Job, store: ObjectStore, dest: Path) -> list[_Planned]:
+    """Every output object of the job, to DEST/outputs/<epoch>/..., with the sha256 and size
+    its segment's manifest lists (none for files the worker has not listed yet)."""
+    out_root = keys.job_prefix(job.id) + "outputs/"
+    by_prefix: dict[str, dict[str, tuple[str, int]]] = {}
+    plan: list[_Planned] = []
+    for key in store.list_keys(out_root):
+        relative = key[len(out_root) :]
+        epoch, _, inner = relative.partition("/")
+        if not inner or inner == keys.MANIFEST_NAME:
+            continue
+        prefix = f"{out_root}{epoch}/"
+        listed = by_prefix.setdefault(prefix, _manifest_files(store, prefix))
+        sha, size = listed.get(inner, (None, None))
+        plan.append(
+            _Planned(key=key, local=_safe_join(dest / "outputs", relative), sha256=sha, size=size)
+        )
+    return plan
+
+
+class _CheckpointStage:
+    """The one place the checkpoint lands: fetched into a hidden `.<epoch>-<seq>.partial-*`
+    folder beside DEST/checkpoint/<epoch>-<seq>/, which it replaces in one rename once every
+    file arrived (its manifest last); removed on any failure."""
+
+    def __init__(
+        self, prefix: str, manifest: CheckpointManifest, manifest_bytes: bytes, final_dir: Path
+    ) -> None:
+        self.prefix = prefix  # of the checkpoint's objects in storage
+        self.manifest = manifest
+        self.manifest_bytes = manifest_bytes
+        self.final_dir = final_dir
+        self.staging: Path | None = None
+
+    @classmethod
+    def read(
+        cls, job_id: str, ref: CheckpointRef, store: ObjectStore, dest: Path
+    ) -> _CheckpointStage:
+        """The checkpoint's manifest, checked against the sha256 the daemon recorded."""
+        from relaymd.storage.base import StorageError
+
         try:
-            manifest_bytes = store.get_bytes(
+            data = store.get_bytes(
                 keys.manifest_key(ref.prefix), expected_sha256=ref.manifest_sha256
             )
-            manifest = CheckpointManifest.model_validate_json(manifest_bytes)
+            manifest = CheckpointManifest.model_validate_json(data)
         except (StorageError, ValidationError) as exc:
             raise CliError(
-                f"checkpoint {ref.epoch}-{ref.seq} of job {job.id}: cannot read its manifest: "
+                f"checkpoint {ref.epoch}-{ref.seq} of job {job_id}: cannot read its manifest: "
                 f"{exc}",
                 hint="`relaymd clusters test <cluster>` checks storage; a sha256 mismatch means "
                 "the object was replaced or corrupted (`--no-checkpoint` fetches the outputs)",
             ) from None
-        final_dir = dest / "checkpoint" / f"{ref.epoch}-{ref.seq}"
-        final_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=final_dir.parent, prefix=f".{final_dir.name}.partial-"))
-        result.checkpoint_dir = final_dir
-        for item in manifest.files:
+        return cls(ref.prefix, manifest, data, dest / "checkpoint" / f"{ref.epoch}-{ref.seq}")
+
+    def plan(self) -> list[_Planned]:
+        """The checkpoint's files, into the staging folder; a verified copy from an earlier
+        download is hard-linked there instead of fetched again."""
+        self.final_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(
+            tempfile.mkdtemp(dir=self.final_dir.parent, prefix=f".{self.final_dir.name}.partial-")
+        )
+        self.staging = staging
+        plan = []
+        for item in self.manifest.files:
             planned = _Planned(
-                key=ref.prefix + item.path,
+                key=self.prefix + item.path,
                 local=_safe_join(staging, item.path),
                 sha256=item.sha256,
                 size=item.size,
             )
-            kept = planned.model_copy(update={"local": _safe_join(final_dir, item.path)})
-            if _already_there(kept):  # a verified copy from an earlier download: no refetch
+            kept = planned.model_copy(update={"local": _safe_join(self.final_dir, item.path)})
+            if _already_there(kept):
                 planned.local.parent.mkdir(parents=True, exist_ok=True)
                 os.link(kept.local, planned.local)
             plan.append(planned)
-    try:
-        _fetch_plan(job, store, plan, result, show_progress)
-        if staging is not None and final_dir is not None:
-            # The manifest goes in last, then the whole folder appears at once.
-            (staging / keys.MANIFEST_NAME).write_bytes(manifest_bytes)
-            if final_dir.exists():
-                shutil.rmtree(final_dir)
-            os.replace(staging, final_dir)
-            result.files = [
-                final_dir / f.relative_to(staging) if f.is_relative_to(staging) else f
-                for f in result.files
-            ]
-    finally:
-        if staging is not None and staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    if assemble:
-        result.assembled = _assemble(job, store, dest, xtc)
-    return result
+        return plan
+
+    def publish(self, files: list[Path]) -> list[Path]:
+        """Write the manifest, then swap the whole folder into place; `files` renamed to match."""
+        staging = self.staging
+        assert staging is not None, "plan() first"
+        (staging / keys.MANIFEST_NAME).write_bytes(self.manifest_bytes)
+        if self.final_dir.exists():
+            shutil.rmtree(self.final_dir)
+        os.replace(staging, self.final_dir)
+        return [
+            self.final_dir / f.relative_to(staging) if f.is_relative_to(staging) else f
+            for f in files
+        ]
+
+    def discard(self) -> None:
+        if self.staging is not None and self.staging.exists():
+            shutil.rmtree(self.staging, ignore_errors=True)
 
 
 def _fetch_plan(

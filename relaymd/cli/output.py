@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
     from rich.console import Console
     from rich.progress import Progress
+    from rich.table import Table
+
+    from relaymd.models import ClusterStatus
 
 _console: Console | None = None
 _err_console: Console | None = None
@@ -33,6 +34,16 @@ def err_console() -> Console:
 
         _err_console = Console(stderr=True, highlight=False)
     return _err_console
+
+
+def table(*columns: str) -> Table:
+    """An empty listing table with these column headings, in the CLI's one table style."""
+    from rich.table import Table
+
+    listing = Table(box=None, pad_edge=False)
+    for column in columns:
+        listing.add_column(column)
+    return listing
 
 
 def transfer_progress(enabled: bool) -> Progress:
@@ -57,8 +68,13 @@ def iso_timestamp(when: datetime) -> str:
     return when.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def to_jsonable(value: BaseModel | Sequence[BaseModel] | dict[str, Any] | Any) -> Any:
-    """What --json prints: models as their fields, every datetime as `iso_timestamp`."""
+# What --json documents are made of.
+JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
+
+
+def to_jsonable(value: object) -> JsonValue:
+    """What --json prints: models (and lists, dicts of them) as their fields, every datetime
+    as `iso_timestamp`."""
     from pydantic import BaseModel
     from pydantic_core import to_jsonable_python
 
@@ -72,10 +88,11 @@ def to_jsonable(value: BaseModel | Sequence[BaseModel] | dict[str, Any] | Any) -
         return {k if isinstance(k, str) else str(k): to_jsonable(v) for k, v in value.items()}
     if value is None or isinstance(value, bool | int | float) or type(value) is str:
         return value
-    return to_jsonable_python(value)  # enums, paths, secrets (masked), dates, ...
+    converted: JsonValue = to_jsonable_python(value)  # enums, paths, secrets (masked), dates
+    return converted
 
 
-def print_json(value: Any) -> None:
+def print_json(value: object) -> None:
     """Plain stdout, no rich markup or wrapping, so `| jq` always parses."""
     sys.stdout.write(json.dumps(to_jsonable(value), indent=2, default=str) + "\n")
     sys.stdout.flush()
@@ -163,10 +180,7 @@ def plain(text: object) -> str:
     return escape(safe_text(str(text)))
 
 
-def backoff_lines(status: object, now: datetime | None = None) -> list[str]:
-    """One line per partition of `status` (a ClusterStatus) backing off after start
-    failures; empty when none."""
-    records = getattr(status, "backoff", None) or {}
-    name = str(getattr(status, "name", "?"))
+def backoff_lines(status: ClusterStatus, now: datetime | None = None) -> list[str]:
+    """One line per partition of `status` backing off after start failures; empty when none."""
     when = now or datetime.now(UTC)
-    return [record.describe(name, when) for record in records.values()]
+    return [record.describe(status.name, when) for record in status.backoff.values()]

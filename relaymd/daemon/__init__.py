@@ -7,12 +7,13 @@ happen on first call, so importing a pure decision module stays cheap.
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from relaymd.daemon.lock import DaemonAlreadyRunning
 
 if TYPE_CHECKING:
+    import asyncio
+
     from relaymd.config import LoadedConfig
     from relaymd.daemon.seams import TransportFactory
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 from pathlib import Path
 from types import TracebackType
 
@@ -28,7 +29,7 @@ class DaemonLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            holder = _holder_pid(fd) or "unknown"
             os.close(fd)
             raise DaemonAlreadyRunning(
                 f"another relaymd daemon is already running (pid {holder}, lock {self.path}); "
@@ -37,6 +38,25 @@ class DaemonLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+
+    def holder(self) -> int | None:
+        """The pid of the process holding this lock, None when nobody holds it (a file left
+        by a crashed daemon is not held: the kernel released it); -1 when held by a process
+        that has not written its pid yet."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = _holder_pid(fd)
+                return int(pid) if pid else -1
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
 
     def release(self) -> None:
         if self._fd is not None:
@@ -55,3 +75,9 @@ class DaemonLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def _holder_pid(fd: int) -> str | None:
+    """The pid the holder wrote into the lock file (digits only), None before it wrote one."""
+    match = re.search(rb"\d+", os.pread(fd, 64, 0))
+    return match.group().decode() if match else None

@@ -1,6 +1,6 @@
 """Operator-side secrets: storage keys from the environment, a 0600 file, or Infisical.
 
-Every value a provider returns is registered with `relaymd.logsetup.add_secret`, so no log
+Every value a provider returns is registered with `relaymd.logging.add_secret`, so no log
 line can show it. Workers never import this package: they get a `credentials` file.
 """
 

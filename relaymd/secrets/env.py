@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from relaymd.logsetup import add_secret
+from relaymd.logging import add_secret
 from relaymd.secrets.base import SecretNotFound, SecretsProvider
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from relaymd.logsetup import add_secret
+from relaymd.logging import add_secret
 from relaymd.models import Config, SecretsConfig, StorageAccess
 from relaymd.secrets.base import SecretsProvider
 from relaymd.secrets.env import EnvSecretsProvider

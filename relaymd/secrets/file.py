@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from relaymd.logsetup import add_secret
+from relaymd.logging import add_secret
 from relaymd.secrets.base import SecretNotFound, SecretsError, SecretsProvider
 
 YAML_SUFFIXES = (".yaml", ".yml")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from relaymd.logsetup import add_secret, get_logger
+from relaymd.logging import add_secret, get_logger
 from relaymd.models import InfisicalSettings
 from relaymd.secrets.base import SecretNotFound, SecretsError, SecretsProvider
 

@@ -32,7 +32,7 @@ from tenacity import (
 )
 
 from relaymd.envvars import env_float
-from relaymd.logsetup import add_secret, get_logger
+from relaymd.logging import add_secret, get_logger
 from relaymd.models import ObjectRef, StorageAccess
 from relaymd.storage.base import (
     IntegrityError,

@@ -22,7 +22,7 @@ from conftest import CliEnv
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
 from testbed import Testbed, relay_config, require_testbed, worker_code_copy
 
-from relaymd.water_box import write_water_box
+from relaymd.demo.water_box import write_water_box
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -17,7 +17,7 @@ import typer
 from conftest import RELAYMD, CliEnv
 from typer.core import TyperGroup
 
-from relaymd.cli.commands import app
+from relaymd.cli.app import app
 
 if TYPE_CHECKING:
     # typer ships its own copy of click; its classes are what get_command returns.

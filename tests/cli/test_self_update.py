@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from relaymd.selfupdate import platform_asset_name
+from relaymd.cli.updater import platform_asset_name
 
 ASSET = platform_asset_name()
 

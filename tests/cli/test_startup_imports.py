@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import CliEnv
 
-from relaymd.cli.app import PlainStatus, parse_plain_status
+from relaymd.cli.main import PlainStatus, parse_plain_status
 
 # What only the daemon, storage, job-script or worker code needs; typer only parses, and
 # the fast paths do their own parsing.
@@ -69,7 +69,7 @@ def test_other_commands_still_go_through_typer(cli: CliEnv) -> None:
 def typer_path(cli: CliEnv, *args: str) -> subprocess.CompletedProcess[str]:
     """The same command through the typer app only (what main() did before the fast path)."""
     return subprocess.run(
-        [sys.executable, "-c", "from relaymd.cli.commands import app; app()", *args],
+        [sys.executable, "-c", "from relaymd.cli.app import app; app()", *args],
         env=cli.env,
         cwd=cli.root,
         capture_output=True,

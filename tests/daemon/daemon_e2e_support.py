@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from relaymd.demo.water_box import write_water_box
 from relaymd.models import JobSpec, OpenMMSettings, Resources
-from relaymd.water_box import write_water_box
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]

@@ -40,7 +40,7 @@ def test_command_job_completes_on_a_verified_final_checkpoint(
     from relaymd.state import StateStore
     from relaymd.storage import open_store
     from relaymd.storage.checkpoints import verify_claimed_checkpoint
-    from relaymd.submit import submit_directory
+    from relaymd.submission.submit import submit_directory
 
     root = tmp_path
     monkeypatch.setenv("RELAYMD_STATE_DIR", str(root / "state"))

@@ -89,7 +89,7 @@ def _setup(root: Path, monkeypatch: pytest.MonkeyPatch, **config: object):
 
 
 def _submit(root: Path, name: str, seconds_of_compute: float, loaded, store, state):
-    from relaymd.submit import submit_directory
+    from relaymd.submission.submit import submit_directory
 
     job_dir = root / name
     rate = write_tiny_system(job_dir)

@@ -62,3 +62,25 @@ def test_a_second_daemon_on_the_same_state_file_is_refused(
         asyncio.run(run_daemon(loaded, max_cycles=1))
     # The XDG lock taken before the refusal was released again.
     DaemonLock(tmp_path / "xdg-other" / "daemon.lock").acquire()
+
+
+def test_holder_names_the_live_holder_and_ignores_a_stale_file(tmp_path: Path) -> None:
+    """What `relaymd status` / `daemon status` ask: the pid of the process that holds the
+    lock, and nobody once that process is gone (even after kill -9 left its pid behind)."""
+    path = tmp_path / "daemon.lock"
+    assert DaemonLock(path).holder() is None  # no file yet
+    code = (
+        "import sys; from pathlib import Path; from relaymd.daemon.lock import DaemonLock\n"
+        f"DaemonLock(Path({str(path)!r})).acquire(); print('held', flush=True); sys.stdin.read()"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+        assert DaemonLock(path).holder() == proc.pid
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert path.read_text().strip() == str(proc.pid)  # the stale file is still there
+    assert DaemonLock(path).holder() is None

@@ -46,7 +46,7 @@ def test_local_relay_survives_kill9_of_daemon_and_worker(tmp_path: Path, monkeyp
     from relaymd.secrets import make_secrets_provider, storage_access
     from relaymd.state import StateStore
     from relaymd.storage import open_store
-    from relaymd.submit import submit_directory
+    from relaymd.submission.submit import submit_directory
 
     root = tmp_path
     monkeypatch.setenv("RELAYMD_STATE_DIR", str(root / "state"))

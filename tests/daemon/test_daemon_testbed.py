@@ -55,7 +55,7 @@ def test_testbed_relay_with_failures(tmp_path: Path) -> None:
     from relaymd.secrets import make_secrets_provider, storage_access
     from relaymd.state import StateStore
     from relaymd.storage import open_store
-    from relaymd.submit import submit_directory
+    from relaymd.submission.submit import submit_directory
 
     for stale in Path("/tmp").glob("relaymd-pwned-*"):
         stale.unlink()

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from infisical_standin import InfisicalStandin
 
-from relaymd.logsetup import configure, get_logger
+from relaymd.logging import configure, get_logger
 from relaymd.models import Config, InfisicalSettings, SecretsConfig, StorageConfig
 from relaymd.secrets import SecretNotFound, SecretsError, make_secrets_provider, storage_access
 

@@ -14,7 +14,7 @@ import pytest
 from botocore.retries.standard import ExponentialBackoff
 from moto_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoServer, free_port, run_moto_server
 
-from relaymd import logsetup
+from relaymd import logging as relaymd_logging
 from relaymd.storage import IntegrityError, ObjectNotFound, StorageError, open_store
 from relaymd.storage import s3 as s3_module
 from relaymd.storage.checkpoints import download_checkpoint, list_checkpoints, upload_checkpoint
@@ -41,9 +41,9 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def log_buffer() -> Iterator[io.StringIO]:
     buffer = io.StringIO()
-    logsetup.configure(development=False, stream=buffer)
+    relaymd_logging.configure(development=False, stream=buffer)
     yield buffer
-    logsetup.configure()
+    relaymd_logging.configure()
 
 
 class FlakyProxy:
@@ -237,7 +237,7 @@ def test_503s_are_retried_until_the_server_answers(
     assert "SlowDown" in logs
     # The proxy echoed the Authorization header (with the access key id) into its errors.
     assert ACCESS_KEY_ID not in logs and SECRET_ACCESS_KEY not in logs
-    assert logsetup.REDACTED in logs
+    assert relaymd_logging.REDACTED in logs
 
 
 def test_a_503_on_one_part_resends_only_that_part(moto: MotoServer, tmp_path: Path) -> None:
@@ -281,7 +281,7 @@ def test_secrets_never_reach_the_log(moto: MotoServer, log_buffer: io.StringIO) 
     store.put_bytes("k", b"v")
     logs = log_buffer.getvalue()
     assert ACCESS_KEY_ID not in logs and SECRET_ACCESS_KEY not in logs
-    assert logs.count(logsetup.REDACTED) == 2
+    assert logs.count(relaymd_logging.REDACTED) == 2
 
 
 def test_missing_bucket_is_named(moto: MotoServer) -> None:

@@ -460,7 +460,7 @@ def test_pyinstaller_spec_leaves_openmm_out_and_ships_the_cluster_files() -> Non
     assert (
         '(str(ROOT / "relaymd" / "mailbox" / "login_read_program.py"), "relaymd/mailbox")' in spec
     )
-    assert "relaymd.cli.app import main" in (ROOT / "packaging" / "relaymd_entry.py").read_text()
+    assert "relaymd.cli.main import main" in (ROOT / "packaging" / "relaymd_entry.py").read_text()
 
 
 def test_built_binary_runs_without_the_source_tree(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from relaymd import logsetup
+from relaymd import logging as relaymd_logging
 from relaymd.logging import add_secret, configure, get_logger
 
 
@@ -74,7 +74,7 @@ def test_library_logs_become_redacted_structlog_events() -> None:
     assert line["event"] == "library_log"
     assert line["logger"] == "asyncssh"
     assert line["level"] == "warning"
-    assert line["message"] == f"Auth for me failed: {logsetup.REDACTED}"
+    assert line["message"] == f"Auth for me failed: {relaymd_logging.REDACTED}"
 
 
 def test_library_debug_logs_pass_at_debug_level() -> None:

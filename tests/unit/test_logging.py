@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from relaymd import logsetup
+from relaymd import logging as relaymd_logging
 from relaymd.logging import add_secret, configure, get_logger
 
 SECRET = "s3cr3t-value"
@@ -41,14 +41,14 @@ def test_secret_is_redacted_in_fields_nested_values_and_exceptions(buffer: io.St
     assert SECRET not in text
     lines = _lines(buffer)
     assert len(lines) == 5
-    assert lines[0]["token"] == logsetup.REDACTED
+    assert lines[0]["token"] == relaymd_logging.REDACTED
     assert lines[1]["request"] == {
-        "headers": {"auth": f"Bearer {logsetup.REDACTED}"},
-        "list": [logsetup.REDACTED, 1],
+        "headers": {"auth": f"Bearer {relaymd_logging.REDACTED}"},
+        "list": [relaymd_logging.REDACTED, 1],
     }
-    assert logsetup.REDACTED in str(lines[2]["event"])
-    assert f"connect failed with key {logsetup.REDACTED}" in str(lines[3]["exception"])
-    assert lines[4]["value"] == logsetup.REDACTED
+    assert relaymd_logging.REDACTED in str(lines[2]["event"])
+    assert f"connect failed with key {relaymd_logging.REDACTED}" in str(lines[3]["exception"])
+    assert lines[4]["value"] == relaymd_logging.REDACTED
     assert lines[3]["level"] == "error" and lines[0]["event"] == "as_field"
 
 
@@ -71,7 +71,7 @@ def test_console_mode_in_development(monkeypatch: pytest.MonkeyPatch) -> None:
         configure()
     text = stream.getvalue()
     assert "job_started" in text and "job_id=j1" in text and "warning" in text
-    assert SECRET not in text and logsetup.REDACTED in text
+    assert SECRET not in text and relaymd_logging.REDACTED in text
     with pytest.raises(orjson.JSONDecodeError):
         orjson.loads(text)
 

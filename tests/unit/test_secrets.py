@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from relaymd.logsetup import configure, get_logger
+from relaymd.logging import configure, get_logger
 from relaymd.models import Config, SecretsConfig, StorageConfig
 from relaymd.secrets import (
     EnvSecretsProvider,

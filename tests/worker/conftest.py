@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from relaymd.demo.water_box import write_water_box
 from relaymd.models import StorageAccess
-from relaymd.water_box import write_water_box
 
 
 @pytest.fixture(scope="session")

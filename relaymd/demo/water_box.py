@@ -13,10 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-SYSTEM_FILE = "system.xml"
-STATE_FILE = "state.xml"
-INTEGRATOR_FILE = "integrator.xml"
-TOPOLOGY_FILE = "topology.pdb"
+from relaymd.openmm_job import INTEGRATOR_FILE, STATE_FILE, SYSTEM_FILE, TOPOLOGY_FILE
 
 
 class WaterBox(BaseModel):

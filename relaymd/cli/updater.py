@@ -317,28 +317,6 @@ def finish_update(staged: StagedUpdate) -> UpdateResult:
     return result
 
 
-def update(
-    binary: Path,
-    *,
-    base_url: str,
-    version: str | None = None,
-    check_only: bool = False,
-    machine: str | None = None,
-    progress: Progress | None = None,
-) -> UpdateResult:
-    """Bring `binary` to the newest release (or `version`); leave it untouched on any error."""
-    return finish_update(
-        prepare_update(
-            binary,
-            base_url=base_url,
-            version=version,
-            check_only=check_only,
-            machine=machine,
-            progress=progress,
-        )
-    )
-
-
 def rollback(binary: Path) -> UpdateResult:
     """Swap `binary` and `<binary>.old` back, so a second rollback undoes the first.
     Like `finish_update`, the caller must need no new import afterwards."""
