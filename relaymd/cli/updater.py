@@ -210,12 +210,17 @@ def _fsync_dir(folder: Path) -> None:
 def _keep_copy(binary: Path, backup: Path) -> None:
     """Make `backup` the current `binary` (a hard link when possible), replacing any old one."""
     staging = backup.with_name(f".{backup.name}.{os.getpid()}")
-    staging.unlink(missing_ok=True)
-    try:
-        os.link(binary, staging)
-    except OSError:
-        shutil.copy2(binary, staging)
+    _link_or_copy(binary, staging)
     os.replace(staging, backup)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """`target` becomes `source` too: a hard link when the filesystem allows, else a copy."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def _writable_folder(binary: Path) -> None:
@@ -331,11 +336,7 @@ def rollback(binary: Path) -> UpdateResult:
     previous = binary_version(backup)
     current = binary_version(binary)
     staging = binary.with_name(f".{binary.name}.rollback-{os.getpid()}")
-    staging.unlink(missing_ok=True)
-    try:
-        os.link(binary, staging)
-    except OSError:
-        shutil.copy2(binary, staging)
+    _link_or_copy(binary, staging)
     log.info("binary_rolling_back", binary=str(binary), version=previous)
     os.replace(backup, binary)  # the one rename that matters: `binary` is never missing
     os.replace(staging, backup)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,19 +62,7 @@ def submit_jobs(
             pool.submit(upload_bundle, job, store, progress, job_id=job_id, cancel=cancel)
             for job, job_id in zip(prepared, job_ids, strict=True)
         ]
-        outcomes: list[UploadedJob | SubmitError] = []
-        for item, future in zip(prepared, futures, strict=True):
-            try:
-                outcomes.append(future.result())
-            except SubmitError as exc:
-                outcomes.append(exc)
-            except SubmitInterrupted:
-                raise
-            except Exception as exc:  # one directory's surprise must not strand the others
-                log.exception("submit_failed", directory=str(item.directory))
-                outcomes.append(
-                    SubmitError(f"{item.directory}: {type(exc).__name__}: {exc}", kind="storage")
-                )
+        outcomes = [_outcome(item, future) for item, future in zip(prepared, futures, strict=True)]
         pool.shutdown()
         results: list[SubmitResult | SubmitError] = []
         for outcome in outcomes:
@@ -104,6 +92,20 @@ def submit_jobs(
             f"submit interrupted: {len(registered)} job(s) registered before Ctrl-C; "
             "every other upload was stopped and removed"
         ) from None
+
+
+def _outcome(item: PreparedJob, future: Future[UploadedJob]) -> UploadedJob | SubmitError:
+    """One directory's upload: its bundle, or the error that stays with that directory
+    (Ctrl-C is not one: it stops them all)."""
+    try:
+        return future.result()
+    except SubmitError as exc:
+        return exc
+    except SubmitInterrupted:
+        raise
+    except Exception as exc:  # one directory's surprise must not strand the others
+        log.exception("submit_failed", directory=str(item.directory))
+        return SubmitError(f"{item.directory}: {type(exc).__name__}: {exc}", kind="storage")
 
 
 @contextmanager
