@@ -17,7 +17,7 @@ from pathlib import Path
 import asyncssh
 
 from relaymd.logging import get_logger
-from relaymd.models import ClusterProfile, SSHSettings
+from relaymd.models import ClusterProfile
 from relaymd.transport.base import (
     CommandResult,
     HostUnreachable,
@@ -54,7 +54,6 @@ class SSHTransport(Transport):
                 cluster=profile.name,
             )
         self.cluster = profile.name
-        self.settings: SSHSettings = profile.ssh
         self.default_timeout = profile.command_timeout_s
         self.endpoint = SSHEndpoint(profile.ssh, ssh_config)
         self.connection = SSHConnection(
