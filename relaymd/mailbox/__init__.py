@@ -1,6 +1,6 @@
 """The mailbox protocol: how the daemon and a worker talk, through files only.
 
-One home for the protocol (docs/architecture.md, "The mailbox protocol"; ADR 0016):
+One home for the protocol (docs/architecture.md, "The mailbox protocol"; ADR 0018):
 
 - `models`: the wire models (assignment, control, heartbeat, events) and their size limits;
 - `layout`: where an allocation's mailbox is and the names of its files;

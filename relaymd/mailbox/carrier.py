@@ -1,4 +1,4 @@
-"""The seam between the daemon and a way of reaching the workers' mailboxes (ADR 0016).
+"""The seam between the daemon and a way of reaching the workers' mailboxes (ADR 0018).
 
 A carrier moves the same protocol (relaymd.mailbox.models, relaymd.mailbox.layout) between the
 daemon and the workers of one cluster: it reads every allocation's mailbox in one batch and
