@@ -253,21 +253,45 @@ def merge_state_data(chunks: list[Chunk], target: Path, step_ps: float | None) -
     return len(lines)
 
 
+def covered_steps(
+    kept: list[Chunk], reports: ReportSteps | None, through_step: int | None
+) -> tuple[int, int]:
+    """The step range the kept chunks account for. A stretch before the first chunk (from
+    step 0) or after the last one (up to `through_step`, the job's verified step) on which no
+    report falls is covered too: the reporter had nothing to write there, so no chunk exists."""
+    first, last = kept[0].start, max(c.end for c in kept)
+    if reports is None:
+        return first, last
+    if first > 0 and not reports.any_between(0, first):
+        first = 0
+    tail_empty = through_step is not None and not reports.any_between(last, through_step)
+    if through_step is not None and through_step > last and tail_empty:
+        last = through_step
+    return first, last
+
+
 def assemble_outputs(
-    download_dir: Path, *, xtc: bool = False, topology: Path | None = None
+    download_dir: Path,
+    *,
+    xtc: bool = False,
+    topology: Path | None = None,
+    through_step: int | None = None,
 ) -> AssembledOutputs:
     """Write `download_dir/assembled/{trajectory.dcd,state_data.csv}` from `outputs/<epoch>/`.
 
     `xtc=True` also writes `trajectory.xtc` (needs mdtraj installed, and `topology`, the job's
     PDB; by default `assembled/topology.pdb`, which `relaymd jobs download` puts there).
+    `through_step`, the job's verified step, lets the reported range run past the last chunk
+    when no frame or row was due after it.
     """
     outputs = download_dir / "outputs"
     out_dir = download_dir / ASSEMBLED_DIR
     result = AssembledOutputs(directory=out_dir, topology=topology)
     dcd_chunks = find_chunks(outputs, "trajectory", "dcd")
     csv_chunks = find_chunks(outputs, "state_data", "csv")
-    dcd_kept, dcd_dropped = select_chunks(dcd_chunks, dcd_report_steps(dcd_chunks))
-    csv_kept, csv_dropped = select_chunks(csv_chunks, csv_report_steps(csv_chunks))
+    dcd_reports, csv_reports = dcd_report_steps(dcd_chunks), csv_report_steps(csv_chunks)
+    dcd_kept, dcd_dropped = select_chunks(dcd_chunks, dcd_reports)
+    csv_kept, csv_dropped = select_chunks(csv_chunks, csv_reports)
     if not dcd_kept and not csv_kept:
         raise AssembleError(
             f"no trajectory or state-data chunks under {outputs}: download the outputs first"
@@ -281,9 +305,15 @@ def assemble_outputs(
         step_ps = _csv_step_ps(csv_kept) or step_ps
         result.state_data = out_dir / STATE_DATA
         result.rows = merge_state_data(csv_kept, result.state_data, step_ps)
+    # Both outputs must account for a step for the assembly to claim it.
+    ranges = [
+        covered_steps(kept, reports, through_step)
+        for kept, reports in ((dcd_kept, dcd_reports), (csv_kept, csv_reports))
+        if kept
+    ]
+    result.first_step = max(first for first, _ in ranges)
+    result.last_step = min(last for _, last in ranges)
     kept = dcd_kept + csv_kept
-    result.first_step = min(c.start for c in kept)
-    result.last_step = max(c.end for c in kept)
     result.chunks_used = [c.path for c in kept]
     result.chunks_dropped = [c.path for c in dcd_dropped + csv_dropped]
     if xtc and result.trajectory is not None:

@@ -297,7 +297,7 @@ def _assemble(job: Job, store: ObjectStore, dest: Path, xtc: bool) -> AssembledO
 
     topology = _fetch_topology(job, store, dest / ASSEMBLED_DIR / TOPOLOGY)
     try:
-        return assemble_outputs(dest, xtc=xtc, topology=topology)
+        return assemble_outputs(dest, xtc=xtc, topology=topology, through_step=job.step)
     except AssembleError as exc:
         raise CliError(
             f"cannot assemble {dest}: {exc}", hint="the downloaded chunks are kept as they are"

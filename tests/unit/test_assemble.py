@@ -107,6 +107,19 @@ def test_a_gap_holding_a_frame_step_is_still_named(tmp_path: Path) -> None:
         assemble_outputs(tmp_path)
 
 
+def test_the_range_runs_to_the_verified_step_only_when_nothing_was_due_after_the_last_chunk(
+    tmp_path: Path,
+) -> None:
+    # The job completed at 44, but its last chunk ends at 41: no frame (every 10) and no row
+    # (every 5) fell in (41, 44], so there is nothing missing and the assembly covers 0..44.
+    _chunk(tmp_path, 1, 0, 20)
+    _chunk(tmp_path, 2, 20, 41)
+    assert assemble_outputs(tmp_path).last_step == 41
+    assert assemble_outputs(tmp_path, through_step=44).last_step == 44
+    # Row 45 was due before step 46: that stretch is not accounted for, so it is not claimed.
+    assert assemble_outputs(tmp_path, through_step=46).last_step == 41
+
+
 def test_a_truncated_chunk_is_refused(tmp_path: Path) -> None:
     _chunk(tmp_path, 1, 0, 20)
     path = next((tmp_path / "outputs" / "1").glob("*.dcd"))
