@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from relaymd.models.base import UserModel
-from relaymd.models.slurm_time import parse_slurm_time
+from relaymd.models.slurm_time import hours_form, parse_slurm_time
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 # One `#SBATCH` token: sbatch splits these lines on whitespace, so a space or quote could
@@ -95,7 +95,7 @@ class Partition(UserModel):
         if isinstance(value, str) and ":" in value:
             raise ValueError(
                 f"walltime_minutes takes a number of minutes; for SLURM's time formats "
-                f'write walltime: "{value}"'
+                f'write walltime: "{hours_form(value)}"'
             )
         return value
 

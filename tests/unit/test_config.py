@@ -141,7 +141,7 @@ def test_sexagesimal_walltime_minutes_is_refused_not_read_as_base_60(tmp_path: P
         ('walltime: "1-00:00:00"', 1440.0),
         ('walltime: "1-2"', 1560.0),  # days-hours
         ('walltime: "2-03:30"', 2 * 1440 + 3 * 60 + 30.0),  # days-hours:minutes
-        ('walltime: "30:30"', 30.5),  # minutes:seconds
+        ('walltime: "0:30:30"', 30.5),
         ("walltime: 90", 90.0),  # minutes, as SLURM reads a bare number
         ("walltime_minutes: 90", 90.0),
         ("walltime_minutes: 7.5", 7.5),
@@ -160,6 +160,13 @@ def test_walltime_accepts_slurm_time_formats(tmp_path: Path, written: str, minut
         ('walltime: "0:00:00"', "walltime must be longer than zero"),
         ("walltime: 60\n        walltime_minutes: 60", "give `walltime` or `walltime_minutes`"),
         ("walltime: unlimited", "walltime 'unlimited' is not a SLURM time"),
+        # SLURM reads MM:SS, so "4:00" is four minutes to sbatch and four hours to a person.
+        (
+            "walltime: 4:00",
+            "walltime '4:00' is ambiguous: SLURM reads it as 4 min 0 s; write \"4:00:00\"",
+        ),
+        ('walltime: "30:30"', "walltime '30:30' is ambiguous"),
+        ("walltime_minutes: 4:00", 'write walltime: "4:00:00"'),
     ],
 )
 def test_bad_walltimes_name_file_and_field(tmp_path: Path, written: str, expected: str) -> None:
