@@ -20,6 +20,8 @@ import orjson
 import structlog
 from structlog.typing import FilteringBoundLogger
 
+from relaymd.timestamps import now_iso
+
 _secrets: set[str] = set()
 _configured = False
 REDACTED = "**redacted**"
@@ -144,6 +146,14 @@ def redact_secrets(
     return event_dict
 
 
+def _add_timestamp(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    # The one form of --json output (relaymd.timestamps), not structlog's trailing "Z".
+    event_dict["timestamp"] = now_iso()
+    return event_dict
+
+
 def _orjson_dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default or str).decode()
 
@@ -188,7 +198,7 @@ def configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _add_timestamp,
             structlog.processors.format_exc_info,
             redact_secrets,
             renderer,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from relaymd.cli.errors import CliError, ExitCode
+from relaymd.timestamps import iso_timestamp
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -139,8 +140,8 @@ def show(job_id: JobArg, as_json: JsonOpt = False) -> None:
         ("gpu time", _usage_line(job_usage(store, job.id, utcnow()))),
         ("failure", plain(job.failure_reason or "-")),
         *(("waiting", plain(line)) for line in waiting),
-        ("created", job.created_at.isoformat(timespec="seconds")),
-        ("updated", job.updated_at.isoformat(timespec="seconds")),
+        ("created", iso_timestamp(job.created_at, "seconds")),
+        ("updated", iso_timestamp(job.updated_at, "seconds")),
     ]
     for name, value in rows:
         out.print(f"  {name:<17}{value}")
@@ -389,7 +390,7 @@ def history(job_id: JobArg, as_json: JsonOpt = False) -> None:
         out.print("no segments yet: the job has not started on any allocation")
         return
     table = Table(box=None, pad_edge=False)
-    for column in ("EPOCH", "CLUSTER", "ALLOCATION", "STEPS", "STARTED (UTC)", "TOOK", "OUTCOME"):
+    for column in ("EPOCH", "CLUSTER", "ALLOCATION", "STEPS", "STARTED", "TOOK", "OUTCOME"):
         table.add_column(column, no_wrap=True)
     table.add_column("REASON", ratio=1)  # the only column that wraps on a narrow terminal
     for segment in segments:
@@ -403,7 +404,7 @@ def history(job_id: JobArg, as_json: JsonOpt = False) -> None:
             segment.cluster,
             segment.allocation_id,
             steps,
-            start.strftime("%m-%d %H:%M:%S"),
+            iso_timestamp(start, "seconds"),
             duration(seconds),
             segment.outcome,
             plain(segment.reason or ""),

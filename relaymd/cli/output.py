@@ -7,6 +7,8 @@ import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from relaymd.timestamps import iso_timestamp
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
@@ -58,14 +60,6 @@ def transfer_progress(enabled: bool) -> Progress:
         console=err_console(),
         disable=not enabled,
     )
-
-
-def iso_timestamp(when: datetime) -> str:
-    """The one --json timestamp form: ISO 8601, UTC, with its offset, microseconds always
-    (`2026-12-03T18:16:19.784411+00:00`). A naive time is RelayMD's UTC."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 # What --json documents are made of.

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from conftest import CliEnv
 from test_cli_commands import make_job_dir
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
+# Tables for people: the same form to the second.
+HUMAN_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00$")
 LOOKS_LIKE_TIME = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d")
 
 
@@ -68,3 +70,31 @@ def test_every_timestamp_in_json_output_has_one_form(cli: CliEnv) -> None:
     times = [s for out in outputs for s in _strings(out) if LOOKS_LIKE_TIME.match(s)]
     assert times  # created_at, updated_at, audit times ...
     assert [t for t in times if not TIMESTAMP.match(t)] == []
+
+
+def test_human_listings_show_times_in_the_same_iso_form(cli: CliEnv) -> None:
+    from relaymd.models import Segment, SegmentOutcome
+    from relaymd.state import StateStore
+
+    job_id = cli.json("submit", str(make_job_dir(cli.root)))["submitted"][0]["job_id"]
+    start = datetime(2026, 3, 4, 5, 6, 7, 890000, tzinfo=UTC)
+    with StateStore.open(cli.db) as store:  # play the daemon: one segment of the job
+        store.insert_segment(
+            Segment(
+                job_id=job_id,
+                epoch=1,
+                allocation_id="a1",
+                cluster="local",
+                started_at=start,
+                ended_at=start + timedelta(seconds=60),
+                outcome=SegmentOutcome.HANDOFF,
+            )
+        )
+    history = cli.run("jobs", "history", job_id, env={"COLUMNS": "200"})
+    assert history.returncode == 0, history.stderr
+    assert "2026-03-04T05:06:07+00:00" in history.stdout
+    shown = cli.run("jobs", "show", job_id).stdout
+    created = [
+        line.split()[-1] for line in shown.splitlines() if line.strip().startswith("created")
+    ]
+    assert len(created) == 1 and HUMAN_TIMESTAMP.match(created[0]), created

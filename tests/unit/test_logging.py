@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 
 import orjson
@@ -82,3 +83,14 @@ def test_level_filtering(buffer: io.StringIO) -> None:
     log.info("hidden")
     log.warning("shown")
     assert [line["event"] for line in _lines(buffer)] == ["shown"]
+
+
+def test_log_timestamps_have_the_one_iso_form_of_the_json_outputs(buffer: io.StringIO) -> None:
+    from datetime import datetime, timedelta
+
+    get_logger("relaymd.test").info("stamped")
+    [line] = _lines(buffer)
+    stamp = str(line["timestamp"])
+    # As `--json` writes times (docs/cli.md): ISO 8601, UTC, +00:00, microseconds.
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$", stamp), stamp
+    assert datetime.fromisoformat(stamp).utcoffset() == timedelta(0)
