@@ -6,6 +6,7 @@ Integrator XML, a PDB topology (so the trajectory has atom names) and relaymd.ya
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,16 @@ TOPOLOGY_FILE = "topology.pdb"
 
 class PrepareError(RelayMDError):
     """The simulation cannot be written as a job (missing positions, topology, ...)."""
+
+
+def _check_atom_counts(system: Any, topology: Any, positions: int) -> None:
+    particles = system.getNumParticles()
+    if topology.getNumAtoms() != particles:
+        raise PrepareError(
+            f"topology has {topology.getNumAtoms()} atoms, the system {particles} particles"
+        )
+    if positions != particles:
+        raise PrepareError(f"{positions} positions for the system's {particles} particles")
 
 
 def prepare_openmm_job(
@@ -65,7 +76,11 @@ def prepare_openmm_job(
         system = simulation_or_system
         if integrator is None or positions is None or topology is None:
             raise PrepareError("an openmm.System needs integrator=, positions= and topology=")
-        context = mm.Context(system, integrator, mm.Platform.getPlatformByName("Reference"))
+        _check_atom_counts(system, topology, len(positions))
+        # A copy: OpenMM binds an integrator to one Context, and the caller's may run one.
+        context = mm.Context(
+            system, copy.deepcopy(integrator), mm.Platform.getPlatformByName("Reference")
+        )
         context.setPositions(positions)
         state = context.getState(getPositions=True, getVelocities=True, getParameters=True)
         del context
@@ -73,11 +88,7 @@ def prepare_openmm_job(
         raise PrepareError(
             f"expected an openmm.app.Simulation or openmm.System, got {type(simulation_or_system)}"
         )
-    if topology.getNumAtoms() != system.getNumParticles():
-        raise PrepareError(
-            f"topology has {topology.getNumAtoms()} atoms, the system "
-            f"{system.getNumParticles()} particles"
-        )
+    _check_atom_counts(system, topology, topology.getNumAtoms())
     spec = JobSpec(
         title=title or f"openmm: {system.getNumParticles()} atoms, {steps} steps",
         engine=OpenMMSettings(
