@@ -2,8 +2,9 @@
 a cluster's login node and each ProxyJump hop.
 
 ~/.ssh/config is honoured; explicit profile fields override it. Host keys are checked strictly
-against the profile's known_hosts, else the ssh config's UserKnownHostsFile/GlobalKnownHostsFile,
-else ~/.ssh/known_hosts: never "none", so the check is never turned off.
+against the profile's known_hosts, else the ssh config's UserKnownHostsFile/GlobalKnownHostsFile
+with OpenSSH's defaults (~/.ssh/known_hosts, /etc/ssh/ssh_known_hosts): never "none", so the
+check is never turned off.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from relaymd.models import SSHSettings
 
 DEFAULT_SSH_CONFIG = Path("~/.ssh/config")
 DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
+# OpenSSH's defaults for UserKnownHostsFile and GlobalKnownHostsFile (ssh_config(5)).
+USER_KNOWN_HOSTS = (DEFAULT_KNOWN_HOSTS, Path("~/.ssh/known_hosts2"))
+GLOBAL_KNOWN_HOSTS = (Path("/etc/ssh/ssh_known_hosts"), Path("/etc/ssh/ssh_known_hosts2"))
 
 SSHConfigArg = str | os.PathLike[str] | bool | None
 
@@ -29,6 +33,13 @@ def _config_files(ssh_config: SSHConfigArg) -> list[str] | None:
     if ssh_config is None or ssh_config is False:
         return None
     return [str(Path(ssh_config).expanduser())]
+
+
+def _paths(value: object) -> list[Path] | None:
+    """A known-hosts option as the ssh config parser gives it: a list of names, or unset."""
+    if isinstance(value, list | tuple):
+        return [Path(str(p)) for p in value]
+    return None
 
 
 class SSHEndpoint:
@@ -45,21 +56,31 @@ class SSHEndpoint:
         self._target: tuple[str, int] | None = None
 
     def known_hosts_for(self, host: str) -> list[Path]:
-        """The profile's `known_hosts`, else the ssh config's UserKnownHostsFile and
-        GlobalKnownHostsFile for `host`, else ~/.ssh/known_hosts. Never "none": host keys are
-        always verified (asyncssh would skip verification for `UserKnownHostsFile none`)."""
+        """The profile's `known_hosts`, else the files OpenSSH reads for `host`: the ssh
+        config's UserKnownHostsFile, then its GlobalKnownHostsFile, each defaulting as in
+        ssh_config(5) when unset. Never "none": `UserKnownHostsFile none` is read as
+        ~/.ssh/known_hosts (asyncssh would skip verification), so keys are always verified."""
         if self.settings.known_hosts:
             return [Path(self.settings.known_hosts).expanduser()]
+        user, site = self._configured_known_hosts(host)
+        if user is None:
+            user = list(USER_KNOWN_HOSTS)
+        files = [p.expanduser() for p in [*(user or [DEFAULT_KNOWN_HOSTS]), *site]]
+        return list(dict.fromkeys(files))
+
+    def _configured_known_hosts(self, host: str) -> tuple[list[Path] | None, list[Path]]:
+        """(UserKnownHostsFile, GlobalKnownHostsFile) from the ssh config for `host`; None for
+        an unset user list, the default global list for an unset global one."""
+        options = None
         if self.config:
             try:
-                listed = asyncssh.SSHClientConnectionOptions(
-                    config=self.config, host=host
-                ).known_hosts
+                options = asyncssh.SSHClientConnectionOptions(config=self.config, host=host)
             except (OSError, ValueError, asyncssh.Error):
-                listed = None  # the connect reports a broken ssh config
-            if isinstance(listed, list | tuple) and listed:
-                return [Path(str(p)).expanduser() for p in listed]
-        return [DEFAULT_KNOWN_HOSTS.expanduser()]
+                options = None  # the connect reports a broken ssh config
+        config = getattr(options, "config", None)
+        user = _paths(config.get("UserKnownHostsFile")) if config is not None else None
+        site = _paths(config.get("GlobalKnownHostsFile")) if config is not None else None
+        return user, list(GLOBAL_KNOWN_HOSTS) if site is None else site
 
     def has_known_hosts(self) -> bool:
         return any(p.is_file() for p in self.known_hosts_files)
