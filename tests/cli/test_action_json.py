@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from conftest import CliEnv
 from test_cli_commands import make_job_dir
 
@@ -56,6 +58,24 @@ def test_cluster_and_daemon_actions_answer_in_json(cli: CliEnv) -> None:
     assert _action(cli, "clusters", "enable", "local")["outcome"] == "enabled"
     stopped = _action(cli, "daemon", "stop")
     assert (stopped["outcome"], stopped["pid"]) == ("not_running", None)
+
+
+def test_daemon_start_and_stop_answer_in_json_about_a_real_daemon(cli: CliEnv) -> None:
+    started = _action(cli, "daemon", "start", "--wait", "60")
+    assert (started["action"], started["target"], started["outcome"]) == (
+        "daemon_start",
+        "daemon",
+        "started",
+    )
+    pid = started["pid"]
+    try:
+        os.kill(pid, 0)  # the pid it reports is a live process ...
+        assert cli.json("daemon", "status")["pid"] == pid  # ... and the daemon's lock holder
+    finally:
+        stopped = _action(cli, "daemon", "stop")
+    assert (stopped["outcome"], stopped["pid"]) == ("stopped", pid)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
 
 
 def test_every_timestamp_in_json_output_has_one_form(cli: CliEnv) -> None:
