@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -15,6 +16,8 @@ from relaymd.transport.base import NeedsAuth
 
 # (prompt text, echo) -> the answer. Injectable so tests can answer prompts.
 Prompter = Callable[[str, bool], str]
+# The one terminal every cluster's prompts share (held by the prompting thread).
+_TERMINAL = threading.Lock()
 
 
 class ClientFactory(Protocol):
@@ -88,18 +91,22 @@ class RelayClient(asyncssh.SSHClient):
                 sys.stderr.write(f"{self.cluster}: {instructions}\n")
             return []
         header = f"{self.cluster}: {name}\n{instructions}\n".strip()
-        if header:
-            sys.stderr.write(header + "\n")
-        answers = []
-        for text, echo in prompts:
-            answers.append(await asyncio.to_thread(self.prompter, f"[{self.cluster}] {text}", echo))
-        return answers
+        return await asyncio.to_thread(self._ask, header, list(prompts))
 
     async def password_auth_requested(self) -> str | None:
         self.wanted_person = True
         if not self.interactive:
             return None
-        return await asyncio.to_thread(self.prompter, f"[{self.cluster}] password: ", False)
+        [answer] = await asyncio.to_thread(self._ask, "", [("password: ", False)])
+        return answer
+
+    def _ask(self, header: str, prompts: list[tuple[str, bool]]) -> list[str]:
+        """One challenge on the terminal, whole: clusters connect at once, and a second
+        cluster's prompt between these would take the code typed for this one."""
+        with _TERMINAL:
+            if header:
+                sys.stderr.write(header + "\n")
+            return [self.prompter(f"[{self.cluster}] {text}", echo) for text, echo in prompts]
 
 
 def unusable_key(cluster: str, exc: asyncssh.KeyImportError) -> NeedsAuth:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -161,3 +163,62 @@ async def test_a_site_certificate_connects_without_a_prompt(
         await srv.wait_closed()
     assert done.stdout.startswith("ran ")
     assert asked == [] and transport.connects == 1
+
+
+async def test_two_clusters_prompting_at_once_ask_one_after_the_other(
+    server: tuple[int, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon connects to every cluster at once; one terminal answers. A second prompt
+    must wait for the first, or the code typed for one cluster can reach the other."""
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    second = await asyncssh.listen(
+        "127.0.0.1",
+        0,
+        server_host_keys=[key],
+        server_factory=TwoFactorServer,
+        process_factory=handle,
+    )
+    port_b = second.sockets[0].getsockname()[1]
+    known_b = tmp_path / "known_hosts_b"
+    known_b.write_text(f"[127.0.0.1]:{port_b} {key.export_public_key().decode()}")
+    asked: list[str] = []
+    asking: list[str] = []
+    overlapped: list[str] = []
+    other_started = threading.Event()
+
+    def prompter(text: str, echo: bool) -> str:
+        if asking:
+            overlapped.append(text)  # a prompt while another is still on the terminal
+        asked.append(text)
+        asking.append(text)
+        if len(asked) == 1:
+            # The person is still typing the first code: a second prompt now is the bug
+            # (fixed, none comes: the wait ends at its timeout).
+            other_started.wait(timeout=3)
+        else:
+            other_started.set()
+        asking.remove(text)
+        return CODE
+
+    data_b = profile(port_b, known_b).model_dump()
+    data_b["name"] = "clusterB"
+    transports = [
+        SSHTransport(profile(*server), ssh_config=None, interactive=True, prompter=prompter),
+        SSHTransport(
+            ClusterProfile.model_validate(data_b),
+            ssh_config=None,
+            interactive=True,
+            prompter=prompter,
+        ),
+    ]
+    try:
+        results = await asyncio.gather(*(t.run("true\n") for t in transports))
+    finally:
+        for transport in transports:
+            await transport.close()
+        second.close()
+        await second.wait_closed()
+    assert all(r.stdout.startswith("ran ") for r in results)
+    assert sorted(asked) == ["[clusterA] Verification code: ", "[clusterB] Verification code: "]
+    assert overlapped == []
