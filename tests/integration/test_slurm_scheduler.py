@@ -123,6 +123,27 @@ async def test_submit_run_complete(cluster: TestbedCluster, transport: SSHTransp
     assert out.stdout.split()[-1] == "700"
 
 
+async def test_the_batch_shell_exports_slurms_end_time_as_the_deadline(
+    cluster: TestbedCluster, transport: SSHTransport
+) -> None:
+    """The worker in an image has no squeue: the job script finds the allocation's end (this
+    SLURM sets no $SLURM_JOB_END_TIME) and exports RELAYMD_DEADLINE. The worker here only
+    prints it; the verdict is SLURM's own accounting: start + time limit."""
+    native = ["bash", "-c", 'echo "deadline=${RELAYMD_DEADLINE-unset}"', "worker"]
+    profile = profile_for(cluster, native)
+    scheduler = SlurmScheduler(profile)
+    alloc, sid = await submit(transport, profile, scheduler, walltime_s=300)
+    job, _ = await poll_until_ended(transport, scheduler, alloc, sid)
+    assert job.end_state is EndState.COMPLETED, job
+    folder = alloc_dir(profile.scratch, alloc.id)
+    out = await transport.run(
+        f"cat {folder}/slurm-{sid}.out; "
+        f'date -d "$(sacct -n -X -P -j {sid} -o Start | head -n 1)" +%s'
+    )
+    printed, started = out.stdout.split()[-2:]
+    assert printed == f"deadline={int(started) + 300}", out.stdout
+
+
 async def test_scancel_ends_cancelled(cluster: TestbedCluster, transport: SSHTransport) -> None:
     profile = profile_for(cluster, ["sleep", "300"])
     scheduler = SlurmScheduler(profile)
