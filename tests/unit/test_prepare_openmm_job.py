@@ -55,29 +55,29 @@ def test_a_system_whose_integrator_already_runs_a_simulation(tmp_path: Path) -> 
     del held
 
 
-def test_a_topology_that_does_not_match_the_system_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("extra_particles", "kept_positions", "expected"),
+    [
+        (1, 2, "topology has 2 atoms, the system 3 particles"),
+        (0, 1, "1 positions for the system's 2 particles"),
+    ],
+)
+def test_atom_counts_that_do_not_match_the_system_are_refused(
+    tmp_path: Path, extra_particles: int, kept_positions: int, expected: str
+) -> None:
     system, topology, positions = _argon_pair()
-    system.addParticle(39.9)
-    with pytest.raises(RelayMDError, match="topology has 2 atoms, the system 3 particles"):
+    for _ in range(extra_particles):
+        system.addParticle(39.9)
+    with pytest.raises(RelayMDError, match=expected):
         prepare_openmm_job(
             system,
             tmp_path / "bad",
             steps=10,
             integrator=mm.VerletIntegrator(0.001),
-            positions=positions,
+            positions=positions[:kept_positions],
             topology=topology,
         )
-    assert not (tmp_path / "bad").exists()
-    system, topology, positions = _argon_pair()
-    with pytest.raises(RelayMDError, match="1 positions for the system's 2 particles"):
-        prepare_openmm_job(
-            system,
-            tmp_path / "short",
-            steps=10,
-            integrator=mm.VerletIntegrator(0.001),
-            positions=positions[:1],
-            topology=topology,
-        )
+    assert not (tmp_path / "bad").exists()  # nothing half-written
 
 
 def test_neither_a_simulation_nor_a_system_is_named(tmp_path: Path) -> None:

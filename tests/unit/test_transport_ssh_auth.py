@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -38,8 +39,9 @@ async def handle(process: asyncssh.SSHServerProcess[str]) -> None:
     process.exit(0)
 
 
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
+@contextlib.asynccontextmanager
+async def two_factor_login_node(known: Path) -> AsyncIterator[tuple[int, Path]]:
+    """A loopback login node asking for CODE; its host key recorded in `known`."""
     key = asyncssh.generate_private_key("ssh-ed25519")
     srv = await asyncssh.listen(
         "127.0.0.1",
@@ -49,11 +51,20 @@ async def server(tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
         process_factory=handle,
     )
     port = srv.sockets[0].getsockname()[1]
-    known = tmp_path / "known_hosts"
-    known.write_text(f"[127.0.0.1]:{port} {key.export_public_key().decode()}")
-    yield port, known
-    srv.close()
-    await srv.wait_closed()
+    await asyncio.to_thread(
+        known.write_text, f"[127.0.0.1]:{port} {key.export_public_key().decode()}"
+    )
+    try:
+        yield port, known
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
+    async with two_factor_login_node(tmp_path / "known_hosts") as node:
+        yield node
 
 
 def profile(port: int, known: Path) -> ClusterProfile:
@@ -171,17 +182,6 @@ async def test_two_clusters_prompting_at_once_ask_one_after_the_other(
     """The daemon connects to every cluster at once; one terminal answers. A second prompt
     must wait for the first, or the code typed for one cluster can reach the other."""
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    second = await asyncssh.listen(
-        "127.0.0.1",
-        0,
-        server_host_keys=[key],
-        server_factory=TwoFactorServer,
-        process_factory=handle,
-    )
-    port_b = second.sockets[0].getsockname()[1]
-    known_b = tmp_path / "known_hosts_b"
-    known_b.write_text(f"[127.0.0.1]:{port_b} {key.export_public_key().decode()}")
     asked: list[str] = []
     asking: list[str] = []
     overlapped: list[str] = []
@@ -201,24 +201,23 @@ async def test_two_clusters_prompting_at_once_ask_one_after_the_other(
         asking.remove(text)
         return CODE
 
-    data_b = profile(port_b, known_b).model_dump()
-    data_b["name"] = "clusterB"
-    transports = [
-        SSHTransport(profile(*server), ssh_config=None, interactive=True, prompter=prompter),
-        SSHTransport(
-            ClusterProfile.model_validate(data_b),
-            ssh_config=None,
-            interactive=True,
-            prompter=prompter,
-        ),
-    ]
-    try:
-        results = await asyncio.gather(*(t.run("true\n") for t in transports))
-    finally:
-        for transport in transports:
-            await transport.close()
-        second.close()
-        await second.wait_closed()
+    async with two_factor_login_node(tmp_path / "known_hosts_b") as (port_b, known_b):
+        data_b = profile(port_b, known_b).model_dump()
+        data_b["name"] = "clusterB"
+        transports = [
+            SSHTransport(profile(*server), ssh_config=None, interactive=True, prompter=prompter),
+            SSHTransport(
+                ClusterProfile.model_validate(data_b),
+                ssh_config=None,
+                interactive=True,
+                prompter=prompter,
+            ),
+        ]
+        try:
+            results = await asyncio.gather(*(t.run("true\n") for t in transports))
+        finally:
+            for transport in transports:
+                await transport.close()
     assert all(r.stdout.startswith("ran ") for r in results)
     assert sorted(asked) == ["[clusterA] Verification code: ", "[clusterB] Verification code: "]
     assert overlapped == []
