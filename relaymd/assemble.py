@@ -327,7 +327,8 @@ def write_xtc(dcd: Path, topology: Path) -> Path:
         import mdtraj
     except ImportError:
         raise AssembleError(
-            "XTC output needs mdtraj: `pip install mdtraj` (the DCD was written without it)"
+            "XTC output needs mdtraj beside relaymd: `uv tool install '.[operator]' --with "
+            "mdtraj` (or `pip install mdtraj` in its environment); the DCD was written without it"
         ) from None
     if not topology.is_file():
         raise AssembleError(

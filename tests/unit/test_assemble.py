@@ -137,3 +137,17 @@ def _pdb() -> str:
     out = io.StringIO()
     app.PDBFile.writeFile(_topology(), np.zeros((ATOMS, 3)) * unit.nanometer, out)
     return out.getvalue()
+
+
+def test_xtc_without_mdtraj_says_how_to_add_it_and_keeps_the_dcd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    _chunk(tmp_path, 1, 0, 20)
+    (tmp_path / "top.pdb").write_text(_pdb())
+    monkeypatch.setitem(sys.modules, "mdtraj", None)  # as after `uv tool install '.[operator]'`
+    with pytest.raises(AssembleError) as caught:
+        assemble_outputs(tmp_path, xtc=True, topology=tmp_path / "top.pdb")
+    assert "uv tool install '.[operator]' --with mdtraj" in str(caught.value)
+    assert (tmp_path / "assembled" / "trajectory.dcd").is_file()
