@@ -11,7 +11,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from relaymd.models import ObjectRef
+
+# S3's ListObjectsV2 returns at most this many keys per request (its documented MaxKeys).
+LIST_PAGE_KEYS = 1000
 
 # Called with the number of bytes moved since the previous call.
 ProgressCallback = Callable[[int], None]
@@ -32,6 +37,19 @@ class IntegrityError(StorageError):
 class TransferCancelled(Exception):
     """Raised by a progress callback to stop a transfer (Ctrl-C): never retried, never
     turned into a StorageError."""
+
+
+class ObjectInfo(BaseModel):
+    """One listed object: its key, a fingerprint of its content (the S3 ETag) and its size."""
+
+    key: str
+    etag: str
+    size: int
+
+
+class ObjectListing(BaseModel):
+    objects: list[ObjectInfo]
+    requests: int  # LIST requests it took (one per page of LIST_PAGE_KEYS keys)
 
 
 class ObjectStore(ABC):
@@ -70,6 +88,19 @@ class ObjectStore(ABC):
     @abstractmethod
     def list_keys(self, prefix: str) -> list[str]:
         """All keys below `prefix`, sorted."""
+
+    @abstractmethod
+    def list_objects(self, prefix: str) -> ObjectListing:
+        """Every object below `prefix` with its ETag and size, sorted by key."""
+
+    @abstractmethod
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """At most `length` bytes of `key` from byte `start` (b"" at or past its end);
+        ObjectNotFound if there is no such object."""
+
+    @abstractmethod
+    def delete_key(self, key: str) -> None:
+        """Delete one object; deleting an absent one is not an error."""
 
     @abstractmethod
     def delete_prefix(self, prefix: str) -> int:

@@ -36,6 +36,8 @@ from relaymd.logging import add_secret, get_logger
 from relaymd.models import ObjectRef, StorageAccess
 from relaymd.storage.base import (
     IntegrityError,
+    ObjectInfo,
+    ObjectListing,
     ObjectNotFound,
     ObjectStore,
     ProgressCallback,
@@ -340,12 +342,55 @@ class S3Store(ObjectStore):
 
         return sorted(self._call("list", prefix, listing))
 
+    def list_objects(self, prefix: str) -> ObjectListing:
+        full = self.prefix + prefix
+
+        def listing() -> ObjectListing:
+            found: list[ObjectInfo] = []
+            pages = 0
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                pages += 1
+                found.extend(
+                    ObjectInfo(
+                        key=item["Key"][len(self.prefix) :],
+                        etag=item.get("ETag", ""),
+                        size=int(item.get("Size", 0)),
+                    )
+                    for item in page.get("Contents", [])
+                )
+            return ObjectListing(objects=sorted(found, key=lambda o: o.key), requests=pages)
+
+        return self._call("list", prefix, listing)
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        full = self._full(key)
+        if length <= 0:
+            return b""
+
+        def read() -> bytes:
+            try:
+                body = self.client.get_object(
+                    Bucket=self.bucket, Key=full, Range=f"bytes={start}-{start + length - 1}"
+                )["Body"]
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                    return b""  # `start` is at or past the end
+                raise
+            with contextlib.closing(body):
+                return body.read()
+
+        return self._call("get", key, read)
+
+    def delete_key(self, key: str) -> None:
+        self._call("delete", key, functools.partial(self._delete_one, key))
+
     def delete_prefix(self, prefix: str) -> int:
         # One DeleteObject per key: DeleteObjects needs a body checksum that some
         # S3-compatible stores accept only as Content-MD5, which botocore no longer sends.
         keys = self.list_keys(prefix)
         for key in keys:
-            self._call("delete", key, functools.partial(self._delete_one, key))
+            self.delete_key(key)
         return len(keys)
 
     def _delete_one(self, key: str) -> None:
