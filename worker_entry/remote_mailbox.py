@@ -96,8 +96,10 @@ class MailboxMirror:
         self._thread = threading.Thread(target=self._loop, name="mailbox-mirror", daemon=True)
 
     def pull(self) -> None:
-        """What the daemon wrote, copied here when it changed; removed when it is gone."""
-        for name in DAEMON_FILES:
+        """What the daemon wrote, copied here when it changed; removed when it is gone. The
+        worker reads its credentials once, at start: once here they are not fetched again."""
+        have_credentials = CREDENTIALS_FILE in self._pulled
+        for name in DAEMON_FILES[:2] if have_credentials else DAEMON_FILES:
             try:
                 data: bytes | None = self.store.get_bytes(name)
             except ObjectNotFound:
