@@ -19,13 +19,8 @@ def _env_float(name: str, default: float) -> float:
         return default
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="relaymd-worker",
-        description="Run RelayMD relay segments inside one allocation. Reads assignment.json "
-        "and control.json from the allocation folder, writes heartbeat.json and events.jsonl, "
-        "and exchanges checkpoints with object storage.",
-    )
+def _add_mailbox_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the mailbox is: a shared folder, or object storage (ADR 0024)."""
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument(
         "--alloc-dir",
@@ -44,6 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="with --mailbox: seconds between reads of the daemon's files (default 10)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="relaymd-worker",
+        description="Run RelayMD relay segments inside one allocation. Reads assignment.json "
+        "and control.json from the allocation folder, writes heartbeat.json and events.jsonl, "
+        "and exchanges checkpoints with object storage.",
+    )
+    _add_mailbox_arguments(parser)
     parser.add_argument(
         "--deadline",
         help="allocation end (ISO-8601 or unix time); default: $RELAYMD_DEADLINE, "

@@ -40,7 +40,8 @@ from relaymd.mailbox.reading import (
     RawFiles,
     files_from_raw,
 )
-from relaymd.storage.base import ObjectInfo, ObjectNotFound, ObjectStore, StorageError
+from relaymd.storage.base import ObjectNotFound, ObjectStore, StorageError
+from relaymd.storage.listing import ObjectInfo
 from relaymd.storage.parallel import each
 
 # How far past an oversized event line's start one poll looks for its end: a ranged GET of

@@ -11,12 +11,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from relaymd.models import ObjectRef
-
-# S3's ListObjectsV2 returns at most this many keys per request (its documented MaxKeys).
-LIST_PAGE_KEYS = 1000
+from relaymd.storage.listing import ObjectListing
 
 # Called with the number of bytes moved since the previous call.
 ProgressCallback = Callable[[int], None]
@@ -37,19 +33,6 @@ class IntegrityError(StorageError):
 class TransferCancelled(Exception):
     """Raised by a progress callback to stop a transfer (Ctrl-C): never retried, never
     turned into a StorageError."""
-
-
-class ObjectInfo(BaseModel):
-    """One listed object: its key, a fingerprint of its content (the S3 ETag) and its size."""
-
-    key: str
-    etag: str
-    size: int
-
-
-class ObjectListing(BaseModel):
-    objects: list[ObjectInfo]
-    requests: int  # LIST requests it took (one per page of LIST_PAGE_KEYS keys)
 
 
 class ObjectStore(ABC):

@@ -18,16 +18,14 @@ from urllib.parse import unquote, urlparse
 from relaymd.mailbox.files import atomic_write_bytes
 from relaymd.models import ObjectRef
 from relaymd.storage.base import (
-    LIST_PAGE_KEYS,
     IntegrityError,
-    ObjectInfo,
-    ObjectListing,
     ObjectNotFound,
     ObjectStore,
     ProgressCallback,
     StorageError,
 )
 from relaymd.storage.hashing import CHUNK_SIZE
+from relaymd.storage.listing import LIST_PAGE_KEYS, ObjectInfo, ObjectListing
 
 TMP_PREFIX = ".relaymd-tmp-"
 
