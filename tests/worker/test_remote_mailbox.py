@@ -56,10 +56,23 @@ def test_no_credentials_in_time_is_one_clear_error(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RELAYMD_"))}
     env["TMPDIR"] = str(tmp_path)
     done = subprocess.run(
-        [sys.executable, "-m", "worker_entry", "--mailbox",
-         f"file://{tmp_path}/bucket/mailbox/a1", "--mailbox-poll", "0.1", "--idle-timeout", "0.3"],
-        cwd=REPO, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-        timeout=120, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "worker_entry",
+            "--mailbox",
+            f"file://{tmp_path}/bucket/mailbox/a1",
+            "--mailbox-poll",
+            "0.1",
+            "--idle-timeout",
+            "0.3",
+        ],
+        cwd=REPO,
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 2
     assert "no credentials object" in done.stderr and "Traceback" not in done.stderr
