@@ -61,16 +61,17 @@ class RemoteAllocation:
 
     def start(self) -> None:
         access = self.relay.access
-        assert access.access_key_id and access.secret_access_key and access.endpoint_url
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RELAYMD_"))}
-        env.update(
-            PYTHONPATH=str(REPO),
-            TMPDIR=str(self.tmp),
-            AWS_ACCESS_KEY_ID=access.access_key_id.get_secret_value(),
-            AWS_SECRET_ACCESS_KEY=access.secret_access_key.get_secret_value(),
-            AWS_ENDPOINT_URL=access.endpoint_url,
-            AWS_REGION=access.region or "us-east-1",
-        )
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RELAYMD_", "AWS_"))
+        }
+        env.update(PYTHONPATH=str(REPO), TMPDIR=str(self.tmp))
+        if access.access_key_id and access.secret_access_key and access.endpoint_url:
+            env.update(
+                AWS_ACCESS_KEY_ID=access.access_key_id.get_secret_value(),
+                AWS_SECRET_ACCESS_KEY=access.secret_access_key.get_secret_value(),
+                AWS_ENDPOINT_URL=access.endpoint_url,
+                AWS_REGION=access.region or "us-east-1",
+            )
         args = [
             sys.executable, "-m", "worker_entry",
             "--mailbox", f"{access.url}/mailbox/{self.id}",
@@ -112,9 +113,16 @@ class RemoteAllocation:
         return self.proc.wait(90)
 
 
-@pytest.fixture
-def relay(tmp_path: Path, moto_access: StorageAccess, bundle_dir: Path) -> Relay:
-    relay = Relay(tmp_path / "daemon", moto_access, "job-remote")
+@pytest.fixture(params=["s3", "file"])
+def relay(request: pytest.FixtureRequest, tmp_path: Path, bundle_dir: Path) -> Relay:
+    """The job bucket: moto S3 over HTTP, or a file:// folder only the store code touches."""
+    if request.param == "s3":
+        access: StorageAccess = request.getfixturevalue("moto_access")
+    else:
+        root = tmp_path / "bucket"
+        root.mkdir()
+        access = StorageAccess(url=f"file://{root}")
+    relay = Relay(tmp_path / "daemon", access, "job-remote")
     relay.upload_bundle(bundle_dir)
     return relay
 
