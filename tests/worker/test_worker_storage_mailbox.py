@@ -176,3 +176,21 @@ def test_a_worker_killed_mid_segment_is_resumed_by_another(relay: Relay, tmp_pat
     assert successor.wait_exit() == 0
     assert end.checkpoint is not None
     verify_checkpoint(relay.store, end.checkpoint)
+
+
+@pytest.mark.slow
+def test_sigterm_hands_off_and_the_last_events_reach_the_bucket(
+    relay: Relay, tmp_path: Path
+) -> None:
+    """The handoff is written as the worker exits: the mirror's final send must carry it."""
+    carrier = StorageCarrier(relay.store, HeartbeatMemo())
+    alloc = RemoteAllocation(relay, carrier, tmp_path / "workers")
+    alloc.assign(relay.assignment(alloc, _engine(2000)))
+    alloc.start()
+    alloc.wait_event({EventKind.CHECKPOINT}, epoch=1)
+    assert alloc.proc is not None
+    alloc.proc.send_signal(signal.SIGTERM)
+    assert alloc.wait_exit() == 0
+    end = alloc.wait_event(TERMINAL, epoch=1, timeout=10)
+    assert end.kind is EventKind.HANDOFF and end.checkpoint is not None
+    verify_checkpoint(relay.store, end.checkpoint)
