@@ -141,6 +141,7 @@ def _run_remote(options: WorkerOptions) -> int:
             options.mailbox_url,
             options.mailbox_poll_s,
             options.idle_timeout_s,
+            options.deadline,
             lambda local: run_worker(options.model_copy(update={"alloc_dir": local})),
         )
     except MailboxURLError as exc:

@@ -13,10 +13,12 @@ environment, since the credentials file itself comes through the mailbox.
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import BaseModel, SecretStr
@@ -30,9 +32,11 @@ from relaymd.mailbox.layout import (
     HEARTBEAT_FILE,
     WORKER_LOG_FILE,
 )
+from relaymd.mailbox.models import Heartbeat, WorkerState
 from relaymd.models import StorageAccess
 from relaymd.storage import ObjectNotFound, ObjectStore, StorageError, open_store
 from worker_entry.logging import add_secret, get_logger
+from worker_entry.version import worker_version
 
 log = get_logger(__name__)
 
@@ -166,6 +170,21 @@ def open_mailbox(url: str) -> tuple[ObjectStore, Path]:
     return store, local_mailbox_dir(url)
 
 
+def announce(mirror: MailboxMirror, deadline: datetime | None) -> None:
+    """A first heartbeat (seq 0, starting, no job) before the worker proper starts: how a
+    worker nobody submitted becomes known to a daemon that watches the bucket (ADR 0024)."""
+    beat = Heartbeat(
+        allocation_id=mirror.dir.name,
+        seq=0,
+        state=WorkerState.STARTING,
+        deadline=deadline,
+        hostname=socket.gethostname(),
+        pid=os.getpid(),
+        worker_version=worker_version(),
+    )
+    atomic_write_bytes(mirror.dir / HEARTBEAT_FILE, beat.model_dump_json().encode())
+
+
 def wait_for_credentials(mirror: MailboxMirror, timeout_s: float, stop: threading.Event) -> bool:
     """Pull until the daemon has written the credentials (a worker may start before the daemon
     knows of it); False if they did not come within `timeout_s`."""
@@ -183,12 +202,18 @@ def wait_for_credentials(mirror: MailboxMirror, timeout_s: float, stop: threadin
 
 
 def run_with_mailbox(
-    url: str, pull_interval_s: float, wait_s: float, run: Callable[[Path], int]
+    url: str,
+    pull_interval_s: float,
+    wait_s: float,
+    deadline: datetime | None,
+    run: Callable[[Path], int],
 ) -> int:
-    """Open the mailbox at `url`, wait for the daemon's credentials, then `run(local_dir)`
-    (the unchanged worker) with the mirror running; the last events are sent at the end."""
+    """Open the mailbox at `url`, announce this worker, wait for the daemon's credentials,
+    then `run(local_dir)` (the unchanged worker) with the mirror running; the last events are
+    sent at the end."""
     store, local = open_mailbox(url)
     mirror = MailboxMirror(store, local, pull_interval_s)
+    announce(mirror, deadline)
     if not wait_for_credentials(mirror, wait_s, threading.Event()):
         raise MailboxURLError(
             f"--mailbox {url}: no credentials object within {wait_s:.0f}s; the daemon writes "
