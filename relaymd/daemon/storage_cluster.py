@@ -28,7 +28,13 @@ from relaymd.logging import get_logger
 from relaymd.mailbox.carrier import ClusterSnapshot, FileWrite, MailboxWrites, ReadRequest
 from relaymd.mailbox.daemon_files import credentials_file
 from relaymd.mailbox.layout import CONTROL_FILE, HEARTBEAT_FILE, storage_mailbox_key
-from relaymd.mailbox.models import Control, ControlAction, Heartbeat, WorkerState
+from relaymd.mailbox.models import (
+    HEARTBEAT_MAX_BYTES,
+    Control,
+    ControlAction,
+    Heartbeat,
+    WorkerState,
+)
 from relaymd.mailbox.reading import HeartbeatMemo, parse_heartbeat
 from relaymd.mailbox.scratch import SchedulerQuery
 from relaymd.mailbox.scratch_write import WritePlan, WriteResult
@@ -64,6 +70,8 @@ class StorageClusterCarrier:
         asked = [r.allocation_id for r in requests]
         await self._adopt(sorted(set(read.heartbeat_ids) - set(asked)))
         now, listed = utcnow(), set(read.heartbeat_ids)
+        kept = set(asked)
+        self._changed = {a: seen for a, seen in self._changed.items() if a in kept}
         jobs: dict[str, Any] = {}
         for alloc_id in asked:
             beat = read.files[alloc_id].heartbeat
@@ -106,7 +114,10 @@ class StorageClusterCarrier:
                 continue  # known, or ended: a mailbox is adopted once
             key = storage_mailbox_key(alloc_id, HEARTBEAT_FILE)
             try:
-                data = await asyncio.to_thread(self.ctx.object_store.get_bytes, key)
+                # One byte past the cap: a larger object is refused without downloading it.
+                data = await asyncio.to_thread(
+                    self.ctx.object_store.get_range, key, 0, HEARTBEAT_MAX_BYTES + 1
+                )
             except ObjectNotFound:
                 continue
             beat = parse_heartbeat(data)
