@@ -24,6 +24,7 @@ from typing import Any
 
 from relaymd.daemon.audit import record_event
 from relaymd.daemon.context import DaemonContext
+from relaymd.daemon.poll_outcome import SnapshotError
 from relaymd.logging import get_logger
 from relaymd.mailbox.carrier import ClusterSnapshot, FileWrite, MailboxWrites, ReadRequest
 from relaymd.mailbox.daemon_files import credentials_file
@@ -43,7 +44,7 @@ from relaymd.models import Allocation, AllocationState, ClusterProfile, utcnow
 from relaymd.models.cluster import NAME_PATTERN
 from relaymd.scheduler.base import EndState, SchedulerJob, SchedulerPhase
 from relaymd.scheduler.storage import cancelled_ids
-from relaymd.storage import ObjectNotFound
+from relaymd.storage import ObjectNotFound, StorageError
 
 log = get_logger(__name__)
 DEFAULT_IMAGE = "openmm"
@@ -66,9 +67,13 @@ class StorageClusterCarrier:
     ) -> ClusterSnapshot:
         """The mailboxes (one LIST, GETs for news), newcomers adopted, and the scheduler's view
         of each requested allocation derived from its heartbeat object."""
-        read = await self.carrier.read(requests, sweep_keep=sweep_keep)
         asked = [r.allocation_id for r in requests]
-        await self._adopt(sorted(set(read.heartbeat_ids) - set(asked)))
+        try:
+            read = await self.carrier.read(requests, sweep_keep=sweep_keep)
+            await self._adopt(sorted(set(read.heartbeat_ids) - set(asked)))
+        except StorageError as exc:
+            # The bucket is this cluster's login node: unreachable is a failed poll, retried.
+            raise SnapshotError(f"{self.profile.name}: cannot read the mailboxes: {exc}") from exc
         now, listed = utcnow(), set(read.heartbeat_ids)
         kept = set(asked)
         self._changed = {a: seen for a, seen in self._changed.items() if a in kept}

@@ -106,3 +106,37 @@ async def test_the_view_runs_while_the_heartbeat_changes_and_ends_when_it_stops(
     views = (await carrier.read(asked)).scheduler_jobs
     assert views["ws2"].end_state is EndState.COMPLETED
     assert views["gone"].phase is SchedulerPhase.ENDED
+
+
+async def test_an_unreachable_bucket_is_a_failed_poll(tmp_path: Path) -> None:
+    import socket
+
+    from pydantic import SecretStr
+
+    from relaymd.daemon.poll_outcome import SnapshotError, poll_failures
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    access = StorageAccess(
+        url="s3://bucket/prefix",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region="us-east-1",
+        access_key_id=SecretStr("AKIDNOBODY"),
+        secret_access_key=SecretStr("nobody-secret"),
+        max_attempts=1,
+    )
+    store = await AsyncStateStore.open(tmp_path / "state.sqlite")
+    ctx = DaemonContext(
+        store=store,
+        object_store=open_store(access),
+        access=access,
+        profiles={"lab": _profile()},
+        settings=DaemonSettings(),
+        worker=WorkerSettings(),
+    )
+    carrier = StorageClusterCarrier(ctx, _profile(), HeartbeatMemo())
+    with pytest.raises(SnapshotError, match="lab: cannot read the mailboxes") as raised:
+        await carrier.read([ReadRequest(allocation_id="ws1")])
+    assert isinstance(raised.value, poll_failures())
+    await store.close()
