@@ -19,6 +19,28 @@ def _env_float(name: str, default: float) -> float:
         return default
 
 
+def _add_mailbox_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the mailbox is: a shared folder, or object storage (ADR 0024)."""
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--alloc-dir",
+        type=Path,
+        help="the allocation's mailbox folder, <scratch>/alloc/<allocation_id>",
+    )
+    where.add_argument(
+        "--mailbox",
+        help="the mailbox in object storage instead of a shared folder: "
+        "s3://bucket/prefix/mailbox/<allocation_id> (keys and endpoint from AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION) or file:///path/mailbox/<id>",
+    )
+    parser.add_argument(
+        "--mailbox-poll",
+        type=float,
+        default=10.0,
+        help="with --mailbox: seconds between reads of the daemon's files (default 10)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relaymd-worker",
@@ -26,12 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and control.json from the allocation folder, writes heartbeat.json and events.jsonl, "
         "and exchanges checkpoints with object storage.",
     )
-    parser.add_argument(
-        "--alloc-dir",
-        required=True,
-        type=Path,
-        help="the allocation's mailbox folder, <scratch>/alloc/<allocation_id>",
-    )
+    _add_mailbox_arguments(parser)
     parser.add_argument(
         "--deadline",
         help="allocation end (ISO-8601 or unix time); default: $RELAYMD_DEADLINE, "
@@ -81,8 +98,14 @@ def parse_options(argv: list[str] | None = None) -> WorkerOptions:
         parser.error(str(exc))
     if args.margin_min > args.margin_max:
         parser.error("--margin-min must not exceed --margin-max")
+    if args.mailbox_poll <= 0:
+        parser.error("--mailbox-poll must be positive")
+    # With --mailbox the folder is made (privately, locally) just before the worker starts.
+    alloc_dir = args.alloc_dir or Path(str(args.mailbox).rstrip("/").rsplit("/", 1)[-1])
     return WorkerOptions(
-        alloc_dir=args.alloc_dir.absolute(),
+        alloc_dir=alloc_dir.absolute(),
+        mailbox_url=args.mailbox,
+        mailbox_poll_s=args.mailbox_poll,
         deadline=deadline,
         warning_lead_s=args.warning_lead if args.warning_lead and args.warning_lead > 0 else None,
         heartbeat_interval_s=args.heartbeat_interval,
@@ -100,10 +123,29 @@ def main(argv: list[str] | None = None) -> int:
     from worker_entry.worker import StartupError, run_worker
 
     try:
+        if options.mailbox_url is not None:
+            return _run_remote(options)
         return run_worker(options)
     except StartupError as exc:
         print(f"relaymd-worker: {exc}", file=sys.stderr)
         return 2
+
+
+def _run_remote(options: WorkerOptions) -> int:
+    from worker_entry.remote_mailbox import MailboxURLError, run_with_mailbox
+    from worker_entry.worker import StartupError, run_worker
+
+    assert options.mailbox_url is not None
+    try:
+        return run_with_mailbox(
+            options.mailbox_url,
+            options.mailbox_poll_s,
+            options.idle_timeout_s,
+            options.deadline,
+            lambda local: run_worker(options.model_copy(update={"alloc_dir": local})),
+        )
+    except MailboxURLError as exc:
+        raise StartupError(str(exc)) from None
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ class WorkerOptions(BaseModel):
     platform: str | None = None
     work_dir: Path | None = None
     poll_interval_s: float = Field(0.5, gt=0)
+    # --mailbox: the mailbox is in object storage, alloc_dir is a private local copy (ADR 0024).
+    mailbox_url: str | None = None
+    mailbox_poll_s: float = Field(10.0, gt=0)
 
     @property
     def allocation_id(self) -> str:

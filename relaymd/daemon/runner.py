@@ -23,11 +23,13 @@ from relaymd.daemon.read_step import read_cluster
 from relaymd.daemon.retention import prune_checkpoints
 from relaymd.daemon.scope import CycleScope
 from relaymd.daemon.seams import ClusterTransport, TransportFactory
+from relaymd.daemon.storage_cluster import StorageClusterCarrier
 from relaymd.daemon.write_step import write_cluster
 from relaymd.mailbox.scratch import ScratchCarrier
 from relaymd.models import AllocationState, ClusterProfile, utcnow
 from relaymd.scheduler.job_script import profile_problem
 from relaymd.scheduler.port import SchedulerPort
+from relaymd.scheduler.storage import StorageScheduler
 
 if TYPE_CHECKING:
     from relaymd.transport.base import CommandResult
@@ -60,15 +62,20 @@ class ClusterRunner:
             from relaymd.transport import make_transport
 
             transport_factory = make_transport
+        storage = profile.scheduler == "storage"  # workers join through the bucket (ADR 0024)
         if scheduler is None:
             from relaymd.scheduler import make_scheduler
 
-            scheduler = make_scheduler(profile)
+            scheduler = StorageScheduler() if storage else make_scheduler(profile)
         self._transport_factory = transport_factory
         self.transport: ClusterTransport | None = None
         self.scheduler = scheduler
         self.carried = CarriedState()
-        carrier = ScratchCarrier(profile.scratch, self._run, self.carried.heartbeats, profile.name)
+        carrier: ScratchCarrier | StorageClusterCarrier = (
+            StorageClusterCarrier(ctx, profile, self.carried.heartbeats)
+            if storage
+            else ScratchCarrier(profile.scratch, self._run, self.carried.heartbeats, profile.name)
+        )
         self.scope = CycleScope(ctx, profile, scheduler, self.carried, self._run, carrier)
         self.outcome = PollOutcome(ctx, profile)
         self.interval = profile.poll.min_interval_s  # paced by the loop
@@ -125,7 +132,7 @@ class ClusterRunner:
         read = await read_cluster(self.scope)
         verdicts = await verify_reported(self.ctx.store, self.ctx.object_store, read.snapshot)
         # A misconfigured profile keeps watching what exists but submits nothing.
-        submit_ok = self.config_error is None
+        submit_ok = self.config_error is None and self.profile.scheduler != "storage"
         committed = await decide_and_commit(self.scope, read, submit_ok, verdicts)
         await write_cluster(self.scope, committed, read.snapshot)
         return committed

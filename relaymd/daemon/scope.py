@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from relaymd.daemon.carried import CarriedState
 from relaymd.daemon.context import DaemonContext
 from relaymd.daemon.seams import RunScript
+from relaymd.daemon.storage_cluster import StorageClusterCarrier
 from relaymd.mailbox.scratch import ScratchCarrier
 from relaymd.models import ClusterProfile
 from relaymd.scheduler.port import SchedulerPort
@@ -19,4 +20,4 @@ class CycleScope:
     scheduler: SchedulerPort
     carried: CarriedState
     run: RunScript  # one round trip to the login node
-    carrier: ScratchCarrier  # the mailboxes, over `run`
+    carrier: ScratchCarrier | StorageClusterCarrier  # the mailboxes: over `run`, or the bucket

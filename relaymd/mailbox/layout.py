@@ -22,3 +22,13 @@ def alloc_root(scratch: str) -> str:
 def alloc_dir(scratch: str, allocation_id: str) -> str:
     """`<scratch>/alloc/<allocation_id>`, unexpanded (as the daemon writes it)."""
     return f"{alloc_root(scratch)}/{allocation_id}"
+
+
+# Object storage has no shared folder: every allocation's mailbox is a key prefix in the job
+# bucket (the storage carrier, ADR 0024).
+STORAGE_MAILBOX_ROOT = "mailbox/"
+
+
+def storage_mailbox_key(allocation_id: str, name: str) -> str:
+    """`mailbox/<allocation_id>/<name>`, relative to the job store's root."""
+    return f"{STORAGE_MAILBOX_ROOT}{allocation_id}/{name}"

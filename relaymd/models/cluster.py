@@ -127,8 +127,10 @@ class ClusterProfile(UserModel):
     name: str = Field(pattern=NAME_PATTERN)
     transport: Literal["ssh", "local"] = "ssh"
     ssh: SSHSettings | None = None
-    scheduler: Literal["slurm", "direct"] = "slurm"
-    scratch: str = Field(min_length=1)
+    # `storage`: workers without shared scratch that join through the job bucket (ADR 0024):
+    # no transport, no submits, allocations adopted from their mailbox's first heartbeat.
+    scheduler: Literal["slurm", "direct", "storage"] = "slurm"
+    scratch: str = ""  # required but for `storage`
     partitions: list[Partition] = Field(min_length=1)
     images: dict[str, ImageLocation] = Field(default_factory=dict)
     # Runs the worker without a container (tests, workstations): argv before the worker args.
@@ -148,6 +150,10 @@ class ClusterProfile(UserModel):
 
     @model_validator(mode="after")
     def _transport_complete(self) -> ClusterProfile:
+        if self.scheduler == "storage":
+            return self  # reached through the bucket: no login node, scratch or job script
+        if not self.scratch:
+            raise ValueError("give `scratch:` (where the allocations' mailbox folders live)")
         if self.transport == "ssh" and self.ssh is None:
             raise ValueError("transport `ssh` needs an `ssh:` section with at least `host`")
         if self.native_worker is None and not self.images:

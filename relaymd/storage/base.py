@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from relaymd.models import ObjectRef
+from relaymd.storage.listing import ObjectListing
 
 # Called with the number of bytes moved since the previous call.
 ProgressCallback = Callable[[int], None]
@@ -70,6 +71,19 @@ class ObjectStore(ABC):
     @abstractmethod
     def list_keys(self, prefix: str) -> list[str]:
         """All keys below `prefix`, sorted."""
+
+    @abstractmethod
+    def list_objects(self, prefix: str) -> ObjectListing:
+        """Every object below `prefix` with its ETag and size, sorted by key."""
+
+    @abstractmethod
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """At most `length` bytes of `key` from byte `start` (b"" at or past its end);
+        ObjectNotFound if there is no such object."""
+
+    @abstractmethod
+    def delete_key(self, key: str) -> None:
+        """Delete one object; deleting an absent one is not an error."""
 
     @abstractmethod
     def delete_prefix(self, prefix: str) -> int:

@@ -25,6 +25,7 @@ from relaymd.storage.base import (
     StorageError,
 )
 from relaymd.storage.hashing import CHUNK_SIZE
+from relaymd.storage.listing import LIST_PAGE_KEYS, ObjectInfo, ObjectListing
 
 TMP_PREFIX = ".relaymd-tmp-"
 
@@ -195,6 +196,37 @@ class FileStore(ObjectStore):
                 if key.startswith(prefix):
                     found.append(key)
         return sorted(found)
+
+    def list_objects(self, prefix: str) -> ObjectListing:
+        objects: list[ObjectInfo] = []
+        for key in self.list_keys(prefix):
+            try:
+                stat = self._path(key).stat()
+            except FileNotFoundError:
+                continue  # removed since the walk: not listed, as S3 would not list it
+            # Atomic replacement gives a new inode, so this changes whenever the content can.
+            etag = f"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{stat.st_size:x}"
+            objects.append(ObjectInfo(key=key, etag=etag, size=stat.st_size))
+        # Counted as S3 would page it, so request counts mean the same for both backends.
+        return ObjectListing(objects=objects, requests=max(1, -(-len(objects) // LIST_PAGE_KEYS)))
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        try:
+            with self._path(key).open("rb") as handle:
+                handle.seek(start)
+                return handle.read(length)
+        except OSError as exc:
+            raise self._error(key, exc) from exc
+
+    def delete_key(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self._error(key, exc) from exc
+        self._prune_empty_dirs(path.parent)
 
     def delete_prefix(self, prefix: str) -> int:
         deleted = 0

@@ -43,6 +43,7 @@ from relaymd.storage.base import (
     TransferCancelled,
 )
 from relaymd.storage.hashing import sha256_bytes, sha256_file
+from relaymd.storage.listing import ObjectInfo, ObjectListing
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -340,16 +341,61 @@ class S3Store(ObjectStore):
 
         return sorted(self._call("list", prefix, listing))
 
+    def list_objects(self, prefix: str) -> ObjectListing:
+        listing = functools.partial(_list_objects, self.client, self.bucket, self.prefix)
+        return self._call("list", prefix, lambda: listing(prefix))
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        read = functools.partial(_get_range, self.client, self.bucket, self._full(key))
+        return self._call("get", key, lambda: read(start, length))
+
+    def delete_key(self, key: str) -> None:
+        self._call("delete", key, functools.partial(self._delete_one, key))
+
     def delete_prefix(self, prefix: str) -> int:
         # One DeleteObject per key: DeleteObjects needs a body checksum that some
         # S3-compatible stores accept only as Content-MD5, which botocore no longer sends.
         keys = self.list_keys(prefix)
         for key in keys:
-            self._call("delete", key, functools.partial(self._delete_one, key))
+            self.delete_key(key)
         return len(keys)
 
     def _delete_one(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
+
+
+def _list_objects(client: S3Client, bucket: str, root: str, prefix: str) -> ObjectListing:
+    """Every object below `root + prefix`, keys relative to `root`, one request per page."""
+    found: list[ObjectInfo] = []
+    pages = 0
+    for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=root + prefix
+    ):
+        pages += 1
+        found.extend(
+            ObjectInfo(
+                key=item["Key"][len(root) :],
+                etag=item.get("ETag", ""),
+                size=int(item.get("Size", 0)),
+            )
+            for item in page.get("Contents", [])
+        )
+    return ObjectListing(objects=sorted(found, key=lambda o: o.key), requests=pages)
+
+
+def _get_range(client: S3Client, bucket: str, full_key: str, start: int, length: int) -> bytes:
+    try:
+        response = client.get_object(
+            Bucket=bucket, Key=full_key, Range=f"bytes={start}-{start + length - 1}"
+        )
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+            return b""  # `start` is at or past the end
+        raise
+    with contextlib.closing(response["Body"]) as body:
+        return body.read()
 
 
 def _is_not_found(exc: ClientError) -> bool:
