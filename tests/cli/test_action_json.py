@@ -7,8 +7,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
-from conftest import CliEnv
-from test_cli_commands import make_job_dir
+from tests.support.cli_env import CliEnv, make_job_dir
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 LOOKS_LIKE_TIME = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d")

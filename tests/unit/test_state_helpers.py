@@ -10,6 +10,7 @@ import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from relaymd.models import (
@@ -32,6 +33,17 @@ Store = StateStore | AsyncStateStore
 
 async def call(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
+
+
+@asynccontextmanager
+async def open_front_end(kind: str, path: Path) -> AsyncIterator[Store]:
+    """The state file at `path` through the "sync" or the "async" front-end."""
+    if kind == "sync":
+        with StateStore.open(path) as sync_store:
+            yield sync_store
+    else:
+        async with await AsyncStateStore.open(path) as async_store:
+            yield async_store
 
 
 @asynccontextmanager

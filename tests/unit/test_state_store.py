@@ -14,6 +14,7 @@ from test_state_helpers import (
     make_allocation,
     make_job,
     make_segment,
+    open_front_end,
 )
 
 from relaymd.models import (
@@ -37,13 +38,8 @@ from relaymd.state import (
 
 @pytest.fixture(params=["sync", "async"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    path = tmp_path / "state" / "state.sqlite"
-    if request.param == "sync":
-        with StateStore.open(path) as sync_store:
-            yield sync_store
-    else:
-        async with await AsyncStateStore.open(path) as async_store:
-            yield async_store
+    async with open_front_end(request.param, tmp_path / "state" / "state.sqlite") as front_end:
+        yield front_end
 
 
 async def test_job_round_trip_keeps_every_field(store: Store) -> None:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from test_state_helpers import Store, call, make_job, make_segment, transaction
+from test_state_helpers import Store, call, make_job, make_segment, open_front_end, transaction
 
 from relaymd.models import JobState, SegmentOutcome
 from relaymd.state import AsyncStateStore, DuplicateError, StateStore
@@ -19,13 +19,8 @@ class Boom(Exception):
 
 @pytest.fixture(params=["sync", "async"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    path = tmp_path / "state.sqlite"
-    if request.param == "sync":
-        with StateStore.open(path) as sync_store:
-            yield sync_store
-    else:
-        async with await AsyncStateStore.open(path) as async_store:
-            yield async_store
+    async with open_front_end(request.param, tmp_path / "state.sqlite") as front_end:
+        yield front_end
 
 
 async def test_a_cycle_commits_all_its_writes_together(store: Store) -> None:
