@@ -46,6 +46,15 @@ async def open_front_end(kind: str, path: Path) -> AsyncIterator[Store]:
             yield async_store
 
 
+async def advance_epoch(store: Store, job_id: str) -> int:
+    """Move the job's fencing token on by one as the daemon persists a decision (a
+    compare-and-set on the epoch it read); returns the new epoch."""
+    job = await call(store.get_job(job_id))
+    advanced = job.model_copy(update={"epoch": job.epoch + 1})
+    stored = await call(store.update_job_at_epoch(advanced, job.epoch))
+    return int(stored.epoch)
+
+
 @asynccontextmanager
 async def transaction(store: Store) -> AsyncIterator[None]:
     if isinstance(store, StateStore):
