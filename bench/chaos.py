@@ -13,7 +13,7 @@ file the first lines of an uninterrupted run of the same command (each once, in 
 slowest replica at exactly MAX_SAMPLES), no resume from a stale epoch's checkpoint, every job
 completed. Lost allocation seconds come from sacct and worker events.
 
-    flock /tmp/relaymd-testbed.lock .venv/bin/python bench/chaos.py [--seed N] [--short]
+    flock /tmp/relaymd-testbed.lock .venv/bin/python -m bench.chaos [--seed N] [--short]
 
 The full campaign (~6 min) records its table in docs/benchmarks.md; `--short` is the seeded
 variant that tests/daemon/test_chaos_short.py runs in CI. Exit status 1 when a verdict fails.
@@ -28,7 +28,6 @@ import os
 import random
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,16 +40,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
-ROOT = Path(__file__).resolve().parents[1]
-for _sub in ("bench", "tests/testbed", "tests/daemon", "tests/worker"):
-    if str(ROOT / _sub) not in sys.path:
-        sys.path.insert(0, str(ROOT / _sub))  # bench/ and tests/ are not packages
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import boto3  # noqa: E402
-from _docs import write_section  # noqa: E402
-from chaos_faults import (  # noqa: E402
+from bench._docs import write_section
+from bench.chaos_faults import (
     INJECTORS,
     ChaosWorld,
     FaultKind,
@@ -58,10 +49,9 @@ from chaos_faults import (  # noqa: E402
     PlannedFault,
     Undo,
     heal_leftovers,
-    poll_until,
 )
-from chaos_jobs import command_reference, openmm_reference, write_atom_job  # noqa: E402
-from chaos_verdicts import (  # noqa: E402
+from bench.chaos_jobs import command_reference, openmm_reference, write_atom_job
+from bench.chaos_verdicts import (
     Bucket,
     check_fencing,
     check_openmm,
@@ -70,18 +60,27 @@ from chaos_verdicts import (  # noqa: E402
     gather,
     lost_time,
 )
-from daemon_e2e_support import kill9, start_daemon, write_spec, write_tiny_system  # noqa: E402
-from testbed import (  # noqa: E402
+from relaymd.mailbox.models import EventKind
+from tests.daemon.daemon_e2e_support import (
+    kill9,
+    start_daemon,
+    stop_daemon,
+    write_spec,
+    write_tiny_system,
+)
+from tests.support.waiting import poll_until
+from tests.testbed.testbed import (
     Testbed,
     health_problems,
     load_testbed,
     relay_config,
+    s3_client,
     slurm,
     storage_env,
     worker_code_copy,
 )
 
-from relaymd.mailbox.models import EventKind  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class ChaosPlan(BaseModel):
@@ -242,12 +241,10 @@ def foreign_cancels(daemon_log: Path, ours: set[str]) -> list[str]:
 
 
 def _stop_daemon(world: ChaosWorld) -> None:
-    if world.daemon.poll() is None:
-        world.daemon.send_signal(signal.SIGTERM)
-        try:
-            world.daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            kill9(world.daemon)
+    try:
+        stop_daemon(world.daemon)
+    except subprocess.TimeoutExpired:
+        kill9(world.daemon)
 
 
 def _drain(tb: Testbed, world: ChaosWorld, wait_s: float) -> None:
@@ -316,13 +313,7 @@ def run_campaign(plan: ChaosPlan, root: Path) -> ChaosReport:
     state = StateStore.open(Path(config["state_path"]))
     since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
     bucket_name = config["storage"]["url"].removeprefix("s3://").split("/", 1)[0]
-    client = boto3.client(
-        "s3",
-        endpoint_url=tb.s3_endpoint_url,
-        region_name=tb.s3_region,
-        aws_access_key_id=tb.s3_access_key_id,
-        aws_secret_access_key=tb.s3_secret_access_key,
-    )
+    client = s3_client(tb)
 
     inputs = root / "inputs"
     rate = write_tiny_system(inputs)

@@ -21,9 +21,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from daemon_e2e_support import kill9, start_daemon
 from pydantic import BaseModel
-from testbed import (
+
+from relaymd.mailbox.files import read_model
+from relaymd.mailbox.models import Heartbeat, WorkerState
+from relaymd.models import CheckpointManifest
+from tests.daemon.daemon_e2e_support import kill9, start_daemon
+from tests.support.waiting import poll_until
+from tests.testbed.testbed import (
     Testbed,
     moto_pid,
     process_stopped,
@@ -32,10 +37,6 @@ from testbed import (
     sshd_sessions,
     storage_env,
 )
-
-from relaymd.mailbox.files import read_model
-from relaymd.mailbox.models import Heartbeat, WorkerState
-from relaymd.models import CheckpointManifest
 
 T = TypeVar("T")
 Undo = Callable[[], None]
@@ -111,18 +112,6 @@ class ChaosWorld:
 
     def start_daemon(self) -> None:
         self.daemon = start_daemon(self.root, self.config, extra_env=storage_env(self.tb))
-
-
-def poll_until(check: Callable[[], T | None], timeout_s: float, every_s: float = 0.5) -> T | None:
-    """`check()`'s first truthy value within `timeout_s`, else None."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(every_s)
 
 
 def _alive(pid: int) -> bool:

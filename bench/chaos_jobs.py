@@ -17,11 +17,11 @@ import subprocess
 from pathlib import Path
 
 import yaml
-from worker_harness import Relay
 
 from relaymd.mailbox.models import EventKind
 from relaymd.models import CommandSettings, JobSpec, Resources, StorageAccess
 from relaymd.storage.checkpoints import download_checkpoint
+from tests.worker.worker_harness import Relay
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_ATOM = ROOT / "examples" / "atom-like" / "fake_atom.py"
@@ -95,8 +95,7 @@ def openmm_reference(job_dir: Path, root: Path, timeout_s: float) -> bytes:
     store.mkdir(parents=True)
     relay = Relay(root, StorageAccess(url=store.as_uri()), "reference")
     relay.upload_bundle(job_dir)
-    alloc = relay.allocation()
-    alloc.assign(relay.assignment(alloc, engine_of(job_dir)))
+    alloc = relay.assigned(engine_of(job_dir))
     alloc.start(idle_timeout=1.0)
     end = alloc.wait_event({EventKind.COMPLETED, EventKind.FAILED}, timeout=timeout_s)
     alloc.wait_exit(60)

@@ -25,7 +25,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import BaseModel
-from testbed import Testbed, slurm
 
 from relaymd.mailbox.files import read_events, read_model
 from relaymd.mailbox.layout import ASSIGNMENT_FILE, EVENTS_FILE
@@ -34,7 +33,9 @@ from relaymd.models import (
     CheckpointManifest,
     CheckpointRef,
 )
+from relaymd.models.slurm_time import parse_slurm_time
 from relaymd.storage.keys import manifest_key, outputs_prefix
+from tests.testbed.testbed import Testbed, slurm
 
 SAMPLE_FILES = "r*/*.out"  # AToM's per-replica sample files
 TERMINAL = {EventKind.HANDOFF, EventKind.STOPPED, EventKind.COMPLETED, EventKind.FAILED}
@@ -313,14 +314,6 @@ def check_fencing(
     return problems
 
 
-def _seconds(elapsed: str) -> float:
-    days, _, clock = elapsed.rpartition("-")
-    parts = [float(p) for p in clock.split(":")]
-    while len(parts) < 3:
-        parts.insert(0, 0.0)
-    return (float(days) if days else 0.0) * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
-
-
 def kept_seconds(events: list[WorkerEvent]) -> float:
     """Time of one allocation's worker spent in segments whose work was kept."""
     total = 0.0
@@ -352,6 +345,6 @@ def lost_time(tb: Testbed, records: list[AllocRecord], since: str) -> LostTime:
             if record is None or record.cluster != c.name:
                 continue
             count += 1
-            allocated += _seconds(elapsed)
+            allocated += parse_slurm_time(elapsed) * 60  # sacct's [D-]HH:MM:SS
             kept += kept_seconds(record.events)
     return LostTime(allocations=count, allocated_s=allocated, kept_s=kept)

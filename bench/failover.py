@@ -14,7 +14,7 @@ polls its mailbox every 0.5 s, small against H).
 
 Each scenario runs with the death at several phases of the poll interval; the worst is kept.
 
-    .venv/bin/python bench/failover.py
+    .venv/bin/python -m bench.failover
 """
 
 from __future__ import annotations
@@ -22,26 +22,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from freezegun import freeze_time
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))  # sibling modules; bench/ is not a package
-
-from _docs import write_section  # noqa: E402
-from poll_scale import READ_CALL, FakeLoginNode, SyntheticTransport  # noqa: E402
-
-from relaymd.daemon.context import DaemonContext  # noqa: E402
-from relaymd.daemon.interval import next_interval  # noqa: E402
-from relaymd.daemon.runner import ClusterRunner  # noqa: E402
-from relaymd.logging import configure  # noqa: E402
-from relaymd.mailbox.models import Assignment, Heartbeat, WorkerState  # noqa: E402
-from relaymd.models import (  # noqa: E402
+from bench._docs import write_section
+from relaymd.daemon.interval import next_interval
+from relaymd.daemon.runner import ClusterRunner
+from relaymd.logging import configure
+from relaymd.mailbox.models import Assignment, Heartbeat, WorkerState
+from relaymd.models import (
     Allocation,
     AllocationState,
     ClusterProfile,
@@ -54,11 +46,16 @@ from relaymd.models import (  # noqa: E402
     Partition,
     PollSettings,
     Segment,
-    StorageAccess,
     WorkerSettings,
 )
-from relaymd.scheduler import make_scheduler  # noqa: E402
-from relaymd.scheduler.slurm_parse import SACCT_MARK, SQUEUE_MARK  # noqa: E402
+from relaymd.scheduler import make_scheduler
+from relaymd.scheduler.slurm_parse import SACCT_MARK, SQUEUE_MARK
+from tests.support.fake_cluster import (
+    READ_CALL,
+    FakeLoginNode,
+    SyntheticTransport,
+    open_daemon_context,
+)
 
 H = 30.0  # heartbeat interval
 POLL = PollSettings(min_interval_s=5.0, max_interval_s=60.0)
@@ -135,12 +132,7 @@ class SimCluster(FakeLoginNode):
 
 async def trial(kind: str, phase: float) -> tuple[float, float]:
     """(recovery seconds, poll interval in effect at the failure)."""
-    from relaymd.state import AsyncStateStore
-    from relaymd.storage import open_store
-
     tmp = Path(tempfile.mkdtemp(prefix="relaymd-failover-"))
-    store = await AsyncStateStore.open(tmp / "state.sqlite")
-    access = StorageAccess(url=(tmp / "storage").as_uri())
     profile = ClusterProfile(
         name="c1",
         transport="ssh",
@@ -153,15 +145,14 @@ async def trial(kind: str, phase: float) -> tuple[float, float]:
     )
     settings = DaemonSettings(stop_grace_s=120)  # the shipped stale_after_s
     worker_settings = WorkerSettings(heartbeat_interval_s=H)
-    ctx = DaemonContext(
-        store=store,
-        object_store=open_store(access),
-        access=access,
-        profiles={"c1": profile},
+    ctx = await open_daemon_context(
+        tmp,
+        {"c1": profile},
         settings=settings,
         worker=worker_settings,
         started_at=T0,  # on the simulated clock, so staleness counts from the start
     )
+    store = ctx.store
     spec = JobSpec(title="failover", engine=OpenMMSettings(total_steps=10**7))
     bundle = ObjectRef(key="jobs/j1/input/bundle.tar.gz", sha256="0" * 64, size=1)
     job = Job(

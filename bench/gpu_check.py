@@ -1,7 +1,7 @@
 """GPU readiness of a worker node, measured for real; run through bench/gpu_check.sh.
 
-    .venv/bin/python bench/gpu_check.py               # CUDA, ~25 000-atom water box
-    .venv/bin/python bench/gpu_check.py --dry-run     # CPU/Reference, small box: proves the script
+    .venv/bin/python -m bench.gpu_check               # CUDA, ~25 000-atom water box
+    .venv/bin/python -m bench.gpu_check --dry-run     # CPU/Reference, small box: proves the script
 
 Rows of the one table it prints:
   - OpenMM platforms found, and whether CUDA is among them;

@@ -9,4 +9,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-.venv/bin/python}
-exec timeout 480 "$python" bench/gpu_check.py "$@"
+exec timeout 480 "$python" -m bench.gpu_check "$@"

@@ -1,6 +1,6 @@
 """Allocated time lost around planned handoffs, on the SLURM testbed (real SLURM, sshd, moto S3).
 
-    flock /tmp/relaymd-testbed.lock .venv/bin/python bench/handoff_loss.py \
+    flock /tmp/relaymd-testbed.lock .venv/bin/python -m bench.handoff_loss \
         [--minutes 2] [--jobs 2] [--allocations-per-job 3] [--poll-s 3] [--no-docs]
 
 The real daemon relays `--jobs` OpenMM (Reference) jobs over `--minutes`-minute allocations of
@@ -29,7 +29,6 @@ import secrets
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -38,16 +37,13 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(REPO / "tests" / "testbed"))
-sys.path.insert(0, str(REPO / "tests" / "daemon"))
-from _docs import write_section  # noqa: E402 - siblings, not packages
-from daemon_e2e_support import start_daemon, write_spec, write_tiny_system  # noqa: E402
-from testbed import Testbed, load_testbed, relay_config, worker_code_copy  # noqa: E402
+from bench._docs import write_section
+from relaymd.mailbox.files import read_events
+from relaymd.mailbox.models import EventKind, WorkerEvent
+from tests.daemon.daemon_e2e_support import start_daemon, write_spec, write_tiny_system
+from tests.testbed.testbed import Testbed, load_testbed, relay_config, worker_code_copy
 
-from relaymd.mailbox.files import read_events  # noqa: E402
-from relaymd.mailbox.models import EventKind, WorkerEvent  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 FOUR_HOURS_S = 4 * 3600.0
 TERMINAL = {EventKind.HANDOFF, EventKind.COMPLETED, EventKind.STOPPED, EventKind.FAILED}

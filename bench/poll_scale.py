@@ -8,8 +8,8 @@ real SLURM parser, and deciding. The state store is a real SQLite file.
 Measures, per cluster per cycle: SSH round trips (transport.round_trips) and CPU time
 (time.process_time around parse + decide). Targets: <= 2 round trips, < 200 ms CPU per cycle.
 
-    .venv/bin/python bench/poll_scale.py [--clusters 5] [--allocations 1000] [--cycles 5]
-    .venv/bin/python bench/poll_scale.py --login-node  # the login node's side, real files
+    .venv/bin/python -m bench.poll_scale [--clusters 5] [--allocations 1000] [--cycles 5]
+    .venv/bin/python -m bench.poll_scale --login-node  # the login node's side, real files
 """
 
 from __future__ import annotations
@@ -17,63 +17,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import re
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))  # sibling modules; bench/ is not a package
-
-from _docs import write_section  # noqa: E402
-
-from relaymd.daemon.context import DaemonContext  # noqa: E402
-from relaymd.daemon.runner import ClusterRunner  # noqa: E402
-from relaymd.logging import configure  # noqa: E402
-from relaymd.mailbox.models import EventKind, Heartbeat, WorkerEvent, WorkerState  # noqa: E402
-from relaymd.models import (  # noqa: E402
+from bench._docs import write_section
+from relaymd.daemon.runner import ClusterRunner
+from relaymd.logging import configure
+from relaymd.mailbox.models import EventKind, Heartbeat, WorkerEvent, WorkerState
+from relaymd.models import (
     Allocation,
     AllocationState,
     ClusterProfile,
-    DaemonSettings,
     Job,
     JobSpec,
     JobState,
     ObjectRef,
     OpenMMSettings,
     Partition,
-    StorageAccess,
-    WorkerSettings,
 )
-from relaymd.scheduler import make_scheduler  # noqa: E402
-from relaymd.scheduler.slurm_parse import SQUEUE_MARK  # noqa: E402
-from relaymd.transport.base import CommandResult  # noqa: E402
-
-# One line per allocation in a read script: `r <allocation id> <event offset> <want log>`.
-READ_CALL = re.compile(r"^r (\S+) (\d+) (\d)(?: \d)?$", re.MULTILINE)
-
-
-class FakeLoginNode:
-    """Answers the daemon's scripts the way its output parser expects (also bench/failover.py).
-
-    Subclasses print a read script's sections (`read`) and act on a write script (`write`).
-    """
-
-    def answer(self, script: str) -> str:
-        token = script.split("\nT=", 1)[1].split("\n", 1)[0]
-        mark = f"@@{token}"
-        if "\nr() {" not in script:  # a write script: nothing to report but its end
-            self.write(script)
-            return f"{mark} SUBMIT\n\n{mark} END\n"
-        return self.read(script, mark)
-
-    def write(self, script: str) -> None:
-        return None
-
-    def read(self, script: str, mark: str) -> str:
-        raise NotImplementedError
+from relaymd.scheduler import make_scheduler
+from relaymd.scheduler.slurm_parse import SQUEUE_MARK
+from tests.support.fake_cluster import (
+    READ_CALL,
+    FakeLoginNode,
+    SyntheticTransport,
+    open_daemon_context,
+)
 
 
 class SyntheticCluster(FakeLoginNode):
@@ -127,27 +97,9 @@ class SyntheticCluster(FakeLoginNode):
         return text
 
 
-class SyntheticTransport:
-    def __init__(self, cluster: FakeLoginNode) -> None:
-        self.cluster = cluster
-        self.round_trips = 0
-
-    async def run(self, script: str, *, timeout: float | None = None) -> CommandResult:  # noqa: ASYNC109
-        self.round_trips += 1
-        return CommandResult(exit_status=0, stdout=self.cluster.answer(script), stderr="")
-
-    async def close(self) -> None:
-        return None
-
-
 async def main(n_clusters: int, n_allocs: int, cycles: int) -> list[dict[str, float]]:
-    from relaymd.state import AsyncStateStore
-    from relaymd.storage import open_store
-
     configure(level="ERROR")
     tmp = Path(tempfile.mkdtemp(prefix="relaymd-bench-"))
-    store = await AsyncStateStore.open(tmp / "state.sqlite")
-    access = StorageAccess(url=(tmp / "storage").as_uri())
     profiles = {
         f"c{c}": ClusterProfile(
             name=f"c{c}",
@@ -155,19 +107,13 @@ async def main(n_clusters: int, n_allocs: int, cycles: int) -> list[dict[str, fl
             ssh={"host": f"login{c}"},
             scheduler="slurm",
             scratch="$SCRATCH/relaymd",
-            partitions=[Partition(name="gpu", walltime_minutes=240, max_running=10_000)],
+            partitions=[Partition(name="gpu", walltime_minutes=240, max_running=1000)],
             images={"openmm": {"sif": "/sw/openmm.sif"}},
         )
         for c in range(n_clusters)
     }
-    ctx = DaemonContext(
-        store=store,
-        object_store=open_store(access),
-        access=access,
-        profiles=profiles,
-        settings=DaemonSettings(),
-        worker=WorkerSettings(),
-    )
+    ctx = await open_daemon_context(tmp, profiles)
+    store = ctx.store
     per_cluster = n_allocs // n_clusters
     runners: list[tuple[ClusterRunner, SyntheticCluster]] = []
     spec = JobSpec(title="bench", engine=OpenMMSettings(total_steps=10**7))
@@ -240,7 +186,7 @@ if __name__ == "__main__":
     parser.add_argument("--before-sizes", default="200,1000,2000")
     args = parser.parse_args()
     if args.login_node:
-        import login_node
+        from bench import login_node
 
         sizes = [int(v) for v in args.after_sizes.split(",") if v]
         before = [int(v) for v in args.before_sizes.split(",") if v]

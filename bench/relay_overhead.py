@@ -3,7 +3,7 @@ platform, a TIP3P water box (relaymd.demo.water_box, as examples/water-box/make_
 it), on file:// storage or on S3: moto's server behind a loopback proxy that delays every
 request by `--delay-ms` (B2 answers in ~100-150 ms) and counts the requests.
 
-    .venv/bin/python bench/relay_overhead.py [--segments 3] [--simulate-s 8] [--box-nm 3.0]
+    .venv/bin/python -m bench.relay_overhead [--segments 3] [--simulate-s 8] [--box-nm 3.0]
         [--storage file|s3] [--delay-ms 150]
 
 On S3 the worker imports boto3 as in production (it is part of start -> first step), and the
@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench._docs import write_section
 from relaymd.demo.water_box import write_water_box
 from relaymd.mailbox.files import atomic_write_bytes, atomic_write_model, read_events
 from relaymd.mailbox.models import Assignment, Control, ControlAction, EventKind, WorkerEvent
@@ -38,14 +39,10 @@ from relaymd.models import (
 from relaymd.storage import open_store
 from relaymd.storage.bundle import pack_bundle
 from relaymd.storage.keys import bundle_key
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _docs import write_section  # a sibling module; bench/ is not a package
+from tests.latency_proxy import LatencyProxy, run_latency_proxy
+from tests.moto_server import run_moto_server
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from latency_proxy import LatencyProxy, run_latency_proxy  # noqa: E402
-from moto_server import run_moto_server  # noqa: E402
 
 
 def _wait_event(path: Path, kinds: set[EventKind], timeout: float) -> WorkerEvent:

@@ -1,6 +1,6 @@
 """Start-up time of the `relaymd` CLI: source install vs. the PyInstaller binaries.
 
-    .venv/bin/python bench/startup.py [--runs 15] [--jobs 3000] [--no-write]
+    .venv/bin/python -m bench.startup [--runs 15] [--jobs 3000] [--no-write]
 
 Runs each command repeatedly (after warm-up runs, hyperfine-style) with an isolated XDG/state
 dir, reports the median, min and max wall time, and for the source install which heavy
@@ -26,9 +26,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _docs  # sibling modules; bench/ is not a package
-from status_scale import fill
+from bench import _docs
+from bench.status_scale import fill
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADING = "CLI start-up"  # above the markers when the section is appended

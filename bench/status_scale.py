@@ -10,7 +10,7 @@ table and replaces this benchmark's section of docs/benchmarks.md (between its m
 `--json-out` keeps the numbers; `--before FILE` adds a column with numbers an earlier commit
 measured with this same script (run it with PYTHONPATH at that commit's tree).
 
-    .venv/bin/python bench/status_scale.py [--jobs 100000 1000000] [--repeat 30] [--no-docs]
+    .venv/bin/python -m bench.status_scale [--jobs 100000 1000000] [--repeat 30] [--no-docs]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from bench._docs import DOCS, write_section
 from relaymd.ids import new_allocation_id, new_job_id
 from relaymd.models import (
     Allocation,
@@ -48,9 +49,6 @@ from relaymd.models import (
 )
 from relaymd.state import AsyncStateStore, StateStore
 from relaymd.state.queries import ts
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _docs import DOCS, write_section  # a sibling module; bench/ is not a package
 
 TARGET_MS = 50.0
 CLUSTERS = ("clusterA", "clusterB", "preempt")
@@ -402,7 +400,7 @@ def main() -> int:
         [
             "## status_scale",
             "",
-            f"`bench/status_scale.py --jobs {' '.join(map(str, args.jobs))} --repeat "
+            f"`python -m bench.status_scale --jobs {' '.join(map(str, args.jobs))} --repeat "
             f"{args.repeat}`: {sizes}. "
             f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
             f"{platform.machine()} {platform.system()}, 2 shared cores, "

@@ -37,6 +37,11 @@ if grep -Eiq '(^|[/ ])(openmm|numpy)([/._ ]|$)' <<<"$contents"; then
     echo "error: $binary contains openmm or numpy; they belong in the worker image only" >&2
     exit 1
 fi
+# Nor the trajectory tools `--assemble --xtc` imports lazily (~110 MB; it says "needs mdtraj").
+if grep -Eq '(^|[/ ])(mdtraj|MDAnalysis|scipy|matplotlib)([/._ ]|$)' <<<"$contents"; then
+    echo "error: $binary contains mdtraj, MDAnalysis, scipy or matplotlib; add them to EXCLUDES" >&2
+    exit 1
+fi
 # setuptools' runtime hook would import it (~180 ms) on every start (docs/adr/0002).
 if grep -Eq '(^|[ ])(pyi_rth_setuptools|setuptools)$' <<<"$contents"; then
     echo "error: $binary bundles setuptools; add what pulls it in to EXCLUDES in the spec" >&2

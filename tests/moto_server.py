@@ -2,8 +2,8 @@
 
 Starts `moto_server -H 127.0.0.1 -p <free port>` as a subprocess, waits until it answers,
 and stops it afterwards. Any credentials are accepted; `access()` builds a StorageAccess for
-a fresh bucket. Import it from tests as `from moto_server import run_moto_server`
-(tests/ is on sys.path through its conftest.py).
+a fresh bucket. Import it as `from tests.moto_server import run_moto_server` (the repository
+root is on sys.path in pytest and in `python -m bench.<name>`).
 """
 
 from __future__ import annotations

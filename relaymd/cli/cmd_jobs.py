@@ -277,19 +277,7 @@ def hold(job_id: JobArg, as_json: JsonOpt = False) -> None:
       relaymd jobs hold j1m8tk4
       relaymd jobs list --state held
     """
-    from relaymd.models import JobState
-
-    store, job = _open_job(job_id)
-    if job.state is JobState.HELD:
-        outcome, message = "already_held", "already held"
-    else:
-        refusal = _conflict(
-            f"job {job.id} is {job.state}; only a queued job can be held",
-            hint="to stop a running job use `relaymd jobs requeue` then hold it",
-        )
-        _move(store, job, JobState.HELD, ("held", "held by operator"), refusal)
-        outcome, message = "held", "held"
-    _report("hold", job, outcome, message, as_json)
+    _hold_move(job_id, as_json, hold=True)
 
 
 @app.command("release")
@@ -301,14 +289,31 @@ def release(job_id: JobArg, as_json: JsonOpt = False) -> None:
       relaymd jobs release j1m8tk4
       relaymd jobs list --state queued
     """
+    _hold_move(job_id, as_json, hold=False)
+
+
+def _hold_move(job_id: str, as_json: bool, *, hold: bool) -> None:
+    """`jobs hold` (queued -> held; a held job is already held) and `jobs release` (held ->
+    queued; a failed or cancelled job goes back with `jobs requeue`)."""
     from relaymd.models import JobState
 
     store, job = _open_job(job_id)
-    refusal = _conflict(f"job {job.id} is {job.state}, not held")
-    if job.state is not JobState.HELD:
-        raise refusal  # a failed or cancelled job goes back with `jobs requeue`
-    _move(store, job, JobState.QUEUED, ("released", "released by operator"), refusal)
-    _report("release", job, "queued", "queued", as_json)
+    if hold and job.state is JobState.HELD:
+        _report("hold", job, "already_held", "already held", as_json)
+        return
+    if hold:
+        refusal = _conflict(
+            f"job {job.id} is {job.state}; only a queued job can be held",
+            hint="to stop a running job use `relaymd jobs requeue` then hold it",
+        )
+        target, audit = JobState.HELD, ("held", "held by operator")
+    else:
+        refusal = _conflict(f"job {job.id} is {job.state}, not held")
+        target, audit = JobState.QUEUED, ("released", "released by operator")
+        if job.state is not JobState.HELD:
+            raise refusal
+    _move(store, job, target, audit, refusal)
+    _report("hold" if hold else "release", job, target.value, target.value, as_json)
 
 
 @app.command("logs")

@@ -52,22 +52,31 @@ def advanced_checkpoint(job: Job) -> bool:
     return job.checkpoint is not None and job.checkpoint.epoch == job.epoch
 
 
+# What an operator's request makes of a segment's end: verdict, segment outcome, the word.
+_OPERATOR_OUTCOMES = {
+    OperatorRequest.CANCEL: (Verdict.CANCEL, SegmentOutcome.CANCELLED, "cancelled"),
+    OperatorRequest.REQUEUE: (Verdict.REQUEUE, SegmentOutcome.STOPPED, "requeued"),
+}
+
+
 def _operator_outcome(job: Job, reason: str, end_step: int | None) -> JobOutcome | None:
-    if job.operator_request is OperatorRequest.CANCEL:
-        return JobOutcome(
-            verdict=Verdict.CANCEL,
-            segment=SegmentOutcome.CANCELLED,
-            reason=f"cancelled by operator ({reason})",
-            end_step=end_step,
-        )
-    if job.operator_request is OperatorRequest.REQUEUE:
-        return JobOutcome(
-            verdict=Verdict.REQUEUE,
-            segment=SegmentOutcome.STOPPED,
-            reason=f"requeued by operator ({reason})",
-            end_step=end_step,
-        )
-    return None
+    if job.operator_request is None:
+        return None
+    verdict, segment, done = _OPERATOR_OUTCOMES[job.operator_request]
+    return JobOutcome(
+        verdict=verdict,
+        segment=segment,
+        reason=f"{done} by operator ({reason})",
+        end_step=end_step,
+    )
+
+
+# A worker's planned ends requeue the job from its checkpoint: the segment's outcome, what an
+# operator's outcome calls the end, and the reason when the worker gave none.
+_PLANNED_ENDS = {
+    EventKind.HANDOFF: (SegmentOutcome.HANDOFF, "handoff", "handoff at allocation deadline"),
+    EventKind.STOPPED: (SegmentOutcome.STOPPED, "worker stopped", "worker stopped"),
+}
 
 
 def classify_event(job: Job, event: WorkerEvent) -> JobOutcome | None:
@@ -82,20 +91,14 @@ def classify_event(job: Job, event: WorkerEvent) -> JobOutcome | None:
             reason="completed",
             end_step=event.step,
         )
-    if event.kind is EventKind.HANDOFF:
-        operator = _operator_outcome(job, "handoff", step)
+    planned = _PLANNED_ENDS.get(event.kind)
+    if planned is not None:
+        segment, what, default_reason = planned
+        operator = _operator_outcome(job, what, step)
         return operator or JobOutcome(
             verdict=Verdict.REQUEUE,
-            segment=SegmentOutcome.HANDOFF,
-            reason=event.reason or "handoff at allocation deadline",
-            end_step=step,
-        )
-    if event.kind is EventKind.STOPPED:
-        operator = _operator_outcome(job, "worker stopped", step)
-        return operator or JobOutcome(
-            verdict=Verdict.REQUEUE,
-            segment=SegmentOutcome.STOPPED,
-            reason=event.reason or "worker stopped",
+            segment=segment,
+            reason=event.reason or default_reason,
             end_step=step,
         )
     # FAILED: resumable failures (lost upload, node trouble) requeue for free; application

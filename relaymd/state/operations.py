@@ -62,7 +62,6 @@ class StoreOperations:
     update_job = Operation(q.update_job)
     update_job_at_epoch = Operation(q.update_job_at_epoch)
     count_jobs_by_state = Operation(q.count_jobs_by_state)
-    next_epoch = Operation(q.next_epoch)
     find_job_by_prefix = Operation(q.find_job_by_prefix)
     # allocations
     insert_allocation = Operation(q.insert_allocation)

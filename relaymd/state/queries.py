@@ -243,9 +243,10 @@ def list_jobs(
 def update_job(job: Job, *, expected_updated_at: datetime | None = None) -> Steps[Job]:
     """Replace the row; returns what was stored.
 
-    The epoch never goes backwards (a caller holding an older copy cannot undo a
-    `next_epoch`), and `updated_at` always advances. With `expected_updated_at`, the update
-    is a compare-and-set: ConflictError if the row changed since that copy was read.
+    The epoch never goes backwards (a caller holding an older copy cannot undo an epoch that
+    `update_job_at_epoch` moved), and `updated_at` always advances. With
+    `expected_updated_at`, the update is a compare-and-set: ConflictError if the row changed
+    since that copy was read.
     """
     current = yield from _load_job(job.id)
     if expected_updated_at is not None and _aware(current.updated_at) != _aware(
@@ -301,16 +302,6 @@ def _state_counts(rows: Sequence[Sequence[Any]]) -> dict[JobState, int]:
     for state, count, *_ in rows:
         counts[JobState(state)] = int(count)
     return counts
-
-
-@writes
-def next_epoch(job_id: str) -> Steps[int]:
-    current = yield from _load_job(job_id)
-    # An epoch pre-written to a successor that never ran is never issued again (ADR 0009).
-    epoch = max(current.epoch, current.prewritten_epoch) + 1
-    stored = current.model_copy(update={"epoch": epoch, "updated_at": _bumped(current.updated_at)})
-    yield Statement(_UPDATE_JOB, _job_row(stored))
-    return stored.epoch
 
 
 @reads

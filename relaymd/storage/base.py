@@ -7,6 +7,9 @@ in place by the project's own key layout, so a key names one immutable content.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -44,7 +47,6 @@ class ObjectStore(ABC):
     def put_file(self, key: str, path: Path, progress: ProgressCallback | None = None) -> ObjectRef:
         """Upload `path` to `key`; returns its ref with sha256 and size."""
 
-    @abstractmethod
     def get_file(
         self,
         key: str,
@@ -54,6 +56,30 @@ class ObjectStore(ABC):
     ) -> None:
         """Download `key` to `dest` atomically; IntegrityError if the sha256 differs
         (and `dest` is left untouched)."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        os.close(fd)
+        try:
+            sha = self._download(key, Path(tmp), progress)
+            self._check_sha(key, sha, expected_sha256)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    @abstractmethod
+    def _download(self, key: str, tmp: Path, progress: ProgressCallback | None) -> str:
+        """Write the bytes of `key` into the existing file `tmp`; returns their sha256."""
+
+    def _check_sha(self, key: str, actual: str, expected: str | None) -> None:
+        if expected is not None and actual != expected:
+            raise IntegrityError(
+                f"{self.url}: {key}: sha256 {actual} does not match the expected "
+                f"{expected}; the object is corrupt or was replaced"
+            )
 
     @abstractmethod
     def put_bytes(self, key: str, data: bytes) -> ObjectRef: ...

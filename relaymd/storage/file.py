@@ -18,7 +18,6 @@ from urllib.parse import unquote, urlparse
 from relaymd.mailbox.files import atomic_write_bytes
 from relaymd.models import ObjectRef
 from relaymd.storage.base import (
-    IntegrityError,
     ObjectNotFound,
     ObjectStore,
     ProgressCallback,
@@ -122,33 +121,13 @@ class FileStore(ObjectStore):
 
     # -- reads ----------------------------------------------------------------------------
 
-    def get_file(
-        self,
-        key: str,
-        dest: Path,
-        expected_sha256: str | None = None,
-        progress: ProgressCallback | None = None,
-    ) -> None:
+    def _download(self, key: str, tmp: Path, progress: ProgressCallback | None) -> str:
         source = self._path(key)
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
         try:
-            try:
-                os.fchmod(fd, 0o644)
-                sha, _ = _copy_hashing(source, fd, progress)
-            except OSError as exc:
-                raise self._error(key, exc) from exc
-            if expected_sha256 is not None and sha != expected_sha256:
-                raise IntegrityError(
-                    f"{self.url}: {key}: sha256 {sha} does not match the expected "
-                    f"{expected_sha256}; the object is corrupt or was replaced"
-                )
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+            sha, _ = _copy_hashing(source, os.open(tmp, os.O_WRONLY), progress)
+        except OSError as exc:
+            raise self._error(key, exc) from exc
+        return sha
 
     def get_bytes(self, key: str, expected_sha256: str | None = None) -> bytes:
         try:
@@ -156,12 +135,7 @@ class FileStore(ObjectStore):
         except OSError as exc:
             raise self._error(key, exc) from exc
         if expected_sha256 is not None:
-            sha = hashlib.sha256(data).hexdigest()
-            if sha != expected_sha256:
-                raise IntegrityError(
-                    f"{self.url}: {key}: sha256 {sha} does not match the expected "
-                    f"{expected_sha256}; the object is corrupt or was replaced"
-                )
+            self._check_sha(key, hashlib.sha256(data).hexdigest(), expected_sha256)
         return data
 
     def exists(self, key: str) -> bool:

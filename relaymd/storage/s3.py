@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -35,7 +33,6 @@ from relaymd.envvars import env_float
 from relaymd.logging import add_secret, get_logger
 from relaymd.models import ObjectRef, StorageAccess
 from relaymd.storage.base import (
-    IntegrityError,
     ObjectNotFound,
     ObjectStore,
     ProgressCallback,
@@ -258,40 +255,16 @@ class S3Store(ObjectStore):
 
     # -- reads ----------------------------------------------------------------------------
 
-    def _check_sha(self, key: str, actual: str, expected: str | None) -> None:
-        if expected is not None and actual != expected:
-            raise IntegrityError(
-                f"{self.url}: {key}: sha256 {actual} does not match the expected "
-                f"{expected}; the object is corrupt or was replaced"
-            )
-
-    def get_file(
-        self,
-        key: str,
-        dest: Path,
-        expected_sha256: str | None = None,
-        progress: ProgressCallback | None = None,
-    ) -> None:
-        dest = Path(dest)
+    def _download(self, key: str, tmp: Path, progress: ProgressCallback | None) -> str:
         full = self._full(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        os.close(fd)
-        try:
-            self._call(
-                "download",
-                key,
-                lambda: self.client.download_file(
-                    self.bucket, full, tmp, Callback=progress, Config=self.transfer_config
-                ),
-            )
-            self._check_sha(key, sha256_file(Path(tmp)), expected_sha256)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        self._call(
+            "download",
+            key,
+            lambda: self.client.download_file(
+                self.bucket, full, str(tmp), Callback=progress, Config=self.transfer_config
+            ),
+        )
+        return sha256_file(tmp)
 
     def get_bytes(self, key: str, expected_sha256: str | None = None) -> bytes:
         full = self._full(key)

@@ -15,89 +15,33 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-from relaymd.daemon.context import DaemonContext
 from relaymd.daemon.runner import ClusterRunner
-from relaymd.mailbox.models import EventKind, Heartbeat, WorkerEvent, WorkerState
+from relaymd.mailbox.models import Heartbeat, WorkerState
 from relaymd.models import (
-    Allocation,
     AllocationState,
     CheckpointRef,
-    ClusterProfile,
     DaemonSettings,
     Job,
     JobSpec,
     JobState,
     ObjectRef,
     OpenMMSettings,
-    Partition,
     StorageAccess,
-    WorkerSettings,
     utcnow,
 )
-from relaymd.scheduler.base import EndState, SchedulerJob, SchedulerPhase
 from relaymd.storage import open_store
-from relaymd.storage.checkpoints import upload_checkpoint
-from relaymd.transport import LocalTransport
+from tests.support.fake_cluster import local_profile, make_fake_runners
+from tests.support.worker_mailbox import WorkerMailbox
 
 STALE_AFTER_S = 300.0
 TOTAL_STEPS = 100
-
-
-class QueueFileScheduler:
-    """The scheduler's view is a text file `<allocation> <scheduler id> <phase> [end]`."""
-
-    def __init__(self, scratch: Path) -> None:
-        self.queue = scratch / "queue"
-
-    def query_snippet(self, profile: Any, ids: list[str]) -> str:
-        return f"cat {shlex.quote(str(self.queue))} 2>/dev/null; true"
-
-    def parse_query(self, text: str) -> list[SchedulerJob]:
-        jobs = []
-        for line in text.splitlines():
-            parts = line.split()
-            if len(parts) >= 3:
-                end = parts[3] if len(parts) > 3 else None
-                jobs.append(
-                    SchedulerJob(
-                        allocation_id=parts[0],
-                        scheduler_id=parts[1],
-                        phase=SchedulerPhase(parts[2]),
-                        raw_state=end or parts[2].upper(),
-                        end_state=EndState.parse(end) if end else None,
-                        node="n1",
-                    )
-                )
-        return jobs
-
-    def render_job_script(self, alloc: Any, profile: Any, worker_args: list[str]) -> str:
-        return "#!/bin/bash\nexit 0\n"
-
-    def submit_snippet(self, alloc: Any, script_path: str) -> str:
-        q = shlex.quote(str(self.queue))
-        return f"echo {alloc.id} 9{alloc.id[-4:]} pending >> {q}; echo SUBMITTED {alloc.id} 9"
-
-    def parse_submit(self, text: str) -> list[SimpleNamespace]:
-        out = []
-        for line in text.splitlines():
-            parts = line.split()
-            if len(parts) == 3 and parts[0] == "SUBMITTED":
-                out.append(
-                    SimpleNamespace(allocation_id=parts[1], scheduler_id=parts[2], error=None)
-                )
-        return out
-
-    def cancel_snippet(self, ids: list[str]) -> str:
-        return "true"
 
 
 @dataclass
@@ -116,24 +60,15 @@ class Case:
     cycles: int = 3
 
 
-class MailboxBench:
+class MailboxBench(WorkerMailbox):
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.scratch = tmp / "scratch"
-        self.folder = self.scratch / "alloc" / "a1"
-        self.folder.mkdir(parents=True)
-        self.storage_root = tmp / "storage"
-        self.access = StorageAccess(url=self.storage_root.as_uri())
-        self.objects = open_store(self.access)
-        self.seq = 1
+        super().__init__(tmp, open_store(StorageAccess(url=(tmp / "storage").as_uri())))
         self.refs: dict[str, CheckpointRef] = {}
         self.store: Any = None
         self.runner: ClusterRunner | None = None
 
     # -- setup ---------------------------------------------------------------------------
     async def start(self) -> None:
-        from relaymd.state import AsyncStateStore
-
         for job, epoch, seq, step in (
             ("j1", 1, 1, 5),
             ("j1", 2, 1, 10),
@@ -142,60 +77,19 @@ class MailboxBench:
             ("j2", 2, 5, 50),
         ):
             self.refs[f"{job}:{epoch}-{seq}"] = self.upload(job, epoch, seq, step)
-        self.store = await AsyncStateStore.open(self.tmp / "state.sqlite")
-        profile = ClusterProfile(
-            name="c1",
-            transport="local",
-            scheduler="slurm",
-            scratch=str(self.scratch),
-            partitions=[
-                Partition(
-                    name="p1",
-                    walltime_minutes=60,
-                    gpus_per_allocation=0,
-                    max_pending=1,
-                    max_running=4,
-                )
-            ],
-            native_worker=["worker"],
-        )
-        ctx = DaemonContext(
-            store=self.store,
-            object_store=self.objects,
-            access=self.access,
-            profiles={"c1": profile},
+        profile = local_profile("c1", self.scratch, max_pending=1, max_running=4)
+        fake = await make_fake_runners(
+            self.tmp,
+            {"c1": profile},
             settings=DaemonSettings(stale_after_s=STALE_AFTER_S),
-            worker=WorkerSettings(),
             started_at=utcnow() - timedelta(hours=2),
         )
-        transport = LocalTransport(profile)
-        self.runner = ClusterRunner(
-            ctx,
-            profile,
-            transport_factory=lambda *a, **k: transport,
-            scheduler=QueueFileScheduler(self.scratch),
-        )
+        self.store, self.runner = fake.store, fake.runners["c1"]
         await self.store.insert_job(
             self.job("j1", JobState.RUNNING, self.refs["j1:2-1"], [self.refs["j1:1-1"]], "a1")
         )
         await self.store.insert_job(self.job("j2", JobState.HELD, self.refs["j2:2-5"], [], None))
-        now = utcnow()
-        await self.store.insert_allocation(
-            Allocation(
-                id="a1",
-                cluster="c1",
-                partition="p1",
-                image="openmm",
-                state=AllocationState.RUNNING,
-                scheduler_id="100",
-                walltime_s=3600,
-                job_id="j1",
-                started_at=now,
-                seq_changed_at=now,
-                last_seq=1,
-            )
-        )
-        (self.scratch / "queue").write_text("a1 100 running\n")
+        await self.insert_running_a1(self.store)
         self.genuine_heartbeat()
         self.initial_j2 = self.job_row("j2")
         self.initial_manifests = self.manifests()
@@ -228,28 +122,8 @@ class MailboxBench:
 
     # -- what a worker can do ------------------------------------------------------------
     def upload(self, job: str, epoch: int, seq: int, step: int) -> CheckpointRef:
-        local = self.tmp / "local" / f"{job}-{epoch}-{seq}.bin"
-        local.parent.mkdir(exist_ok=True)
-        local.write_bytes(f"{job} {epoch} {seq} {step}\n".encode() * 8)
-        return upload_checkpoint(
-            self.objects,
-            job_id=job,
-            epoch=epoch,
-            seq=seq,
-            step=step,
-            files=[("state.bin", local)],
-            engine="openmm",
-        )
-
-    def append(self, data: bytes) -> None:
-        with open(self.folder / "events.jsonl", "ab") as fh:
-            fh.write(data)
-
-    def event(self, kind: EventKind, **fields: Any) -> None:
-        fields.setdefault("job_id", "j1")
-        fields.setdefault("epoch", 2)
-        fields.setdefault("allocation_id", "a1")
-        self.append(WorkerEvent(kind=kind, **fields).model_dump_json().encode() + b"\n")
+        content = f"{job} {epoch} {seq} {step}\n".encode() * 8
+        return self.upload_state(job, epoch, seq, step, content)
 
     def raw_event(self, fields: dict[str, Any]) -> None:
         """An event line built by hand (values pydantic would refuse to write)."""
@@ -289,12 +163,6 @@ class MailboxBench:
         return reports
 
     # -- independent views ---------------------------------------------------------------
-    def job_row(self, job_id: str) -> dict[str, Any]:
-        with sqlite3.connect(self.tmp / "state.sqlite") as db:
-            row = db.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        assert row is not None, f"job {job_id} lost from the state file"
-        return dict(json.loads(row[0]))
-
     def audit_kinds(self) -> list[str]:
         with sqlite3.connect(self.tmp / "state.sqlite") as db:
             return [k for (k,) in db.execute("SELECT kind FROM events ORDER BY id")]

@@ -12,7 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cli_cases import (
+
+from relaymd.state import StateStore
+from tests.support.cli_env import (
     CliEnv,
     assert_clear_error,
     job_rows,
@@ -20,8 +22,6 @@ from cli_cases import (
     new_cli,
     stored_objects,
 )
-
-from relaymd.state import StateStore
 
 ESC = "\x1b"
 

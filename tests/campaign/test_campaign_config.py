@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cli_cases import assert_clear_error, local_config, new_cli
+
+from tests.support.cli_env import assert_clear_error, local_config, new_cli
 
 DATA = "/nonexistent-data"  # never touched: every case is refused before use
 

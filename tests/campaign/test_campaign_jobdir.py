@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cli_cases import (
+
+from tests.support.cli_env import (
     assert_clear_error,
     job_rows,
     make_job_dir,

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from mailbox_cases import Case, MailboxBench
 
 from relaymd.mailbox.models import EventKind, WorkerState
+from tests.campaign.mailbox_cases import Case, MailboxBench
 
 MB2 = 2 << 20
 RUNNING = frozenset({"running"})

@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cli_cases import (
+
+from tests.support.cli_env import (
     RELAYMD,
     CliEnv,
     assert_clear_error,

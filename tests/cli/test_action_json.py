@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import CliEnv
-from test_cli_commands import make_job_dir
+
+from tests.support.cli_env import CliEnv, make_job_dir
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 # Tables for people: the same form to the second.

@@ -6,38 +6,11 @@ import hashlib
 import json
 import os
 import sqlite3
-from pathlib import Path
 
 import pytest
-from conftest import CliEnv
 
 from relaymd import __version__
-
-
-def make_job_dir(root: Path, name: str = "job", spec: str | None = None) -> Path:
-    directory = root / name
-    directory.mkdir()
-    for file in ("system.xml", "state.xml", "integrator.xml"):
-        (directory / file).write_text(f"<{file}/>\n")
-    (directory / "relaymd.yaml").write_text(
-        spec or "title: tiny\nengine: {kind: openmm, total_steps: 1000}\nresources: {gpus: 0}\n"
-    )
-    return directory
-
-
-def job_rows(cli: CliEnv) -> int:
-    if not cli.db.exists():
-        return 0
-    with sqlite3.connect(cli.db) as db:
-        return int(db.execute("SELECT count(*) FROM jobs").fetchone()[0])
-
-
-def stored_objects(cli: CliEnv) -> list[Path]:
-    return (
-        sorted(p for p in cli.storage_dir.rglob("*") if p.is_file())
-        if cli.storage_dir.exists()
-        else []
-    )
+from tests.support.cli_env import CliEnv, job_count, make_job_dir, stored_objects
 
 
 def test_version_and_help(cli: CliEnv) -> None:
@@ -120,7 +93,7 @@ def test_dry_run_uploads_nothing(cli: CliEnv) -> None:
     done = cli.run("submit", str(directory), "--dry-run", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)[0]["spec"]["engine"]["total_steps"] == 1000
-    assert (job_rows(cli), stored_objects(cli)) == (0, [])
+    assert (job_count(cli), stored_objects(cli)) == (0, [])
 
 
 @pytest.mark.parametrize(
@@ -175,7 +148,7 @@ def test_bad_input_is_named_and_leaves_nothing(
     assert "error:" in done.stderr
     for fragment in expected:
         assert fragment in done.stderr
-    assert job_rows(cli) == 0
+    assert job_count(cli) == 0
     objects = [] if case == "storage_unwritable" else stored_objects(cli)
     assert objects == []
 

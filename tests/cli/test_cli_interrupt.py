@@ -12,19 +12,25 @@ import hashlib
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import RELAYMD, CliEnv
 
 from relaymd.models import CheckpointManifest, CheckpointRef, ManifestFile
 from relaymd.state import StateStore
 from relaymd.storage import keys
 from relaymd.storage.file import FileStore
+from tests.support.cli_env import (
+    RELAYMD,
+    TINY_SPEC,
+    CliEnv,
+    job_count,
+    make_job_dir,
+    stored_objects,
+)
 
 MIB = 1 << 20
 
@@ -51,26 +57,8 @@ def _wait_then_sigint(
     return proc.returncode, stderr
 
 
-def _job_count(cli: CliEnv) -> int:
-    if not cli.db.exists():
-        return 0
-    with sqlite3.connect(cli.db) as db:
-        return int(db.execute("SELECT count(*) FROM jobs").fetchone()[0])
-
-
-def _stored(cli: CliEnv) -> list[Path]:
-    root = cli.storage_dir
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
-
-
 def _big_job(cli: CliEnv) -> Path:
-    job = cli.root / "big"
-    job.mkdir()
-    for name in ("system.xml", "state.xml", "integrator.xml"):
-        (job / name).write_text(f"<{name}/>\n")
-    (job / "relaymd.yaml").write_text(
-        "title: big\nengine: {kind: openmm, total_steps: 1000}\nresources: {gpus: 0}\n"
-    )
+    job = make_job_dir(cli.root, "big", TINY_SPEC.format(title="big"))
     _incompressible(job / "trajectory.bin", 192)
     return job
 
@@ -97,24 +85,18 @@ def test_ctrl_c_during_submit_leaves_nothing(cli: CliEnv, phase: str) -> None:
         return any(p.stat().st_size > 0 for p in tmp.glob("relaymd-submit-*/bundle.tar.gz"))
 
     def uploading() -> bool:
-        return any(_stored(cli))
+        return any(stored_objects(cli))
 
     code, stderr = _wait_then_sigint(proc, packing if phase == "packing" else uploading, phase)
     assert code == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
-    assert _job_count(cli) == 0
-    assert _stored(cli) == []  # no bundle, no half-written upload
+    assert job_count(cli) == 0
+    assert stored_objects(cli) == []  # no bundle, no half-written upload
     assert list(tmp.iterdir()) == []  # the packing folder is gone too
 
 
 def _job_with_big_checkpoint(cli: CliEnv) -> str:
-    small = cli.root / "small"
-    small.mkdir()
-    for name in ("system.xml", "state.xml", "integrator.xml"):
-        (small / name).write_text(f"<{name}/>\n")
-    (small / "relaymd.yaml").write_text(
-        "title: small\nengine: {kind: openmm, total_steps: 1000}\nresources: {gpus: 0}\n"
-    )
+    small = make_job_dir(cli.root, "small", TINY_SPEC.format(title="small"))
     done = cli.run("submit", str(small), "--json")
     assert done.returncode == 0, done.stderr
     job_id = json.loads(done.stdout)["submitted"][0]["job_id"]
@@ -176,7 +158,7 @@ def test_ctrl_c_during_download_leaves_no_complete_looking_checkpoint(cli: CliEn
 
 
 def test_ctrl_c_during_s3_multipart_upload_leaves_no_object_or_part(cli: CliEnv) -> None:
-    from moto_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, run_moto_server
+    from tests.moto_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, run_moto_server
 
     job = _big_job(cli)
     with run_moto_server() as moto:
@@ -209,4 +191,4 @@ def test_ctrl_c_during_s3_multipart_upload_leaves_no_object_or_part(cli: CliEnv)
         assert "storage_retry" not in stderr, stderr
         assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
         assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-    assert _job_count(cli) == 0
+    assert job_count(cli) == 0

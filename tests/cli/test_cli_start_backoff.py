@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import CliEnv
+from tests.support.cli_env import TINY_SPEC, CliEnv, make_job_dir
 
 
 def _config(cli: CliEnv, starts: Path) -> None:
@@ -45,13 +45,7 @@ def _starts(path: Path) -> int:
 def test_worker_dying_at_start_backs_off_and_says_why(cli: CliEnv) -> None:
     starts = cli.root / "starts.log"
     _config(cli, starts)
-    job = cli.root / "job"
-    job.mkdir()
-    for name in ("system.xml", "state.xml", "integrator.xml"):
-        (job / name).write_text(f"<{name}/>\n")
-    (job / "relaymd.yaml").write_text(
-        "title: doomed\nengine: {kind: openmm, total_steps: 1000}\nresources: {gpus: 0}\n"
-    )
+    job = make_job_dir(cli.root, "job", TINY_SPEC.format(title="doomed"))
     done = cli.run("submit", str(job), "--json")
     assert done.returncode == 0, done.stderr
     job_id = json.loads(done.stdout)["submitted"][0]["job_id"]

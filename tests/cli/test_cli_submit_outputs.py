@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import CliEnv
+from tests.support.cli_env import CliEnv
 
 ATOM_CONFIG = "BASENAME = 'lig'\nPRNT_FREQUENCY = 5000\nPRODUCTION_STEPS = 1000\n"
 

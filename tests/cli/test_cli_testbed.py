@@ -10,19 +10,16 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import CliEnv
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
-from testbed import Testbed, relay_config, require_testbed, worker_code_copy
 
 from relaymd.demo.water_box import write_water_box
+from tests.support.cli_env import CliEnv
+from tests.testbed.testbed import Testbed, relay_config, require_testbed, worker_code_copy
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import orjson
-from conftest import CliEnv
+
+from tests.support.cli_env import CliEnv
 
 
 def test_daemon_logs_to_a_rotating_file_and_stderr_stays_empty(cli: CliEnv) -> None:

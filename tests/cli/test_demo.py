@@ -9,7 +9,8 @@ from pathlib import Path
 
 import mdtraj
 import pytest
-from conftest import RELAYMD, REPO, CliEnv
+
+from tests.support.cli_env import RELAYMD, REPO, CliEnv
 
 
 @pytest.mark.slow

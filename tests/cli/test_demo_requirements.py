@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import CliEnv
+from tests.support.cli_env import CliEnv
 
 
 def test_demo_without_openmm_says_what_to_install(cli: CliEnv, tmp_path: Path) -> None:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import CliEnv
-from test_cli_commands import make_job_dir
+from tests.support.cli_env import CliEnv, make_job_dir
 
 from relaymd.models.storage import ManifestFile, OutputsManifest
 from relaymd.storage.hashing import sha256_bytes

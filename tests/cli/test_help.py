@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 import typer
-from conftest import RELAYMD, CliEnv
 from typer.core import TyperGroup
 
 from relaymd.cli.app import app
+from tests.support.cli_env import RELAYMD, CliEnv
 
 if TYPE_CHECKING:
     # typer ships its own copy of click; its classes are what get_command returns.

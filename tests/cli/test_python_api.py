@@ -9,7 +9,8 @@ import sys
 
 import mdtraj
 import pytest
-from conftest import RELAYMD, CliEnv
+
+from tests.support.cli_env import RELAYMD, CliEnv
 
 STEPS = 1000
 DCD_EVERY = 100

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CliEnv
 
 from relaymd.cli.main import PlainStatus, parse_plain_status
+from tests.support.cli_env import CliEnv
 
 # What only the daemon, storage, job-script or worker code needs; typer only parses, and
 # the fast paths do their own parsing.

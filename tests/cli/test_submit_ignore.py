@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import CliEnv
-from test_cli_commands import make_job_dir, stored_objects
+from tests.support.cli_env import CliEnv, make_job_dir, stored_objects
 
 
 def test_submit_says_what_the_ignore_file_leaves_out(cli: CliEnv) -> None:

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +14,7 @@ import yaml
 
 from relaymd.demo.water_box import write_water_box
 from relaymd.models import JobSpec, OpenMMSettings, Resources
+from tests.support.waiting import poll_until
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
@@ -122,17 +122,21 @@ def start_daemon(
     )
 
 
+def stop_daemon(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a daemon that still runs and wait up to 60 s for its clean exit."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
 def kill9(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
 
 
 def wait_for(what: str, check: Callable[[], T | None], timeout: float, root: Path) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    tail = (root / "daemon.log").read_text(errors="replace")[-4000:]
-    raise AssertionError(f"timed out waiting for {what}; daemon log tail:\n{tail}")
+    value = poll_until(check, timeout, every_s=0.3)
+    if not value:
+        tail = (root / "daemon.log").read_text(errors="replace")[-4000:]
+        raise AssertionError(f"timed out waiting for {what}; daemon log tail:\n{tail}")
+    return value

@@ -8,6 +8,7 @@ from relaymd.mailbox.models import EventKind, WorkerEvent
 from relaymd.models import (
     Allocation,
     AllocationState,
+    CheckpointRef,
     ClusterProfile,
     GpuInfo,
     Job,
@@ -58,6 +59,31 @@ def make_job(
 def ev(kind: EventKind, epoch: int = 2, **fields: object) -> WorkerEvent:
     """A worker event from allocation a1 about job j1."""
     return WorkerEvent(kind=kind, allocation_id="a1", job_id="j1", epoch=epoch, **fields)
+
+
+def sched_job(
+    alloc_id: str, phase: str = "running", end_state: str | None = None, sid: str = "100"
+) -> SchedulerJob:
+    """What the scheduler reports for `alloc_id` (on node n1)."""
+    return SchedulerJob(
+        allocation_id=alloc_id,
+        scheduler_id=sid,
+        phase=SchedulerPhase(phase),
+        raw_state=phase,
+        end_state=EndState(end_state) if end_state else None,
+        node="n1",
+    )
+
+
+def ckpt_ref(epoch: int, seq: int, step: int, job_id: str = "j1") -> CheckpointRef:
+    """A checkpoint pointer of `job_id` under its usual key prefix."""
+    return CheckpointRef(
+        epoch=epoch,
+        seq=seq,
+        step=step,
+        prefix=f"jobs/{job_id}/checkpoints/{epoch}-{seq}/",
+        manifest_sha256=SHA,
+    )
 
 
 def make_alloc(

@@ -9,17 +9,13 @@ a stale epoch, every job completed; and the testbed is left healthy.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from chaos import render, run_campaign, short_plan
-from chaos_faults import FaultKind
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
-from testbed import health_problems, require_testbed
+from bench.chaos import render, run_campaign, short_plan
+from bench.chaos_faults import FaultKind
+from tests.testbed.testbed import health_problems, require_testbed
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow, pytest.mark.timeout(480)]
 

@@ -1,7 +1,6 @@
-from daemon_factories import make_alloc, make_job, make_profile
-
 from relaymd.daemon.assign import assign
 from relaymd.models import GpuInfo, Partition
+from tests.daemon.daemon_factories import make_alloc, make_job, make_profile
 
 
 def gpu(name: str, gib: int) -> GpuInfo:

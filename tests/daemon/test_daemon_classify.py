@@ -1,5 +1,4 @@
 import pytest
-from daemon_factories import make_job
 
 from relaymd.daemon.classify import (
     Verdict,
@@ -14,6 +13,7 @@ from relaymd.models import (
     OperatorRequest,
     SegmentOutcome,
 )
+from tests.daemon.daemon_factories import make_job
 
 
 def event(kind: EventKind, **fields: object) -> WorkerEvent:

@@ -5,16 +5,15 @@ Every allocation folder ends without its credentials file."""
 from __future__ import annotations
 
 import shutil
-import signal
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from daemon_e2e_support import REPO, local_config, start_daemon, wait_for
 
 from relaymd.config import load_config
 from relaymd.models import CommandSettings, JobSpec, JobState, Resources
+from tests.daemon.daemon_e2e_support import REPO, local_config, start_daemon, stop_daemon, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 SAMPLES = 120
@@ -92,9 +91,7 @@ def test_command_job_completes_on_a_verified_final_checkpoint(
             root,
         )
     finally:
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(timeout=60)
+        stop_daemon(daemon)
     assert final.state is JobState.COMPLETED, final.failure_reason
     assert final.checkpoint is not None and final.step == SAMPLES
     manifest = verify_claimed_checkpoint(store, job.id, final.checkpoint)

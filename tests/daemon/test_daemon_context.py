@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from daemon_factories import T0, make_profile
 from freezegun import freeze_time
 
 from relaymd.daemon.context import DaemonContext
 from relaymd.models import DaemonSettings, StorageAccess, WorkerSettings
 from relaymd.models.state import ClusterReachability, ClusterStatus
+from tests.daemon.daemon_factories import T0, make_profile
 
 
 def make_ctx(**profiles_enabled: bool) -> DaemonContext:

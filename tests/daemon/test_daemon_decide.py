@@ -6,8 +6,6 @@ from datetime import timedelta
 from itertools import count
 
 import pytest
-from daemon_factories import SHA, T0, ev, make_alloc, make_job, make_profile
-from daemon_factories import make_sched_job as sj
 
 from relaymd.daemon.decide import decide_cycle
 from relaymd.daemon.decide.cycle import Cycle
@@ -18,13 +16,21 @@ from relaymd.mailbox.carrier import AllocationFiles, ClusterSnapshot
 from relaymd.mailbox.models import EventKind, Heartbeat, WorkerState
 from relaymd.models import (
     AllocationState,
-    CheckpointRef,
     DaemonSettings,
     JobState,
     OperatorRequest,
     SegmentOutcome,
 )
 from relaymd.models.job import JobTransitionError
+from tests.daemon.daemon_factories import (
+    T0,
+    ckpt_ref,
+    ev,
+    make_alloc,
+    make_job,
+    make_profile,
+    sched_job,
+)
 
 R, P, S, E = (
     AllocationState.RUNNING,
@@ -37,16 +43,6 @@ _ids = count()
 
 def new_id() -> str:
     return f"anew{next(_ids)}"
-
-
-def ref(epoch: int, seq: int, step: int) -> CheckpointRef:
-    return CheckpointRef(
-        epoch=epoch,
-        seq=seq,
-        step=step,
-        prefix=f"jobs/j1/checkpoints/{epoch}-{seq}/",
-        manifest_sha256=SHA,
-    )
 
 
 def beat(seq: int, state=WorkerState.RUNNING, job="j1", epoch=2) -> Heartbeat:
@@ -85,7 +81,7 @@ def run(allocs, jobs, **kw):
 
 def running_pair(**alloc_fields):
     job = make_job(
-        "j1", state=JobState.RUNNING, epoch=2, allocation_id="a1", checkpoint=ref(2, 1, 10)
+        "j1", state=JobState.RUNNING, epoch=2, allocation_id="a1", checkpoint=ckpt_ref(2, 1, 10)
     )
     alloc = make_alloc(
         "a1", state=R, job_id="j1", scheduler_id="100", started_at=T0, **alloc_fields
@@ -96,13 +92,13 @@ def running_pair(**alloc_fields):
 def test_only_verified_checkpoints_of_the_current_epoch_move_the_pointer() -> None:
     job, alloc = running_pair()
     events = [
-        ev(EventKind.CHECKPOINT, epoch=1, checkpoint=ref(1, 9, 90)),
-        ev(EventKind.CHECKPOINT, checkpoint=ref(2, 2, 20)),
-        ev(EventKind.CHECKPOINT, checkpoint=ref(2, 3, 30)),
+        ev(EventKind.CHECKPOINT, epoch=1, checkpoint=ckpt_ref(1, 9, 90)),
+        ev(EventKind.CHECKPOINT, checkpoint=ckpt_ref(2, 2, 20)),
+        ev(EventKind.CHECKPOINT, checkpoint=ckpt_ref(2, 3, 30)),
     ]
     files = AllocationFiles(allocation_id="a1", heartbeat=beat(1), events=events, events_offset=300)
-    verified = {claim_key("j1", ref(1, 9, 90)), claim_key("j1", ref(2, 2, 20))}
-    out = run([alloc], [job], sched=[sj("a1")], files=[files], verified=verified)
+    verified = {claim_key("j1", ckpt_ref(1, 9, 90)), claim_key("j1", ckpt_ref(2, 2, 20))}
+    out = run([alloc], [job], sched=[sched_job("a1")], files=[files], verified=verified)
     new = out.jobs["j1"]
     assert (new.checkpoint.epoch, new.checkpoint.seq, new.step) == (2, 2, 20)
     kinds = [a.kind for a in out.audits]
@@ -115,14 +111,14 @@ def test_old_epoch_terminal_event_is_ignored() -> None:
     job, alloc = running_pair()
     late = ev(EventKind.COMPLETED, epoch=1, step=100)
     files = AllocationFiles(allocation_id="a1", heartbeat=beat(1), events=[late], events_offset=10)
-    out = run([alloc], [job], sched=[sj("a1")], files=[files])
+    out = run([alloc], [job], sched=[sched_job("a1")], files=[files])
     assert "j1" not in out.jobs or out.jobs["j1"].state is JobState.RUNNING
 
 
 def test_handoff_requeues_and_the_job_is_bound_again_under_a_new_epoch() -> None:
     job, alloc = running_pair()
     idle = make_alloc("a2", state=R, scheduler_id="101", started_at=T0)
-    handoff = ev(EventKind.HANDOFF, checkpoint=ref(2, 1, 10))
+    handoff = ev(EventKind.HANDOFF, checkpoint=ckpt_ref(2, 1, 10))
     files = [
         AllocationFiles(
             allocation_id="a1", heartbeat=beat(3, WorkerState.EXITING), events=[handoff]
@@ -132,7 +128,9 @@ def test_handoff_requeues_and_the_job_is_bound_again_under_a_new_epoch() -> None
             heartbeat=Heartbeat(allocation_id="a2", seq=1, state=WorkerState.IDLE),
         ),
     ]
-    out = run([alloc, idle], [job], sched=[sj("a1"), sj("a2", sid="101")], files=files)
+    out = run(
+        [alloc, idle], [job], sched=[sched_job("a1"), sched_job("a2", sid="101")], files=files
+    )
     assert [(c.epoch, c.outcome) for c in out.closed_segments] == [(2, SegmentOutcome.HANDOFF)]
     j = out.jobs["j1"]
     assert (j.state, j.epoch, j.allocation_id, j.step) == (JobState.ASSIGNED, 3, "a2", 10)
@@ -146,7 +144,7 @@ def test_allocation_death_reported_by_slurm_requeues_and_provisions() -> None:
     out = run(
         [alloc],
         [job],
-        sched=[sj("a1", "ended", "NODE_FAIL")],
+        sched=[sched_job("a1", "ended", "NODE_FAIL")],
         files=[AllocationFiles(allocation_id="a1")],
     )
     assert out.jobs["j1"].state is JobState.QUEUED and out.jobs["j1"].retries == 0
@@ -159,22 +157,26 @@ def test_allocation_death_reported_by_slurm_requeues_and_provisions() -> None:
 def test_hung_worker_is_stopped_requeued_then_cancelled_after_grace() -> None:
     job, alloc = running_pair(last_seq=5, seq_changed_at=T0)
     files = [AllocationFiles(allocation_id="a1", heartbeat=beat(5))]
-    out = run([alloc], [job], sched=[sj("a1")], files=files, now=T0 + timedelta(seconds=59))
+    out = run([alloc], [job], sched=[sched_job("a1")], files=files, now=T0 + timedelta(seconds=59))
     assert "j1" not in out.jobs
-    out = run([alloc], [job], sched=[sj("a1")], files=files, now=T0 + timedelta(seconds=61))
+    out = run([alloc], [job], sched=[sched_job("a1")], files=files, now=T0 + timedelta(seconds=61))
     assert out.jobs["j1"].state is JobState.QUEUED
     stopped = out.allocations["a1"]
     assert stopped.stop_requested_at is not None and stopped.job_id is None
     assert out.cancel == {}
     later = run(
-        [stopped], [out.jobs["j1"]], sched=[sj("a1")], files=files, now=T0 + timedelta(seconds=95)
+        [stopped],
+        [out.jobs["j1"]],
+        sched=[sched_job("a1")],
+        files=files,
+        now=T0 + timedelta(seconds=95),
     )
     assert later.cancel == {"a1": "100"}
 
 
 def test_submitting_row_is_adopted_by_name_or_dropped_after_grace() -> None:
     pending = make_alloc("a1", state=S)
-    out = run([pending], [], sched=[sj("a1", "pending", sid="777")])
+    out = run([pending], [], sched=[sched_job("a1", "pending", sid="777")])
     assert out.allocations["a1"].state is P and out.allocations["a1"].scheduler_id == "777"
     assert "allocation_adopted" in [a.kind for a in out.audits]
     # Not found, within the grace period: wait (the sbatch may still be running).
@@ -185,7 +187,7 @@ def test_submitting_row_is_adopted_by_name_or_dropped_after_grace() -> None:
 
 
 def test_unknown_relaymd_jobs_are_cancelled_as_orphans() -> None:
-    out = run([], [], sched=[sj("azzz", "pending", sid="999")])
+    out = run([], [], sched=[sched_job("azzz", "pending", sid="999")])
     assert out.cancel == {"azzz": "999"}
 
 
@@ -202,7 +204,7 @@ def test_operator_cancel_stops_worker_then_cancels_on_stopped_event() -> None:
     job, alloc = running_pair()
     job = job.model_copy(update={"operator_request": OperatorRequest.CANCEL})
     files = [AllocationFiles(allocation_id="a1", heartbeat=beat(2))]
-    out = run([alloc], [job], sched=[sj("a1")], files=files)
+    out = run([alloc], [job], sched=[sched_job("a1")], files=files)
     assert out.allocations["a1"].stop_requested_at is not None
     assert "j1" not in out.jobs  # not yet: the worker checkpoints first
     stopped = ev(EventKind.STOPPED)
@@ -211,7 +213,7 @@ def test_operator_cancel_stops_worker_then_cancels_on_stopped_event() -> None:
             allocation_id="a1", heartbeat=beat(3, WorkerState.EXITING), events=[stopped]
         )
     ]
-    out = run([out.allocations["a1"]], [job], sched=[sj("a1")], files=files)
+    out = run([out.allocations["a1"]], [job], sched=[sched_job("a1")], files=files)
     assert out.jobs["j1"].state is JobState.CANCELLED
     queued = make_job("j2", operator_request=OperatorRequest.CANCEL)
     assert run([], [queued]).jobs["j2"].state is JobState.CANCELLED
@@ -224,7 +226,7 @@ def test_repeated_application_failure_fails_the_job_with_its_log() -> None:
     files = [
         AllocationFiles(allocation_id="a1", heartbeat=beat(2, WorkerState.IDLE), events=[failed])
     ]
-    out = run([alloc], [job], sched=[sj("a1")], files=files)
+    out = run([alloc], [job], sched=[sched_job("a1")], files=files)
     final = out.jobs["j1"]
     assert (
         final.state is JobState.FAILED and final.log_tail == ["x"] and "NaN" in final.failure_reason
@@ -254,27 +256,30 @@ def test_pending_allocation_for_a_vram_job_is_kept_across_cycles() -> None:
     pending = make_alloc("a1", state=P, scheduler_id="100")
     for seconds in (0, 10, 20):
         out = run(
-            [pending], [job], sched=[sj("a1", "pending")], now=T0 + timedelta(seconds=seconds)
+            [pending],
+            [job],
+            sched=[sched_job("a1", "pending")],
+            now=T0 + timedelta(seconds=seconds),
         )
         assert out.cancel == {} and out.new_allocations == []
 
 
 def test_lost_not_needed_cancel_is_sent_again() -> None:
     pending = make_alloc("a1", state=P, scheduler_id="100")
-    out = run([pending], [], sched=[sj("a1", "pending")])
+    out = run([pending], [], sched=[sched_job("a1", "pending")])
     assert out.cancel == {"a1": "100"}
     committed = out.allocations["a1"]
     assert committed.end_reason == "not needed" and committed.stop_requested_at == T0
     # The scancel never ran (crash or transport error): squeue still shows it pending.
-    out = run([committed], [], sched=[sj("a1", "pending")], now=T0 + timedelta(seconds=10))
+    out = run([committed], [], sched=[sched_job("a1", "pending")], now=T0 + timedelta(seconds=10))
     assert out.cancel == {}  # within the stop grace: the first scancel may still land
-    out = run([committed], [], sched=[sj("a1", "pending")], now=T0 + timedelta(seconds=31))
+    out = run([committed], [], sched=[sched_job("a1", "pending")], now=T0 + timedelta(seconds=31))
     assert out.cancel == {"a1": "100"}
     # Once the scheduler reports it gone, it ends and nothing more is sent.
     out = run(
         [committed],
         [],
-        sched=[sj("a1", "ended", end_state="CANCELLED")],
+        sched=[sched_job("a1", "ended", end_state="CANCELLED")],
         now=T0 + timedelta(seconds=62),
     )
     assert out.cancel == {} and out.allocations["a1"].state is E
@@ -288,7 +293,7 @@ def test_disabled_cluster_cancels_pending_and_lets_running_finish() -> None:
     out = run(
         [running, pending],
         [job, queued],
-        sched=[sj("a1"), sj("a2", "pending", sid="101")],
+        sched=[sched_job("a1"), sched_job("a2", "pending", sid="101")],
         files=files,
         mode=ClusterMode.DISABLED,
     )
@@ -310,7 +315,7 @@ def test_disabled_cluster_binds_no_job_to_its_idle_workers() -> None:
         )
     ]
     args = ([idle], [make_job("j1")])
-    kw = {"sched": [sj("a2", sid="101")], "files": files}
+    kw = {"sched": [sched_job("a2", sid="101")], "files": files}
     assert run(*args, **kw).bound == ["j1"]
     assert run(*args, **kw, mode=ClusterMode.DISABLED).bound == []
 
@@ -323,7 +328,7 @@ def test_restart_does_not_make_old_heartbeats_stale_at_once() -> None:
     out = run(
         [alloc],
         [job],
-        sched=[sj("a1")],
+        sched=[sched_job("a1")],
         files=files,
         now=T0 + timedelta(seconds=10),
         daemon_started_at=T0,
@@ -333,7 +338,7 @@ def test_restart_does_not_make_old_heartbeats_stale_at_once() -> None:
     out = run(
         [alloc],
         [job],
-        sched=[sj("a1")],
+        sched=[sched_job("a1")],
         files=files,
         now=T0 + timedelta(seconds=61),
         daemon_started_at=T0,
@@ -366,7 +371,7 @@ def test_cluster_preference_holds_across_clusters() -> None:
                 snapshot=ClusterSnapshot(
                     cluster="c1",
                     query_ok=True,
-                    scheduler_jobs={"a1": sj("a1")},
+                    scheduler_jobs={"a1": sched_job("a1")},
                     files={"a1": idle_here},
                 ),
                 allocations=[here],
@@ -399,10 +404,12 @@ def test_idle_worker_too_close_to_its_deadline_gets_no_job() -> None:
         return [AllocationFiles(allocation_id="a2", heartbeat=beat)]
 
     # 140 s to the deadline - 30 s margin = 110 s of segment: not worth staging the job.
-    late = run([idle], [job], sched=[sj("a2", sid="101")], files=files(140), settings=settings)
+    late = run(
+        [idle], [job], sched=[sched_job("a2", sid="101")], files=files(140), settings=settings
+    )
     assert late.bound == [] and late.jobs.get("j1") is None
     # 160 s - 30 s = 130 s: bound.
-    ok = run([idle], [job], sched=[sj("a2", sid="101")], files=files(160), settings=settings)
+    ok = run([idle], [job], sched=[sched_job("a2", sid="101")], files=files(160), settings=settings)
     assert ok.bound == ["j1"] and ok.jobs["j1"].allocation_id == "a2"
 
 
@@ -410,7 +417,7 @@ def test_sigkilled_worker_spends_a_retry_only_when_deaths_recur_without_progress
     # Epoch 2 wrote a checkpoint (running_pair's pointer is 2-1): a SIGKILL is resumable.
     job, alloc = running_pair()
     job = job.model_copy(update={"losses_without_progress": 1})
-    killed = [sj("a1", "ended", "FAILED")]
+    killed = [sched_job("a1", "ended", "FAILED")]
     out = run([alloc], [job], sched=killed, files=[AllocationFiles(allocation_id="a1")])
     j = out.jobs["j1"]
     assert (j.state, j.retries, j.losses_without_progress) == (JobState.QUEUED, 0, 0)

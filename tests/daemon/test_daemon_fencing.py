@@ -12,12 +12,12 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from daemon_factories import T0, make_alloc, make_job
 
 from relaymd.daemon.commit import persist
 from relaymd.daemon.decide import CycleDecisions
 from relaymd.models import Job, JobState, Segment
 from relaymd.state import AsyncStateStore, ConflictError
+from tests.daemon.daemon_factories import T0, make_alloc, make_job
 
 
 def bind(read: Job, alloc_id: str) -> CycleDecisions:
@@ -76,11 +76,10 @@ async def test_a_stale_writer_commits_nothing(tmp_path: Path) -> None:
 async def test_a_refused_commit_is_a_failed_poll_of_a_reachable_cluster(tmp_path: Path) -> None:
     """A conflict rolls the cycle back; the cluster's status row says why, and it stays
     reachable (the login node answered) rather than reading as a network problem."""
-    from daemon_factories import make_profile
-    from daemon_fakes import make_fake_runners
-
     from relaymd.daemon.poll_outcome import PollOutcome
     from relaymd.models import utcnow
+    from tests.daemon.daemon_factories import make_profile
+    from tests.support.fake_cluster import make_fake_runners
 
     fake = await make_fake_runners(tmp_path, {"c1": make_profile("c1")})
     try:

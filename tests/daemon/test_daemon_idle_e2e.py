@@ -20,21 +20,22 @@ import sys
 from pathlib import Path
 
 import pytest
-from daemon_e2e_support import (
-    REPO,
-    daemon_env,
-    kill9,
-    local_config,
-    start_daemon,
-    wait_for,
-    write_spec,
-    write_tiny_system,
-)
 
 from relaymd.config import load_config
 from relaymd.mailbox.files import read_events
 from relaymd.mailbox.models import EventKind, Heartbeat, WorkerEvent
 from relaymd.models import JobState
+from tests.daemon.daemon_e2e_support import (
+    REPO,
+    daemon_env,
+    kill9,
+    local_config,
+    start_daemon,
+    stop_daemon,
+    wait_for,
+    write_spec,
+    write_tiny_system,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -99,9 +100,7 @@ def _submit(root: Path, name: str, seconds_of_compute: float, loaded, store, sta
 
 
 def _stop(daemon: subprocess.Popen[bytes]) -> None:
-    if daemon.poll() is None:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=60)
+    stop_daemon(daemon)
 
 
 def test_idle_worker_is_released_when_the_queue_is_empty(

@@ -49,10 +49,9 @@ def test_a_second_daemon_on_the_same_state_file_is_refused(
     """Different XDG state dirs, one explicit state_path: the lock beside the file decides."""
     import asyncio
 
-    from daemon_e2e_support import local_config
-
     from relaymd.config import load_config
     from relaymd.daemon import run_daemon
+    from tests.daemon.daemon_e2e_support import local_config
 
     loaded = load_config(local_config(tmp_path, walltime_s=60))
     state_file = Path(loaded.config.state_path)

@@ -1,11 +1,11 @@
 from datetime import timedelta
 
-from daemon_factories import T0, make_alloc
 from freezegun import freeze_time
 
 from relaymd.daemon.liveness import is_stale, liveness_reference, observe_heartbeat
 from relaymd.mailbox.models import Heartbeat, WorkerState
 from relaymd.models import GpuInfo, utcnow
+from tests.daemon.daemon_factories import T0, make_alloc
 
 
 def hb(seq: int, written_at=T0) -> Heartbeat:

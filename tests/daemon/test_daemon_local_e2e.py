@@ -17,18 +17,19 @@ import signal
 from pathlib import Path
 
 import pytest
-from daemon_e2e_support import (
-    kill9,
-    local_config,
-    start_daemon,
-    wait_for,
-    write_spec,
-    write_tiny_system,
-)
 
 from relaymd.config import load_config
 from relaymd.mailbox.models import Heartbeat
 from relaymd.models import AllocationState, JobState, SegmentOutcome
+from tests.daemon.daemon_e2e_support import (
+    kill9,
+    local_config,
+    start_daemon,
+    stop_daemon,
+    wait_for,
+    write_spec,
+    write_tiny_system,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -118,9 +119,7 @@ def test_local_relay_survives_kill9_of_daemon_and_worker(tmp_path: Path, monkeyp
             root,
         )
     finally:
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(timeout=60)
+        stop_daemon(daemon)
 
     assert final.state is JobState.COMPLETED, final.failure_reason
     segments = state.list_segments(job.id)

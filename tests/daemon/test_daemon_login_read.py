@@ -6,14 +6,12 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import sys
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from bench import login_node
 from relaymd.mailbox.carrier import ReadRequest
 from relaymd.mailbox.reading import EVENTS_WINDOW_BYTES
 from relaymd.mailbox.scratch_read import (
@@ -22,24 +20,11 @@ from relaymd.mailbox.scratch_read import (
     parse_read_output,
 )
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 needs_strace = pytest.mark.skipif(shutil.which("strace") is None, reason="strace not installed")
 
 
-@pytest.fixture(scope="module")
-def login_node() -> Iterator[ModuleType]:
-    sys.path.insert(0, str(BENCH))
-    try:
-        import login_node as module
-    finally:
-        sys.path.remove(str(BENCH))
-    yield module
-
-
 @needs_strace
-def test_processes_per_poll_do_not_grow_with_allocations(
-    login_node: ModuleType, tmp_path: Path
-) -> None:
+def test_processes_per_poll_do_not_grow_with_allocations(tmp_path: Path) -> None:
     small = login_node.LoginNodeTree(10, root=tmp_path / "small")
     large = login_node.LoginNodeTree(200, root=tmp_path / "large")
     _, small_cost = small.poll()
@@ -50,9 +35,7 @@ def test_processes_per_poll_do_not_grow_with_allocations(
     assert fallback.processes > 10
 
 
-def test_a_quiet_poll_returns_the_same_few_bytes_at_any_size(
-    login_node: ModuleType, tmp_path: Path
-) -> None:
+def test_a_quiet_poll_returns_the_same_few_bytes_at_any_size(tmp_path: Path) -> None:
     sizes = []
     for n in (10, 200):
         tree = login_node.LoginNodeTree(n, root=tmp_path / str(n))
@@ -63,9 +46,7 @@ def test_a_quiet_poll_returns_the_same_few_bytes_at_any_size(
     assert sizes[0] == sizes[1]
 
 
-def test_a_poll_returns_exactly_the_heartbeats_and_events_that_changed(
-    login_node: ModuleType, tmp_path: Path
-) -> None:
+def test_a_poll_returns_exactly_the_heartbeats_and_events_that_changed(tmp_path: Path) -> None:
     tree = login_node.LoginNodeTree(200, root=tmp_path)
     tree.poll(count=False)
     _, quiet = tree.poll(count=False)
@@ -93,9 +74,7 @@ def test_a_poll_returns_exactly_the_heartbeats_and_events_that_changed(
     assert len(snapshot.files[tree.ids[100]].events) == 1
 
 
-def test_a_heartbeat_left_out_as_unchanged_keeps_its_seq(
-    login_node: ModuleType, tmp_path: Path
-) -> None:
+def test_a_heartbeat_left_out_as_unchanged_keeps_its_seq(tmp_path: Path) -> None:
     tree = login_node.LoginNodeTree(3, root=tmp_path)
     first, _ = tree.poll(count=False)
     again, _ = tree.poll(count=False)
@@ -105,9 +84,7 @@ def test_a_heartbeat_left_out_as_unchanged_keeps_its_seq(
         assert after.seq == before.seq == tree.seq[alloc_id]  # liveness sees no movement
 
 
-def test_a_rewrite_with_the_same_size_and_mtime_is_seen(
-    login_node: ModuleType, tmp_path: Path
-) -> None:
+def test_a_rewrite_with_the_same_size_and_mtime_is_seen(tmp_path: Path) -> None:
     """What an NFS client with a cached attribute would show: the content decides."""
     tree = login_node.LoginNodeTree(2, root=tmp_path)
     tree.poll(count=False)
@@ -124,9 +101,7 @@ def test_a_rewrite_with_the_same_size_and_mtime_is_seen(
     assert beat is not None and beat.seq == seq + 1
 
 
-def test_without_python3_the_bash_fallback_answers_the_same(
-    login_node: ModuleType, tmp_path: Path
-) -> None:
+def test_without_python3_the_bash_fallback_answers_the_same(tmp_path: Path) -> None:
     tree = login_node.LoginNodeTree(3, root=tmp_path / "scratch with 'quotes' $HOME")
     events = tree.folder(tree.ids[1]) / "events.jsonl"
     with open(events, "ab") as fh:  # an oversized line, then a good one

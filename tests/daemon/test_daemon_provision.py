@@ -1,8 +1,7 @@
-from daemon_factories import make_alloc, make_job, make_profile
-
 from relaymd.daemon.assign import assign
 from relaymd.daemon.provision import ClusterMode, plan_provisioning
 from relaymd.models import AllocationState, GpuInfo, Partition
+from tests.daemon.daemon_factories import make_alloc, make_job, make_profile
 
 P = AllocationState.PENDING
 R = AllocationState.RUNNING

@@ -6,7 +6,6 @@ import os
 import stat
 import subprocess
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -20,6 +19,7 @@ from relaymd.mailbox.scratch_write import (
     parse_write_output,
 )
 from relaymd.mailbox.shell import shell_path
+from tests.support.fake_cluster import parse_queue, parse_submitted
 
 
 def bash(script: str, env: dict[str, str] | None = None) -> str:
@@ -32,26 +32,6 @@ def bash(script: str, env: dict[str, str] | None = None) -> str:
         timeout=30,
     )
     return proc.stdout
-
-
-def fake_parse_query(text: str) -> list[SimpleNamespace]:
-    jobs = []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 3:
-            jobs.append(
-                SimpleNamespace(allocation_id=parts[0], scheduler_id=parts[1], phase=parts[2])
-            )
-    return jobs
-
-
-def fake_parse_submit(text: str) -> list[SimpleNamespace]:
-    out = []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "SUBMITTED":
-            out.append(SimpleNamespace(allocation_id=parts[1], scheduler_id=parts[2], error=None))
-    return out
 
 
 def event_line(kind: EventKind, alloc: str = "a1") -> bytes:
@@ -79,7 +59,7 @@ def scratch(tmp_path: Path) -> Path:
 
 def read(scratch: Path, requests: list[ReadRequest], query: str = "echo 'a1 101 running'"):
     script, token = build_read_script(str(scratch), query, requests)
-    return parse_read_output(bash(script), token, "c1", requests, fake_parse_query)
+    return parse_read_output(bash(script), token, "c1", requests, parse_queue)
 
 
 def test_read_collects_query_heartbeats_and_new_complete_events(scratch: Path) -> None:
@@ -120,7 +100,7 @@ def test_scratch_with_variable_expands_on_the_cluster(scratch: Path) -> None:
         token,
         "c1",
         [ReadRequest(allocation_id="a1")],
-        fake_parse_query,
+        parse_queue,
     )
     assert snap.files["a1"].heartbeat is not None
     assert shell_path("~/x y") == "\"$HOME\"'/x y'"
@@ -143,7 +123,7 @@ def test_write_creates_private_folders_atomic_files_then_submits(tmp_path: Path)
     script, token = build_write_script(str(tmp_path), plan)
     assert "s3cr3t" not in script  # base64 only
     out = bash(script)
-    result = parse_write_output(out, token, plan, fake_parse_submit)
+    result = parse_write_output(out, token, plan, parse_submitted)
     assert result.complete and not result.failed_files
     assert result.submits["a9"].scheduler_id == "555"
     assert result.cancel_rc == 0 and "cancelled 1 2" in result.cancel_output
@@ -165,7 +145,7 @@ def test_no_submit_when_the_folder_cannot_be_written(tmp_path: Path) -> None:
         submits=[SubmitCommand(allocation_id="a9", snippet="echo SUBMITTED a9 555")],
     )
     script, token = build_write_script(str(tmp_path), plan)
-    result = parse_write_output(bash(script), token, plan, fake_parse_submit)
+    result = parse_write_output(bash(script), token, plan, parse_submitted)
     assert result.complete and result.submits == {}
     assert ("a9", "credentials") in result.failed_files
 

@@ -1,7 +1,5 @@
 from pathlib import Path
 
-from daemon_factories import make_alloc, make_job
-
 from relaymd.daemon.retention import advance_pointer, apply_retention
 from relaymd.mailbox.daemon_files import assignment_file
 from relaymd.mailbox.models import Assignment
@@ -9,6 +7,7 @@ from relaymd.models import Allocation, CheckpointRef, Job, StorageAccess
 from relaymd.storage import open_store
 from relaymd.storage.base import ObjectStore
 from relaymd.storage.checkpoints import list_checkpoints, upload_checkpoint
+from tests.daemon.daemon_factories import make_alloc, make_job
 
 
 def _upload(store: ObjectStore, payload: Path, epoch: int, seq: int) -> CheckpointRef:

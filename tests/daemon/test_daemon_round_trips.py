@@ -5,34 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from daemon_factories import make_job
-from daemon_fakes import BashTransport, make_fake_runners
 
 from relaymd.daemon.runner import ClusterRunner
 from relaymd.mailbox.models import Heartbeat, WorkerState
-from relaymd.models import (
-    Allocation,
-    AllocationState,
-    ClusterProfile,
-    JobState,
-    Partition,
-)
+from relaymd.models import Allocation, AllocationState, JobState
+from tests.daemon.daemon_factories import make_job
+from tests.support.fake_cluster import BashTransport, local_profile, make_fake_runners
 
 
 async def make_runner(tmp_path: Path, n: int) -> tuple[ClusterRunner, object, BashTransport]:
     scratch = tmp_path / "scratch"
-    profile = ClusterProfile(
-        name="c1",
-        transport="local",
-        scheduler="slurm",
-        scratch=str(scratch),
-        partitions=[
-            Partition(
-                name="p1", walltime_minutes=5, gpus_per_allocation=0, max_pending=3, max_running=200
-            )
-        ],
-        native_worker=["worker"],
-    )
+    profile = local_profile("c1", scratch, walltime_minutes=5, max_pending=3, max_running=200)
     fake = await make_fake_runners(tmp_path, {"c1": profile})
     store, runner, transport = fake.store, fake.runners["c1"], fake.transports["c1"]
     lines = []

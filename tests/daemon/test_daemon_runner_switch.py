@@ -4,22 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon_factories import make_job
-from daemon_fakes import make_fake_runners
-
-from relaymd.models import Allocation, AllocationState, ClusterProfile, Partition
+from relaymd.models import Allocation, AllocationState, ClusterProfile
 from relaymd.models.state import ClusterStatus
+from tests.daemon.daemon_factories import make_job
+from tests.support.fake_cluster import local_profile, make_fake_runners
 
 
 def profile(name: str, scratch: Path) -> ClusterProfile:
-    return ClusterProfile(
-        name=name,
-        transport="local",
-        scheduler="slurm",
-        scratch=str(scratch),
-        partitions=[Partition(name="p1", walltime_minutes=5, gpus_per_allocation=0)],
-        native_worker=["worker"],
-    )
+    return local_profile(name, scratch, walltime_minutes=5)
 
 
 async def test_disabled_cluster_pending_is_cancelled_and_demand_moves(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -22,10 +21,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-from daemon_e2e_support import kill9, start_daemon, wait_for, write_spec, write_tiny_system
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
-from testbed import (
+from relaymd.mailbox.models import Heartbeat
+from relaymd.models import JobState
+from relaymd.models.state import ClusterReachability
+from tests.daemon.daemon_e2e_support import (
+    kill9,
+    start_daemon,
+    stop_daemon,
+    wait_for,
+    write_spec,
+    write_tiny_system,
+)
+from tests.testbed.testbed import (
     Testbed,
     relay_config,
     require_testbed,
@@ -35,10 +43,6 @@ from testbed import (
     storage_env,
     worker_code_copy,
 )
-
-from relaymd.mailbox.models import Heartbeat
-from relaymd.models import JobState
-from relaymd.models.state import ClusterReachability
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -186,9 +190,7 @@ def test_testbed_relay_with_failures(tmp_path: Path) -> None:
         if listener_cmd is not None:
             with contextlib.suppress(OSError):
                 subprocess.run(listener_cmd, check=False)
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(timeout=60)
+        stop_daemon(daemon)
 
     finals = [state.get_job(j.id) for j in jobs]
     assert all(j is not None and j.state is JobState.COMPLETED for j in finals), [

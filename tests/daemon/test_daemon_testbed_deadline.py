@@ -4,34 +4,19 @@ limit) for every allocation whose worker handed off at its deadline."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
-from testbed import require_testbed
+from bench import handoff_loss
+from tests.testbed.testbed import require_testbed
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow, pytest.mark.timeout(600)]
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 MARGIN_MAX_S = 12.0
 
 
-@pytest.fixture(scope="module")
-def handoff_loss() -> ModuleType:
-    sys.path.insert(0, str(BENCH))
-    try:
-        import handoff_loss as module
-    finally:
-        sys.path.remove(str(BENCH))
-    return module
-
-
-def test_one_minute_allocations_hand_off_near_their_real_end(
-    tmp_path: Path, handoff_loss: ModuleType
-) -> None:
+def test_one_minute_allocations_hand_off_near_their_real_end(tmp_path: Path) -> None:
     tb = require_testbed()
     figs, _ = handoff_loss.relay(
         tb,

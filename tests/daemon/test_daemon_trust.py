@@ -7,17 +7,13 @@ the state file read with plain sqlite3, and the files left on "scratch".
 
 from __future__ import annotations
 
-import json
 import os
-import sqlite3
 import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_factories import T0, make_alloc, make_job, make_profile, make_sched_job
-from daemon_fakes import BashTransport, make_fake_runners
 
 from relaymd.daemon.decide import decide_cycle
 from relaymd.daemon.decide.decisions import DecideInput
@@ -31,13 +27,14 @@ from relaymd.models import (
     ClusterProfile,
     DaemonSettings,
     JobState,
-    Partition,
     StorageAccess,
-    utcnow,
 )
 from relaymd.storage.checkpoints import upload_checkpoint
 from relaymd.storage.keys import checkpoints_prefix
 from relaymd.transport import CommandResult
+from tests.daemon.daemon_factories import T0, make_alloc, make_job, make_profile, sched_job
+from tests.support.fake_cluster import BashTransport, local_profile, make_fake_runners
+from tests.support.worker_mailbox import WorkerMailbox
 
 
 class SizedTransport(BashTransport):
@@ -53,45 +50,19 @@ class SizedTransport(BashTransport):
         return result
 
 
-class Bench:
+class Bench(WorkerMailbox):
     """Job j1 running at epoch 2 on allocation a1, its pointer at checkpoint 2-1 (step 10);
     job j2 held, with checkpoints of its own."""
 
     def __init__(self, tmp_path: Path, fake: Any, transport: SizedTransport) -> None:
-        self.tmp = tmp_path
+        super().__init__(tmp_path, fake.ctx.object_store)
         self.fake = fake
         self.store = fake.store
-        self.objects = fake.ctx.object_store
         self.runner = fake.runners["c1"]
         self.transport = transport
-        self.scratch = tmp_path / "scratch"
-        self.folder = self.scratch / "alloc" / "a1"
-        self.folder.mkdir(parents=True)
-        self.seq = 1
 
     def checkpoint(self, job: str, epoch: int, seq: int, step: int) -> CheckpointRef:
-        local = self.tmp / "local" / f"{job}-{epoch}-{seq}.bin"
-        local.parent.mkdir(exist_ok=True)
-        local.write_bytes(f"{job} {epoch} {seq} {step}".encode())
-        return upload_checkpoint(
-            self.objects,
-            job_id=job,
-            epoch=epoch,
-            seq=seq,
-            step=step,
-            files=[("state.bin", local)],
-            engine="openmm",
-        )
-
-    def event(self, kind: EventKind, **fields: Any) -> None:
-        fields.setdefault("job_id", "j1")
-        fields.setdefault("epoch", 2)
-        line = WorkerEvent(kind=kind, allocation_id="a1", **fields).model_dump_json()
-        self.append(line.encode() + b"\n")
-
-    def append(self, data: bytes) -> None:
-        with open(self.folder / "events.jsonl", "ab") as fh:
-            fh.write(data)
+        return self.upload_state(job, epoch, seq, step, f"{job} {epoch} {seq} {step}".encode())
 
     def beat(self, job: str | None = "j1", epoch: int | None = 2) -> None:
         self.seq += 1
@@ -99,25 +70,12 @@ class Bench:
         beat = Heartbeat(allocation_id="a1", seq=self.seq, state=state, job_id=job, epoch=epoch)
         (self.folder / "heartbeat.json").write_text(beat.model_dump_json())
 
-    def queue(self, line: str) -> None:
-        (self.scratch / "queue").write_text(line + "\n")
-
     async def cycle(self) -> None:
         self.beat()
         report = await self.runner.cycle()
         assert report.ok, report.error
 
     # -- independent views ---------------------------------------------------------------
-    def job_row(self, job_id: str = "j1") -> dict[str, Any]:
-        with sqlite3.connect(self.tmp / "state.sqlite") as db:
-            row = db.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return json.loads(row[0])
-
-    def audits(self) -> list[tuple[str, str]]:
-        with sqlite3.connect(self.tmp / "state.sqlite") as db:
-            rows = db.execute("SELECT kind, data FROM events ORDER BY id").fetchall()
-        return [(kind, json.loads(data).get("message", "")) for kind, data in rows]
-
     def stored(self, job_id: str = "j1") -> set[str]:
         """<epoch>-<seq> of every checkpoint whose manifest is in storage."""
         root = self.tmp / "storage" / checkpoints_prefix(job_id)
@@ -126,18 +84,7 @@ class Bench:
 
 @pytest.fixture
 async def bench(tmp_path: Path):
-    profile = ClusterProfile(
-        name="c1",
-        transport="local",
-        scheduler="slurm",
-        scratch=str(tmp_path / "scratch"),
-        partitions=[
-            Partition(
-                name="p1", walltime_minutes=60, gpus_per_allocation=0, max_pending=1, max_running=4
-            )
-        ],
-        native_worker=["worker"],
-    )
+    profile = local_profile("c1", tmp_path / "scratch", max_pending=1, max_running=4)
     fake = await make_fake_runners(tmp_path, {"c1": profile})
     transport = SizedTransport(profile)
     fake.runners["c1"]._transport_factory = lambda *a, **k: transport
@@ -154,23 +101,7 @@ async def bench(tmp_path: Path):
         )
     )
     await b.store.insert_job(make_job("j2", state=JobState.HELD, epoch=2))
-    now = utcnow()
-    await b.store.insert_allocation(
-        Allocation(
-            id="a1",
-            cluster="c1",
-            partition="p1",
-            image="openmm",
-            state=AllocationState.RUNNING,
-            scheduler_id="100",
-            walltime_s=3600,
-            job_id="j1",
-            started_at=now,
-            seq_changed_at=now,
-            last_seq=1,
-        )
-    )
-    b.queue("a1 100 running")
+    await b.insert_running_a1(b.store)
     (b.folder / "credentials").write_text("{}")
     try:
         yield b
@@ -361,7 +292,7 @@ def _decide(alloc: Allocation, jobs: list[Any], beat: Heartbeat, now_s: float):
     snapshot = ClusterSnapshot(
         cluster="c1",
         query_ok=True,
-        scheduler_jobs={"a1": make_sched_job("a1")},
+        scheduler_jobs={"a1": sched_job("a1")},
         files={"a1": AllocationFiles(allocation_id="a1", heartbeat=beat, events_offset=0)},
     )
     profile = make_profile()

@@ -6,8 +6,6 @@ from __future__ import annotations
 from datetime import timedelta
 from itertools import count
 
-from daemon_factories import SHA, T0, make_alloc, make_job, make_profile, make_sched_job
-
 from relaymd.daemon.decide import decide_cycle
 from relaymd.daemon.decide.decisions import CycleDecisions, DecideInput
 from relaymd.daemon.evidence import claim_key
@@ -17,26 +15,23 @@ from relaymd.mailbox.models import EventKind, Heartbeat, WorkerEvent, WorkerStat
 from relaymd.models import (
     Allocation,
     AllocationState,
-    CheckpointRef,
     DaemonSettings,
     Job,
     JobState,
     OperatorRequest,
 )
+from tests.daemon.daemon_factories import (
+    T0,
+    ckpt_ref,
+    make_alloc,
+    make_job,
+    make_profile,
+    sched_job,
+)
 
 NOW = T0 + timedelta(seconds=1000)
 R = AllocationState.RUNNING
 _ids = count()
-
-
-def _ref(epoch: int, seq: int, step: int) -> CheckpointRef:
-    return CheckpointRef(
-        epoch=epoch,
-        seq=seq,
-        step=step,
-        prefix=f"jobs/j1/checkpoints/{epoch}-{seq}/",
-        manifest_sha256=SHA,
-    )
 
 
 def _beat(alloc_id: str, *, state=WorkerState.IDLE, job=None, epoch=None, left_s=600.0, **kw):
@@ -83,7 +78,7 @@ def _run(
             snapshot=ClusterSnapshot(
                 cluster="c1",
                 query_ok=True,
-                scheduler_jobs={a.id: make_sched_job(a.id, sid=f"s-{a.id}") for a in allocs},
+                scheduler_jobs={a.id: sched_job(a.id, sid=f"s-{a.id}") for a in allocs},
                 files={f.allocation_id: f for f in files},
             ),
             allocations=allocs,
@@ -106,7 +101,7 @@ def _running_job(epoch: int = 2, **fields: object) -> Job:
         state=JobState.RUNNING,
         epoch=epoch,
         allocation_id="a1",
-        checkpoint=_ref(epoch, 1, 100),
+        checkpoint=ckpt_ref(epoch, 1, 100),
         **fields,
     )
 
@@ -202,7 +197,7 @@ def _waiting_beat(state=WorkerState.PREPARING) -> Heartbeat:
 
 def test_handoff_activates_the_reservation_at_the_pre_written_epoch() -> None:
     job = _running_job(prewritten_epoch=3)
-    final = _ref(2, 2, 180)
+    final = ckpt_ref(2, 2, 180)
     a1_events = [
         WorkerEvent(
             kind=EventKind.CHECKPOINT, allocation_id="a1", job_id="j1", epoch=2, checkpoint=final
@@ -316,7 +311,7 @@ def test_reservation_revalidated_after_a_daemon_restart() -> None:
     assert "successor_withdrawn" not in _kinds(out)
     # While the daemon was down the predecessor ended without a handoff (the job is back in
     # the queue): the first cycle withdraws the reservation.
-    queued = make_job("j1", epoch=2, checkpoint=_ref(2, 1, 100), prewritten_epoch=3)
+    queued = make_job("j1", epoch=2, checkpoint=ckpt_ref(2, 1, 100), prewritten_epoch=3)
     out = _run([_reserved()], [queued], [_files("a2", _waiting_beat())], started_at=started)
     assert out.allocations["a2"].reserved_job_id is None
     [withdrawn] = [a for a in out.audits if a.kind == "successor_withdrawn"]

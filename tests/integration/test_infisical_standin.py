@@ -6,11 +6,11 @@ import io
 from collections.abc import Iterator
 
 import pytest
-from infisical_standin import InfisicalStandin
 
 from relaymd.logging import configure, get_logger
 from relaymd.models import Config, InfisicalSettings, SecretsConfig, StorageConfig
 from relaymd.secrets import SecretNotFound, SecretsError, make_secrets_provider, storage_access
+from tests.infisical_standin import InfisicalStandin
 
 CLIENT_ID = "machine-identity-7f3a"
 CLIENT_SECRET = "ua-client-secret-0d9c1e5b"

@@ -5,11 +5,10 @@ client with a cached attribute would see), and an untouched one comes back as un
 from __future__ import annotations
 
 import shlex
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
+from test_slurm_scheduler import profile_for
 
 from relaymd.ids import new_allocation_id
 from relaymd.mailbox.carrier import ReadRequest
@@ -22,11 +21,7 @@ from relaymd.mailbox.scratch_read import (
     parse_read_output,
 )
 from relaymd.transport.ssh import SSHTransport
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
-from test_slurm_scheduler import profile_for
-from testbed import require_testbed
+from tests.testbed.testbed import require_testbed
 
 pytestmark = [pytest.mark.testbed]
 

@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 
 import pytest
 from botocore.retries.standard import ExponentialBackoff
-from moto_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoServer, free_port, run_moto_server
 
 from relaymd import logging as relaymd_logging
 from relaymd.storage import IntegrityError, ObjectNotFound, StorageError, open_store
@@ -20,6 +19,13 @@ from relaymd.storage import s3 as s3_module
 from relaymd.storage.checkpoints import download_checkpoint, list_checkpoints, upload_checkpoint
 from relaymd.storage.hashing import sha256_bytes
 from relaymd.storage.s3 import S3Store
+from tests.moto_server import (
+    ACCESS_KEY_ID,
+    SECRET_ACCESS_KEY,
+    MotoServer,
+    free_port,
+    run_moto_server,
+)
 
 MIB = 1 << 20
 

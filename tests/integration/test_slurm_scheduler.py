@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import sys
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -16,9 +14,7 @@ from relaymd.mailbox.layout import alloc_dir
 from relaymd.models import Allocation, ClusterProfile
 from relaymd.scheduler import EndState, SchedulerJob, SchedulerPhase, SlurmScheduler
 from relaymd.transport.ssh import SSHTransport
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
-from testbed import TestbedCluster, require_testbed
+from tests.testbed.testbed import TestbedCluster, require_testbed
 
 pytestmark = [pytest.mark.testbed]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +12,7 @@ import pytest
 from relaymd.models import ClusterProfile
 from relaymd.transport import HostKeyRejected, HostUnreachable, RemoteTimeout
 from relaymd.transport.ssh import SSHTransport
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
-from testbed import TestbedCluster, require_testbed
+from tests.testbed.testbed import TestbedCluster, require_testbed
 
 pytestmark = [pytest.mark.testbed]
 
@@ -99,9 +96,10 @@ async def test_unknown_host_key_is_rejected_with_the_fix(
     assert transport.connects == 0
 
 
-async def test_changed_host_key_warns_of_mitm(cluster: TestbedCluster, tmp_path: Path) -> None:
+def _changed_host_key(cluster: TestbedCluster, tmp_path: Path) -> Path:
+    """A known_hosts file recording clusterb's key under `cluster`'s address: as if
+    `cluster`'s key had changed."""
     other = require_testbed().cluster("clusterb")
-    # Record clusterb's key under clustera's address: as if clustera's key had changed.
     theirs = next(
         line
         for line in other.known_hosts.read_text().splitlines()
@@ -109,6 +107,11 @@ async def test_changed_host_key_warns_of_mitm(cluster: TestbedCluster, tmp_path:
     )
     known = tmp_path / "known_hosts"
     known.write_text(f"[{cluster.ssh_host}]:{cluster.ssh_port} {theirs.split(' ', 1)[1]}\n")
+    return known
+
+
+async def test_changed_host_key_warns_of_mitm(cluster: TestbedCluster, tmp_path: Path) -> None:
+    known = _changed_host_key(cluster, tmp_path)
     transport = SSHTransport(profile_for(cluster, known_hosts=str(known)), ssh_config=None)
     with pytest.raises(HostKeyRejected) as caught:
         await transport.check()
@@ -261,36 +264,18 @@ async def test_changed_host_key_is_its_own_cluster_state_and_warned_once(
     """The daemon's cycle against the real sshd with a wrong known_hosts entry."""
     from structlog.testing import capture_logs
 
-    from relaymd.daemon.context import DaemonContext
     from relaymd.daemon.runner import ClusterRunner
-    from relaymd.models import DaemonSettings, StorageAccess, WorkerSettings
     from relaymd.models.state import ClusterReachability
-    from relaymd.state import AsyncStateStore
-    from relaymd.storage import open_store
     from relaymd.transport import HostKeyChanged
+    from tests.support.fake_cluster import open_daemon_context
 
-    other = require_testbed().cluster("clusterb")
-    theirs = next(
-        line
-        for line in other.known_hosts.read_text().splitlines()
-        if line.startswith(f"[{other.ssh_host}]:{other.ssh_port} ")
-    )
-    known = tmp_path / "known_hosts"
-    known.write_text(f"[{cluster.ssh_host}]:{cluster.ssh_port} {theirs.split(' ', 1)[1]}\n")
+    known = _changed_host_key(cluster, tmp_path)
     profile = profile_for(cluster, known_hosts=str(known))
     with pytest.raises(HostKeyChanged):
         await SSHTransport(profile, ssh_config=None).check()
 
-    store = await AsyncStateStore.open(tmp_path / "state.sqlite")
-    access = StorageAccess(url=(tmp_path / "storage").as_uri())
-    ctx = DaemonContext(
-        store=store,
-        object_store=open_store(access),
-        access=access,
-        profiles={profile.name: profile},
-        settings=DaemonSettings(),
-        worker=WorkerSettings(),
-    )
+    ctx = await open_daemon_context(tmp_path, {profile.name: profile})
+    store = ctx.store
     runner = ClusterRunner(
         ctx, profile, transport_factory=lambda p, **_: SSHTransport(p, ssh_config=None)
     )

@@ -40,16 +40,22 @@ _DAEMON = """
 import asyncio
 from relaymd.state import AsyncStateStore
 
+async def advance(store, job_id):
+    # The daemon's persist: the epoch moves on by a compare-and-set on the one it read.
+    current = await store.get_job(job_id)
+    moved = current.model_copy(update={"epoch": current.epoch + 1})
+    return await store.update_job_at_epoch(moved, current.epoch)
+
 async def main():
     store = await AsyncStateStore.open(path)
     try:
         for i in range(ops):
             async with store.transaction():
                 await store.insert_job(job(f"{name}-{i}"))
-                epoch = await store.next_epoch(f"{name}-{i}")
+                epoch = (await advance(store, f"{name}-{i}")).epoch
                 await store.insert_segment(Segment(
                     job_id=f"{name}-{i}", epoch=epoch, allocation_id=f"a-{i}", cluster="c"))
-                await store.next_epoch("shared")
+                await advance(store, "shared")
                 await store.add_event("assigned", f"{i}", job_id=f"{name}-{i}")
             await store.close_segment(f"{name}-{i}", epoch, SegmentOutcome.HANDOFF, i)
             current = await store.get_job(f"{name}-{i}")
@@ -69,7 +75,10 @@ with StateStore.open(path) as store:
     for i in range(ops):
         store.insert_job(job(f"{name}-{i}"))
         store.add_event("submitted", f"{i}", job_id=f"{name}-{i}")
-        store.next_epoch("shared")
+        with store.transaction():  # read and move the shared epoch in one write lock
+            shared = store.get_job("shared")
+            moved = shared.model_copy(update={"epoch": shared.epoch + 1})
+            store.update_job_at_epoch(moved, shared.epoch)
         current = store.get_job(f"{name}-{i}")
         store.update_job(current.model_copy(update={"state": JobState.CANCELLED}))
         store.set_cluster_enabled(name, i % 2 == 0)

@@ -11,8 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from latency_proxy import LatencyProxy, run_latency_proxy
-from moto_server import MotoServer, run_moto_server
 
 from relaymd.daemon import claim_checks
 from relaymd.mailbox.models import Assignment
@@ -23,6 +21,8 @@ from relaymd.storage.bundle import pack_bundle
 from relaymd.storage.checkpoints import OutputsWriter, upload_checkpoint
 from relaymd.storage.file import FileStore
 from relaymd.storage.s3 import S3Store
+from tests.latency_proxy import LatencyProxy, run_latency_proxy
+from tests.moto_server import MotoServer, run_moto_server
 from worker_entry.engines.base import PendingCheckpoint
 from worker_entry.staging import stage
 from worker_entry.uploader import CheckpointUploader

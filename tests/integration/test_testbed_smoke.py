@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import shlex
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import asyncssh
-import boto3
 import pytest
 from botocore.config import Config
 
 # tests/ is not a package; make tests/testbed/testbed.py importable.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
-from testbed import Testbed, TestbedCluster, require_testbed
+from tests.testbed.testbed import Testbed, TestbedCluster, require_testbed, s3_client
 
 pytestmark = pytest.mark.testbed
 
@@ -170,13 +166,8 @@ async def test_clusters_do_not_see_each_others_jobs(testbed: Testbed) -> None:
 
 
 def test_s3_endpoint_round_trip(testbed: Testbed) -> None:
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=testbed.s3_endpoint_url,
-        region_name=testbed.s3_region,
-        aws_access_key_id=testbed.s3_access_key_id,
-        aws_secret_access_key=testbed.s3_secret_access_key,
-        config=Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2}),
+    s3 = s3_client(
+        testbed, config=Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2})
     )
     bucket = f"relaymd-smoke-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(Bucket=bucket)

@@ -3,10 +3,9 @@
 up.sh writes /etc/relaymd-testbed/testbed.json as its very last step, so the
 file's presence (with ``ready: true``) means every daemon answered at that time.
 
-Usage from a test module (tests/ has no packages, so put this dir on sys.path)::
+Usage from a test module or a benchmark (the repository root is on sys.path)::
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
-    from testbed import require_testbed
+    from tests.testbed.testbed import require_testbed
 """
 
 from __future__ import annotations
@@ -216,16 +215,22 @@ def worker_code_copy() -> Path:
     return target
 
 
-def create_bucket(tb: Testbed, bucket: str) -> None:
+def s3_client(tb: Testbed, **options: Any) -> Any:
+    """A boto3 S3 client of the testbed's moto, with the testbed's credentials."""
     import boto3
 
-    boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=tb.s3_endpoint_url,
         region_name=tb.s3_region,
         aws_access_key_id=tb.s3_access_key_id,
         aws_secret_access_key=tb.s3_secret_access_key,
-    ).create_bucket(Bucket=bucket)
+        **options,
+    )
+
+
+def create_bucket(tb: Testbed, bucket: str) -> None:
+    s3_client(tb).create_bucket(Bucket=bucket)
 
 
 def relay_config(root: Path, tb: Testbed, run: str, code: Path) -> dict[str, Any]:

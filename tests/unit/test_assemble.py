@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import mdtraj
@@ -142,7 +143,6 @@ def _pdb() -> str:
 def test_xtc_without_mdtraj_says_how_to_add_it_and_keeps_the_dcd(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import sys
 
     _chunk(tmp_path, 1, 0, 20)
     (tmp_path / "top.pdb").write_text(_pdb())

@@ -7,16 +7,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
-from chaos_faults import ChaosWorld, _alive, running_workers
-
+from bench.chaos_faults import ChaosWorld, _alive, running_workers
 from relaymd.mailbox.models import Heartbeat, WorkerState
 
 

@@ -4,14 +4,9 @@ a stale epoch's checkpoint."""
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
-from chaos_verdicts import AllocRecord, check_fencing, diff_lines, judge_samples, kept_seconds
-
+from bench.chaos_verdicts import AllocRecord, check_fencing, diff_lines, judge_samples, kept_seconds
 from relaymd.mailbox.models import EventKind, WorkerEvent
 from relaymd.models import CheckpointRef
 

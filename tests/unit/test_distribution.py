@@ -492,12 +492,8 @@ def test_built_binary_runs_without_the_source_tree(tmp_path: Path) -> None:
 
 
 def test_startup_bench_rewrites_only_its_own_section() -> None:
-    import importlib.util
+    from bench import startup as bench
 
-    spec = importlib.util.spec_from_file_location("bench_startup", ROOT / "bench" / "startup.py")
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     created = bench.replace_section("", "| old |")
     assert created.startswith("# Benchmarks\n") and "<!-- bench:startup -->\n| old |\n" in created
     document = "# Benchmarks\n\n## Other\nkeep me\n\n" + created.split("# Benchmarks\n", 1)[1]

@@ -10,6 +10,7 @@ import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from relaymd.models import (
@@ -32,6 +33,26 @@ Store = StateStore | AsyncStateStore
 
 async def call(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
+
+
+@asynccontextmanager
+async def open_front_end(kind: str, path: Path) -> AsyncIterator[Store]:
+    """The state file at `path` through the "sync" or the "async" front-end."""
+    if kind == "sync":
+        with StateStore.open(path) as sync_store:
+            yield sync_store
+    else:
+        async with await AsyncStateStore.open(path) as async_store:
+            yield async_store
+
+
+async def advance_epoch(store: Store, job_id: str) -> int:
+    """Move the job's fencing token on by one as the daemon persists a decision (a
+    compare-and-set on the epoch it read); returns the new epoch."""
+    job = await call(store.get_job(job_id))
+    advanced = job.model_copy(update={"epoch": job.epoch + 1})
+    stored = await call(store.update_job_at_epoch(advanced, job.epoch))
+    return int(stored.epoch)
 
 
 @asynccontextmanager

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_state_helpers import T0, make_job
 
 from relaymd import paths
 from relaymd.models import JobState
 from relaymd.state import SCHEMA_VERSION, AsyncStateStore, SchemaTooNewError, StateStore, queries
 from relaymd.state.schema import MIGRATIONS, split_script
+from tests.unit.test_state_helpers import T0, make_job
 
 
 def mode(path: Path) -> int:
@@ -219,7 +219,9 @@ async def test_both_front_ends_offer_the_same_methods_and_arguments(tmp_path: Pa
     async with await AsyncStateStore.open(path) as async_store:
         async_api = public(async_store)
         assert sync_api == async_api
-        assert {"insert_job", "status_summary", "transaction", "next_epoch"} <= set(sync_api)
+        assert {"insert_job", "status_summary", "transaction", "update_job_at_epoch"} <= set(
+            sync_api
+        )
         for name in sync_api.keys() - {"open", "transaction", "bind"}:
             assert inspect.iscoroutinefunction(getattr(async_store, name)), name
     # Every operation written in queries is a method of both (the table lists them all).

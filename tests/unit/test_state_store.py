@@ -7,14 +7,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from test_state_helpers import (
-    T0,
-    Store,
-    call,
-    make_allocation,
-    make_job,
-    make_segment,
-)
 
 from relaymd.models import (
     AllocationState,
@@ -33,17 +25,22 @@ from relaymd.state import (
     NotFoundError,
     StateStore,
 )
+from tests.unit.test_state_helpers import (
+    T0,
+    Store,
+    advance_epoch,
+    call,
+    make_allocation,
+    make_job,
+    make_segment,
+    open_front_end,
+)
 
 
 @pytest.fixture(params=["sync", "async"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    path = tmp_path / "state" / "state.sqlite"
-    if request.param == "sync":
-        with StateStore.open(path) as sync_store:
-            yield sync_store
-    else:
-        async with await AsyncStateStore.open(path) as async_store:
-            yield async_store
+    async with open_front_end(request.param, tmp_path / "state" / "state.sqlite") as front_end:
+        yield front_end
 
 
 async def test_job_round_trip_keeps_every_field(store: Store) -> None:
@@ -78,10 +75,10 @@ async def test_list_jobs_orders_by_priority_then_age_and_filters(store: Store) -
 async def test_update_job_bumps_updated_at_and_never_lowers_the_epoch(store: Store) -> None:
     job = make_job("j1")
     await call(store.insert_job(job))
-    assert await call(store.next_epoch("j1")) == 1
-    assert await call(store.next_epoch("j1")) == 2
+    assert await advance_epoch(store, "j1") == 1
+    assert await advance_epoch(store, "j1") == 2
 
-    # A copy read before the two next_epoch calls must not undo them.
+    # A copy read before the two epoch moves must not undo them.
     stored = await call(store.update_job(job.model_copy(update={"state": JobState.RUNNING})))
     assert stored.epoch == 2
     assert stored.updated_at > job.updated_at
@@ -92,7 +89,7 @@ async def test_update_job_bumps_updated_at_and_never_lowers_the_epoch(store: Sto
     with pytest.raises(NotFoundError):
         await call(store.update_job(make_job("ghost")))
     with pytest.raises(NotFoundError):
-        await call(store.next_epoch("ghost"))
+        await call(store.update_job_at_epoch(make_job("ghost"), 0))
 
 
 async def test_update_job_compare_and_set_detects_a_concurrent_change(store: Store) -> None:
@@ -330,7 +327,7 @@ async def test_data_survives_reopening_with_the_other_front_end(tmp_path: Path) 
     path = tmp_path / "state.sqlite"
     async with await AsyncStateStore.open(path) as daemon_side:
         await daemon_side.insert_job(make_job("j1"))
-        assert await daemon_side.next_epoch("j1") == 1
+        assert await advance_epoch(daemon_side, "j1") == 1
     with StateStore.open(path) as cli_side:
         job = cli_side.get_job("j1")
         assert job is not None

@@ -7,10 +7,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from test_state_helpers import Store, call, make_job, make_segment, transaction
 
 from relaymd.models import JobState, SegmentOutcome
 from relaymd.state import AsyncStateStore, DuplicateError, StateStore
+from tests.unit.test_state_helpers import (
+    Store,
+    advance_epoch,
+    call,
+    make_job,
+    make_segment,
+    open_front_end,
+    transaction,
+)
 
 
 class Boom(Exception):
@@ -19,19 +27,14 @@ class Boom(Exception):
 
 @pytest.fixture(params=["sync", "async"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    path = tmp_path / "state.sqlite"
-    if request.param == "sync":
-        with StateStore.open(path) as sync_store:
-            yield sync_store
-    else:
-        async with await AsyncStateStore.open(path) as async_store:
-            yield async_store
+    async with open_front_end(request.param, tmp_path / "state.sqlite") as front_end:
+        yield front_end
 
 
 async def test_a_cycle_commits_all_its_writes_together(store: Store) -> None:
     await call(store.insert_job(make_job("j1")))
     async with transaction(store):
-        epoch = await call(store.next_epoch("j1"))
+        epoch = await advance_epoch(store, "j1")
         job = await call(store.get_job("j1"))  # reads inside see the transaction's writes
         await call(store.update_job(job.model_copy(update={"state": JobState.ASSIGNED})))
         await call(store.insert_segment(make_segment("j1", epoch)))
@@ -49,7 +52,7 @@ async def test_a_failure_rolls_back_every_write_of_the_transaction(store: Store)
     await call(store.insert_job(make_job("j1")))
     with pytest.raises(Boom):
         async with transaction(store):
-            await call(store.next_epoch("j1"))
+            await advance_epoch(store, "j1")
             await call(store.insert_job(make_job("j2")))
             await call(store.add_event("assigned", "to a1", job_id="j1"))
             raise Boom
@@ -57,7 +60,7 @@ async def test_a_failure_rolls_back_every_write_of_the_transaction(store: Store)
     assert await call(store.get_job("j2")) is None
     assert await call(store.list_events()) == []
     # The store is usable afterwards.
-    assert await call(store.next_epoch("j1")) == 1
+    assert await advance_epoch(store, "j1") == 1
 
 
 async def test_a_failing_operation_inside_joins_and_fails_the_transaction(store: Store) -> None:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from worker_harness import EXAMPLES
+from tests.worker.worker_harness import EXAMPLES
 
 REPLICAS = 3
 PRNT_FREQUENCY = 200

@@ -10,11 +10,11 @@ import MDAnalysis
 import mdtraj
 import numpy as np
 import pytest
-from worker_harness import Relay
 
 from relaymd.assemble import assemble_outputs
 from relaymd.mailbox.models import EventKind
 from relaymd.models import StorageAccess
+from tests.worker.worker_harness import Relay
 
 TOTAL = 240
 EVERY = 20  # one chunk per checkpoint interval

@@ -21,7 +21,12 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from atom_like import (
+
+from relaymd.mailbox.models import EventKind
+from relaymd.models import StorageAccess
+from relaymd.storage.checkpoints import download_checkpoint, list_checkpoints
+from relaymd.storage.keys import checkpoint_prefix, outputs_prefix
+from tests.worker.atom_like import (
     PRNT_FREQUENCY,
     REPLICAS,
     assert_exactly_once,
@@ -29,12 +34,7 @@ from atom_like import (
     reference_run,
     write_bundle,
 )
-from worker_harness import Allocation, Relay, wait_for
-
-from relaymd.mailbox.models import EventKind
-from relaymd.models import StorageAccess
-from relaymd.storage.checkpoints import download_checkpoint, list_checkpoints
-from relaymd.storage.keys import checkpoint_prefix, outputs_prefix
+from tests.worker.worker_harness import Allocation, Relay, wait_for
 
 MAX_SAMPLES = 8
 ENGINE = engine(MAX_SAMPLES)
@@ -161,8 +161,7 @@ def _kill_then_relay(
         # The first checkpoint's files upload, its manifest cannot: the worker is retrying.
         blocker.mkdir(parents=True)
 
-    alloc = relay.allocation()
-    alloc.assign(relay.assignment(alloc, engine_spec))
+    alloc = relay.assigned(engine_spec)
     alloc.start(idle_timeout=1.0)
     wait_for(lambda: pause_file.is_file() and pause_file.read_text(), 60, f"engine at {pause}")
     engine_pid = int(pause_file.read_text())

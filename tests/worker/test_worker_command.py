@@ -5,13 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from atom_like import REPLICAS, assert_exactly_once, engine, reference_run, write_bundle
-from worker_harness import TERMINAL, Allocation, Relay, wait_for
 
 from relaymd.mailbox.models import ControlAction, EventKind
 from relaymd.models import StorageAccess
 from relaymd.storage.checkpoints import download_checkpoint
 from relaymd.storage.keys import checkpoints_prefix, outputs_prefix
+from tests.worker.atom_like import (
+    REPLICAS,
+    assert_exactly_once,
+    engine,
+    reference_run,
+    write_bundle,
+)
+from tests.worker.worker_harness import TERMINAL, Allocation, Relay, wait_for
 
 
 @pytest.mark.slow
@@ -36,8 +42,7 @@ def test_atom_like_command_resumes_across_segments(
         if relay.pointer is not None and relay.pointer.step >= samples:
             # Done: AToM's run at the target is one checkpoint round; let it complete.
             monkeypatch.delenv("FAKE_ATOM_PAUSE", raising=False)
-        alloc = relay.allocation()
-        alloc.assign(relay.assignment(alloc, engine(samples)))
+        alloc = relay.assigned(engine(samples))
         alloc.start(idle_timeout=1.0)
         epoch = relay.epoch
 
@@ -75,8 +80,7 @@ def test_command_exit_zero_short_of_target_is_a_failure(
     monkeypatch.setenv("FAKE_ATOM_CRASH", "1")
     relay = Relay(tmp_path, file_access, "job-crash")
     relay.upload_bundle(write_bundle(tmp_path / "bundle", 10))
-    alloc = relay.allocation()
-    alloc.assign(relay.assignment(alloc, engine(10)))
+    alloc = relay.assigned(engine(10))
     alloc.start(idle_timeout=1.0)
     failed = alloc.wait_event({EventKind.FAILED}, timeout=60)
     assert alloc.wait_exit(60) == 0

@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from worker_harness import Allocation, Relay, wait_for
 
 from relaymd.mailbox.models import EventKind, WorkerEvent
 from relaymd.models import StorageAccess
 from relaymd.storage.checkpoints import verify_checkpoint
+from tests.worker.worker_harness import Allocation, Relay, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -38,8 +38,7 @@ def _checkpoints_after(alloc: Allocation, t: float) -> list[WorkerEvent]:
 
 
 def _started_segment(relay: Relay, *worker_args: str) -> Allocation:
-    alloc = relay.allocation()
-    alloc.assign(relay.assignment(alloc, _engine()))
+    alloc = relay.assigned(_engine())
     alloc.start(*worker_args)
     alloc.wait_event({EventKind.STARTED}, timeout=120)
     return alloc

@@ -14,10 +14,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from worker_harness import REPO, Allocation, Relay
 
 from relaymd.mailbox.models import EventKind
 from relaymd.models import StorageAccess
+from tests.worker.worker_harness import REPO, Allocation, Relay
 
 pytestmark = pytest.mark.slow
 

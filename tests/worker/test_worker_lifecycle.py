@@ -9,11 +9,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from worker_harness import Allocation, Relay
 
 from relaymd.mailbox.models import EventKind
 from relaymd.models import StorageAccess
 from relaymd.storage.keys import bundle_key, checkpoints_prefix
+from tests.worker.worker_harness import Allocation, Relay
 
 
 def test_idle_timeout_appends_idle_exit_and_exits_zero(

@@ -7,8 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from atom_like import write_bundle
-from worker_harness import Allocation, Relay, wait_for
 
 from relaymd.mailbox.models import (
     EVENT_LINE_MAX_BYTES,
@@ -18,10 +16,9 @@ from relaymd.mailbox.models import (
     WorkerEvent,
     WorkerState,
 )
-from relaymd.models import (
-    GpuInfo,
-    StorageAccess,
-)
+from relaymd.models import GpuInfo, StorageAccess
+from tests.worker.atom_like import write_bundle
+from tests.worker.worker_harness import Allocation, Relay, wait_for
 from worker_entry.mailbox_io import Mailbox
 
 

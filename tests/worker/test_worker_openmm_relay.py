@@ -8,7 +8,6 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from worker_harness import Allocation, Relay, wait_for
 
 from relaymd.mailbox.files import read_events
 from relaymd.mailbox.models import ControlAction, EventKind, WorkerEvent
@@ -19,6 +18,7 @@ from relaymd.models import (
 from relaymd.storage import ObjectStore
 from relaymd.storage.checkpoints import download_checkpoint, list_checkpoints, verify_checkpoint
 from relaymd.storage.keys import outputs_prefix
+from tests.worker.worker_harness import Allocation, Relay, wait_for
 
 EVERY = 20
 
@@ -151,8 +151,7 @@ def test_kill9_loses_at_most_one_checkpoint_interval(
     total = 600
     relay = Relay(tmp_path, file_access, "job-kill")
     relay.upload_bundle(bundle_dir)
-    alloc = relay.allocation()
-    alloc.assign(relay.assignment(alloc, _engine(total)))
+    alloc = relay.assigned(_engine(total))
     alloc.start()
     _freeze_when_caught_up(alloc, relay.job_id, 1)
     alloc.kill(signal.SIGKILL)
@@ -192,8 +191,7 @@ def test_sigterm_hands_off_with_a_verified_checkpoint(
 ) -> None:
     relay = Relay(tmp_path, file_access, "job-term")
     relay.upload_bundle(bundle_dir)
-    alloc = relay.allocation()
-    alloc.assign(relay.assignment(alloc, _engine(100_000)))
+    alloc = relay.assigned(_engine(100_000))
     alloc.start()
     wait_for(lambda: _checkpoints_of(alloc.events(), 1), 60, "first checkpoint")
     alloc.kill(signal.SIGTERM)
@@ -226,8 +224,7 @@ def test_corrupted_latest_checkpoint_falls_back_to_previous(
     victim = store_root / latest.prefix / "state.xml"
     victim.write_bytes(victim.read_bytes().replace(b"<Positions>", b"<Positions >", 1))
 
-    alloc = relay.allocation()
-    alloc.assign(relay.assignment(alloc, _engine(100_000)))
+    alloc = relay.assigned(_engine(100_000))
     alloc.start()
     fallback = alloc.wait_event({EventKind.CHECKPOINT_FALLBACK}, timeout=60)
     started = alloc.wait_event({EventKind.STARTED}, timeout=60)
@@ -263,8 +260,7 @@ def test_deadline_minus_margin_triggers_a_planned_handoff(
 
     relay = Relay(tmp_path, file_access, "job-deadline")
     relay.upload_bundle(bundle_dir)
-    alloc = relay.allocation()
-    alloc.assign(relay.assignment(alloc, _engine(100_000)))
+    alloc = relay.assigned(_engine(100_000))
     alloc.start("--deadline", str(time.time() + 8))
     handoff = alloc.wait_event({EventKind.HANDOFF}, timeout=60)
     assert alloc.wait_exit(30) == 0

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from worker_harness import Allocation, Relay, wait_for
 
 from relaymd.mailbox.models import ControlAction, EventKind, HandoffGate, WorkerState
 from relaymd.models import (
@@ -20,6 +19,7 @@ from relaymd.models import (
     StorageAccess,
 )
 from relaymd.storage.keys import handoff_key
+from tests.worker.worker_harness import Allocation, Relay, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -60,8 +60,7 @@ def test_gated_successor_starts_only_from_its_predecessors_handoff_checkpoint(
     relay.upload_bundle(bundle_dir)
 
     # Epoch 1 hands off at its deadline: an older epoch's marker and checkpoints now exist.
-    first = relay.allocation()
-    first.assign(relay.assignment(first, _engine(100_000)))
+    first = relay.assigned(_engine(100_000))
     first.start("--deadline", str(time.time() + 8))
     first_handoff = first.wait_event({EventKind.HANDOFF}, timeout=90)
     assert first.wait_exit(30) == 0

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from relaymd.models import (
 from relaymd.storage import ObjectStore, open_store
 from relaymd.storage.bundle import pack_bundle
 from relaymd.storage.keys import bundle_key
+from tests.support.waiting import poll_until
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -36,13 +36,10 @@ TERMINAL = {EventKind.HANDOFF, EventKind.STOPPED, EventKind.COMPLETED, EventKind
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    value = poll_until(predicate, timeout, every_s=0.05)
+    if not value:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return value
 
 
 class Allocation:
@@ -168,6 +165,12 @@ class Relay:
             }
         )
 
+    def assigned(self, engine: object, **extra: object) -> Allocation:
+        """A new allocation holding the next epoch's assignment (not started)."""
+        alloc = self.allocation()
+        alloc.assign(self.assignment(alloc, engine, **extra))
+        return alloc
+
     def advance(self, events: list[WorkerEvent]) -> None:
         """The daemon's rule: only checkpoints of the current epoch move the pointer."""
         for event in events:
@@ -182,8 +185,7 @@ class Relay:
     ) -> tuple[Allocation, WorkerEvent]:
         """One allocation, one epoch: stop it (control.json) after N checkpoints, or let it
         end; then advance the pointer as the daemon would."""
-        alloc = self.allocation()
-        alloc.assign(self.assignment(alloc, engine))
+        alloc = self.assigned(engine)
         alloc.start(*worker_args, idle_timeout=1.0)
         epoch = self.epoch
         if stop_after_checkpoints is not None:

@@ -62,7 +62,7 @@ def bind(cycle: Cycle, heartbeats: dict[str, AllocationFiles]) -> None:
     for binding in assign(idle, queued, cycle.inp.profile):
         job = cycle.jobs[binding.job_id]
         alloc = cycle.allocs[binding.allocation_id]
-        # The store's next_epoch confirms it on persist; a pre-written epoch is skipped.
+        # The one source of epochs (persisted by compare-and-set); a pre-written one is skipped.
         epoch = max(job.epoch, job.prewritten_epoch) + 1
         job = cycle.start_epoch(job, alloc, epoch)
         cycle.put_alloc(alloc.model_copy(update={"job_id": job.id}))

@@ -55,6 +55,15 @@ class Cycle:
             AuditRecord(kind=kind, message=message, job_id=job_id, allocation_id=alloc_id)
         )
 
+    def stop_worker(
+        self, alloc: Allocation, kind: str, message: str, *, job_id: str | None
+    ) -> Allocation:
+        """Tell `alloc`'s worker to stop (the write step writes its control file), saying why."""
+        alloc = alloc.model_copy(update={"stop_requested_at": self.now})
+        self.put_alloc(alloc)
+        self.audit(kind, message, job_id=job_id, alloc_id=alloc.id)
+        return alloc
+
     def bound_job(self, alloc: Allocation) -> Job | None:
         """The active job bound to this allocation (both sides must agree)."""
         if alloc.job_id is None:
@@ -101,12 +110,8 @@ class Cycle:
     ) -> None:
         """When the worker says the job's current segment started or ended."""
         self.out.segment_times.append(
-            SegmentTimes(
-                job_id=job.id,
-                epoch=job.epoch,
-                noticed_at=self.now,
-                worker_started_at=started,
-                worker_ended_at=ended,
+            SegmentTimes.of(
+                job, noticed_at=self.now, worker_started_at=started, worker_ended_at=ended
             )
         )
 
@@ -116,13 +121,7 @@ class Cycle:
         if job.checkpoint is not None and outcome.verdict is Verdict.REQUEUE:
             end_step = max(end_step, job.checkpoint.step)
         self.out.closed_segments.append(
-            SegmentClose(
-                job_id=job.id,
-                epoch=job.epoch,
-                outcome=outcome.segment,
-                end_step=end_step,
-                reason=outcome.reason,
-            )
+            SegmentClose.of(job, outcome=outcome.segment, end_step=end_step, reason=outcome.reason)
         )
         self.put_job(job.model_copy(update=_outcome_update(job, outcome)))
         if alloc is not None and alloc.job_id == job.id:

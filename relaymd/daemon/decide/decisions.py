@@ -6,6 +6,7 @@ The caller persists a `CycleDecisions` in one transaction before it writes to th
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,19 +31,27 @@ class AuditRecord(BaseModel):
     allocation_id: str | None = None
 
 
-class SegmentClose(BaseModel):
+class EpochRecord(BaseModel):
+    """A record about one epoch of a job (its segment)."""
+
     job_id: str
     epoch: int
+
+    @classmethod
+    def of(cls, job: Job, **fields: Any) -> Self:
+        """The record for `job`'s current epoch."""
+        return cls(job_id=job.id, epoch=job.epoch, **fields)
+
+
+class SegmentClose(EpochRecord):
     outcome: SegmentOutcome
     end_step: int | None
     reason: str | None = None
 
 
-class SegmentTimes(BaseModel):
+class SegmentTimes(EpochRecord):
     """A worker event's time for the segment's history (clamped by the store on write)."""
 
-    job_id: str
-    epoch: int
     noticed_at: datetime  # the cycle that read the event: the latest the event can be
     worker_started_at: datetime | None = None
     worker_ended_at: datetime | None = None

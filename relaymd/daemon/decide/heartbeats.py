@@ -74,13 +74,11 @@ def _stop_hung(
     since = liveness_reference(alloc, not_before=cycle.inp.daemon_started_at)
     oversized = bool(files and files.heartbeat_oversized)
     stale_for = (cycle.now - since).total_seconds() if since else 0.0
-    alloc = alloc.model_copy(update={"stop_requested_at": cycle.now})
-    cycle.put_alloc(alloc)
-    cycle.audit(
+    alloc = cycle.stop_worker(
+        alloc,
         "worker_hung",
         f"heartbeat seq {alloc.last_seq} unchanged for {stale_for:.0f}s"
         f"{unheard_note(unheard, oversized)}; stopping",
-        alloc_id=alloc.id,
         job_id=alloc.job_id,
     )
     job = cycle.bound_job(alloc)

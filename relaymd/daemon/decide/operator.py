@@ -27,10 +27,5 @@ def carry_out_requests(cycle: Cycle) -> None:
         alloc = cycle.allocs.get(job.allocation_id or "")
         if alloc is None or alloc.stop_requested_at is not None:
             continue
-        cycle.put_alloc(alloc.model_copy(update={"stop_requested_at": cycle.now}))
-        cycle.audit(
-            "stop_requested",
-            f"operator {job.operator_request.value}: stop sent to the worker",
-            job_id=job.id,
-            alloc_id=alloc.id,
-        )
+        message = f"operator {job.operator_request.value}: stop sent to the worker"
+        cycle.stop_worker(alloc, "stop_requested", message, job_id=job.id)

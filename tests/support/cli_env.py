@@ -1,8 +1,8 @@
-"""Shared pieces of the campaign modules: an isolated operator running the real `relaymd`.
+"""An isolated operator running the real `relaymd` console script (the CLI and campaign tests).
 
-Each campaign case runs the console script in a subprocess and judges it from outside: the
-exit code, the words of stderr, and what is on disk afterwards (job rows read with sqlite3,
-objects in the file:// store), never from RelayMD's own objects.
+Each case runs the console script in a subprocess and judges it from outside: the exit code,
+the words of stderr, and what is on disk afterwards (job rows read with sqlite3, objects in
+the file:// store), never from RelayMD's own objects.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict
 
 RELAYMD = Path(sys.prefix) / "bin" / "relaymd"
 REPO = Path(__file__).resolve().parents[2]
+# A job spec of 1000 OpenMM steps without a GPU; `.format(title=...)`.
+TINY_SPEC = "title: {title}\nengine: {{kind: openmm, total_steps: 1000}}\nresources: {{gpus: 0}}\n"
 
 
 class CliEnv(BaseModel):
@@ -83,6 +85,7 @@ clusters:
 
 
 def new_cli(tmp_path: Path) -> CliEnv:
+    """An operator whose config, state, data and XDG folders all live under `tmp_path`."""
     state_dir, data_dir = tmp_path / "state", tmp_path / "data"
     config = tmp_path / "config.yaml"
     config.write_text(local_config(data_dir))
@@ -102,13 +105,12 @@ def new_cli(tmp_path: Path) -> CliEnv:
 
 
 def make_job_dir(root: Path, name: str = "job", spec: str | None = None) -> Path:
+    """A job folder with placeholder OpenMM inputs and `spec` (default: 1000 steps, no GPU)."""
     directory = root / name
     directory.mkdir()
     for file in ("system.xml", "state.xml", "integrator.xml"):
         (directory / file).write_text(f"<{file}/>\n")
-    (directory / "relaymd.yaml").write_text(
-        spec or "title: tiny\nengine: {kind: openmm, total_steps: 1000}\nresources: {gpus: 0}\n"
-    )
+    (directory / "relaymd.yaml").write_text(spec or TINY_SPEC.format(title="tiny"))
     return directory
 
 
@@ -123,6 +125,14 @@ def job_rows(cli: CliEnv, db: Path | None = None) -> list[tuple[str, str, int, s
         (str(r[0]), str(r[1]), int(r[2]), json.dumps(json.loads(r[3]).get("checkpoint")))
         for r in rows
     ]
+
+
+def job_count(cli: CliEnv) -> int:
+    """How many jobs the state file holds, read with sqlite3 directly (0 without a file)."""
+    if not cli.db.exists():
+        return 0
+    with sqlite3.connect(cli.db) as db:
+        return int(db.execute("SELECT count(*) FROM jobs").fetchone()[0])
 
 
 def stored_objects(cli: CliEnv) -> list[Path]:
