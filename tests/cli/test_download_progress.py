@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import json
 
-from tests.support.cli_env import CliEnv, make_job_dir
-
 from relaymd.models.storage import ManifestFile, OutputsManifest
 from relaymd.storage.hashing import sha256_bytes
+from tests.support.cli_env import CliEnv, make_job_dir
 
 
 def test_the_bar_counts_to_the_total_and_a_second_download_fetches_nothing(cli: CliEnv) -> None:
