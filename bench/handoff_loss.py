@@ -9,14 +9,17 @@ one testbed cluster. Afterwards, per allocation, SLURM's accounting (`sacct`: st
 elapsed, time limit) is set against the worker's own files (events.jsonl: the `started` event is
 written just before the first MD step; worker.log: `stop_decided`, the moment MD stops):
 
-* start-up: allocation start -> first MD step (staging, context build: not a handoff cost);
+* cold start-up: allocation start -> first MD step of a job's epoch 1 (a daemon poll at most,
+  staging, context build: not a handoff cost);
+* successor allocation: start -> first MD step of a later epoch (the warm wait for the
+  predecessor's handoff, when the successor was provisioned ahead and pre-written);
 * lost per handoff: time limit - start-up - simulating = the final checkpoint and exit plus the
   walltime handed back unused. That is the cost of handing off early, and it does not grow
   with the walltime, so it is extrapolated to a 4-hour allocation as lost / 14 400 s;
 * fraction simulating: simulating / elapsed (the allocated time SLURM charges);
 * handoff gap: last MD step in one allocation -> first MD step of the same job in the next;
-* idle tail: allocation time after its worker's last segment ended (or all of it, when it never
-  got a job), until SLURM's end.
+* idle tail: allocation time after the job completed in it, until SLURM's end (the daemon's
+  next cycle releases it); allocations that never got a job are listed with their elapsed.
 
 Prints a markdown table and writes it into docs/benchmarks.md (section handoff_loss).
 """
