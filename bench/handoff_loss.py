@@ -202,7 +202,7 @@ def _pct(values: list[float], q: float) -> float:
 
 def relay(
     tb: Testbed, root: Path, *, minutes: float, jobs: int, allocations_per_job: float,
-    poll_s: float, cluster: str, prewrite_lead_s: float, margin_max_s: float = 30.0,
+    poll_s: float, cluster: str, prewrite_lead_s: float = 10.0, margin_max_s: float = 30.0,
 ) -> tuple[list[AllocationFigures], list[float]]:  # fmt: skip
     """Run the daemon until every job completed; figures per allocation and handoff gaps."""
     from relaymd.config import load_config
