@@ -277,10 +277,13 @@ def check_fencing(
     events = events_of(records, job_id)
     # When each epoch came to exist: its assignment's issue time where the folder still holds
     # it, else its first event (a later bound, so the check can only be more lenient).
+    # A pre-written successor's assignment (ADR 0009, `after_handoff`) is issued before its
+    # predecessor's handoff checkpoint and runs only from it: its epoch is born at its first
+    # event.
     born: dict[int, datetime] = {}
     for r in records:
         a = r.assignment
-        if a is not None and a.job_id == job_id:
+        if a is not None and a.job_id == job_id and a.after_handoff is None:
             born[a.epoch] = min(born.get(a.epoch, a.issued_at), a.issued_at)
     for e in events:
         if e.epoch is not None:

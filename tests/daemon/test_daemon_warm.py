@@ -49,7 +49,9 @@ def _beat(alloc_id: str, *, state=WorkerState.IDLE, job=None, epoch=None, left_s
 
 def _alloc(alloc_id: str, **fields: object) -> Allocation:
     fields.setdefault("scheduler_id", f"s-{alloc_id}")
-    return make_alloc(alloc_id, state=R, started_at=T0, last_seq=7, seq_changed_at=NOW, **fields)
+    fields.setdefault("last_seq", 7)
+    fields.setdefault("seq_changed_at", NOW)
+    return make_alloc(alloc_id, state=R, started_at=T0, **fields)
 
 
 def _files(alloc_id: str, beat: Heartbeat | None, events=(), offset: int = 0) -> AllocationFiles:
@@ -156,6 +158,51 @@ def test_idle_allocation_ending_before_the_handoff_is_released() -> None:
     assert out.allocations["a2"].stop_requested_at == NOW
 
 
+# -- a successor allocation submitted ahead ---------------------------------------------------
+# Windows with the profile's 60 s poll and the default 60 s pre-write lead: a successor is
+# reserved when the handoff is due within 120 s, and provisioned one poll earlier (180 s).
+
+
+def _running_files(left_s: float) -> AllocationFiles:
+    return _files("a1", _beat("a1", state=WorkerState.RUNNING, job="j1", epoch=2, left_s=left_s))
+
+
+def test_a_job_due_to_hand_off_within_a_poll_of_the_window_gets_an_allocation_submitted() -> None:
+    # Due in 160 s, nothing idle or pending: submitted now, it runs idle by the next cycle,
+    # which pre-writes it before the handoff.
+    out = _run([_alloc("a1", job_id="j1")], [_running_job()], [_running_files(170)])
+    assert len(out.new_allocations) == 1
+    assert out.new_allocations[0].state is AllocationState.SUBMITTING
+
+
+def test_no_allocation_ahead_for_a_handoff_beyond_the_window() -> None:
+    out = _run([_alloc("a1", job_id="j1")], [_running_job()], [_running_files(1000)])
+    assert out.new_allocations == []
+
+
+def test_no_allocation_ahead_when_an_idle_or_pending_one_will_take_the_job() -> None:
+    job = _running_job()
+    idle = _run(
+        [_alloc("a1", job_id="j1"), _alloc("a2")],
+        [job],
+        [_running_files(170), _files("a2", _beat("a2", left_s=3000))],
+    )
+    assert idle.new_allocations == []
+    assert idle.allocations["a2"].note == "warm for job j1 handing off in ~160s"
+    pending = make_alloc("a3", state=AllocationState.PENDING, scheduler_id="s-a3")
+    out = _run([_alloc("a1", job_id="j1"), pending], [job], [_running_files(170)])
+    assert out.new_allocations == [] and out.cancel == {}
+
+
+def test_no_allocation_ahead_once_the_successor_is_pre_written_or_the_job_is_stopping() -> None:
+    prewritten = _running_job(prewritten_epoch=3)
+    out = _run([_alloc("a1", job_id="j1")], [prewritten], [_running_files(170)])
+    assert out.new_allocations == []
+    stopping = _running_job(operator_request=OperatorRequest.CANCEL)
+    out = _run([_alloc("a1", job_id="j1")], [stopping], [_running_files(170)])
+    assert out.new_allocations == []
+
+
 # -- reservation ----------------------------------------------------------------------------
 
 
@@ -195,7 +242,9 @@ def _waiting_beat(state=WorkerState.PREPARING) -> Heartbeat:
     return _beat("a2", state=state, job="j1", epoch=3, left_s=3000, awaiting_handoff_of=2)
 
 
-def test_handoff_activates_the_reservation_at_the_pre_written_epoch() -> None:
+def _handoff_read_with_successor_started(reserved: Allocation) -> CycleDecisions:
+    """One cycle reading j1's epoch-2 handoff (a1) and the reserved a2 already running
+    epoch 3 from it."""
     job = _running_job(prewritten_epoch=3)
     final = ckpt_ref(2, 2, 180)
     a1_events = [
@@ -217,9 +266,9 @@ def test_handoff_activates_the_reservation_at_the_pre_written_epoch() -> None:
             checkpoint=final,
         )
     ]
-    out = _run(
+    return _run(
         # The reserved allocation is listed first: the cycle still decides it last.
-        [_reserved(), _alloc("a1", job_id="j1")],
+        [reserved, _alloc("a1", job_id="j1")],
         [job],
         [
             _files("a1", None, a1_events, offset=200),
@@ -227,6 +276,11 @@ def test_handoff_activates_the_reservation_at_the_pre_written_epoch() -> None:
         ],
         verified={claim_key("j1", final)},
     )
+
+
+def test_handoff_activates_the_reservation_at_the_pre_written_epoch() -> None:
+    out = _handoff_read_with_successor_started(_reserved())
+    final = ckpt_ref(2, 2, 180)
     j1 = out.jobs["j1"]
     assert (j1.epoch, j1.allocation_id, j1.state) == (3, "a2", JobState.RUNNING)
     assert j1.step == 180 and j1.checkpoint == final
@@ -236,6 +290,17 @@ def test_handoff_activates_the_reservation_at_the_pre_written_epoch() -> None:
     assert [s.epoch for s in out.new_segments] == [3]
     kinds = _kinds(out)
     assert "successor_activated" in kinds and "stale_event_ignored" not in kinds
+
+
+def test_activation_judges_the_successor_alive_on_this_cycles_heartbeat() -> None:
+    # The poll (here 100 s since the seq last moved) may be longer than stale_after_s (60 s):
+    # the heartbeat read in this very cycle moved the seq, so the successor is alive.
+    before = _reserved(last_seq=6, seq_changed_at=NOW - timedelta(seconds=100))
+    out = _handoff_read_with_successor_started(before)
+    assert out.activated == ["j1"]
+    assert out.jobs["j1"].allocation_id == "a2"
+    assert out.allocations["a2"].stop_requested_at is None
+    assert "successor_withdrawn" not in _kinds(out)
 
 
 def test_successor_events_wait_while_the_handoff_is_not_yet_seen() -> None:

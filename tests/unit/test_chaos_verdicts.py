@@ -7,8 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from bench.chaos_verdicts import AllocRecord, check_fencing, diff_lines, judge_samples, kept_seconds
-from relaymd.mailbox.models import EventKind, WorkerEvent
-from relaymd.models import CheckpointRef
+from relaymd.mailbox.models import Assignment, EventKind, HandoffGate, WorkerEvent
+from relaymd.models import CheckpointRef, ObjectRef, OpenMMSettings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 JOB = "j1"
@@ -121,6 +121,38 @@ def test_resume_from_a_checkpoint_written_after_its_epoch_was_superseded_fails()
     )
     problems = check_fencing(records, JOB, _never_stored)
     assert len(problems) == 1 and "after epoch 1 was superseded" in problems[0]
+
+
+def _assignment(epoch: int, issued_s: float, gated: bool) -> Assignment:
+    return Assignment(
+        allocation_id=f"a{epoch}",
+        job_id=JOB,
+        epoch=epoch,
+        engine=OpenMMSettings(total_steps=1000),
+        bundle=ObjectRef(key=f"jobs/{JOB}/input/bundle.tar.gz", size=1, sha256="0" * 64),
+        issued_at=T0 + timedelta(seconds=issued_s),
+        after_handoff=(
+            HandoffGate(job_id=JOB, after_epoch=epoch - 1, expires_at=T0 + timedelta(hours=1))
+            if gated
+            else None
+        ),
+    )
+
+
+def test_pre_written_successor_is_born_when_it_starts_not_when_it_was_written() -> None:
+    # ADR 0009: epoch 2's gated assignment is written before epoch 1's handoff checkpoint
+    # and only runs from it; an ungated one issued then would supersede epoch 1 at once.
+    final = _ref(1, 2, 60)
+    events = [
+        _event(EventKind.STARTED, 1, 0),
+        _event(EventKind.CHECKPOINT, 1, 40, final),
+        _event(EventKind.HANDOFF, 1, 41, final),
+        _event(EventKind.STARTED, 2, 42, final),
+    ]
+    for gated, problems in ((True, 0), (False, 1)):
+        records = _records(*events)
+        records[1] = records[1].model_copy(update={"assignment": _assignment(2, 5, gated)})
+        assert len(check_fencing(records, JOB, _never_stored)) == problems, gated
 
 
 def test_resume_from_an_unreported_checkpoint_or_a_later_epoch_fails() -> None:

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from worker_harness import REPO
 
 from relaymd.storage import FileStore
+from tests.worker.worker_harness import REPO
 from worker_entry.remote_mailbox import MailboxMirror, MailboxURLError, mailbox_access
 
 

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from worker_harness import REPO, TERMINAL, Relay, wait_for
 
 from relaymd.mailbox.carrier import FileWrite, MailboxWrites, ReadRequest
 from relaymd.mailbox.models import Assignment, EventKind, WorkerEvent
@@ -21,6 +20,7 @@ from relaymd.mailbox.reading import HeartbeatMemo
 from relaymd.mailbox.storage_carrier import StorageCarrier
 from relaymd.models import StorageAccess
 from relaymd.storage.checkpoints import list_checkpoints, verify_checkpoint
+from tests.worker.worker_harness import REPO, TERMINAL, Relay, wait_for
 
 EVERY = 20
 

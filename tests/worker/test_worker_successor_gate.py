@@ -7,13 +7,19 @@ workers' events and the checkpoints in storage.
 
 from __future__ import annotations
 
-import time
+import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from relaymd.mailbox.models import ControlAction, EventKind, HandoffGate, WorkerState
+from relaymd.mailbox.models import (
+    ControlAction,
+    EventKind,
+    HandoffGate,
+    WorkerEvent,
+    WorkerState,
+)
 from relaymd.models import (
     HandoffMarker,
     StorageAccess,
@@ -53,16 +59,26 @@ def _log_has(alloc: Allocation, text: str) -> bool:
     return text in alloc.log()
 
 
+def _hand_off_after_a_checkpoint(alloc: Allocation, epoch: int) -> WorkerEvent:
+    """Start the worker with no deadline; once it has checkpointed, send SLURM's walltime
+    warning (SIGUSR1) with a 1 s lead: the deadline is then due and it hands off. Waits on the
+    worker's events, not on a clock that a busy machine can outrun."""
+    alloc.start("--warning-lead", "1")
+    alloc.wait_event({EventKind.CHECKPOINT}, timeout=120, epoch=epoch)
+    alloc.kill(signal.SIGUSR1)
+    return alloc.wait_event({EventKind.HANDOFF}, timeout=120, epoch=epoch)
+
+
 def test_gated_successor_starts_only_from_its_predecessors_handoff_checkpoint(
     tmp_path: Path, file_access: StorageAccess, bundle_dir: Path
 ) -> None:
     relay = Relay(tmp_path, file_access, "job-gate")
     relay.upload_bundle(bundle_dir)
 
-    # Epoch 1 hands off at its deadline: an older epoch's marker and checkpoints now exist.
-    first = relay.assigned(_engine(100_000))
-    first.start("--deadline", str(time.time() + 8))
-    first_handoff = first.wait_event({EventKind.HANDOFF}, timeout=90)
+    # Epoch 1 hands off: an older epoch's marker and checkpoints now exist.
+    first = relay.allocation()
+    first.assign(relay.assignment(first, _engine(100_000)))
+    first_handoff = _hand_off_after_a_checkpoint(first, epoch=1)
     assert first.wait_exit(30) == 0
     relay.advance(first.events())
     assert relay.store.exists(handoff_key(relay.job_id, 1))
@@ -95,8 +111,7 @@ def test_gated_successor_starts_only_from_its_predecessors_handoff_checkpoint(
 
     # Epoch 2 runs and hands off: its marker replaces the forged one; `third` starts from it.
     second.assign(second_assignment)
-    second.start("--deadline", str(time.time() + 10))
-    handoff = second.wait_event({EventKind.HANDOFF}, timeout=90, epoch=2)
+    handoff = _hand_off_after_a_checkpoint(second, epoch=2)
     assert second.wait_exit(30) == 0
     started = third.wait_event({EventKind.STARTED}, timeout=90, epoch=3)
     assert handoff.checkpoint is not None and handoff.checkpoint.epoch == 2

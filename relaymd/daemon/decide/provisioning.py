@@ -1,11 +1,13 @@
-"""Supply for what is left queued: submit allocations, cancel unneeded pending ones, and back
-off partitions whose workers die at start (relaymd.daemon.provision, .start_backoff).
+"""Supply for what is left queued and for jobs about to hand off: submit allocations, cancel
+unneeded pending ones, and back off partitions whose workers die at start
+(relaymd.daemon.provision, .start_backoff).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from relaymd.daemon.decide import warm
 from relaymd.daemon.decide.cycle import Cycle
 from relaymd.daemon.provision import ClusterMode, ProvisionPlan, plan_provisioning
 from relaymd.daemon.start_backoff import AllocationEnd, blocked_partitions, update_backoff
@@ -39,7 +41,9 @@ def provision(cycle: Cycle, new_id: Callable[[], str]) -> None:
     live.update({a.id: a for a in cycle.allocs.values()})
     plan = plan_provisioning(
         cycle.inp.profile,
-        queued=cycle.queued(),
+        # Jobs about to hand off are demand too: their next allocation should be running
+        # (and pre-written) when the handoff comes, not submitted after it (ADR 0009).
+        queued=cycle.queued() + warm.successor_demand(cycle, cycle.inp.snapshot.files),
         allocations=[a for a in live.values() if a.state is not AllocationState.ENDED],
         profiles=cycle.inp.profiles,
         usable_clusters=cycle.inp.usable_clusters,

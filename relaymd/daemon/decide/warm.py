@@ -5,6 +5,8 @@ Phases of one cluster's cycle (relaymd.daemon.decide calls them on its working c
 * `reservation_before_events` — for an allocation reserved as a successor, before its events:
   activate it (bind the job at the reserved epoch) when the predecessor's handoff was
   applied in this cycle, keep waiting while the predecessor still runs, or withdraw it.
+* `successor_demand` — for provisioning: a job whose handoff is due within one poll more
+  than the reservation window needs an allocation running by then (submitted if no spare).
 * `reserve_successors` — after late binding: a job whose handoff is due within the poll
   interval plus `prewrite_lead_s` gets an idle allocation of this cluster reserved for it.
 * `release_idle` — an idle worker that no queued job and no soon-to-hand-off job can use is
@@ -23,7 +25,7 @@ from typing import Any
 from relaymd.daemon.assign import score
 from relaymd.daemon.decide.cycle import Cycle
 from relaymd.daemon.eligibility import fits_allocation, time_for_a_segment
-from relaymd.daemon.liveness import is_stale
+from relaymd.daemon.liveness import heartbeat_counts, is_stale, observe_heartbeat
 from relaymd.daemon.provision import ClusterMode, is_spare
 from relaymd.mailbox.carrier import AllocationFiles
 from relaymd.mailbox.models import EventKind, Heartbeat, WorkerState
@@ -75,12 +77,17 @@ def reservation_before_events(
     if reserved is None:
         return alloc, False
     job, epoch = cycle.jobs.get(reserved.job_id), reserved.epoch
+    # Judged on the heartbeat read in this cycle (liveness records it only after the events):
+    # with a poll longer than stale_after_s the last recorded seq is always "too old".
+    beat = files.heartbeat if files else None
+    counted = heartbeat_counts(alloc.id, None, beat, reserved)
+    fresh = observe_heartbeat(alloc, beat if counted else None, cycle.now)
     alive = (
         alloc.state is AllocationState.RUNNING
         and alloc.stop_requested_at is None
         and alloc.end_reason is None
         and not is_stale(
-            alloc,
+            fresh,
             cycle.now,
             cycle.inp.settings.stale_after_s,
             not_before=cycle.inp.daemon_started_at,
@@ -193,29 +200,59 @@ def _activate(cycle: Cycle, alloc: Allocation, job: Job, epoch: int) -> Allocati
     return alloc
 
 
+def _handoff_within(
+    cycle: Cycle, job: Job, files: dict[str, AllocationFiles], reserved: set[str], window_s: float
+) -> tuple[Allocation, Heartbeat, datetime] | None:
+    """(holder, its heartbeat, handoff due) for a running job of this cluster that will hand
+    off within `window_s` and has no successor reserved yet."""
+    holder = cycle.allocs.get(job.allocation_id or "")
+    if (
+        job.state is not JobState.RUNNING
+        or job.operator_request is not None
+        or job.id in reserved
+        or job.prewritten_epoch > job.epoch  # one pre-written successor per epoch
+        or holder is None
+        or holder.job_id != job.id
+        or holder.stop_requested_at is not None
+        or holder.end_reason is not None
+    ):
+        return None
+    beat = _beat(files, holder.id)
+    if beat is None or beat.job_id != job.id or beat.epoch != job.epoch:
+        return None
+    due = handoff_due_at(beat)
+    if due is None or (due - cycle.now).total_seconds() > window_s:
+        return None
+    return holder, beat, due
+
+
+def successor_demand(cycle: Cycle, files: dict[str, AllocationFiles]) -> list[Job]:
+    """Running jobs of this cluster that provisioning should find an allocation for now, so
+    that one is running idle when they hand off.
+
+    The window is one poll longer than the reservation's: an allocation submitted in this
+    cycle has started and written its first heartbeat by the next one, which pre-writes the
+    successor before the handoff (ADR 0009). An idle or pending spare already counts as
+    supply, so each job causes at most one such allocation.
+    """
+    window_s = 2 * cycle.inp.profile.poll.max_interval_s + cycle.inp.settings.prewrite_lead_s
+    reserved = {a.reserved_job_id for a in cycle.allocs.values() if a.reserved_job_id}
+    return [
+        job
+        for job in sorted(cycle.jobs.values(), key=lambda j: j.id)
+        if _handoff_within(cycle, job, files, reserved, window_s) is not None
+    ]
+
+
 def reserve_successors(cycle: Cycle, files: dict[str, AllocationFiles]) -> None:
     settings = cycle.inp.settings
     window_s = cycle.inp.profile.poll.max_interval_s + settings.prewrite_lead_s
     reserved = {a.reserved_job_id for a in cycle.allocs.values() if a.reserved_job_id}
     for job in sorted(cycle.jobs.values(), key=lambda j: j.id):
-        holder = cycle.allocs.get(job.allocation_id or "")
-        if (
-            job.state is not JobState.RUNNING
-            or job.operator_request is not None
-            or job.id in reserved
-            or job.prewritten_epoch > job.epoch  # one pre-written successor per epoch
-            or holder is None
-            or holder.job_id != job.id
-            or holder.stop_requested_at is not None
-            or holder.end_reason is not None
-        ):
+        due_holder = _handoff_within(cycle, job, files, reserved, window_s)
+        if due_holder is None:
             continue
-        beat = _beat(files, holder.id)
-        if beat is None or beat.job_id != job.id or beat.epoch != job.epoch:
-            continue
-        due = handoff_due_at(beat)
-        if due is None or (due - cycle.now).total_seconds() > window_s:
-            continue
+        holder, beat, due = due_holder
         candidates = [
             a
             for a in cycle.allocs.values()
