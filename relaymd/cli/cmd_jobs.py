@@ -8,11 +8,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from relaymd.cli.errors import CliError, ExitCode
+from relaymd.views.times import segment_times
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
-    from relaymd.models import GpuUsage, Job, JobState, Segment
+    from relaymd.models import GpuUsage, Job, JobState
     from relaymd.state import StateStore
 
 app = typer.Typer(
@@ -411,21 +410,6 @@ def history(job_id: JobArg, as_json: JsonOpt = False) -> None:
     out.print(table)
     clusters = sorted({s.cluster for s in segments})
     out.print(f"{len(segments)} segment(s) on {', '.join(clusters)}")
-
-
-def segment_times(segment: Segment) -> tuple[datetime, datetime | None, str]:
-    """(start, end, source) of a segment for the history: the worker's first MD step and
-    terminal event (already clamped onto the daemon's clock) where it reported them, else when
-    the daemon assigned the segment and saw it end."""
-    start = segment.worker_started_at or segment.started_at
-    end = segment.worker_ended_at or segment.ended_at
-    if segment.worker_started_at and (segment.worker_ended_at or segment.ended_at is None):
-        source = "worker"
-    elif segment.worker_started_at:
-        source = "worker start, daemon end"
-    else:
-        source = "daemon"
-    return start, end, source
 
 
 @app.command("download")
