@@ -90,15 +90,31 @@ def list_jobs(
 
 
 @app.command("show")
-def show(job_id: JobArg, as_json: JsonOpt = False) -> None:
+def show(
+    job_id: JobArg,
+    as_json: JsonOpt = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Live view of its progress and ETA; q quits.")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.2, help="Seconds between refreshes of --watch.")
+    ] = 2.0,
+) -> None:
     """Everything about one job: spec, state, resume point, bundle.
 
     \b
     Examples:
       relaymd jobs show j1m8tk4
       relaymd jobs show j1m8tk4 --json | jq .checkpoint
+      relaymd jobs show j1m8tk4 --watch
     """
     from relaymd.cli import context
+
+    if watch:
+        from relaymd.cli.cmd_views import watch_relay
+
+        watch_relay(job_id, interval)
+        return
     from relaymd.cli.output import backoff_lines, console, plain, print_json, state_style, styled
     from relaymd.models import utcnow
     from relaymd.state.usage import job_usage

@@ -10,6 +10,12 @@ import typer
 
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Live view: progress, ETA, queues; q quits.")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.2, help="Seconds between refreshes of --watch.")
+    ] = 2.0,
 ) -> None:
     """Jobs per state, clusters, throughput and the daemon's last cycle, in one screen.
 
@@ -20,7 +26,13 @@ def status(
     Examples:
       relaymd status
       relaymd status --json | jq .jobs
+      relaymd status --watch --interval 5
     """
+    if watch:
+        from relaymd.cli.cmd_views import watch_relay
+
+        watch_relay(None, interval)
+        return
     from relaymd.cli.status_view import show_status
 
     show_status(as_json)

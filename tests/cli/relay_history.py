@@ -92,7 +92,8 @@ def build_history(path: Path) -> History:
             step = _write_job(store, job_id, state, plan, start, now)
             job = store.get_job(job_id)
             assert job is not None
-            store.update_job(job.model_copy(update={"step": step, "total_steps": TOTAL_STEPS}))
+            total = step if state is JobState.COMPLETED else TOTAL_STEPS
+            store.update_job(job.model_copy(update={"step": step, "total_steps": total}))
             count += len(plan)
         store.insert_allocation(_allocation("pend-beta", "beta", now - timedelta(minutes=25)))
         for name in PARTITION:
