@@ -375,7 +375,7 @@ def history(job_id: JobArg, as_json: JsonOpt = False) -> None:
     from rich.table import Table
 
     from relaymd.cli import context
-    from relaymd.cli.output import console, duration, plain, print_json
+    from relaymd.cli.output import console, duration, plain, print_json, print_table
 
     store = context.open_state()
     job = context.find_job(store, job_id)
@@ -423,7 +423,7 @@ def history(job_id: JobArg, as_json: JsonOpt = False) -> None:
             segment.outcome,
             plain(segment.reason or ""),
         )
-    out.print(table)
+    print_table(out, table)
     clusters = sorted({s.cluster for s in segments})
     out.print(f"{len(segments)} segment(s) on {', '.join(clusters)}")
 

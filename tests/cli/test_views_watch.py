@@ -118,3 +118,18 @@ def test_status_watch_to_a_pipe_prints_plain_lines(cli: CliEnv) -> None:
     assert "\x1b[" not in text  # no cursor movement or colour in a log
     assert "job jrun running 22% steps 225000/1000000" in text
     assert "eta ~" in text and "handoffs x ~19 min queue" in text
+
+
+def test_history_to_a_pipe_never_cuts_the_outcome_or_the_reason(cli: CliEnv) -> None:
+    """The demo printed `complet…` when stdout was not a terminal: a pipe has no width."""
+    build_history(cli.db)
+    for job_id, outcome, reason in (
+        ("jdone", "completed", "walltime handoff"),
+        ("jrun", "lost", "heartbeat stale: node failure"),
+        ("jcancel", "cancelled", "cancelled by operator"),
+    ):
+        done = cli.run("jobs", "history", job_id, env={"COLUMNS": "60"})
+        assert done.returncode == 0, done.stderr
+        assert "…" not in done.stdout.replace("→ …", "")  # only a running segment's open end
+        assert f" {outcome} " in done.stdout
+        assert reason in done.stdout
