@@ -16,9 +16,9 @@ MAX_JOB_ROWS = 30  # the busiest jobs first; the rest are counted below the tabl
 STATE_ORDER = {"running": 0, "assigned": 1, "queued": 2, "held": 3}
 
 
-def shown_jobs(snapshot: RelaySnapshot) -> list[JobView]:
-    """Active jobs (running first), then the final ones, at most MAX_JOB_ROWS."""
-    return sorted(snapshot.jobs, key=lambda j: (STATE_ORDER.get(j.state, 9), j.id))[:MAX_JOB_ROWS]
+def shown_jobs(snapshot: RelaySnapshot, limit: int | None = MAX_JOB_ROWS) -> list[JobView]:
+    """Active jobs (running first), then the final ones, at most `limit`."""
+    return sorted(snapshot.jobs, key=lambda j: (STATE_ORDER.get(j.state, 9), j.id))[:limit]
 
 
 def job_cells(job: JobView) -> list[str]:

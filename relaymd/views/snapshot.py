@@ -15,11 +15,13 @@ from relaymd.models import (
     AllocationState,
     ClusterStatus,
     DaemonStatus,
+    GpuUsage,
     Job,
     Segment,
     SegmentOutcome,
 )
 from relaymd.state import StateStore
+from relaymd.state.usage import allocation_usage
 from relaymd.views.eta import Eta, estimate_eta
 from relaymd.views.times import segment_times
 
@@ -91,6 +93,9 @@ class RelaySnapshot(BaseModel):
     allocations: list[AllocationView]
     clusters: list[ClusterView]
     daemon: DaemonStatus | None
+    # GPU-seconds per cluster of the allocations the shown jobs ran on (every allocation
+    # when all jobs are shown): allocated vs simulating is the relay's efficiency.
+    usage_by_cluster: dict[str, GpuUsage]
 
 
 def take_snapshot(
@@ -114,7 +119,23 @@ def take_snapshot(
         allocations=[a for a in alloc_views if wanted is None or a.id in used],
         clusters=_cluster_views(store.list_cluster_status(), alloc_views),
         daemon=store.get_daemon_status(),
+        usage_by_cluster=_usage_by_cluster(
+            [a for a in allocations.values() if wanted is None or a.id in used], segments, now
+        ),
     )
+
+
+def _usage_by_cluster(
+    allocations: list[Allocation], segments: list[Segment], now: datetime
+) -> dict[str, GpuUsage]:
+    on: dict[str, list[Segment]] = defaultdict(list)
+    for seg in segments:
+        on[seg.allocation_id].append(seg)
+    usage: dict[str, GpuUsage] = defaultdict(GpuUsage)
+    for alloc in allocations:
+        for part in allocation_usage(alloc, on.get(alloc.id, []), now).values():
+            usage[alloc.cluster] = usage[alloc.cluster].plus(part)
+    return dict(sorted(usage.items()))
 
 
 def _allocation_view(alloc: Allocation, now: datetime) -> AllocationView:

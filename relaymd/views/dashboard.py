@@ -1,0 +1,78 @@
+"""`relaymd dashboard`: the report's views on a local web page (stdlib http.server, one
+thread: SQLite connections stay on it), re-read from the state file on every request and
+reloading itself. Read-only: it answers GET only and never writes the state file."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Callable
+from functools import cache
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from relaymd.logging import get_logger
+from relaymd.views.page import PageOptions, render_page
+from relaymd.views.snapshot import RelaySnapshot
+
+log = get_logger("relaymd.views.dashboard")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve anywhere
+
+
+@cache
+def _plotly_js() -> bytes:
+    from plotly.offline import get_plotlyjs
+
+    script: str = get_plotlyjs()
+    return script.encode()
+
+
+def make_server(
+    host: str,
+    port: int,
+    take: Callable[[], RelaySnapshot],
+    token: str | None,
+    refresh_s: int,
+) -> HTTPServer:
+    """A server bound to host:port (port 0: any free one) that serves the page at / and
+    plotly.js beside it; with a token, only to requests carrying `?token=`."""
+    suffix = f"?token={token}" if token else ""
+    options = PageOptions(
+        title="RelayMD dashboard", plotly_src=f"plotly.min.js{suffix}", refresh_s=refresh_s
+    )
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            given = parse_qs(url.query).get("token", [""])[0]
+            if token and not hmac.compare_digest(given.encode(), token.encode()):
+                self._send(HTTPStatus.FORBIDDEN, "text/plain", b"give ?token=<the token>\n")
+            elif url.path in ("/", "/index.html"):
+                page = render_page(take(), options).encode()
+                self._send(HTTPStatus.OK, "text/html; charset=utf-8", page)
+            elif url.path == "/plotly.min.js":
+                self._send(HTTPStatus.OK, "text/javascript", _plotly_js(), cache_s=3600)
+            else:
+                self._send(HTTPStatus.NOT_FOUND, "text/plain", b"not found\n")
+
+        def _send(self, status: HTTPStatus, kind: str, body: bytes, cache_s: int = 0) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", f"max-age={cache_s}" if cache_s else "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            log.debug("dashboard_request", client=self.client_address[0], line=format % args)
+
+    return HTTPServer((host, port), Handler)
