@@ -40,6 +40,14 @@ def open_views_state() -> StateStore:
         raise context.state_failure(exc) from None
 
 
+def _fresh_snapshot(path: Path) -> RelaySnapshot:
+    """A snapshot through a connection of its own: the dashboard answers on many threads."""
+    from relaymd.state.readonly import open_readonly
+
+    with open_readonly(path) as store:
+        return _take(store, None)
+
+
 def _snapshot_taker(job_prefixes: list[str] | None) -> tuple[StateStore, list[str] | None]:
     from relaymd.cli import context
 
@@ -100,7 +108,9 @@ def report(
     from relaymd.cli.output import console
 
     if image_format not in FORMATS:
-        raise CliError(f"--format {image_format!r}: give one of {', '.join(FORMATS)}")
+        raise CliError(
+            f"--format {image_format!r}: give one of {', '.join(FORMATS)}", code=ExitCode.USAGE
+        )
     target = output or Path(f"relay-report.{image_format}")
     store, job_ids = _snapshot_taker(jobs)
     snapshot = _take(store, job_ids)
@@ -155,9 +165,13 @@ def dashboard(
             hint="add --token <secret> (then open the URL with ?token=<secret>), or bind 127.0.0.1",
             code=ExitCode.USAGE,
         )
-    store, _ = _snapshot_taker(None)
+    open_views_state().close()  # a missing or unreadable state file: say so now, not per page
+    from relaymd.cli import context
+    from relaymd.state import files
+
+    path = files.state_path(context.load().config)
     try:
-        server = make_server(host, port, lambda: _take(store, None), token, refresh)
+        server = make_server(host, port, lambda: _fresh_snapshot(path), token, refresh)
     except ImportError as exc:
         raise _needs_report_extra(exc) from None
     except OSError as exc:

@@ -1,6 +1,7 @@
-"""`relaymd dashboard`: the report's views on a local web page (stdlib http.server, one
-thread: SQLite connections stay on it), re-read from the state file on every request and
-reloading itself. Read-only: it answers GET only and never writes the state file."""
+"""`relaymd dashboard`: the report's views on a local web page (stdlib http.server, a
+thread per connection: a browser's idle pre-connections never block it), re-read from the
+state file on every request and reloading itself. Read-only: it answers GET only and never
+writes the state file."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import ipaddress
 from collections.abc import Callable
 from functools import cache
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from relaymd.logging import get_logger
@@ -42,7 +43,7 @@ def make_server(
     take: Callable[[], RelaySnapshot],
     token: str | None,
     refresh_s: int,
-) -> HTTPServer:
+) -> ThreadingHTTPServer:
     """A server bound to host:port (port 0: any free one) that serves the page at / and
     plotly.js beside it; with a token, only to requests carrying `?token=`."""
     suffix = f"?token={token}" if token else ""
@@ -75,4 +76,6 @@ def make_server(
         def log_message(self, format: str, *args: object) -> None:
             log.debug("dashboard_request", client=self.client_address[0], line=format % args)
 
-    return HTTPServer((host, port), Handler)
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True  # Ctrl-C never waits for a browser's idle connection
+    return server
