@@ -34,8 +34,12 @@ class Eta(BaseModel):
 
 def expected_queue_wait(waits_s: Sequence[float]) -> float:
     """The median of the most recent waits (oldest first in `waits_s`); 0 without any."""
-    recent = [w for w in waits_s if w >= 0][-RECENT_WAITS:]
+    recent = _recent(waits_s)
     return float(statistics.median(recent)) if recent else 0.0
+
+
+def _recent(waits_s: Sequence[float]) -> list[float]:
+    return [w for w in waits_s[-RECENT_WAITS:] if w >= 0]
 
 
 def estimate_eta(
@@ -66,7 +70,7 @@ def estimate_eta(
         simulating_s=simulating,
         handoffs=handoffs,
         queue_wait_s=wait,
-        waits_measured=len([w for w in waits_s if w >= 0][-RECENT_WAITS:]),
+        waits_measured=len(_recent(waits_s)),
     )
 
 

@@ -23,6 +23,7 @@ th, td { border-bottom: 1px solid #ddd; padding: 0.25em 0.7em; text-align: left;
 .chart { margin-bottom: 1.5em; } .muted { color: #777; }
 </style>
 {{ plotly_script }}
+<script>const CONFIG = {"displaylogo": false, "responsive": true};</script>
 </head><body>
 <h1>{{ title }}</h1>
 <p class="muted">From the state file as of {{ generated }} UTC. {{ daemon }}</p>
@@ -31,7 +32,10 @@ th, td { border-bottom: 1px solid #ddd; padding: 0.25em 0.7em; text-align: left;
 <th>ns/day</th><th>where</th><th>handoff in</th><th>ETA</th></tr>
 {% for row in jobs %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>
 {% endfor %}</table>
-{% for chart in charts %}<div class="chart">{{ chart }}</div>
+{% for name, figure in charts %}<div class="chart"><div id="{{ name }}"></div>
+<script>(function (f) { Plotly.newPlot("{{ name }}", f.data, f.layout, CONFIG); })(
+{{ figure }});</script>
+</div>
 {% endfor %}
 <h2>Failures and their causes</h2>
 {% if causes %}<table id="failures"><tr><th>outcome</th><th>cause</th><th>segments</th>
@@ -52,22 +56,12 @@ class PageOptions(BaseModel):
 def render_page(snapshot: RelaySnapshot, options: PageOptions) -> str:
     """The whole HTML document for this snapshot."""
     import jinja2
-    import plotly.io as pio
     from markupsafe import Markup
 
     from relaymd.views.figures import CHARTS
     from relaymd.views.screen import daemon_text, shown_jobs
 
-    config = {"displaylogo": False, "responsive": True}
-    charts = [
-        Markup(
-            pio.to_html(
-                build(snapshot), full_html=False, include_plotlyjs=False, div_id=name,
-                config=config,
-            )
-        )
-        for name, build in CHARTS
-    ]  # fmt: skip
+    charts = [(name, Markup(build(snapshot).to_json())) for name, build in CHARTS]
     return (
         jinja2.Environment(autoescape=True)
         .from_string(TEMPLATE)

@@ -131,11 +131,16 @@ def _usage_by_cluster(
     on: dict[str, list[Segment]] = defaultdict(list)
     for seg in segments:
         on[seg.allocation_id].append(seg)
-    usage: dict[str, GpuUsage] = defaultdict(GpuUsage)
+    # Plain sums: a GpuUsage.plus per allocation cost seconds at 20 000 allocations.
+    sums: dict[str, dict[str, float]] = defaultdict(
+        lambda: dict.fromkeys(GpuUsage.model_fields, 0.0)
+    )
     for alloc in allocations:
         for part in allocation_usage(alloc, on.get(alloc.id, []), now).values():
-            usage[alloc.cluster] = usage[alloc.cluster].plus(part)
-    return dict(sorted(usage.items()))
+            total = sums[alloc.cluster]
+            for name, value in part:
+                total[name] += value
+    return {cluster: GpuUsage(**sums[cluster]) for cluster in sorted(sums)}
 
 
 def _allocation_view(alloc: Allocation, now: datetime) -> AllocationView:
