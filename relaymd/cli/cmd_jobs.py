@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from relaymd.cli.cmd_views import IntervalOpt, WatchOpt
 from relaymd.cli.errors import CliError, ExitCode
 from relaymd.views.times import segment_times
 
@@ -93,12 +94,8 @@ def list_jobs(
 def show(
     job_id: JobArg,
     as_json: JsonOpt = False,
-    watch: Annotated[
-        bool, typer.Option("--watch", "-w", help="Live view of its progress and ETA; q quits.")
-    ] = False,
-    interval: Annotated[
-        float, typer.Option("--interval", min=0.2, help="Seconds between refreshes of --watch.")
-    ] = 2.0,
+    watch: WatchOpt = False,
+    interval: IntervalOpt = 2.0,
 ) -> None:
     """Everything about one job: spec, state, resume point, bundle.
 

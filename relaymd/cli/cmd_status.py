@@ -7,15 +7,13 @@ from typing import Annotated
 
 import typer
 
+from relaymd.cli.cmd_views import IntervalOpt, WatchOpt
+
 
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    watch: Annotated[
-        bool, typer.Option("--watch", "-w", help="Live view: progress, ETA, queues; q quits.")
-    ] = False,
-    interval: Annotated[
-        float, typer.Option("--interval", min=0.2, help="Seconds between refreshes of --watch.")
-    ] = 2.0,
+    watch: WatchOpt = False,
+    interval: IntervalOpt = 2.0,
 ) -> None:
     """Jobs per state, clusters, throughput and the daemon's last cycle, in one screen.
 

@@ -16,6 +16,13 @@ if TYPE_CHECKING:
     from relaymd.views.snapshot import RelaySnapshot
 
 FORMATS = ("html", "svg", "png")
+# The live view's options, shared by `status` and `jobs show`.
+WatchOpt = Annotated[
+    bool, typer.Option("--watch", "-w", help="Live view: progress, ETA, queues; q quits.")
+]
+IntervalOpt = Annotated[
+    float, typer.Option("--interval", min=0.2, help="Seconds between refreshes of --watch.")
+]
 
 
 def open_views_state() -> StateStore:

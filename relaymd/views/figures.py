@@ -179,15 +179,16 @@ def queue_wait_distribution(snapshot: RelaySnapshot) -> Figure:
 
 def failures(snapshot: RelaySnapshot) -> Figure:
     causes = failure_causes(snapshot)
-    data = []
-    for outcome in sorted({c.outcome for c in causes}):
-        mine = [c for c in causes if c.outcome == outcome]
-        data.append(
-            Trace(
-                type="bar", name=str(outcome), orientation="h", y=[c.reason for c in mine],
-                x=[float(c.segments) for c in mine], marker=Marker(color=OUTCOME_COLOURS[outcome]),
-            )
-        )  # fmt: skip
+    outcomes = sorted({c.outcome for c in causes})
+    data = [
+        Trace(
+            type="bar", name=str(outcome), orientation="h",
+            marker=Marker(color=OUTCOME_COLOURS[outcome]),
+            y=[c.reason for c in causes if c.outcome == outcome],
+            x=[float(c.segments) for c in causes if c.outcome == outcome],
+        )
+        for outcome in outcomes
+    ]  # fmt: skip
     layout = _layout(
         "Failures by classified cause",
         height=max(300, 120 + 40 * len(causes)),

@@ -21,7 +21,7 @@ from relaymd.models import (
     SegmentOutcome,
 )
 from relaymd.state import StateStore
-from relaymd.state.usage import allocation_usage
+from relaymd.state.usage import allocation_usage, segments_by_allocation
 from relaymd.views.eta import Eta, estimate_eta
 from relaymd.views.times import segment_times
 
@@ -128,9 +128,7 @@ def take_snapshot(
 def _usage_by_cluster(
     allocations: list[Allocation], segments: list[Segment], now: datetime
 ) -> dict[str, GpuUsage]:
-    on: dict[str, list[Segment]] = defaultdict(list)
-    for seg in segments:
-        on[seg.allocation_id].append(seg)
+    on = segments_by_allocation(segments)
     # Plain sums: a GpuUsage.plus per allocation cost seconds at 20 000 allocations.
     sums: dict[str, dict[str, float]] = defaultdict(
         lambda: dict.fromkeys(GpuUsage.model_fields, 0.0)
