@@ -8,13 +8,13 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from collections.abc import Callable
-from functools import cache
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from relaymd.logging import get_logger
 from relaymd.views.page import PageOptions, render_page
+from relaymd.views.plotly_js import plotly_js
 from relaymd.views.snapshot import RelaySnapshot
 
 log = get_logger("relaymd.views.dashboard")
@@ -27,14 +27,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a host name: it may resolve anywhere
-
-
-@cache
-def _plotly_js() -> bytes:
-    from plotly.offline import get_plotlyjs
-
-    script: str = get_plotlyjs()
-    return script.encode()
 
 
 def make_server(
@@ -61,7 +53,7 @@ def make_server(
                 page = render_page(take(), options).encode()
                 self._send(HTTPStatus.OK, "text/html; charset=utf-8", page)
             elif url.path == "/plotly.min.js":
-                self._send(HTTPStatus.OK, "text/javascript", _plotly_js(), cache_s=3600)
+                self._send(HTTPStatus.OK, "text/javascript", plotly_js().encode(), cache_s=3600)
             else:
                 self._send(HTTPStatus.NOT_FOUND, "text/plain", b"not found\n")
 

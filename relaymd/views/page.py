@@ -86,6 +86,6 @@ def _job_row(job: JobView) -> list[str]:
 def _plotly_script(src: str | None) -> str:
     if src is not None:
         return f'<script src="{html.escape(src)}"></script>'
-    from plotly.offline import get_plotlyjs
+    from relaymd.views.plotly_js import plotly_js
 
-    return f'<script type="text/javascript">{get_plotlyjs()}</script>'
+    return f'<script type="text/javascript">{plotly_js()}</script>'
