@@ -177,10 +177,10 @@ def _markdown(result: Result, runs: int) -> str:
         f"{platform.machine()}, {os.cpu_count()} shared CPUs, {time.strftime('%Y-%m-%d')}.\n\n"
         "| step | time |\n| --- | --- |\n"
         f"| snapshot from SQLite | {result.snapshot_s:.2f} s |\n"
-        f"| HTML page (plotly figures, page) | {result.page_s:.2f} s |\n"
+        f"| HTML page (figure specs, JSON, page) | {result.page_s:.2f} s |\n"
         f"| report generation (both) | {total:.2f} s"
         f" ({verdict} the {TARGET_S:.0f} s target) |\n"
-        f"| `relaymd report -o` in a fresh process (imports included) | {result.command_s:.2f} s |\n"
+        f"| `relaymd report -o`, a fresh process (imports included) | {result.command_s:.2f} s |\n"
         f"\nThe page is {result.html_mib:.1f} MiB, of which 4.6 MiB is plotly.js inlined.\n"
     )
 

@@ -50,7 +50,13 @@ def test_no_rate_means_no_eta_and_no_waits_are_said_so() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(40, "40 s"), (900, "15 min"), (5400, "1 h 30 min"), (41 * HOUR, "1 d 17 h"), (2 * 86400, "2 d")],
+    [
+        (40, "40 s"),
+        (900, "15 min"),
+        (5400, "1 h 30 min"),
+        (41 * HOUR, "1 d 17 h"),
+        (2 * 86400, "2 d"),
+    ],
 )
 def test_human_span(seconds: float, text: str) -> None:
     assert human_span(seconds) == text
