@@ -10,6 +10,7 @@ import select
 import struct
 import subprocess
 import termios
+import time
 
 from conftest import RELAYMD, CliEnv
 from relay_history import build_history
@@ -28,7 +29,14 @@ class Terminal:
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))
         env = {k: v for k, v in cli.env.items() if k != "COLUMNS"} | {"TERM": "xterm-256color"}
         self.proc = subprocess.Popen(
-            [str(RELAYMD), *args], stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cli.root
+            [str(RELAYMD), *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            cwd=cli.root,
+            start_new_session=True,  # then the pty becomes its controlling terminal: Ctrl-C works
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
         )
         os.close(slave)
         self.master = master
@@ -54,18 +62,19 @@ class Terminal:
         os.write(self.master, key.encode())
 
     def close(self) -> int:
-        while True:  # drain, so that the process never blocks on a full terminal
-            ready, _, _ = select.select([self.master], [], [], WAIT_S)
-            try:
-                chunk = os.read(self.master, 65536) if ready else b""
-            except OSError:
-                chunk = b""
-            if not chunk:
-                break
-            self.raw += chunk
-        code = self.proc.wait(timeout=WAIT_S)
+        """Wait for the process to exit, reading what it still draws (so it never blocks on a
+        full terminal); fails if it is still running after WAIT_S, a hang guard only."""
+        give_up = time.monotonic() + WAIT_S
+        while self.proc.poll() is None:
+            assert time.monotonic() < give_up, f"still running: {self.screen[-2000:]}"
+            ready, _, _ = select.select([self.master], [], [], 1.0)
+            if ready:
+                try:
+                    self.raw += os.read(self.master, 65536)
+                except OSError:
+                    pass
         os.close(self.master)
-        return code
+        return self.proc.returncode
 
 
 def test_status_watch_shows_progress_refreshes_from_the_state_file_and_quits_on_q(
@@ -89,12 +98,12 @@ def test_status_watch_shows_progress_refreshes_from_the_state_file_and_quits_on_
     assert "Traceback" not in term.screen
 
 
-def test_jobs_show_watch_follows_one_job(cli: CliEnv) -> None:
+def test_jobs_show_watch_follows_one_job_and_quits_on_ctrl_c(cli: CliEnv) -> None:
     build_history(cli.db)
     term = Terminal(cli, "jobs", "show", "jsto", "--watch")
     term.wait_for("200000/1000000")
     term.wait_for("8 handoffs x ~19 min queue")
-    term.press("q")
+    term.press("\x03")  # Ctrl-C: the terminal sends SIGINT
     assert term.close() == 0
     assert "jrun" not in term.screen
 
