@@ -3,6 +3,7 @@ state file, and quits on q. Every wait is on screen content, never on a clock.""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -69,10 +70,8 @@ class Terminal:
             assert time.monotonic() < give_up, f"still running: {self.screen[-2000:]}"
             ready, _, _ = select.select([self.master], [], [], 1.0)
             if ready:
-                try:
+                with contextlib.suppress(OSError):  # the process closed the terminal
                     self.raw += os.read(self.master, 65536)
-                except OSError:
-                    pass
         os.close(self.master)
         return self.proc.returncode
 
