@@ -4,6 +4,7 @@ of the relay from the state file alone, opened read-only (no cluster, no daemon 
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -29,7 +30,7 @@ def open_views_state() -> StateStore:
     """The state file, read-only: a view never creates, migrates or locks it."""
     from relaymd.cli import context
     from relaymd.state import files
-    from relaymd.state.errors import StateFileProblem
+    from relaymd.state.errors import StateFileProblem, StateStoreError
     from relaymd.state.readonly import open_readonly
 
     path = files.state_path(context.load().config)
@@ -43,7 +44,9 @@ def open_views_state() -> StateStore:
         ) from None
     except StateFileProblem as exc:
         raise CliError(str(exc), hint=exc.hint) from None
-    except OSError as exc:
+    except StateStoreError as exc:
+        raise CliError(str(exc)) from None
+    except (OSError, sqlite3.Error) as exc:
         raise context.state_failure(exc) from None
 
 
@@ -55,7 +58,7 @@ def _fresh_snapshot(path: Path) -> RelaySnapshot:
         return _take(store, None)
 
 
-def _snapshot_taker(job_prefixes: list[str] | None) -> tuple[StateStore, list[str] | None]:
+def _open_for_jobs(job_prefixes: list[str] | None) -> tuple[StateStore, list[str] | None]:
     from relaymd.cli import context
 
     store = open_views_state()
@@ -76,7 +79,7 @@ def watch_relay(job_prefix: str | None, interval_s: float) -> None:
     from relaymd.cli.output import console
     from relaymd.views.watch import watch
 
-    store, job_ids = _snapshot_taker([job_prefix] if job_prefix else None)
+    store, job_ids = _open_for_jobs([job_prefix] if job_prefix else None)
     watch(lambda: _take(store, job_ids), interval_s, console())
 
 
@@ -119,7 +122,7 @@ def report(
             f"--format {image_format!r}: give one of {', '.join(FORMATS)}", code=ExitCode.USAGE
         )
     target = output or Path(f"relay-report.{image_format}")
-    store, job_ids = _snapshot_taker(jobs)
+    store, job_ids = _open_for_jobs(jobs)
     snapshot = _take(store, job_ids)
     partial = target.with_name(f".{target.name}.partial")
     try:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import sqlite3
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from relaymd.logging import get_logger
+from relaymd.state.errors import StateStoreError
 from relaymd.views.page import PageOptions, render_page
 from relaymd.views.plotly_js import plotly_js
 from relaymd.views.snapshot import RelaySnapshot
@@ -50,12 +52,21 @@ def make_server(
             if token and not hmac.compare_digest(given.encode(), token.encode()):
                 self._send(HTTPStatus.FORBIDDEN, "text/plain", b"give ?token=<the token>\n")
             elif url.path in ("/", "/index.html"):
-                page = render_page(take(), options).encode()
-                self._send(HTTPStatus.OK, "text/html; charset=utf-8", page)
+                self._page()
             elif url.path == "/plotly.min.js":
                 self._send(HTTPStatus.OK, "text/javascript", plotly_js().encode(), cache_s=3600)
             else:
                 self._send(HTTPStatus.NOT_FOUND, "text/plain", b"not found\n")
+
+        def _page(self) -> None:
+            try:
+                page = render_page(take(), options).encode()
+            except (OSError, sqlite3.Error, StateStoreError) as exc:  # e.g. the file was moved
+                log.warning("dashboard_state_unreadable", error=str(exc))
+                message = f"cannot read the state file: {exc}\n".encode()
+                self._send(HTTPStatus.SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", message)
+                return
+            self._send(HTTPStatus.OK, "text/html; charset=utf-8", page)
 
         def _send(self, status: HTTPStatus, kind: str, body: bytes, cache_s: int = 0) -> None:
             self.send_response(status)

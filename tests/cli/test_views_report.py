@@ -148,3 +148,21 @@ def test_views_without_a_state_file_say_so(cli: CliEnv, tmp_path: Path) -> None:
     assert done.returncode == 4
     assert "no state file at" in done.stderr
     assert not cli.db.exists()  # a view never creates it
+
+
+def test_dashboard_says_503_while_the_state_file_is_gone(cli: CliEnv) -> None:
+    build_history(cli.db)
+    server = Dashboard(cli)
+    try:
+        cli.db.rename(cli.db.with_name("moved.sqlite"))
+        with pytest.raises(urllib.error.HTTPError) as gone:
+            urllib.request.urlopen(server.base, timeout=60)
+        assert gone.value.code == 503
+        assert b"cannot read the state file" in gone.value.read()
+        cli.db.with_name("moved.sqlite").rename(cli.db)
+        with urllib.request.urlopen(server.base, timeout=60) as page:
+            assert page.status == 200
+    finally:
+        assert server.stop() == 0
+    assert server.proc.stderr is not None
+    assert "Traceback" not in server.proc.stderr.read()
