@@ -22,6 +22,7 @@ from relaymd.cli import (
     cmd_self_update,
     cmd_status,
     cmd_submit,
+    cmd_views,
     cmd_workers,
 )
 from relaymd.cli.context import OPTIONS
@@ -82,6 +83,8 @@ def _global(
 app.command("submit", no_args_is_help=True, help=cmd_submit.HELP)(cmd_submit.submit)
 app.command("status")(cmd_status.status)
 app.command("demo")(cmd_demo.demo)
+app.command("report")(cmd_views.report)
+app.command("dashboard")(cmd_views.dashboard)
 app.add_typer(cmd_jobs.app, name="jobs")
 app.add_typer(cmd_clusters.app, name="clusters")
 app.add_typer(cmd_workers.app, name="workers")

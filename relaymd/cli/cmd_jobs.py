@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from relaymd.cli.cmd_views import IntervalOpt, WatchOpt
 from relaymd.cli.errors import CliError, ExitCode
 from relaymd.timestamps import iso_timestamp
+from relaymd.views.times import segment_times
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
-    from relaymd.models import GpuUsage, Job, JobState, Segment
+    from relaymd.models import GpuUsage, Job, JobState
     from relaymd.state import StateStore
 
 app = typer.Typer(
@@ -92,15 +92,27 @@ def list_jobs(
 
 
 @app.command("show")
-def show(job_id: JobArg, as_json: JsonOpt = False) -> None:
+def show(
+    job_id: JobArg,
+    as_json: JsonOpt = False,
+    watch: WatchOpt = False,
+    interval: IntervalOpt = 2.0,
+) -> None:
     """Everything about one job: spec, state, resume point, bundle.
 
     \b
     Examples:
       relaymd jobs show j1m8tk4
       relaymd jobs show j1m8tk4 --json | jq .checkpoint
+      relaymd jobs show j1m8tk4 --watch
     """
     from relaymd.cli import context
+
+    if watch:
+        from relaymd.cli.cmd_views import watch_relay
+
+        watch_relay(job_id, interval)
+        return
     from relaymd.cli.output import backoff_lines, console, plain, print_json, state_style, styled
     from relaymd.models import utcnow
     from relaymd.state.usage import job_usage
@@ -366,7 +378,7 @@ def history(job_id: JobArg, as_json: JsonOpt = False) -> None:
     from rich.table import Table
 
     from relaymd.cli import context
-    from relaymd.cli.output import console, duration, plain, print_json
+    from relaymd.cli.output import console, duration, plain, print_json, print_table
 
     store = context.open_state()
     job = context.find_job(store, job_id)
@@ -414,24 +426,9 @@ def history(job_id: JobArg, as_json: JsonOpt = False) -> None:
             segment.outcome,
             plain(segment.reason or ""),
         )
-    out.print(table)
+    print_table(out, table)
     clusters = sorted({s.cluster for s in segments})
     out.print(f"{len(segments)} segment(s) on {', '.join(clusters)}")
-
-
-def segment_times(segment: Segment) -> tuple[datetime, datetime | None, str]:
-    """(start, end, source) of a segment for the history: the worker's first MD step and
-    terminal event (already clamped onto the daemon's clock) where it reported them, else when
-    the daemon assigned the segment and saw it end."""
-    start = segment.worker_started_at or segment.started_at
-    end = segment.worker_ended_at or segment.ended_at
-    if segment.worker_started_at and (segment.worker_ended_at or segment.ended_at is None):
-        source = "worker"
-    elif segment.worker_started_at:
-        source = "worker start, daemon end"
-    else:
-        source = "daemon"
-    return start, end, source
 
 
 @app.command("download")

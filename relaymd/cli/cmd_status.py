@@ -7,9 +7,13 @@ from typing import Annotated
 
 import typer
 
+from relaymd.cli.cmd_views import IntervalOpt, WatchOpt
+
 
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    watch: WatchOpt = False,
+    interval: IntervalOpt = 2.0,
 ) -> None:
     """Jobs per state, clusters, throughput and the daemon's last cycle, in one screen.
 
@@ -20,7 +24,13 @@ def status(
     Examples:
       relaymd status
       relaymd status --json | jq .jobs
+      relaymd status --watch --interval 5
     """
+    if watch:
+        from relaymd.cli.cmd_views import watch_relay
+
+        watch_relay(None, interval)
+        return
     from relaymd.cli.status_view import show_status
 
     show_status(as_json)

@@ -178,3 +178,20 @@ def backoff_lines(status: ClusterStatus, now: datetime | None = None) -> list[st
     """One line per partition of `status` backing off after start failures; empty when none."""
     when = now or datetime.now(UTC)
     return [record.describe(status.name, when) for record in status.backoff.values()]
+
+
+def print_table(out: Console, listing: Table) -> None:
+    """Print a table; to a pipe or a file as wide as its content needs. There is no screen
+    to fit then, and fitting 80 columns cut the one cell a reader looks for (`complet…`)."""
+    if out.is_terminal:
+        out.print(listing)
+        return
+    from rich.measure import Measurement
+
+    needed = Measurement.get(out, out.options.update_width(10_000), listing).maximum
+    width = out.width
+    out.width = max(width, needed)  # print(width=) would clamp to the console's width
+    try:
+        out.print(listing)
+    finally:
+        out.width = width

@@ -65,12 +65,17 @@ def allocation_usage(
     return dict(usage)
 
 
-def usage_by_job(
-    allocations: Iterable[Allocation], segments: list[Segment], now: datetime
-) -> dict[str, GpuUsage]:
+def segments_by_allocation(segments: Iterable[Segment]) -> dict[str, list[Segment]]:
     by_alloc: dict[str, list[Segment]] = defaultdict(list)
     for seg in segments:
         by_alloc[seg.allocation_id].append(seg)
+    return by_alloc
+
+
+def usage_by_job(
+    allocations: Iterable[Allocation], segments: list[Segment], now: datetime
+) -> dict[str, GpuUsage]:
+    by_alloc = segments_by_allocation(segments)
     total: dict[str, GpuUsage] = defaultdict(GpuUsage)
     for alloc in allocations:
         for job_id, usage in allocation_usage(alloc, by_alloc.get(alloc.id, []), now).items():
