@@ -17,11 +17,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
+import os
 import re
-import statistics
+import shutil
 import sys
 import tempfile
+import time
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -46,6 +53,7 @@ from relaymd.models import (  # noqa: E402
     Partition,
     StorageAccess,
     WorkerSettings,
+    utcnow,
 )
 from relaymd.scheduler import make_scheduler  # noqa: E402
 from relaymd.scheduler.slurm_parse import SQUEUE_MARK  # noqa: E402
@@ -140,26 +148,206 @@ class SyntheticTransport:
         return None
 
 
-async def main(n_clusters: int, n_allocs: int, cycles: int) -> list[dict[str, float]]:
-    from relaymd.state import AsyncStateStore
-    from relaymd.storage import open_store
+class StatementMeter:
+    """Counts the statements a store executes and times each write transaction, from its
+    BEGIN IMMEDIATE to the end of its COMMIT (the time SQLite's write lock is held)."""
 
-    configure(level="ERROR")
-    tmp = Path(tempfile.mkdtemp(prefix="relaymd-bench-"))
-    store = await AsyncStateStore.open(tmp / "state.sqlite")
-    access = StorageAccess(url=(tmp / "storage").as_uri())
-    profiles = {
+    def __init__(self, store: Any) -> None:
+        self.statements = 0
+        self.row_writes = 0
+        self.lock_s: list[float] = []
+        self._began: float | None = None
+        inner = store._execute
+
+        async def execute(statement: Any) -> Any:
+            sql = statement.sql.lstrip().upper()
+            if sql.startswith("BEGIN IMMEDIATE"):
+                self._began = time.perf_counter()
+            try:
+                return await inner(statement)
+            finally:
+                self.statements += 1
+                if sql.startswith(("UPDATE", "INSERT")):
+                    self.row_writes += len(statement.params) if statement.many else 1
+                if sql.startswith(("COMMIT", "ROLLBACK")) and self._began is not None:
+                    self.lock_s.append(time.perf_counter() - self._began)
+                    self._began = None
+
+        store._execute = execute
+
+    def reset(self) -> None:
+        self.statements = self.row_writes = 0
+        self.lock_s = []
+
+
+class ScratchFolders:
+    """One cluster's real scratch: a mailbox folder per allocation with a realistic heartbeat
+    (bench/login_node.py) and events history; a `squeue` on PATH that lists them as running."""
+
+    def __init__(self, root: Path, allocs: list[Allocation], jobs: dict[str, Job]) -> None:
+        import login_node
+
+        self.root, self.allocs, self.jobs = root, allocs, jobs
+        self.seq = {a.id: 1 for a in allocs}
+        self.bin = Path(login_node.login_path(root, python=True))
+        for tool in ("awk", "mkdir", "mv", "chmod", "cat"):
+            link = self.bin / tool
+            found = shutil.which(tool, path="/usr/bin:/bin")
+            if found and not link.exists():
+                link.symlink_to(os.path.realpath(found))
+        lines = [
+            f"{1000 + n}|relaymd-{a.id}|RUNNING|None|node{n % 64}" for n, a in enumerate(allocs)
+        ]
+        (root / "squeue.out").write_text("\n".join(lines) + "\n")
+        squeue = self.bin / "squeue"
+        squeue.write_text(f"#!/bin/bash\nexec cat {root / 'squeue.out'}\n")
+        squeue.chmod(0o755)
+        for alloc in allocs:
+            (root / "alloc" / alloc.id).mkdir(parents=True)
+            self.beat(alloc.id)
+            self.append_event(alloc.id)
+
+    def beat(self, alloc_id: str) -> None:
+        """The worker's atomic rewrite of heartbeat.json, seq moved."""
+        import login_node
+
+        self.seq[alloc_id] += 1
+        job = self.jobs[alloc_id.replace("a", "j", 1)]
+        beat = login_node.heartbeat(alloc_id, self.seq[alloc_id]).model_copy(
+            update={"job_id": job.id, "epoch": job.epoch, "deadline": utcnow() + timedelta(hours=4)}
+        )
+        path = self.root / "alloc" / alloc_id / "heartbeat.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(beat.model_dump_json())
+        tmp.replace(path)
+
+    def append_event(self, alloc_id: str) -> None:
+        job = self.jobs[alloc_id.replace("a", "j", 1)]
+        event = WorkerEvent(
+            kind=EventKind.STARTED, allocation_id=alloc_id, job_id=job.id, epoch=job.epoch
+        )
+        with open(self.root / "alloc" / alloc_id / "events.jsonl", "ab") as fh:
+            fh.write(event.model_dump_json().encode() + b"\n")
+
+
+class BashTransport:
+    """Runs each script as the SSH transport would (whole-or-nothing, `bash -s`), but on this
+    machine against the cluster's scratch folders. Its CPU is the login node's, not counted."""
+
+    def __init__(self, folders: ScratchFolders) -> None:
+        self.env = {"PATH": str(folders.bin), "LC_ALL": "C", "HOME": str(folders.root)}
+        self.round_trips = 0
+
+    async def run(self, script: str, *, timeout: float | None = None) -> CommandResult:  # noqa: ASYNC109
+        from relaymd.transport.base import whole_or_nothing
+
+        self.round_trips += 1
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/bash",
+            "-s",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=self.env,
+        )
+        out, err = await proc.communicate(whole_or_nothing(script).encode())
+        return CommandResult(
+            exit_status=proc.returncode or 0, stdout=out.decode(), stderr=err.decode()
+        )
+
+    async def close(self) -> None:
+        return None
+
+
+class CycleRow(BaseModel):
+    allocations: int
+    queued: int
+    poll: str
+    cpu_ms: float  # every cluster's whole runner.cycle(), summed
+    lock_max_ms: float  # the longest single write transaction
+    lock_sum_ms: float  # all write transactions of the round
+    statements: int
+    row_writes: int
+
+
+def _profiles(root: Path, n_clusters: int, per_cluster: int) -> dict[str, ClusterProfile]:
+    # Partitions are capped at 1 000 running; each is exactly full, so nothing is submitted
+    # and the backlog waits (the steady state of a busy campaign).
+    sizes = [1000] * (per_cluster // 1000) + ([per_cluster % 1000] if per_cluster % 1000 else [])
+    return {
         f"c{c}": ClusterProfile(
             name=f"c{c}",
             transport="ssh",
             ssh={"host": f"login{c}"},
             scheduler="slurm",
-            scratch="$SCRATCH/relaymd",
-            partitions=[Partition(name="gpu", walltime_minutes=240, max_running=10_000)],
+            scratch=str(root / f"c{c}"),
+            partitions=[
+                Partition(name=f"gpu{p}", walltime_minutes=240, max_running=n, max_pending=0)
+                for p, n in enumerate(sizes)
+            ],
             images={"openmm": {"sif": "/sw/openmm.sif"}},
         )
         for c in range(n_clusters)
     }
+
+
+def _populate(
+    path: Path, profiles: dict[str, ClusterProfile], per_cluster: int, n_queued: int
+) -> dict[str, tuple[list[Allocation], dict[str, Job]]]:
+    """Running jobs on running allocations, and the backlog; one transaction, sync store."""
+    from relaymd.state import StateStore
+
+    spec = JobSpec(title="bench", engine=OpenMMSettings(total_steps=50_000_000))
+    bundle = ObjectRef(key="jobs/x/input/bundle.tar.gz", sha256="0" * 64, size=1)
+    made: dict[str, tuple[list[Allocation], dict[str, Job]]] = {}
+    with StateStore.open(path) as store, store.transaction():
+        for name, profile in profiles.items():
+            allocs, jobs = [], {}
+            for i in range(per_cluster):
+                part = profile.partitions[i // 1000].name
+                job = Job(
+                    id=f"j{name}x{i:05d}",
+                    spec=spec,
+                    state=JobState.RUNNING,
+                    epoch=3,
+                    bundle=bundle,
+                    allocation_id=f"a{name}x{i:05d}",
+                )
+                alloc = Allocation(
+                    id=f"a{name}x{i:05d}",
+                    cluster=name,
+                    partition=part,
+                    image="openmm",
+                    state=AllocationState.RUNNING,
+                    scheduler_id=str(1000 + i),
+                    walltime_s=14400,
+                    started_at=utcnow(),
+                    job_id=job.id,
+                )
+                store.insert_job(job)
+                store.insert_allocation(alloc)
+                allocs.append(alloc)
+                jobs[job.id] = job
+            made[name] = (allocs, jobs)
+        for i in range(n_queued):
+            store.insert_job(Job(id=f"q{i:06d}", spec=spec, bundle=bundle))
+    return made
+
+
+async def whole_cycles(n_clusters: int, n_allocs: int, n_queued: int) -> list[CycleRow]:
+    """Rounds of every cluster's real cycle: first (daemon start), every heartbeat moved,
+    1 % moved, quiet."""
+    from relaymd.state import AsyncStateStore
+    from relaymd.storage import open_store
+
+    configure(level="ERROR")
+    tmp = Path(tempfile.mkdtemp(prefix="relaymd-bench-"))
+    per_cluster = n_allocs // n_clusters
+    profiles = _profiles(tmp, n_clusters, per_cluster)
+    made = _populate(tmp / "state.sqlite", profiles, per_cluster, n_queued)
+    store = await AsyncStateStore.open(tmp / "state.sqlite")
+    meter = StatementMeter(store)
+    access = StorageAccess(url=(tmp / "storage").as_uri())
     ctx = DaemonContext(
         store=store,
         object_store=open_store(access),
@@ -168,69 +356,82 @@ async def main(n_clusters: int, n_allocs: int, cycles: int) -> list[dict[str, fl
         settings=DaemonSettings(),
         worker=WorkerSettings(),
     )
-    per_cluster = n_allocs // n_clusters
-    runners: list[tuple[ClusterRunner, SyntheticCluster]] = []
-    spec = JobSpec(title="bench", engine=OpenMMSettings(total_steps=10**7))
-    bundle = ObjectRef(key="jobs/x/input/bundle.tar.gz", sha256="0" * 64, size=1)
-    async with store.transaction():
-        for name, profile in profiles.items():
-            allocs, jobs = [], {}
-            for i in range(per_cluster):
-                job = Job(
-                    id=f"j{name}x{i:05d}",
-                    spec=spec,
-                    state=JobState.RUNNING,
-                    epoch=1,
-                    bundle=bundle,
-                    allocation_id=f"a{name}x{i:05d}",
-                )
-                alloc = Allocation(
-                    id=f"a{name}x{i:05d}",
-                    cluster=name,
-                    partition="gpu",
-                    image="openmm",
-                    state=AllocationState.RUNNING,
-                    scheduler_id=str(1000 + i),
-                    walltime_s=14400,
-                    job_id=job.id,
-                )
-                await store.insert_job(job)
-                await store.insert_allocation(alloc)
-                allocs.append(alloc)
-                jobs[job.id] = job
-            cluster = SyntheticCluster(allocs, jobs)
-            transport = SyntheticTransport(cluster)
-            runner = ClusterRunner(
-                ctx,
-                profile,
-                transport_factory=lambda *a, t=transport, **k: t,
-                scheduler=make_scheduler(profile),
-            )
-            runners.append((runner, cluster))
-    rows: list[dict[str, float]] = []
-    for cycle in range(cycles):
-        for runner, cluster in runners:
-            cluster.advance()
+    runners: list[tuple[ClusterRunner, ScratchFolders]] = []
+    for name, profile in profiles.items():
+        allocs, jobs = made[name]
+        folders = ScratchFolders(tmp / name, allocs, jobs)
+        transport = BashTransport(folders)
+        runner = ClusterRunner(
+            ctx,
+            profile,
+            transport_factory=lambda *a, t=transport, **k: t,
+            scheduler=make_scheduler(profile),
+        )
+        runners.append((runner, folders))
+    rows: list[CycleRow] = []
+    for poll, moved in (
+        ("first", 1.0),
+        ("every heartbeat moved", 1.0),
+        ("1 % moved", 0.01),
+        ("quiet", 0.0),
+    ):
+        for _, folders in runners:
+            step = int(1 / moved) if moved else 0
+            for i, alloc in enumerate(folders.allocs):
+                if poll != "first" and step and i % step == 0:
+                    folders.beat(alloc.id)
+                    if i % (10 * step) == 0:
+                        folders.append_event(alloc.id)
+        meter.reset()
+        cpu = 0.0
+        for runner, _ in runners:
+            before = time.process_time()
             report = await runner.cycle()
+            cpu += time.process_time() - before
             if not report.ok:
                 raise SystemExit(f"cycle failed: {report.error}")
-            rows.append(
-                {
-                    "cycle": cycle,
-                    "round_trips": report.round_trips,
-                    "cpu_ms": report.decide_cpu_s * 1000,
-                    "read_bytes": cluster.bytes_out,
-                }
+        rows.append(
+            CycleRow(
+                allocations=n_allocs,
+                queued=n_queued,
+                poll=poll,
+                cpu_ms=cpu * 1000,
+                lock_max_ms=max(meter.lock_s, default=0.0) * 1000,
+                lock_sum_ms=sum(meter.lock_s) * 1000,
+                statements=meter.statements,
+                row_writes=meter.row_writes,
             )
+        )
     await store.close()
+    shutil.rmtree(tmp, ignore_errors=True)
     return rows
+
+
+def cycle_table(clusters: int, label: str, rows: list[CycleRow]) -> list[str]:
+    lines = [
+        f"| allocations / queued | poll | {label}: CPU | write lock, longest / all | statements"
+        " | row writes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.allocations} / {r.queued} | {r.poll} | {r.cpu_ms:.0f} ms |"
+            f" {r.lock_max_ms:.1f} / {r.lock_sum_ms:.1f} ms | {r.statements} | {r.row_writes} |"
+        )
+    return lines
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """`1000:10000,10000:100000` -> [(allocations, queued), ...]."""
+    return [(int(a), int(q)) for a, q in (item.split(":") for item in text.split(",") if item)]
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--clusters", type=int, default=5)
-    parser.add_argument("--allocations", type=int, default=1000)
-    parser.add_argument("--cycles", type=int, default=5)
+    parser.add_argument("--sizes", default="1000:10000,10000:100000", help="allocations:queued")
+    parser.add_argument("--label", default="after", help="which code is measured (before/after)")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument(
         "--login-node",
         action="store_true",
@@ -248,28 +449,11 @@ if __name__ == "__main__":
         print(text)
         write_section("poll_login_node", text)
         raise SystemExit(0)
-    rows = asyncio.run(main(args.clusters, args.allocations, args.cycles))
-    cpu = [r["cpu_ms"] for r in rows]
-    per_cycle = [sum(r["cpu_ms"] for r in rows if r["cycle"] == c) for c in range(args.cycles)]
-    trips = max(int(r["round_trips"]) for r in rows)
-    body = "\n".join(
-        [
-            "## Poll cost at scale (`bench/poll_scale.py`)",
-            "",
-            f"{args.allocations} running allocations over {args.clusters} clusters"
-            f" ({args.allocations // args.clusters} each), {args.cycles} cycles; fake transports"
-            " answer the real read script with synthetic squeue/heartbeat/event output; real"
-            " SLURM parser, real decisions, real SQLite.",
-            "",
-            "| metric | value | target |",
-            "|---|---|---|",
-            f"| SSH round trips per cluster per cycle (max) | {trips} | <= 2 |",
-            f"| CPU per cluster-cycle, parse + decide (median / max) | {statistics.median(cpu):.1f}"
-            f" / {max(cpu):.1f} ms | |",
-            f"| CPU per cycle over all {args.clusters} clusters (median / max) |"
-            f" {statistics.median(per_cycle):.1f} / {max(per_cycle):.1f} ms | < 200 ms |",
-            f"| read output per cluster per cycle | {rows[-1]['read_bytes'] / 1024:.0f} KiB | |",
-        ]
-    )
-    print(body)
-    write_section("poll_scale", body)
+    rows = [
+        row
+        for n_allocs, n_queued in parse_sizes(args.sizes)
+        for row in asyncio.run(whole_cycles(args.clusters, n_allocs, n_queued))
+    ]
+    print("\n".join(cycle_table(args.clusters, args.label, rows)))
+    if args.json:
+        args.json.write_text(json.dumps([r.model_dump() for r in rows]))
