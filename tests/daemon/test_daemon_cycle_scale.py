@@ -89,9 +89,7 @@ class Campaign:
                 (self.scratch / "alloc" / alloc_id).mkdir(parents=True)
                 self.beat(i)
                 sync.insert_job(
-                    make_job(
-                        f"j{i:05d}", state=JobState.RUNNING, epoch=1, allocation_id=alloc_id
-                    )
+                    make_job(f"j{i:05d}", state=JobState.RUNNING, epoch=1, allocation_id=alloc_id)
                 )
                 sync.insert_allocation(
                     Allocation(
