@@ -24,11 +24,10 @@ from relaymd.state import files
 from relaymd.state import queries as q
 from relaymd.state.operations import StoreOperations
 from relaymd.state.plan import (
-    BEGIN_READ,
-    COMMIT,
     Block,
     Plan,
     Result,
+    Snapshot,
     Statement,
     Steps,
     advance,
@@ -161,11 +160,11 @@ class AsyncStateStore(StoreOperations):
             yield
             return
         async with self._lock:
-            await self._execute(Statement(BEGIN_READ))
+            await self._execute(Snapshot().begin)
             token = _HELD.set(_HELD.get() | {id(self)})
             try:
                 yield
             finally:
                 _HELD.reset(token)
                 with suppress(Exception):  # a read-only transaction has nothing to lose
-                    await self._execute(Statement(COMMIT))
+                    await self._execute(Snapshot().end)

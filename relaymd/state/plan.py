@@ -144,5 +144,14 @@ class Block:
         return f"relaymd_{self.depth}"
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The statements of a `snapshot()` block: one consistent view for several reads, without
+    the write lock (in WAL mode, writers go on meanwhile)."""
+
+    begin: Statement = Statement(BEGIN_READ)
+    end: Statement = Statement(COMMIT)
+
+
 def first_value(result: Result) -> Any:
     return result.rows[0][0] if result.rows else None

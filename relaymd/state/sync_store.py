@@ -17,11 +17,10 @@ from relaymd.state import files
 from relaymd.state import queries as q
 from relaymd.state.operations import StoreOperations
 from relaymd.state.plan import (
-    BEGIN_READ,
-    COMMIT,
     Block,
     Plan,
     Result,
+    Snapshot,
     Statement,
     advance,
     in_transaction,
@@ -118,11 +117,11 @@ class StateStore(StoreOperations):
         if self._depth:
             yield
             return
-        self._execute(Statement(BEGIN_READ))
+        self._execute(Snapshot().begin)
         self._depth = 1
         try:
             yield
         finally:
             self._depth = 0
             with suppress(Exception):  # a read-only transaction has nothing to lose
-                self._execute(Statement(COMMIT))
+                self._execute(Snapshot().end)

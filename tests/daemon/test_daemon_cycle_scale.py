@@ -12,14 +12,12 @@ from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
-from daemon_factories import make_job
+from daemon_factories import make_alloc, make_job
 from daemon_fakes import make_fake_runners
 
 from relaymd.daemon.runner import ClusterRunner
 from relaymd.mailbox.models import Heartbeat, WorkerState
 from relaymd.models import (
-    Allocation,
-    AllocationState,
     ClusterProfile,
     JobState,
     Partition,
@@ -92,16 +90,11 @@ class Campaign:
                     make_job(f"j{i:05d}", state=JobState.RUNNING, epoch=1, allocation_id=alloc_id)
                 )
                 sync.insert_allocation(
-                    Allocation(
-                        id=alloc_id,
-                        cluster="c1",
-                        partition="p1",
-                        image="openmm",
-                        state=AllocationState.RUNNING,
-                        scheduler_id=str(100 + i),
-                        walltime_s=4 * 3600,
-                        started_at=utcnow() - timedelta(seconds=60),
+                    make_alloc(
+                        alloc_id,
                         job_id=f"j{i:05d}",
+                        scheduler_id=str(100 + i),
+                        started_at=utcnow() - timedelta(seconds=60),
                     )
                 )
             for i in range(self.queued):

@@ -3,25 +3,14 @@ keep the fencing compare-and-set, reads of only the touched rows, and the decode
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from test_state_helpers import Store, call, make_job, transaction
+from test_state_transactions import store as store  # the sync and async store fixture
 
 from relaymd.models import Allocation, AllocationState, JobState, OperatorRequest
 from relaymd.state import AsyncStateStore, ConflictError, NotFoundError, StateStore
-
-
-@pytest.fixture(params=["sync", "async"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    path = tmp_path / "state.sqlite"
-    if request.param == "sync":
-        with StateStore.open(path) as sync_store:
-            yield sync_store
-    else:
-        async with await AsyncStateStore.open(path) as async_store:
-            yield async_store
 
 
 def alloc(alloc_id: str, job_id: str | None = None) -> Allocation:
@@ -95,18 +84,18 @@ async def test_touched_jobs_and_requests_are_found_without_reading_the_rest(stor
 
 
 async def test_the_memo_never_returns_a_row_another_writer_changed(tmp_path: Path) -> None:
-    async with await AsyncStateStore.open(tmp_path / "state.sqlite") as store:
-        await store.insert_job(make_job("j1"))
-        first = await store.get_job("j1")
-        again = await store.get_job("j1")
+    async with await AsyncStateStore.open(tmp_path / "state.sqlite") as daemon:
+        await daemon.insert_job(make_job("j1"))
+        first = await daemon.get_job("j1")
+        again = await daemon.get_job("j1")
         assert first == again and first is not again  # a hit, as a copy of its own
-        assert store.rows.hits >= 1
-        with StateStore.open(store.path) as cli:
+        assert daemon.rows.hits >= 1
+        with StateStore.open(daemon.path) as cli:
             cli.update_job(first.model_copy(update={"state": JobState.HELD}))  # type: ignore[union-attr]
-        changed = await store.get_job("j1")
+        changed = await daemon.get_job("j1")
         assert changed is not None and changed.state is JobState.HELD
         # A row the daemon wrote itself is read back without parsing it again.
-        misses = store.rows.misses
-        await store.update_jobs_as_read([(changed.model_copy(update={"retries": 1}), changed)])
-        await store.get_job("j1")
-        assert store.rows.misses == misses
+        misses = daemon.rows.misses
+        await daemon.update_jobs_as_read([(changed.model_copy(update={"retries": 1}), changed)])
+        await daemon.get_job("j1")
+        assert daemon.rows.misses == misses
