@@ -40,7 +40,7 @@ class RowMemo:
 
     def remember(self, value: BaseModel, text: str) -> None:
         """A row this store just wrote, as `text`: the next read of it is a hit."""
-        self._keep(self._key(type(value), text.encode()), value.model_copy())
+        self._keep(self._key(type(value), text.encode()), value)
 
     def decode(self, model: type[M], text: str | bytes) -> M:
         raw = text.encode() if isinstance(text, str) else text
@@ -53,6 +53,5 @@ class RowMemo:
         else:
             self.hits += 1
             self._models.move_to_end(key)
-        copy = found.model_copy()
-        assert isinstance(copy, model)
-        return copy
+        assert isinstance(found, model)
+        return found
