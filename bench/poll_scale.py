@@ -492,6 +492,7 @@ if __name__ == "__main__":
     parser.add_argument("--clusters", type=int, default=5)
     parser.add_argument("--sizes", default="1000:10000,10000:100000", help="allocations:queued")
     parser.add_argument("--before", type=Path, help="rows of main's code (--json of a run there)")
+    parser.add_argument("--rows", type=Path, help="print these rows (a --json), no measuring")
     parser.add_argument("--repeats", type=int, default=3, help="rounds per poll (median)")
     parser.add_argument("--write-docs", action="store_true", help="into docs/benchmarks.md")
     parser.add_argument("--json", type=Path, help="also write the rows here")
@@ -512,11 +513,15 @@ if __name__ == "__main__":
         print(text)
         write_section("poll_login_node", text)
         raise SystemExit(0)
-    rows = [
-        row
-        for n_allocs, n_queued in parse_sizes(args.sizes)
-        for row in asyncio.run(whole_cycles(args.clusters, n_allocs, n_queued, args.repeats))
-    ]
+    rows = (
+        [CycleRow.model_validate(r) for r in json.loads(args.rows.read_text())]
+        if args.rows
+        else [
+            row
+            for n_allocs, n_queued in parse_sizes(args.sizes)
+            for row in asyncio.run(whole_cycles(args.clusters, n_allocs, n_queued, args.repeats))
+        ]
+    )
     if args.json:
         args.json.write_text(json.dumps([r.model_dump() for r in rows]))
     before = (
