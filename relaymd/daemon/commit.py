@@ -1,10 +1,12 @@
-"""The cycle's decide and commit: read the rows, decide, and persist the decisions, all in
-one write transaction (the CLI cannot change a row between our read and our write of it).
+"""The cycle's decide and commit: read the rows (one snapshot), decide, and persist the
+decisions in one write transaction that holds SQLite's write lock only while it writes.
 
 The decisions are persisted as `decide` made them, never rewritten here. The fencing token
 (a job's epoch) has one source, the decision: each job row is written by compare-and-set on
 the epoch `decide` read, so a writer that decided from a stale row gets ConflictError and
-its whole transaction rolls back, before anything reaches the cluster (invariant 4).
+its whole transaction rolls back, before anything reaches the cluster (invariant 4). The
+compare-and-set also covers `updated_at`, so an operator's write between our read and our
+commit (say, a cancel request) refuses the commit too; the next cycle decides again.
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ from pydantic import BaseModel
 
 from relaymd.daemon.audit import record_event
 from relaymd.daemon.claim_checks import ClaimVerdicts
+from relaymd.daemon.cycle_jobs import load_cycle_rows
 from relaymd.daemon.decide import decide_cycle
 from relaymd.daemon.decide.decisions import CycleDecisions, DecideInput
 from relaymd.daemon.provision import ClusterMode
-from relaymd.daemon.read_step import LIVE_STATES, ReadResult
+from relaymd.daemon.read_step import ReadResult
 from relaymd.daemon.scope import CycleScope
 from relaymd.ids import new_allocation_id
 from relaymd.logging import get_logger
-from relaymd.models import Allocation, Job, JobState, utcnow
+from relaymd.models import Allocation, Job, utcnow
+from relaymd.models.backoff import PartitionBackoff
 from relaymd.models.state import ClusterStatus
 from relaymd.state import NotFoundError
 
@@ -42,35 +46,14 @@ class Committed(BaseModel):
     decide_cpu_s: float  # parsing the read and deciding
 
 
-async def load_jobs(
-    store: AsyncStateStore, allocs: list[Allocation], want_log: dict[str, str]
-) -> dict[str, Job]:
-    """Every active job, plus any job a read allocation or an owed log tail is bound to."""
-    jobs = {j.id: j for j in await store.list_jobs(states=JobState.active())}
-    wanted = [a.job_id for a in allocs if a.job_id] + list(want_log.values())
-    for job_id in wanted:
-        if job_id not in jobs:
-            job = await store.get_job(job_id)
-            if job is not None:
-                jobs[job.id] = job
-    return jobs
-
-
 async def _decide_input(
     scope: CycleScope, read: ReadResult, submit_ok: bool, verdicts: ClaimVerdicts
-) -> tuple[DecideInput, ClusterStatus | None]:
-    """The rows decide works from, read inside the transaction; and this cluster's status."""
+) -> DecideInput:
+    """The rows decide works from, read from one snapshot."""
     ctx, profile, carried = scope.ctx, scope.profile, scope.carried
     store = ctx.store
     read_ids = {a.id for a in read.allocations}
-    all_live = await store.list_allocations(states=LIVE_STATES)
-    live_by_id = {a.id: a for a in all_live}
-    allocs = []
-    for alloc_id in read_ids:  # only the ended ones still owed a log tail are not live
-        alloc = live_by_id.get(alloc_id) or await store.get_allocation(alloc_id)
-        if alloc is not None:
-            allocs.append(alloc)
-    jobs = await load_jobs(store, allocs, carried.want_log)
+    allocs, all_live, jobs = await load_cycle_rows(store, profile, read_ids, carried.want_log)
     # Fresh switches: a disabled cluster's pending allocations stop counting as supply
     # elsewhere, and its own runner cancels them.
     statuses = await store.list_cluster_status()
@@ -96,25 +79,27 @@ async def _decide_input(
         daemon_started_at=ctx.started_at,
         backoff=own.backoff if own is not None else {},
     )
-    return inp, own
+    return inp
 
 
 async def decide_and_commit(
     scope: CycleScope, read: ReadResult, submit_ok: bool, verdicts: ClaimVerdicts
 ) -> Committed:
+    """Read the rows from one snapshot, decide outside SQLite's write lock, then persist in
+    one write transaction. The job rows are written by compare-and-set on the copies decide
+    read, so a CLI write in between refuses the whole commit (ADR 0023); the daemon's own
+    clusters never interleave (they decide under `store_lock`)."""
     store, profile = scope.ctx.store, scope.profile
-    async with scope.ctx.store_lock, store.transaction():
-        inp, own = await _decide_input(scope, read, submit_ok, verdicts)
+    async with scope.ctx.store_lock:
+        async with store.snapshot():
+            inp = await _decide_input(scope, read, submit_ok, verdicts)
         cpu = time.process_time()
         decisions = decide_cycle(inp, new_allocation_id)
         decide_cpu_s = time.process_time() - cpu + read.parse_cpu_s
-        await persist(store, profile.name, inp.jobs, decisions)
-        if decisions.backoff != inp.backoff:  # in the same transaction as the ends it counts
-            await store.upsert_cluster_status(
-                (own or ClusterStatus(name=profile.name)).model_copy(
-                    update={"backoff": decisions.backoff}
-                )
-            )
+        async with store.transaction():
+            await persist(store, profile.name, inp.jobs, decisions)
+            if decisions.backoff != inp.backoff:  # in the same transaction as the ends it counts
+                await save_backoff(store, profile.name, decisions.backoff)
     scope.carried.after_commit(read.snapshot, decisions)
     merged = {a.id: a for a in inp.allocations}
     merged.update(decisions.allocations)
@@ -127,6 +112,15 @@ async def decide_and_commit(
     )
 
 
+async def save_backoff(
+    store: AsyncStateStore, cluster: str, backoff: dict[str, PartitionBackoff]
+) -> None:
+    """The cluster's backoff records onto its status row as it is now (the operator may have
+    flipped its switch since decide read it)."""
+    current = await store.get_cluster_status(cluster) or ClusterStatus(name=cluster)
+    await store.upsert_cluster_status(current.model_copy(update={"backoff": backoff}))
+
+
 async def persist(
     store: AsyncStateStore, cluster: str, read_jobs: Mapping[str, Job], d: CycleDecisions
 ) -> None:
@@ -135,10 +129,9 @@ async def persist(
     the one read there (ConflictError otherwise)."""
     for alloc in d.new_allocations:
         await store.insert_allocation(alloc)
-    for alloc in d.allocations.values():
-        await store.update_allocation(alloc)
-    for job in d.jobs.values():
-        await store.update_job_at_epoch(job, expected_epoch=read_jobs[job.id].epoch)
+    # One statement each for every changed allocation and job row, however many.
+    await store.update_allocations(list(d.allocations.values()))
+    await store.update_jobs_as_read([(job, read_jobs[job.id]) for job in d.jobs.values()])
     for close in d.closed_segments:
         try:
             async with store.transaction():  # a savepoint: a miss undoes only itself

@@ -23,7 +23,17 @@ import aiosqlite
 from relaymd.state import files
 from relaymd.state import queries as q
 from relaymd.state.operations import StoreOperations
-from relaymd.state.plan import Block, Plan, Result, Statement, Steps, advance, in_transaction
+from relaymd.state.plan import (
+    Block,
+    Plan,
+    Result,
+    Snapshot,
+    Statement,
+    Steps,
+    advance,
+    in_transaction,
+)
+from relaymd.state.row_memo import RowMemo
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -38,6 +48,8 @@ class AsyncStateStore(StoreOperations):
         self.path = path
         self._lock = asyncio.Lock()
         self._depth = 0
+        # The daemon reads the same rows every cycle: parse each version once.
+        self.rows = RowMemo()
 
     @classmethod
     async def open(cls, path: Path | None = None) -> AsyncStateStore:
@@ -62,9 +74,14 @@ class AsyncStateStore(StoreOperations):
         await self.close()
 
     async def _execute(self, statement: Statement) -> Result:
+        if statement.many:
+            cursor = await self._conn.executemany(statement.sql, statement.params)
+            async with cursor:
+                return Result([], cursor.rowcount, cursor.lastrowid, self.rows)
         async with self._conn.execute(statement.sql, statement.params) as cursor:
             rows = await cursor.fetchall()
-            return Result([tuple(r) for r in rows], cursor.rowcount, cursor.lastrowid)
+            rowcount, lastrowid = cursor.rowcount, cursor.lastrowid
+            return Result([tuple(r) for r in rows], rowcount, lastrowid, self.rows)
 
     async def _outcome(self, statement: Statement) -> Result | BaseException:
         try:
@@ -133,3 +150,21 @@ class AsyncStateStore(StoreOperations):
             finally:
                 _HELD.reset(token)
                 self._depth = 0
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[None]:
+        """Read several operations from one consistent view without SQLite's write lock
+        (BEGIN DEFERRED: in WAL mode writers go on meanwhile). Only reads belong inside;
+        inside a `transaction()` it simply joins it."""
+        if self._holds_transaction():
+            yield
+            return
+        async with self._lock:
+            await self._execute(Snapshot().begin)
+            token = _HELD.set(_HELD.get() | {id(self)})
+            try:
+                yield
+            finally:
+                _HELD.reset(token)
+                with suppress(Exception):  # a read-only transaction has nothing to lose
+                    await self._execute(Snapshot().end)

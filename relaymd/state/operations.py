@@ -58,9 +58,13 @@ class StoreOperations:
     # jobs
     insert_job = Operation(q.insert_job)
     get_job = Operation(q.get_job)
+    get_jobs = Operation(q.get_jobs)
+    jobs_with_operator_request = Operation(q.jobs_with_operator_request)
     list_jobs = Operation(q.list_jobs)
     update_job = Operation(q.update_job)
     update_job_at_epoch = Operation(q.update_job_at_epoch)
+    update_job_as_read = Operation(q.update_job_as_read)
+    update_jobs_as_read = Operation(q.update_jobs_as_read)
     count_jobs_by_state = Operation(q.count_jobs_by_state)
     find_job_by_prefix = Operation(q.find_job_by_prefix)
     # allocations
@@ -68,6 +72,7 @@ class StoreOperations:
     get_allocation = Operation(q.get_allocation)
     list_allocations = Operation(q.list_allocations)
     update_allocation = Operation(q.update_allocation)
+    update_allocations = Operation(q.update_allocations)
     # segments
     insert_segment = Operation(q.insert_segment)
     close_segment = Operation(q.close_segment)

@@ -13,7 +13,10 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+if TYPE_CHECKING:
+    from relaymd.state.row_memo import RowMemo
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -32,6 +35,9 @@ ROLLBACK = "ROLLBACK"
 class Statement:
     sql: str
     params: Params = ()
+    # The same statement once per parameter set of `params` (executemany): one call into
+    # SQLite for many rows; the result's rowcount is their sum.
+    many: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +45,8 @@ class Result:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     rowcount: int = -1
     lastrowid: int | None = None
+    # The executor's memo of decoded rows (relaymd.state.row_memo), when it keeps one.
+    memo: RowMemo | None = None
 
 
 Steps = Generator[Statement, Result, T]
@@ -134,6 +142,15 @@ class Block:
     @property
     def _name(self) -> str:
         return f"relaymd_{self.depth}"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The statements of a `snapshot()` block: one consistent view for several reads, without
+    the write lock (in WAL mode, writers go on meanwhile)."""
+
+    begin: Statement = Statement(BEGIN_READ)
+    end: Statement = Statement(COMMIT)
 
 
 def first_value(result: Result) -> Any:

@@ -8,6 +8,7 @@ every write by the `_*_row` functions, so they cannot drift apart.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -96,11 +97,21 @@ def _placeholders(values: Sequence[Any]) -> str:
 
 def _decoded(model: type[M], result: Result) -> list[M]:
     """The models stored in the first (`data`) column of each row."""
+    if result.memo is not None:
+        memo = result.memo
+        return [memo.decode(model, row[0]) for row in result.rows]
     return [model.model_validate_json(row[0]) for row in result.rows]
 
 
+def _remember(result: Result, written: Sequence[tuple[BaseModel, dict[str, Any]]]) -> None:
+    """Rows a statement just wrote (model, row with its `data`), into the executor's memo."""
+    if result.memo is not None:
+        for value, row in written:
+            result.memo.remember(value, row["data"])
+
+
 def _first(model: type[M], result: Result) -> M | None:
-    return model.model_validate_json(result.rows[0][0]) if result.rows else None
+    return _decoded(model, Result(result.rows[:1], memo=result.memo))[0] if result.rows else None
 
 
 def _insert(sql: str, row: dict[str, Any], duplicate: str) -> Steps[None]:
@@ -180,6 +191,7 @@ _JOB_COLUMNS = (
 _INSERT_JOB = _insert_sql("jobs", _JOB_COLUMNS)
 _UPDATE_JOB = _update_sql("jobs", _JOB_COLUMNS, ("id",))
 _JOB_ORDER = "ORDER BY priority DESC, created_at ASC, id ASC"
+_UPDATE_JOB_AS_READ = _UPDATE_JOB + " AND epoch = :read_epoch AND updated_at = :read_updated_at"
 
 
 def _job_row(job: Job) -> dict[str, Any]:
@@ -239,6 +251,30 @@ def list_jobs(
     return _decoded(Job, result)
 
 
+@reads
+def get_jobs(job_ids: Sequence[str]) -> Steps[dict[str, Job]]:
+    """The jobs with these ids that exist, by id: one statement however many (the ids go
+    as one JSON array, so no limit on a statement's variables applies)."""
+    wanted = list(dict.fromkeys(job_ids))
+    if not wanted:
+        return {}
+    result = yield Statement(
+        "SELECT data FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
+        (json.dumps(wanted),),
+    )
+    return {job.id: job for job in _decoded(Job, result)}
+
+
+@reads
+def jobs_with_operator_request() -> Steps[list[Job]]:
+    """Jobs whose row carries an operator request (the partial index of schema v4)."""
+    result = yield Statement(
+        "SELECT data FROM jobs INDEXED BY jobs_with_operator_request"
+        " WHERE json_extract(data, '$.operator_request') IS NOT NULL ORDER BY id"
+    )
+    return _decoded(Job, result)
+
+
 @writes
 def update_job(job: Job, *, expected_updated_at: datetime | None = None) -> Steps[Job]:
     """Replace the row; returns what was stored.
@@ -280,6 +316,57 @@ def update_job_at_epoch(job: Job, expected_epoch: int) -> Steps[Job]:
             f"job {job.id} is at epoch {current.epoch}, not {expected_epoch}: another writer"
             " moved its fencing token since this decision read it"
         )
+    return stored
+
+
+@writes
+def update_job_as_read(job: Job, read: Job) -> Steps[Job]:
+    """Replace the row only while it is still the copy `read` (same epoch and `updated_at`):
+    the fencing compare-and-set of `update_job_at_epoch` in one statement, without reading
+    the row back. ConflictError, and nothing written, if anyone wrote it since."""
+    if job.epoch < read.epoch:
+        raise ValueError(f"job {job.id}: epoch {job.epoch} is lower than {read.epoch}")
+    stored = job.model_copy(update={"updated_at": _bumped(read.updated_at)})
+    result = yield Statement(
+        _UPDATE_JOB_AS_READ,
+        {**_job_row(stored), "read_epoch": read.epoch, "read_updated_at": ts(read.updated_at)},
+    )
+    if result.rowcount != 1:
+        current = yield from _load_job(job.id)
+        raise ConflictError(
+            f"job {job.id} is at epoch {current.epoch} (updated at {current.updated_at}), not"
+            f" epoch {read.epoch} as read: another writer changed it since this decision read it"
+        )
+    return stored
+
+
+@writes
+def update_jobs_as_read(changes: Sequence[tuple[Job, Job]]) -> Steps[list[Job]]:
+    """`update_job_as_read` for many (job, read copy) pairs in one statement; ConflictError,
+    naming the first job another writer changed, and nothing written, if any was."""
+    stored = []
+    for job, read in changes:
+        if job.epoch < read.epoch:
+            raise ValueError(f"job {job.id}: epoch {job.epoch} is lower than {read.epoch}")
+        stored.append(job.model_copy(update={"updated_at": _bumped(read.updated_at)}))
+    if not stored:
+        return []
+    rows = [
+        {**_job_row(new), "read_epoch": read.epoch, "read_updated_at": ts(read.updated_at)}
+        for new, (_, read) in zip(stored, changes, strict=True)
+    ]
+    result = yield Statement(_UPDATE_JOB_AS_READ, rows, many=True)
+    if result.rowcount == len(rows):
+        _remember(result, list(zip(stored, rows, strict=True)))
+    if result.rowcount != len(rows):
+        for new in stored:  # the rare path: name a row this statement did not write
+            current = yield from _load_job(new.id)
+            if _aware(current.updated_at) != _aware(new.updated_at):
+                raise ConflictError(
+                    f"job {new.id} is at epoch {current.epoch} (updated at"
+                    f" {current.updated_at}): another writer changed it since this decision"
+                    " read it"
+                )
     return stored
 
 
@@ -354,10 +441,17 @@ def get_allocation(allocation_id: str) -> Steps[Allocation | None]:
 
 @reads
 def list_allocations(
-    cluster: str | None = None, states: Sequence[AllocationState] | None = None
+    cluster: str | None = None,
+    states: Sequence[AllocationState] | None = None,
+    *,
+    unbound: bool = False,
 ) -> Steps[list[Allocation]]:
+    """By cluster and state; with `unbound`, only rows no job is bound to (the filter runs
+    on the `job_id` column, so bound rows are never decoded)."""
     clauses: list[str] = []
     params: list[Any] = []
+    if unbound:
+        clauses.append("job_id IS NULL")
     if cluster is not None:
         clauses.append("cluster = ?")
         params.append(cluster)
@@ -382,6 +476,21 @@ def update_allocation(allocation: Allocation) -> Steps[None]:
     result = yield Statement(_UPDATE_ALLOCATION, _allocation_row(allocation))
     if result.rowcount == 0:
         raise NotFoundError(f"no allocation {allocation.id} in the state database")
+
+
+@writes
+def update_allocations(allocations: Sequence[Allocation]) -> Steps[None]:
+    """`update_allocation` for many rows in one statement; NotFoundError if any is missing."""
+    if not allocations:
+        return
+    rows = [_allocation_row(a) for a in allocations]
+    result = yield Statement(_UPDATE_ALLOCATION, rows, many=True)
+    if result.rowcount == len(rows):
+        _remember(result, list(zip(allocations, rows, strict=True)))
+    else:
+        for allocation in allocations:  # the rare path: say which one is missing
+            if (yield from get_allocation(allocation.id).steps) is None:
+                raise NotFoundError(f"no allocation {allocation.id} in the state database")
 
 
 # --- segments --------------------------------------------------------------------------------

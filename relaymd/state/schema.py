@@ -145,7 +145,15 @@ CREATE TRIGGER allocation_counts_update AFTER UPDATE OF cluster, state ON alloca
 END;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3_STATUS_COUNTERS)
+# v4: the jobs that carry an operator request. The daemon's cycle loads only the jobs its
+# facts touch plus the queue head (ADR 0023); a queued job with a request anywhere in the
+# backlog must still be found without reading every row's JSON.
+_V4_OPERATOR_REQUESTS = """
+CREATE INDEX IF NOT EXISTS jobs_with_operator_request ON jobs (id)
+    WHERE json_extract(data, '$.operator_request') IS NOT NULL;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3_STATUS_COUNTERS, _V4_OPERATOR_REQUESTS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

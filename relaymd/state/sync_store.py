@@ -9,14 +9,22 @@ from __future__ import annotations
 import functools
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from relaymd.state import files
 from relaymd.state import queries as q
 from relaymd.state.operations import StoreOperations
-from relaymd.state.plan import Block, Plan, Result, Statement, advance, in_transaction
+from relaymd.state.plan import (
+    Block,
+    Plan,
+    Result,
+    Snapshot,
+    Statement,
+    advance,
+    in_transaction,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -51,7 +59,10 @@ class StateStore(StoreOperations):
         self.close()
 
     def _execute(self, statement: Statement) -> Result:
-        cursor = self._conn.execute(statement.sql, statement.params)
+        if statement.many:
+            cursor = self._conn.executemany(statement.sql, statement.params)
+        else:
+            cursor = self._conn.execute(statement.sql, statement.params)
         try:
             return Result(cursor.fetchall(), cursor.rowcount, cursor.lastrowid)
         finally:
@@ -98,3 +109,19 @@ class StateStore(StoreOperations):
             raise
         self._depth = depth
         self._execute(block.end)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Read several operations from one consistent view without SQLite's write lock
+        (BEGIN DEFERRED); only reads belong inside. Inside a `transaction()` it joins it."""
+        if self._depth:
+            yield
+            return
+        self._execute(Snapshot().begin)
+        self._depth = 1
+        try:
+            yield
+        finally:
+            self._depth = 0
+            with suppress(Exception):  # a read-only transaction has nothing to lose
+                self._execute(Snapshot().end)

@@ -1,0 +1,84 @@
+"""Which job rows one cluster's cycle loads: what its facts touch, not every active job.
+
+Decide reads a job when an allocation read this cycle is bound to it or reserved for it, when
+a log tail is owed to it, when it carries an operator request, or when it waits at the head
+of the queue. Everything else stays in the store (ADR 0023): at 10 000 running jobs and
+100 000 queued ones, decoding every active row every cycle cost seconds.
+
+The queue head is a bounded look in priority order. It is enough whenever this cluster can
+start nothing new: no spare allocation of its own (idle, pending or submitting) and no room to
+submit in any partition. Otherwise (a binding, a warm decision or a submission is possible,
+which is itself a change) the cycle loads every active job, as decide always did.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+from relaymd.daemon.provision import is_spare
+from relaymd.daemon.read_step import LIVE_STATES
+from relaymd.models import Allocation, AllocationState, ClusterProfile, Job, JobState
+
+if TYPE_CHECKING:
+    from relaymd.state.async_store import AsyncStateStore
+
+# Queued jobs always looked at, beyond one per spare allocation anywhere (supply to match).
+QUEUE_HEAD = 256
+
+
+def can_start_here(profile: ClusterProfile, own_live: list[Allocation]) -> bool:
+    """Whether this cluster could bind or submit this cycle: a spare of its own, or room."""
+    if any(is_spare(a) for a in own_live):
+        return True
+    for partition in profile.partitions:
+        in_part = [a for a in own_live if a.partition == partition.name]
+        running = sum(a.state is AllocationState.RUNNING for a in in_part)
+        pending = len(in_part) - running
+        if min(partition.max_pending - pending, partition.max_running - running - pending) > 0:
+            return True
+    return False
+
+
+def touched_ids(allocs: list[Allocation], want_log: dict[str, str]) -> list[str]:
+    """Jobs bound to or reserved by the allocations read, and those owed a log tail."""
+    ids = [a.job_id for a in allocs if a.job_id]
+    ids += [a.reserved_job_id for a in allocs if a.reserved_job_id]
+    return ids + list(want_log.values())
+
+
+class CycleRows(NamedTuple):
+    allocations: list[Allocation]  # this cluster's rows that were read, as they are now
+    all_live: list[Allocation]  # what decide needs of every cluster's live rows
+    jobs: dict[str, Job]
+
+
+async def load_cycle_rows(
+    store: AsyncStateStore, profile: ClusterProfile, read_ids: set[str], want_log: dict[str, str]
+) -> CycleRows:
+    """The rows this cycle's decisions can touch (see the module's docstring). While the
+    cluster can start nothing, `all_live` is its own live rows plus the other clusters'
+    unbound ones: the only ones binding and provisioning look at elsewhere."""
+    own = await store.list_allocations(cluster=profile.name, states=LIVE_STATES)
+    own_by_id = {a.id: a for a in own}
+    allocs = [own_by_id[i] for i in read_ids if i in own_by_id]
+    for alloc_id in read_ids - own_by_id.keys():  # ended ones still owed a log tail
+        alloc = await store.get_allocation(alloc_id)
+        if alloc is not None:
+            allocs.append(alloc)
+    if can_start_here(profile, own):
+        all_live = await store.list_allocations(states=LIVE_STATES)
+        jobs = {j.id: j for j in await store.list_jobs(states=JobState.active())}
+    else:
+        elsewhere = await store.list_allocations(states=LIVE_STATES, unbound=True)
+        all_live = own + [a for a in elsewhere if a.cluster != profile.name]
+        spares = sum(is_spare(a) for a in all_live)
+        jobs = {
+            j.id: j
+            for j in await store.list_jobs(states=[JobState.QUEUED], limit=QUEUE_HEAD + spares)
+        }
+        requested = await store.jobs_with_operator_request()
+        jobs.update((j.id, j) for j in requested if not j.state.is_final)
+    missing = [i for i in touched_ids(allocs, want_log) if i not in jobs]
+    if missing:
+        jobs.update(await store.get_jobs(missing))
+    return CycleRows(allocs, all_live, jobs)

@@ -1,0 +1,57 @@
+"""Decoded rows kept by the daemon's store, so that a row read again unchanged is not parsed
+again (ADR 0023).
+
+Every cycle reads the rows its facts touch; in a quiet cycle they are the same texts as in
+the last one, and parsing their JSON was most of the cycle's CPU. The key is a digest of the
+row's text, so any change to a row (by any writer) is a new key: the memo can never return
+stale data, only miss. Callers get a shallow copy, as `model_copy` gives everywhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from typing import TypeVar
+
+from pydantic import BaseModel
+
+M = TypeVar("M", bound=BaseModel)
+
+# Rows of a 10 000-allocation campaign read in one round (allocations and their jobs), with
+# room for the queue head; a Job decodes to about 8 KiB, so at most ~250 MiB.
+DEFAULT_CAPACITY = 32_768
+
+
+class RowMemo:
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.capacity = capacity
+        self._models: OrderedDict[tuple[type[BaseModel], bytes], BaseModel] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def _key(model: type[BaseModel], raw: bytes) -> tuple[type[BaseModel], bytes]:
+        return (model, hashlib.blake2b(raw, digest_size=16).digest())
+
+    def _keep(self, key: tuple[type[BaseModel], bytes], value: BaseModel) -> None:
+        self._models[key] = value
+        if len(self._models) > self.capacity:
+            self._models.popitem(last=False)
+
+    def remember(self, value: BaseModel, text: str) -> None:
+        """A row this store just wrote, as `text`: the next read of it is a hit."""
+        self._keep(self._key(type(value), text.encode()), value)
+
+    def decode(self, model: type[M], text: str | bytes) -> M:
+        raw = text.encode() if isinstance(text, str) else text
+        key = self._key(model, raw)
+        found = self._models.get(key)
+        if found is None:
+            self.misses += 1
+            found = model.model_validate_json(raw)
+            self._keep(key, found)
+        else:
+            self.hits += 1
+            self._models.move_to_end(key)
+        assert isinstance(found, model)
+        return found

@@ -1,0 +1,169 @@
+"""A cycle's SQL work follows what changed, not what exists (ADR 0023).
+
+The real ClusterRunner over the real local transport (bash, the real read script, mailbox
+folders on disk) and a real SQLite file. What the cycle did to the database is counted from
+outside the code under test: SQLite's own trace of the statements the daemon's connection ran,
+and TEMP triggers on that connection that log every row written to `jobs` and `allocations`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+from daemon_factories import make_alloc, make_job
+from daemon_fakes import make_fake_runners
+
+from relaymd.daemon.runner import ClusterRunner
+from relaymd.mailbox.models import Heartbeat, WorkerState
+from relaymd.models import (
+    ClusterProfile,
+    JobState,
+    Partition,
+    utcnow,
+)
+from relaymd.state import AsyncStateStore, StateStore
+
+WRITE_LOG = """
+CREATE TEMP TABLE row_writes (tbl TEXT NOT NULL, id TEXT NOT NULL);
+CREATE TEMP TRIGGER log_job_update AFTER UPDATE ON main.jobs
+    BEGIN INSERT INTO row_writes VALUES ('jobs', NEW.id); END;
+CREATE TEMP TRIGGER log_job_insert AFTER INSERT ON main.jobs
+    BEGIN INSERT INTO row_writes VALUES ('jobs', NEW.id); END;
+CREATE TEMP TRIGGER log_alloc_update AFTER UPDATE ON main.allocations
+    BEGIN INSERT INTO row_writes VALUES ('allocations', NEW.id); END;
+CREATE TEMP TRIGGER log_alloc_insert AFTER INSERT ON main.allocations
+    BEGIN INSERT INTO row_writes VALUES ('allocations', NEW.id); END;
+"""
+
+
+class Campaign:
+    """`running` jobs on running allocations (every partition full) and `queued` waiting."""
+
+    def __init__(self, tmp_path: Path, running: int, queued: int) -> None:
+        self.scratch = tmp_path / "scratch"
+        self.running, self.queued = running, queued
+        self.profile = ClusterProfile(
+            name="c1",
+            transport="local",
+            scheduler="slurm",
+            scratch=str(self.scratch),
+            # Full: no room to submit, no spare, so the backlog just waits.
+            partitions=[
+                Partition(name="p1", walltime_minutes=240, max_pending=0, max_running=running)
+            ],
+            native_worker=["worker"],
+        )
+        self.seq: dict[str, int] = {}
+        self.statements: list[str] = []
+
+    def alloc_id(self, i: int) -> str:
+        return f"a{i:05d}"
+
+    def beat(self, i: int, *, ns_per_day: float = 100.0) -> None:
+        """Worker i's atomic heartbeat rewrite, seq moved."""
+        alloc_id = self.alloc_id(i)
+        self.seq[alloc_id] = self.seq.get(alloc_id, 0) + 1
+        beat = Heartbeat(
+            allocation_id=alloc_id,
+            seq=self.seq[alloc_id],
+            state=WorkerState.RUNNING,
+            job_id=f"j{i:05d}",
+            epoch=1,
+            step=1000 * self.seq[alloc_id],
+            total_steps=100,
+            ns_per_day=ns_per_day,
+        )
+        path = self.scratch / "alloc" / alloc_id / "heartbeat.json"
+        path.with_suffix(".tmp").write_text(beat.model_dump_json())
+        path.with_suffix(".tmp").replace(path)
+
+    async def start(self, tmp_path: Path) -> tuple[ClusterRunner, AsyncStateStore]:
+        fake = await make_fake_runners(tmp_path, {"c1": self.profile})
+        with StateStore.open(fake.store.path) as sync, sync.transaction():
+            for i in range(self.running):
+                alloc_id = self.alloc_id(i)
+                (self.scratch / "alloc" / alloc_id).mkdir(parents=True)
+                self.beat(i)
+                sync.insert_job(
+                    make_job(f"j{i:05d}", state=JobState.RUNNING, epoch=1, allocation_id=alloc_id)
+                )
+                sync.insert_allocation(
+                    make_alloc(
+                        alloc_id,
+                        job_id=f"j{i:05d}",
+                        scheduler_id=str(100 + i),
+                        started_at=utcnow() - timedelta(seconds=60),
+                    )
+                )
+            for i in range(self.queued):
+                sync.insert_job(make_job(f"q{i:06d}", created_s=i))
+        lines = [f"{self.alloc_id(i)} {100 + i} running\n" for i in range(self.running)]
+        (self.scratch / "queue").write_text("".join(lines))
+        conn = fake.store._conn
+        await conn.executescript(WRITE_LOG)
+        await conn.set_trace_callback(self.statements.append)
+        return fake.runners["c1"], fake.store
+
+    async def cycle(self, runner: ClusterRunner, store: AsyncStateStore) -> tuple[int, Counter]:
+        """One cycle: (statements SQLite ran, rows written per table)."""
+        conn = store._conn
+        self.statements.clear()
+        await conn.execute("DELETE FROM row_writes")
+        report = await runner.cycle()
+        assert report.ok, report.error
+        ran = len([s for s in self.statements if "row_writes" not in s])
+        async with conn.execute("SELECT tbl FROM row_writes") as cursor:
+            writes = Counter(row[0] for row in await cursor.fetchall())
+        return ran, writes
+
+
+async def quiet_cycle_cost(tmp_path: Path, running: int, queued: int) -> tuple[int, Counter]:
+    campaign = Campaign(tmp_path, running, queued)
+    runner, store = await campaign.start(tmp_path)
+    try:
+        await campaign.cycle(runner, store)  # the first poll reads every heartbeat
+        return await campaign.cycle(runner, store)  # nothing moved since
+    finally:
+        await store.close()
+
+
+async def test_a_quiet_cycle_runs_the_same_few_statements_at_any_scale(tmp_path: Path) -> None:
+    small = await quiet_cycle_cost(tmp_path / "small", running=10, queued=100)
+    large = await quiet_cycle_cost(tmp_path / "large", running=1000, queued=10_000)
+    statements, writes = large
+    assert writes == Counter(), "a quiet cycle writes no job or allocation row"
+    # A handful of reads and the poll's status row, whatever exists: not 1 per row.
+    assert statements == small[0]
+    assert statements <= 20, statements
+
+
+async def test_one_heartbeat_moved_writes_one_row(tmp_path: Path) -> None:
+    campaign = Campaign(tmp_path, running=1000, queued=10_000)
+    runner, store = await campaign.start(tmp_path)
+    try:
+        _, first = await campaign.cycle(runner, store)
+        # The first poll notes 1 000 heartbeats (the allocation rows) and their jobs' speed.
+        assert first == Counter(allocations=1000, jobs=1000)
+        quiet, _ = await campaign.cycle(runner, store)
+
+        campaign.beat(7)  # seq moved: the allocation's liveness row changes
+        statements, writes = await campaign.cycle(runner, store)
+        assert writes == Counter(allocations=1)
+        assert statements <= quiet + 4  # the write transaction: begin, one update, commit
+
+        campaign.beat(8, ns_per_day=120.0)  # the speed moved too: its job row changes
+        _, writes = await campaign.cycle(runner, store)
+        assert writes == Counter(allocations=1, jobs=1)
+
+        for i in range(100):
+            campaign.beat(i, ns_per_day=120.0 if i == 8 else 100.0)
+        statements, writes = await campaign.cycle(runner, store)
+        assert writes == Counter(allocations=100)
+        # SQLite's trace reports each row of the one batched UPDATE, with the triggers it
+        # fires (the status counters' and this test's own): a few per row written, nothing
+        # for the 10 900 rows that did not change.
+        assert statements - quiet <= 4 + 4 * 100, statements
+    finally:
+        await store.close()

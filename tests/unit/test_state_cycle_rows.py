@@ -1,0 +1,101 @@
+"""The store operations a proportional daemon cycle stands on (ADR 0023): batched writes that
+keep the fencing compare-and-set, reads of only the touched rows, and the decode memo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_state_helpers import Store, call, make_job, transaction
+from test_state_transactions import store as store  # the sync and async store fixture
+
+from relaymd.models import Allocation, AllocationState, JobState, OperatorRequest
+from relaymd.state import AsyncStateStore, ConflictError, NotFoundError, StateStore
+
+
+def alloc(alloc_id: str, job_id: str | None = None) -> Allocation:
+    return Allocation(
+        id=alloc_id,
+        cluster="c1",
+        partition="p1",
+        image="openmm",
+        state=AllocationState.RUNNING,
+        walltime_s=600,
+        job_id=job_id,
+    )
+
+
+async def test_batched_job_writes_are_fenced_on_the_copies_read(store: Store) -> None:
+    for i in range(3):
+        await call(store.insert_job(make_job(f"j{i}")))
+    read = [await call(store.get_job(f"j{i}")) for i in range(3)]
+    # The operator files a request on j1 after the daemon read it.
+    with StateStore.open(store.path) as cli:
+        current = cli.get_job("j1")
+        assert current is not None
+        cli.update_job(
+            current.model_copy(update={"operator_request": OperatorRequest.CANCEL}),
+            expected_updated_at=current.updated_at,
+        )
+    changes = [(j.model_copy(update={"state": JobState.HELD}), j) for j in read]
+    with pytest.raises(ConflictError, match="j1"):
+        async with transaction(store):
+            await call(store.update_jobs_as_read(changes))
+    with StateStore.open(store.path) as other:  # nothing written, the request kept
+        jobs = {j.id: j for j in other.list_jobs()}
+        assert {j.state for j in jobs.values()} == {JobState.QUEUED}
+        assert jobs["j1"].operator_request is OperatorRequest.CANCEL
+    # From fresh copies the same batch goes through, in one statement.
+    fresh = [await call(store.get_job(f"j{i}")) for i in range(3)]
+    stored = await call(
+        store.update_jobs_as_read(
+            [(j.model_copy(update={"state": JobState.HELD}), j) for j in fresh]
+        )
+    )
+    assert [j.updated_at > f.updated_at for j, f in zip(stored, fresh, strict=True)] == [True] * 3
+    with StateStore.open(store.path) as other:
+        assert {j.state for j in other.list_jobs()} == {JobState.HELD}
+
+
+async def test_batched_allocation_writes_name_a_missing_row(store: Store) -> None:
+    await call(store.insert_allocation(alloc("a1")))
+    with pytest.raises(NotFoundError, match="a2"):
+        async with transaction(store):
+            await call(store.update_allocations([alloc("a1", "j9"), alloc("a2")]))
+    got = await call(store.get_allocation("a1"))
+    assert got.job_id is None  # the batch was all or nothing
+
+
+async def test_touched_jobs_and_requests_are_found_without_reading_the_rest(store: Store) -> None:
+    async with transaction(store):  # more ids than one statement's variables on old SQLite
+        for i in range(2000):
+            await call(store.insert_job(make_job(f"j{i:04d}", created_s=i)))
+    wanted = [f"j{i:04d}" for i in range(0, 2000, 2)] + ["missing"]
+    found = await call(store.get_jobs(wanted))
+    assert sorted(found) == wanted[:-1]
+    assert await call(store.jobs_with_operator_request()) == []
+    job = await call(store.get_job("j1500"))
+    await call(
+        store.update_job(job.model_copy(update={"operator_request": OperatorRequest.CANCEL}))
+    )
+    assert [j.id for j in await call(store.jobs_with_operator_request())] == ["j1500"]
+    head = await call(store.list_jobs(states=[JobState.QUEUED], limit=3))
+    assert [j.id for j in head] == ["j0000", "j0001", "j0002"]
+
+
+async def test_the_memo_never_returns_a_row_another_writer_changed(tmp_path: Path) -> None:
+    async with await AsyncStateStore.open(tmp_path / "state.sqlite") as daemon:
+        await daemon.insert_job(make_job("j1"))
+        first = await daemon.get_job("j1")
+        again = await daemon.get_job("j1")
+        assert first == again  # a hit
+        assert daemon.rows.hits >= 1
+        with StateStore.open(daemon.path) as cli:
+            cli.update_job(first.model_copy(update={"state": JobState.HELD}))  # type: ignore[union-attr]
+        changed = await daemon.get_job("j1")
+        assert changed is not None and changed.state is JobState.HELD
+        # A row the daemon wrote itself is read back without parsing it again.
+        misses = daemon.rows.misses
+        await daemon.update_jobs_as_read([(changed.model_copy(update={"retries": 1}), changed)])
+        await daemon.get_job("j1")
+        assert daemon.rows.misses == misses
