@@ -15,11 +15,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from browser import Rendered, bar_fills, chart, render, screenshot
-from conftest import RELAYMD, CliEnv
-from relay_history import PLAN, build_history
 
 from relaymd.views.figures import OUTCOME_COLOURS, QUEUE_COLOUR
+from tests.cli.browser import Rendered, bar_fills, chart, render, screenshot
+from tests.cli.relay_history import PLAN, build_history
+from tests.support.cli_env import RELAYMD, CliEnv
 
 CHARTS = ("timeline", "progress", "gpu-hours", "handoff-losses", "queue-waits", "failures")
 

@@ -13,10 +13,9 @@ import subprocess
 import termios
 import time
 
-from conftest import RELAYMD, CliEnv
-from relay_history import build_history
-
 from relaymd.state import StateStore
+from tests.cli.relay_history import build_history
+from tests.support.cli_env import RELAYMD, CliEnv
 
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]")
 WAIT_S = 60.0  # generous: only a hang reaches it

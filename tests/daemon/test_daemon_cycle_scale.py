@@ -12,9 +12,6 @@ from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
-from daemon_factories import make_alloc, make_job
-from daemon_fakes import make_fake_runners
-
 from relaymd.daemon.runner import ClusterRunner
 from relaymd.mailbox.models import Heartbeat, WorkerState
 from relaymd.models import (
@@ -24,6 +21,8 @@ from relaymd.models import (
     utcnow,
 )
 from relaymd.state import AsyncStateStore, StateStore
+from tests.daemon.daemon_factories import make_alloc, make_job
+from tests.support.fake_cluster import make_fake_runners
 
 WRITE_LOG = """
 CREATE TEMP TABLE row_writes (tbl TEXT NOT NULL, id TEXT NOT NULL);

@@ -299,6 +299,17 @@ def test_prewritten_successor_is_withdrawn_when_the_handoff_does_not_happen(
             return None
 
         b_id = wait_for("a successor waiting on epoch 1", waiting_successor, 120, root)
+        if failure != "job_cancelled":
+            # Resuming from a checkpoint needs one to exist: on a busy machine the successor
+            # can be waiting before the predecessor's first checkpoint round.
+            wait_for(
+                "a checkpoint of epoch 1",
+                lambda: any(
+                    e.kind is EventKind.CHECKPOINT and e.epoch == 1 for e in _events(scratch, a_id)
+                ),
+                120,
+                root,
+            )
         predecessor = _worker_pid(scratch, a_id)
         if failure == "job_cancelled":
             _cancel(root, config_path, long_job.id)

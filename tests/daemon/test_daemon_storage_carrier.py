@@ -8,9 +8,6 @@ import asyncio
 from datetime import timedelta
 from pathlib import Path
 
-from daemon_factories import SHA, T0, ev, make_alloc, make_job, make_profile
-from daemon_factories import make_sched_job as sj
-
 from relaymd.daemon.decide import decide_cycle
 from relaymd.daemon.decide.decisions import DecideInput
 from relaymd.daemon.evidence import claim_key
@@ -30,6 +27,8 @@ from relaymd.models import (
 )
 from relaymd.models.cluster import ClusterProfile
 from relaymd.storage import FileStore
+from tests.daemon.daemon_factories import SHA, T0, ev, make_alloc, make_job, make_profile
+from tests.daemon.daemon_factories import make_sched_job as sj
 
 SETTINGS = DaemonSettings(stale_after_s=60, stop_grace_s=30)
 

@@ -13,14 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_e2e_support import (
-    REPO,
-    local_config,
-    start_daemon,
-    wait_for,
-    write_spec,
-    write_tiny_system,
-)
 
 from relaymd.config import load_config
 from relaymd.mailbox.files import read_events
@@ -28,6 +20,14 @@ from relaymd.mailbox.models import EventKind, WorkerEvent
 from relaymd.models import AllocationState
 from relaymd.storage import FileStore
 from relaymd.storage.checkpoints import verify_checkpoint
+from tests.daemon.daemon_e2e_support import (
+    REPO,
+    local_config,
+    start_daemon,
+    wait_for,
+    write_spec,
+    write_tiny_system,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 

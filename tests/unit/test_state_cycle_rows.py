@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_state_helpers import Store, call, make_job, transaction
-from test_state_transactions import store as store  # the sync and async store fixture
 
 from relaymd.models import Allocation, AllocationState, JobState, OperatorRequest
 from relaymd.state import AsyncStateStore, ConflictError, NotFoundError, StateStore
+from tests.unit.test_state_helpers import Store, call, make_job, transaction
+from tests.unit.test_state_transactions import store as store  # the sync and async store fixture
 
 
 def alloc(alloc_id: str, job_id: str | None = None) -> Allocation:
