@@ -9,15 +9,13 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
+from salad_standin import SaladStandin
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from salad_standin import SaladStandin  # noqa: E402
-
-from relaymd.models import StorageAccess  # noqa: E402
-from relaymd.models.salad import SaladSettings  # noqa: E402
-from relaymd.providers.salad.api_models import GroupCreation, GroupPatch  # noqa: E402
-from relaymd.providers.salad.client import SaladClient, SaladError, error_text  # noqa: E402
-from relaymd.providers.salad.spec import container  # noqa: E402
+from relaymd.models import StorageAccess
+from relaymd.models.salad import SaladSettings
+from relaymd.providers.salad.api_models import GroupCreation, GroupPatch
+from relaymd.providers.salad.client import SaladClient, SaladError, error_text
+from relaymd.providers.salad.spec import container
 
 KEY = "salad-key-0123456789"
 
