@@ -1,5 +1,5 @@
 """A local stand-in for the part of SaladCloud's public API that RelayMD uses (ADR 0027):
-organizations/{o}/projects/{p}, .../containers (GET, POST), .../containers/{name} (GET,
+organizations/{o}/gpu-classes, .../projects/{p}/containers (GET, POST), .../containers/{name} (GET,
 PATCH with application/merge-patch+json, DELETE), .../start, .../stop, .../instances, all
 behind the `Salad-Api-Key` header, with the shapes of SaladCloud's OpenAPI description.
 
@@ -29,9 +29,14 @@ from pathlib import Path
 from typing import Any
 
 PATH = re.compile(
-    r"^/organizations/(?P<org>[^/]+)/projects/(?P<project>[^/]+)"
-    r"(?:/containers(?:/(?P<group>[^/]+)(?:/(?P<action>start|stop|instances))?)?)?$"
+    r"^/organizations/(?P<org>[^/]+)(?:/gpu-classes|/projects/(?P<project>[^/]+)"
+    r"/containers(?:/(?P<group>[^/]+)(?:/(?P<action>start|stop|instances))?)?)$"
 )
+# What GET /organizations/{o}/gpu-classes lists (ids are SaladCloud's UUIDs).
+GPU_CLASSES = [
+    {"id": "ed563892-aacd-40f5-80b7-90c9be6c759b", "name": "RTX 4090 (24 GB)"},
+    {"id": "a5db5c50-cbcb-4596-ae80-6a0c8090d80f", "name": "RTX 3090 (24 GB)"},
+]
 
 
 @dataclass
@@ -184,7 +189,7 @@ class SaladStandin:
                 match = PATH.match(self.path.split("?", 1)[0])
                 if match is None:
                     return self._reply(404, {"title": "Not Found", "status": 404})
-                org, project = match["org"], match["project"]
+                org, project = match["org"], match["project"] or standin.project
                 if (org, project) != (standin.organization, standin.project):
                     return self._reply(404, {"title": "Not Found", "status": 404})
                 with standin.lock:
@@ -207,8 +212,8 @@ class SaladStandin:
 
     def route(self, method: str, match: re.Match[str], handler: Any) -> tuple[int, Any]:
         name, action = match["group"], match["action"]
-        if name is None and "/containers" not in match.group(0):
-            return (200, {"name": self.project, "organization_name": self.organization})
+        if match["project"] is None:
+            return (200, {"items": GPU_CLASSES})
         if name is None:
             if method == "GET":
                 return (200, {"items": [g.body for g in self.groups.values()]})

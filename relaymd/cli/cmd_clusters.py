@@ -157,7 +157,12 @@ def test(name: NameArg, as_json: JsonOpt = False) -> None:
             str(exc), hint="see `relaymd clusters list`", code=ExitCode.NOT_FOUND
         ) from None
     # A storage cluster (ADR 0024) has no login node: the bucket is all there is to check.
-    results = [] if profile.scheduler == "storage" else _run_checks(profile)
+    if profile.scheduler == "salad":
+        from relaymd.cli.salad_checks import salad_checks
+
+        results = salad_checks(loaded, profile)  # the API, not a login node (ADR 0027)
+    else:
+        results = [] if profile.scheduler == "storage" else _run_checks(profile)
     results.append(_storage_check(loaded))
     if as_json:
         print_json({"cluster": name, "ok": all(r.ok for r in results), "checks": results})

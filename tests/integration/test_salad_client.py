@@ -41,7 +41,7 @@ def _settings(standin: SaladStandin, **kw: object) -> SaladSettings:
 def test_a_wrong_key_is_refused_with_a_hint_and_without_the_key(standin: SaladStandin) -> None:
     client = SaladClient(_settings(standin), SecretStr("wrong-key-xyz"))
     with pytest.raises(SaladError) as caught:
-        client.get_project()
+        client.list_groups()
     assert caught.value.status == 401
     text = error_text(caught.value)
     assert "api_key_secret" in text and "wrong-key-xyz" not in text
@@ -50,14 +50,14 @@ def test_a_wrong_key_is_refused_with_a_hint_and_without_the_key(standin: SaladSt
 def test_an_unknown_project_is_a_404_naming_the_fields(standin: SaladStandin) -> None:
     client = SaladClient(_settings(standin, project="other"), SecretStr(KEY))
     with pytest.raises(SaladError) as caught:
-        client.get_project()
+        client.list_groups()
     assert caught.value.status == 404 and "salad.project" in error_text(caught.value)
 
 
 def test_create_patch_start_stop_follow_the_published_paths(standin: SaladStandin) -> None:
     settings = _settings(standin)
     client = SaladClient(settings, SecretStr(KEY))
-    assert client.get_project().name == "md"
+    assert client.list_groups().items == []
     assert client.get_group() is None
     wanted = container(settings, StorageAccess(url="file:///bucket/relay"))
     created = client.create_group(GroupCreation(name="relay", container=wanted, replicas=0))
@@ -72,6 +72,7 @@ def test_create_patch_start_stop_follow_the_published_paths(standin: SaladStandi
         "GET", "GET", "POST", "PATCH", "POST", "GET", "POST",
     ]  # fmt: skip
     paths = [p for _, p in standin.requests]
+    assert paths[0] == "/organizations/lab/projects/md/containers"
     assert paths[2] == "/organizations/lab/projects/md/containers"
     assert paths[3] == "/organizations/lab/projects/md/containers/relay"
     assert paths[4].endswith("/containers/relay/start") and paths[6].endswith("/stop")

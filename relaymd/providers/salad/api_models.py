@@ -71,8 +71,21 @@ class GroupPatch(WireModel):
     replicas: int | None = None
 
 
-class Project(WireModel):
-    name: str
+class GroupList(WireModel):
+    """GET .../containers: answers 401 for a refused key, 404 for an unknown project."""
+
+    items: list[ContainerGroup] = Field(default_factory=list)
+
+
+class GpuClass(WireModel):
+    id: str
+    name: str = ""
+
+
+class GpuClassList(WireModel):
+    """GET /organizations/{o}/gpu-classes."""
+
+    items: list[GpuClass] = Field(default_factory=list)
 
 
 class Instance(WireModel):

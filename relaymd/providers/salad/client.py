@@ -14,10 +14,11 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from relaymd.models.salad import SaladSettings
 from relaymd.providers.salad.api_models import (
     ContainerGroup,
+    GpuClassList,
     GroupCreation,
+    GroupList,
     GroupPatch,
     InstanceList,
-    Project,
 )
 
 M = TypeVar("M", bound=BaseModel)
@@ -37,7 +38,8 @@ class SaladClient:
     def __init__(self, settings: SaladSettings, api_key: SecretStr) -> None:
         self.settings, self._key = settings, api_key
         org, project = quote(settings.organization), quote(settings.project)
-        self._project = f"{settings.api_url.rstrip('/')}/organizations/{org}/projects/{project}"
+        self._org = f"{settings.api_url.rstrip('/')}/organizations/{org}"
+        self._project = f"{self._org}/projects/{project}"
         self._group = f"{self._project}/containers/{quote(settings.container_group)}"
 
     def _call(
@@ -64,8 +66,13 @@ class SaladClient:
         except ValidationError as exc:
             raise SaladError(f"{what}: unexpected response: {exc.error_count()} error(s)") from None
 
-    def get_project(self) -> Project:
-        return self._parse(Project, self._call("GET", self._project), "project")
+    def list_groups(self) -> GroupList:
+        data = self._call("GET", f"{self._project}/containers")
+        return self._parse(GroupList, data, "container groups")
+
+    def gpu_classes(self) -> GpuClassList:
+        data = self._call("GET", f"{self._org}/gpu-classes")
+        return self._parse(GpuClassList, data, "GPU classes")
 
     def get_group(self) -> ContainerGroup | None:
         """The container group, or None when it does not exist yet."""
