@@ -59,6 +59,8 @@ def test_a_good_key_project_and_gpu_class_pass(cli: CliEnv, standin: SaladStandi
     assert code == 0, checks
     assert checks["salad-gpus"]["detail"] == GPU_CLASSES[0]["name"]
     assert "created with " + IMAGE in str(checks["salad-image"]["detail"])
+    listed = cli.run("clusters", "list", env={"COLUMNS": "400"})
+    assert "salad (after 30m waiting, max 2 replicas)" in listed.stdout, listed.stdout
 
 
 def test_a_refused_key_fails_without_printing_it(cli: CliEnv, standin: SaladStandin) -> None:
