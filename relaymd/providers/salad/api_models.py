@@ -86,13 +86,3 @@ class GpuClassList(WireModel):
     """GET /organizations/{o}/gpu-classes."""
 
     items: list[GpuClass] = Field(default_factory=list)
-
-
-class Instance(WireModel):
-    instance_id: str = Field(validation_alias="id")
-    machine_id: str = ""
-    state: str = ""
-
-
-class InstanceList(WireModel):
-    instances: list[Instance] = Field(default_factory=list)

@@ -18,7 +18,6 @@ from relaymd.providers.salad.api_models import (
     GroupCreation,
     GroupList,
     GroupPatch,
-    InstanceList,
 )
 
 M = TypeVar("M", bound=BaseModel)
@@ -97,9 +96,6 @@ class SaladClient:
 
     def stop(self) -> None:
         self._call("POST", f"{self._group}/stop")
-
-    def instances(self) -> InstanceList:
-        return self._parse(InstanceList, self._call("GET", f"{self._group}/instances"), "instances")
 
 
 def error_text(exc: SaladError) -> str:
