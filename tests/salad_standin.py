@@ -66,10 +66,13 @@ class SaladStandin:
         extra_path: str,
         interrupt_mean_s: float | None = None,
         seed: int = 0,
+        idle_replicas: bool = False,
     ) -> None:
         self.api_key, self.organization, self.project = api_key, organization, project
         self.images, self.root, self.extra_path = images, root, extra_path
         self.interrupt_mean_s, self.rng = interrupt_mean_s, random.Random(seed)
+        # For tests of provisioning alone: replicas are real processes that only sleep.
+        self.idle_replicas = idle_replicas
         self.groups: dict[str, Group] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) for the tests to read
         self.lock = threading.Lock()
@@ -103,8 +106,9 @@ class SaladStandin:
         env.update(container.get("environment_variables") or {})
         env.update(SALAD_MACHINE_ID=machine, TMPDIR=str(folder))
         log = open(folder / "container.log", "ab")  # noqa: SIM115 - lives with the process
+        argv = ["sleep", "3600"] if self.idle_replicas else container["command"]
         proc = subprocess.Popen(
-            container["command"], cwd=folder, env=env, stdout=log, stderr=log,
+            argv, cwd=folder, env=env, stdout=log, stderr=log,
             start_new_session=True,
         )  # fmt: skip
         group.started += 1

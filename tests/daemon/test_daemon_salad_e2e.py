@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import signal
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,7 @@ def test_a_job_relays_across_interrupted_salad_replicas(
                 root,
             )
             killed_box = _with(bucket, EventKind.CHECKPOINT)[-1][0]
+            killed_at = datetime.now(UTC)
             assert standin.kill_one("relay") is not None
             end = wait_for(
                 "the job completed on another replica",
@@ -120,6 +122,8 @@ def test_a_job_relays_across_interrupted_salad_replicas(
         e for m, e in _with(bucket, EventKind.STARTED) if m != killed_box and e.job_id == job.id
     ]
     assert resumed and resumed[0].resumed_from == "checkpoint"
+    # The figure in docs/benchmarks.md: SIGKILL to the job's restart on the next replica.
+    print(f"salad_failover_s={(resumed[0].at - killed_at).total_seconds():.1f}")
     assert 0 < (resumed[0].step or 0) <= newest  # lost work: at most since the last checkpoint
     assert end.job_id == job.id and end.step == STEPS and end.checkpoint is not None
     verify_checkpoint(store, end.checkpoint)
