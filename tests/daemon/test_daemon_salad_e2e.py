@@ -13,9 +13,17 @@ import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
-from daemon_e2e_support import local_config, start_daemon, wait_for, write_spec, write_tiny_system
+from daemon_e2e_support import (
+    kill9,
+    local_config,
+    start_daemon,
+    wait_for,
+    write_spec,
+    write_tiny_system,
+)
 from salad_standin import SaladStandin
 
 from relaymd.config import load_config
@@ -63,29 +71,38 @@ def _with(bucket: Path, kind: EventKind) -> list[tuple[Path, WorkerEvent]]:
     return [(m, e) for m in _salad_mailboxes(bucket) for e in _events(m) if e.kind is kind]
 
 
-def test_a_job_relays_across_interrupted_salad_replicas(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _standin(root: Path) -> SaladStandin:
+    return SaladStandin(
+        api_key=KEY, organization="lab", project="md", images={IMAGE}, root=root,
+        extra_path=str(Path(sys.executable).parent), seed=11,
+    )  # fmt: skip
+
+
+def _submit(root: Path, monkeypatch: pytest.MonkeyPatch, url: str) -> tuple[Any, ...]:
     from relaymd.secrets import make_secrets_provider, storage_access
     from relaymd.state import StateStore
     from relaymd.submission.submit import submit_directory
 
+    monkeypatch.setenv("RELAYMD_STATE_DIR", str(root / "state"))
+    monkeypatch.setenv("RELAYMD_DATA_DIR", str(root / "data"))
+    config_path = local_config(root, walltime_s=600, clusters=[_salad_cluster(url)])
+    loaded = load_config(config_path)
+    write_tiny_system(root / "job")
+    write_spec(root / "job", "salad relay", STEPS)
+    access = storage_access(loaded.config, make_secrets_provider(loaded.config.secrets))
+    store = open_store(access)
+    state = StateStore.open(Path(loaded.config.state_path))
+    job = submit_directory(root / "job", loaded=loaded, store=store, state=state)
+    return config_path, store, state, job
+
+
+def test_a_job_relays_across_interrupted_salad_replicas(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root, rng = tmp_path, random.Random(11)
-    standin = SaladStandin(
-        api_key=KEY, organization="lab", project="md", images={IMAGE}, root=root,
-        extra_path=str(Path(sys.executable).parent), seed=11,
-    )  # fmt: skip
+    standin = _standin(root)
     with standin:
-        monkeypatch.setenv("RELAYMD_STATE_DIR", str(root / "state"))
-        monkeypatch.setenv("RELAYMD_DATA_DIR", str(root / "data"))
-        config_path = local_config(root, walltime_s=600, clusters=[_salad_cluster(standin.url)])
-        loaded = load_config(config_path)
-        write_tiny_system(root / "job")
-        write_spec(root / "job", "salad relay", STEPS)
-        access = storage_access(loaded.config, make_secrets_provider(loaded.config.secrets))
-        store = open_store(access)
-        state = StateStore.open(Path(loaded.config.state_path))
-        job = submit_directory(root / "job", loaded=loaded, store=store, state=state)
+        config_path, store, state, job = _submit(root, monkeypatch, standin.url)
         bucket = root / "storage"
         daemon = start_daemon(root, config_path, extra_env={"SALAD_API_KEY": KEY})
         try:
@@ -132,3 +149,53 @@ def test_a_job_relays_across_interrupted_salad_replicas(
     assert KEY not in (root / "daemon.log").read_text()
     job_now = state.get_job(job.id)
     assert job_now is not None and job_now.retries == 0  # the vanished replica cost no retry
+
+
+def test_salad_workers_run_on_while_the_daemon_is_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon is SIGKILLed mid-segment and restarted: the replica keeps checkpointing to
+    the bucket meanwhile, the new daemon takes the group and the allocation as they are, and
+    the job completes once, on the one replica, with no step run twice."""
+    root = tmp_path
+    with _standin(root) as standin:
+        config_path, store, _state, job = _submit(root, monkeypatch, standin.url)
+        bucket, env = root / "storage", {"SALAD_API_KEY": KEY}
+        daemon = start_daemon(root, config_path, extra_env=env)
+        try:
+            wait_for("a first checkpoint", lambda: _with(bucket, EventKind.CHECKPOINT), 180, root)
+            kill9(daemon)
+            seen = len(_with(bucket, EventKind.CHECKPOINT))
+            wait_for(
+                "two more checkpoints with no daemon",
+                lambda: (
+                    len(_with(bucket, EventKind.CHECKPOINT)) >= seen + 2
+                    or _with(bucket, EventKind.COMPLETED)
+                ),
+                180,
+                root,
+            )
+            daemon = start_daemon(root, config_path, extra_env=env)
+            end = wait_for(
+                "the job completed",
+                lambda: next((e for _, e in _with(bucket, EventKind.COMPLETED)), None),
+                300,
+                root,
+            )
+            wait_for(
+                "the group scaled to zero once idle",
+                lambda: standin.groups["relay"].body["replicas"] == 0 or None,
+                60,
+                root,
+            )
+        finally:
+            if daemon.poll() is None:
+                daemon.send_signal(signal.SIGTERM)
+                daemon.wait(timeout=60)
+        group = standin.groups["relay"]
+    starts = [e for _, e in _with(bucket, EventKind.STARTED) if e.job_id == job.id]
+    completions = [e for _, e in _with(bucket, EventKind.COMPLETED) if e.job_id == job.id]
+    assert len(starts) == 1 and len(completions) == 1  # one segment: nothing ran twice
+    assert end.job_id == job.id and end.step == STEPS and end.checkpoint is not None
+    verify_checkpoint(store, end.checkpoint)
+    assert group.killed == 0 and group.started == 1
