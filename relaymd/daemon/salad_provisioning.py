@@ -62,6 +62,7 @@ class SaladProvisioner:
         self.ctx, self.profile, self.settings = ctx, profile, profile.salad
         self.client = SaladClient(profile.salad, api_key)
         self.last_plan: ReplicaPlan | None = None
+        self.last_error: str | None = None
 
     async def demand(self, current: int) -> Demand:
         store, now = self.ctx.store, utcnow()
@@ -94,10 +95,16 @@ class SaladProvisioner:
     async def provision(self) -> ReplicaPlan | None:
         """One pass; None when the API could not be reached (logged, retried next cycle)."""
         try:
-            return await self._provision()
+            plan = await self._provision()
         except SaladError as exc:
-            log.warning("salad_api_failed", cluster=self.profile.name, error=error_text(exc))
+            text = error_text(exc)
+            log.warning("salad_api_failed", cluster=self.profile.name, error=text)
+            if text != self.last_error:  # once per distinct failure, for `relaymd status`
+                await self._note("salad_api_failed", text, warn=True)
+            self.last_error = text
             return None
+        self.last_error = None
+        return plan
 
     async def _provision(self) -> ReplicaPlan:
         group = await asyncio.to_thread(self.client.get_group)
@@ -131,8 +138,10 @@ class SaladProvisioner:
         elif plan.replicas == 0 and not stopped:
             await asyncio.to_thread(self.client.stop)  # nothing billed while idle
 
-    async def _note(self, kind: str, message: str) -> None:
-        await record_event(self.ctx.store, self.profile.name, kind, message, allocation_id=None)
+    async def _note(self, kind: str, message: str, *, warn: bool = False) -> None:
+        await record_event(
+            self.ctx.store, self.profile.name, kind, message, allocation_id=None, warn=warn
+        )
 
 
 def salad_provisioner(ctx: DaemonContext, profile: ClusterProfile) -> SaladProvisioner | None:

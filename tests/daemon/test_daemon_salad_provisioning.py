@@ -26,6 +26,7 @@ from relaymd.models import (
     utcnow,
 )
 from relaymd.models.cluster import ClusterProfile
+from relaymd.providers.salad.client import SaladClient
 from relaymd.state import AsyncStateStore
 from relaymd.storage import open_store
 
@@ -150,3 +151,17 @@ async def test_an_outdated_container_is_patched_and_idle_scales_to_zero(
     await new.provision()
     group = _group(standin)
     assert group["replicas"] == 0 and group["current_state"]["status"] == "stopped"
+
+
+async def test_a_refused_key_is_one_warning_event_and_no_crash(
+    store: AsyncStateStore, tmp_path: Path, standin: SaladStandin
+) -> None:
+    prov = _provisioner(store, tmp_path, standin)
+    prov.client = SaladClient(prov.settings, SecretStr("revoked-key-4"))
+    await _queue(store, "j", 9999)
+    assert await prov.provision() is None
+    assert await prov.provision() is None
+    events = [e for e in await store.list_events(limit=50) if e.kind == "salad_api_failed"]
+    assert len(events) == 1 and "401" in events[0].message
+    assert "revoked-key-4" not in events[0].message
+    assert "relay" not in standin.groups  # nothing was created with a refused key
