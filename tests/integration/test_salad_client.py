@@ -4,6 +4,7 @@ the paths and shapes of the published API, clear errors that never carry the key
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,3 +86,25 @@ def test_an_image_the_registry_lacks_is_refused(standin: SaladStandin) -> None:
     with pytest.raises(SaladError) as caught:
         client.create_group(GroupCreation(name="relay", container=wanted, replicas=1))
     assert caught.value.status == 400
+
+
+def test_the_standin_interrupts_replicas_at_random_and_restarts_them(tmp_path: Path) -> None:
+    """Seeded random SIGKILLs; restart policy `always` brings each back on a new machine."""
+    with SaladStandin(
+        api_key=KEY, organization="lab", project="md", images={"ghcr.io/lab/worker:1"},
+        root=tmp_path, extra_path=str(Path(sys.executable).parent), idle_replicas=True,
+        interrupt_mean_s=0.5, seed=3,
+    ) as standin:  # fmt: skip
+        settings = _settings(standin)
+        client = SaladClient(settings, SecretStr(KEY))
+        wanted = container(settings, StorageAccess(url="file:///bucket/relay"))
+        client.create_group(GroupCreation(name="relay", container=wanted, replicas=2))
+        client.start()
+        group = standin.groups["relay"]
+        deadline = time.monotonic() + 120
+        while group.killed < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)  # waiting on the stand-in's own count, bounded
+        with standin.lock:
+            machines = {r.machine_id for r in group.replicas}
+            assert group.killed >= 3 and group.started >= group.killed + 1
+            assert len(machines) == len(group.replicas)
