@@ -64,7 +64,7 @@ def _clusters_table(entries: list[ClusterEntry]) -> Table:
         listing.add_row(
             profile.name,
             profile.transport + host,
-            profile.scheduler,
+            _scheduler_text(profile),
             ", ".join(f"{p.name} {p.walltime_minutes:g}m" for p in profile.partitions),
             "yes" if entry.enabled else "[yellow]no[/]",
             _reachability(status),
@@ -78,6 +78,14 @@ def _clusters_table(entries: list[ClusterEntry]) -> Table:
             ),
         )
     return listing
+
+
+def _scheduler_text(profile: ClusterProfile) -> str:
+    """`salad` says when it is used: HPC first (ADR 0027)."""
+    if profile.salad is None or profile.scheduler != "salad":
+        return profile.scheduler
+    wait_min = profile.salad.wait_before_s / 60
+    return f"salad (after {wait_min:g}m waiting, max {profile.salad.max_replicas} replicas)"
 
 
 def _reachability(status: ClusterStatus | None) -> str:
@@ -157,7 +165,12 @@ def test(name: NameArg, as_json: JsonOpt = False) -> None:
             str(exc), hint="see `relaymd clusters list`", code=ExitCode.NOT_FOUND
         ) from None
     # A storage cluster (ADR 0024) has no login node: the bucket is all there is to check.
-    results = [] if profile.scheduler == "storage" else _run_checks(profile)
+    if profile.scheduler == "salad":
+        from relaymd.cli.salad_checks import salad_checks
+
+        results = salad_checks(loaded, profile)  # the API, not a login node (ADR 0027)
+    else:
+        results = [] if profile.scheduler == "storage" else _run_checks(profile)
     results.append(_storage_check(loaded))
     if as_json:
         print_json({"cluster": name, "ok": all(r.ok for r in results), "checks": results})

@@ -17,6 +17,8 @@ from relaymd.models import (
 from relaymd.models.state import ClusterReachability, ClusterStatus
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr
+
     from relaymd.state import AsyncStateStore
     from relaymd.storage.base import ObjectStore
 
@@ -48,6 +50,8 @@ class DaemonContext:
         self.started_at = started_at or utcnow()
         # The operator's on/off switch per cluster (the store's value overrides the profile's).
         self.enabled: dict[str, bool] = {name: p.enabled for name, p in profiles.items()}
+        # Each `salad` cluster's API key (ADR 0027), read from the secrets provider at start.
+        self.salad_keys: dict[str, SecretStr] = {}
 
     def switched_on(self, profile: ClusterProfile) -> bool:
         """The operator's switch as last read from the store (the profile's before that)."""

@@ -26,6 +26,8 @@ from relaymd.models.state import DaemonStatus
 from relaymd.state.files import state_path
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr
+
     from relaymd.models import StorageAccess
     from relaymd.storage.base import ObjectStore
 
@@ -39,6 +41,14 @@ async def _open_storage(loaded: LoadedConfig) -> tuple[StorageAccess, ObjectStor
     provider = make_secrets_provider(loaded.config.secrets)
     access = await asyncio.to_thread(storage_access, loaded.config, provider)
     return access, await asyncio.to_thread(open_store, access)
+
+
+async def _salad_keys(loaded: LoadedConfig) -> dict[str, SecretStr]:
+    from relaymd.providers.salad.keys import salad_api_keys
+    from relaymd.secrets import make_secrets_provider
+
+    provider = make_secrets_provider(loaded.config.secrets)
+    return await asyncio.to_thread(salad_api_keys, loaded.clusters, provider)
 
 
 class Daemon:
@@ -106,6 +116,7 @@ class Daemon:
                 settings=config.daemon,
                 worker=config.worker,
             )
+            self.ctx.salad_keys = await _salad_keys(self.loaded)  # ADR 0027
             self.runners = [
                 ClusterRunner(
                     self.ctx,

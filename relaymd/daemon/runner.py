@@ -21,6 +21,7 @@ from relaymd.daemon.context import DaemonContext
 from relaymd.daemon.poll_outcome import PollOutcome, poll_failures
 from relaymd.daemon.read_step import read_cluster
 from relaymd.daemon.retention import prune_checkpoints
+from relaymd.daemon.salad_provisioning import salad_provisioner
 from relaymd.daemon.scope import CycleScope
 from relaymd.daemon.seams import ClusterTransport, TransportFactory
 from relaymd.daemon.storage_cluster import StorageClusterCarrier
@@ -62,7 +63,10 @@ class ClusterRunner:
             from relaymd.transport import make_transport
 
             transport_factory = make_transport
-        storage = profile.scheduler == "storage"  # workers join through the bucket (ADR 0024)
+        storage = profile.scheduler in (
+            "storage",
+            "salad",
+        )  # workers join through the bucket (ADR 0024)
         if scheduler is None:
             from relaymd.scheduler import make_scheduler
 
@@ -77,6 +81,7 @@ class ClusterRunner:
             else ScratchCarrier(profile.scratch, self._run, self.carried.heartbeats, profile.name)
         )
         self.scope = CycleScope(ctx, profile, scheduler, self.carried, self._run, carrier)
+        self.salad = salad_provisioner(ctx, profile)  # None but for `salad` (ADR 0027)
         self.outcome = PollOutcome(ctx, profile)
         self.interval = profile.poll.min_interval_s  # paced by the loop
         self.cycles = 0
@@ -132,7 +137,9 @@ class ClusterRunner:
         read = await read_cluster(self.scope)
         verdicts = await verify_reported(self.ctx.store, self.ctx.object_store, read.snapshot)
         # A misconfigured profile keeps watching what exists but submits nothing.
-        submit_ok = self.config_error is None and self.profile.scheduler != "storage"
+        submit_ok = self.config_error is None and self.profile.scheduler not in ("storage", "salad")
         committed = await decide_and_commit(self.scope, read, submit_ok, verdicts)
         await write_cluster(self.scope, committed, read.snapshot)
+        if self.salad is not None:
+            await self.salad.provision()
         return committed

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from relaymd.models.base import UserModel
+from relaymd.models.salad import SaladSettings
 from relaymd.models.slurm_time import hours_form, parse_slurm_time
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -129,7 +130,9 @@ class ClusterProfile(UserModel):
     ssh: SSHSettings | None = None
     # `storage`: workers without shared scratch that join through the job bucket (ADR 0024):
     # no transport, no submits, allocations adopted from their mailbox's first heartbeat.
-    scheduler: Literal["slurm", "direct", "storage"] = "slurm"
+    # `salad`: a `storage` cluster whose workers SaladCloud starts (ADR 0027, `salad:`).
+    scheduler: Literal["slurm", "direct", "storage", "salad"] = "slurm"
+    salad: SaladSettings | None = None
     scratch: str = ""  # required but for `storage`
     partitions: list[Partition] = Field(min_length=1)
     images: dict[str, ImageLocation] = Field(default_factory=dict)
@@ -150,7 +153,9 @@ class ClusterProfile(UserModel):
 
     @model_validator(mode="after")
     def _transport_complete(self) -> ClusterProfile:
-        if self.scheduler == "storage":
+        if self.scheduler == "salad" and self.salad is None:
+            raise ValueError("scheduler `salad` needs a `salad:` section (organization, ...)")
+        if self.scheduler in ("storage", "salad"):
             return self  # reached through the bucket: no login node, scratch or job script
         if not self.scratch:
             raise ValueError("give `scratch:` (where the allocations' mailbox folders live)")

@@ -1,0 +1,1 @@
+"""SaladCloud: container groups whose replicas are workers that join through the bucket."""
