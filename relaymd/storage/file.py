@@ -193,28 +193,22 @@ class FileStore(ObjectStore):
             raise self._error(key, exc) from exc
 
     def delete_key(self, key: str) -> None:
+        self._unlink(key)
+
+    def delete_prefix(self, prefix: str) -> int:
+        return sum(self._unlink(key) for key in self.list_keys(prefix))
+
+    def _unlink(self, key: str) -> bool:
+        """Remove one key's file (and folders it leaves empty); False if it was already gone."""
         path = self._path(key)
         try:
             path.unlink()
         except FileNotFoundError:
-            return
+            return False
         except OSError as exc:
             raise self._error(key, exc) from exc
         self._prune_empty_dirs(path.parent)
-
-    def delete_prefix(self, prefix: str) -> int:
-        deleted = 0
-        for key in self.list_keys(prefix):
-            path = self._path(key)
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                raise self._error(key, exc) from exc
-            deleted += 1
-            self._prune_empty_dirs(path.parent)
-        return deleted
+        return True
 
     def _prune_empty_dirs(self, directory: Path) -> None:
         # Empty directories would be invisible to list_keys anyway; removing them keeps
