@@ -21,7 +21,7 @@ from relaymd.models import (
     SegmentOutcome,
 )
 from relaymd.state import StateStore
-from relaymd.state.usage import allocation_usage, segments_by_allocation
+from relaymd.state.usage import allocation_usage_sums, segments_by_allocation
 from relaymd.views.eta import Eta, estimate_eta
 from relaymd.views.times import segment_times
 
@@ -134,9 +134,9 @@ def _usage_by_cluster(
         lambda: dict.fromkeys(GpuUsage.model_fields, 0.0)
     )
     for alloc in allocations:
-        for part in allocation_usage(alloc, on.get(alloc.id, []), now).values():
+        for part in allocation_usage_sums(alloc, on.get(alloc.id, []), now).values():
             total = sums[alloc.cluster]
-            for name, value in part:
+            for name, value in zip(GpuUsage.model_fields, part, strict=True):
                 total[name] += value
     return {cluster: GpuUsage(**sums[cluster]) for cluster in sorted(sums)}
 
