@@ -194,7 +194,8 @@ def _markdown(result: Result, runs: int) -> str:
         " The snapshot and the page now run with the collector paused"
         " (relaymd/views/gc_pause.py) and the per-cluster GPU-seconds are summed as plain"
         " floats (relaymd.state.usage.allocation_usage_sums, the same additions in the same"
-        " order). What remains is mostly decoding the 40 000 rows into the state store's"
+        " order); the timeline's hover times skip strftime."
+        " What remains is mostly decoding the 40 000 rows into the state store's"
         " models (about 0.4 s) and the per-bar hover texts of the timeline.\n"
     )
 
