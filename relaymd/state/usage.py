@@ -101,3 +101,34 @@ def job_usage(store: StateStore, job_id: str, now: datetime) -> GpuUsage:
     allocations = [a for a in (store.get_allocation(i) for i in alloc_ids) if a is not None]
     segments = store.list_segments_on(alloc_ids)
     return usage_by_job(allocations, segments, now).get(job_id, GpuUsage())
+
+
+def allocation_usage_sums(
+    alloc: Allocation, segments: Iterable[Segment], now: datetime
+) -> dict[str, list[float]]:
+    """`allocation_usage` as plain floats in `GpuUsage.model_fields` order, for summing
+    thousands of allocations (a GpuUsage per segment costs seconds at 20 000); the same
+    additions in the same order, so the sums are identical."""
+    if alloc.started_at is None:
+        return {}
+    start, end, gpus = alloc.started_at, alloc.ended_at or now, _gpus(alloc)
+    sums: dict[str, list[float]] = {}
+    cursor, last_job = start, UNATTRIBUTED
+    mine = sorted((s for s in segments if s.allocation_id == alloc.id), key=lambda s: s.started_at)
+    for index, seg in enumerate(mine):
+        seg_start = min(max(seg.started_at, start), end)
+        seg_end = min(max(seg.ended_at or end, seg_start), end)
+        wait, busy = _span(cursor, seg_start) * gpus, _span(seg_start, seg_end) * gpus
+        first = 0.0 if index else wait
+        _add(sums, seg.job_id, (wait + busy, busy, wait, first, wait - first, 0.0))
+        cursor, last_job = max(cursor, seg_end), seg.job_id
+    tail = _span(cursor, end) * gpus
+    if tail > 0:
+        _add(sums, last_job, (tail, 0.0, tail, 0.0, 0.0, tail))
+    return sums
+
+
+def _add(sums: dict[str, list[float]], job_id: str, parts: tuple[float, ...]) -> None:
+    total = sums.setdefault(job_id, [0.0] * len(parts))
+    for i, value in enumerate(parts):
+        total[i] += value

@@ -8,6 +8,7 @@ import html
 
 from pydantic import BaseModel
 
+from relaymd.views.gc_pause import gc_paused
 from relaymd.views.relay_facts import failure_causes
 from relaymd.views.screen import job_cells
 from relaymd.views.snapshot import JobView, RelaySnapshot
@@ -55,6 +56,11 @@ class PageOptions(BaseModel):
 
 def render_page(snapshot: RelaySnapshot, options: PageOptions) -> str:
     """The whole HTML document for this snapshot."""
+    with gc_paused():
+        return _render(snapshot, options)
+
+
+def _render(snapshot: RelaySnapshot, options: PageOptions) -> str:
     import jinja2
     from markupsafe import Markup
 

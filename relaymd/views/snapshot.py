@@ -21,8 +21,9 @@ from relaymd.models import (
     SegmentOutcome,
 )
 from relaymd.state import StateStore
-from relaymd.state.usage import allocation_usage, segments_by_allocation
+from relaymd.state.usage import allocation_usage_sums, segments_by_allocation
 from relaymd.views.eta import Eta, estimate_eta
+from relaymd.views.gc_pause import gc_paused
 from relaymd.views.times import segment_times
 
 RATE_SEGMENTS = 5  # the rate is measured over the job's most recent segments
@@ -102,6 +103,11 @@ def take_snapshot(
     store: StateStore, now: datetime, job_ids: Sequence[str] | None = None
 ) -> RelaySnapshot:
     """Everything the views show, for these jobs (every job when None), as of `now`."""
+    with gc_paused():
+        return _snapshot(store, now, job_ids)
+
+
+def _snapshot(store: StateStore, now: datetime, job_ids: Sequence[str] | None) -> RelaySnapshot:
     wanted = set(job_ids) if job_ids is not None else None
     jobs = [job for job in store.list_jobs() if wanted is None or job.id in wanted]
     allocations = {a.id: a for a in store.list_allocations()}
@@ -134,9 +140,9 @@ def _usage_by_cluster(
         lambda: dict.fromkeys(GpuUsage.model_fields, 0.0)
     )
     for alloc in allocations:
-        for part in allocation_usage(alloc, on.get(alloc.id, []), now).values():
+        for part in allocation_usage_sums(alloc, on.get(alloc.id, []), now).values():
             total = sums[alloc.cluster]
-            for name, value in part:
+            for name, value in zip(GpuUsage.model_fields, part, strict=True):
                 total[name] += value
     return {cluster: GpuUsage(**sums[cluster]) for cluster in sorted(sums)}
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from relaymd.models import Allocation, AllocationState, GpuInfo, Segment, SegmentOutcome
-from relaymd.state.usage import UNATTRIBUTED, total_usage, usage_by_job
+from relaymd.models.usage import GpuUsage
+from relaymd.state.usage import (
+    UNATTRIBUTED,
+    allocation_usage,
+    allocation_usage_sums,
+    total_usage,
+    usage_by_job,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -74,3 +81,26 @@ def test_a_live_allocation_counts_until_now() -> None:
     usage = usage_by_job(allocations, segments, now=_t(100))["L"]
     assert (usage.allocated_gpu_s, usage.simulating_gpu_s, usage.startup_gpu_s) == (100, 90, 10)
     assert usage.tail_gpu_s == 0
+
+
+def test_plain_sums_equal_the_models_exactly() -> None:
+    """The report's fast path: the same seconds, bit for bit, per job and field."""
+    allocations = [
+        _alloc("A", 0.3, 1000.7, gpus=3),
+        _alloc("B", 100.1, None),
+        _alloc("C", 50, 80),
+        _alloc("D", None, None),
+    ]
+    segments = [
+        _seg("L", 2, "B", 905.37, None),
+        _seg("L", 1, "A", 30.11, 500.9),
+        _seg("S", 1, "A", 510.2, 700.03),
+        _seg("L", 3, "A", 701.7, 990.1),
+        _seg("S", 2, "B", 130.9, 200.4),
+    ]
+    for alloc in allocations:
+        models = allocation_usage(alloc, segments, now=_t(5000.13))
+        sums = allocation_usage_sums(alloc, segments, now=_t(5000.13))
+        assert list(sums) == list(models)
+        for job_id, usage in models.items():
+            assert dict(zip(GpuUsage.model_fields, sums[job_id], strict=True)) == dict(usage)
