@@ -430,7 +430,7 @@ def cycle_table(clusters: int, after: list[CycleRow], before: list[CycleRow]) ->
     lines += [
         "",
         "Targets: <= 200 ms CPU per round at 1 000 allocations / 10 000 queued, <= 1 s at"
-        " 10 000 / 100 000; write lock <= 50 ms per cycle. *before* is main before ADR 0023,"
+        " 10 000 / 100 000; write lock <= 50 ms per cycle. *before* is main before ADR 0021,"
         " measured by this same script.",
     ]
     return "\n".join(lines)

@@ -1,5 +1,5 @@
 """Storage requests per poll for workers without shared scratch (the storage carrier,
-ADR 0024), at 10, 100 and 1 000 workers, and what they cost a month on Backblaze B2.
+ADR 0022), at 10, 100 and 1 000 workers, and what they cost a month on Backblaze B2.
 
 The daemon's side is the real StorageCarrier reading a real store (file://, its LISTs counted
 as S3 pages them: one request per 1 000 keys; tests/integration/test_storage_carrier.py

@@ -216,7 +216,7 @@ def parse_config(data: Any, source: Path) -> LoadedConfig:
 
 def _with_site_template(profile: ClusterProfile, source: Path) -> ClusterProfile:
     if profile.scheduler in ("storage", "salad"):
-        return profile  # nothing is submitted there: no job script (ADR 0024)
+        return profile  # nothing is submitted there: no job script (ADR 0022)
     try:
         return with_site_template(profile, source)
     except TemplateError as exc:

@@ -20,7 +20,7 @@ def _env_float(name: str, default: float) -> float:
 
 
 def _add_mailbox_arguments(parser: argparse.ArgumentParser) -> None:
-    """Where the mailbox is: a shared folder, or object storage (ADR 0024)."""
+    """Where the mailbox is: a shared folder, or object storage (ADR 0022)."""
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument(
         "--alloc-dir",

@@ -25,7 +25,7 @@ class WorkerOptions(BaseModel):
     platform: str | None = None
     work_dir: Path | None = None
     poll_interval_s: float = Field(0.5, gt=0)
-    # --mailbox: the mailbox is in object storage, alloc_dir is a private local copy (ADR 0024).
+    # --mailbox: the mailbox is in object storage, alloc_dir is a private local copy (ADR 0022).
     mailbox_url: str | None = None
     mailbox_poll_s: float = Field(10.0, gt=0)
 

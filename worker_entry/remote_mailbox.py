@@ -1,5 +1,5 @@
 """`--mailbox s3://bucket/prefix/mailbox/<allocation_id>` (or file://): a worker without
-shared scratch (ADR 0024).
+shared scratch (ADR 0022).
 
 The worker itself is unchanged: it runs on a private local folder named after the allocation,
 and a MailboxMirror thread keeps that folder and the bucket in step. It GETs what the daemon
@@ -172,7 +172,7 @@ def open_mailbox(url: str) -> tuple[ObjectStore, Path]:
 
 def announce(mirror: MailboxMirror, deadline: datetime | None) -> None:
     """A first heartbeat (seq 0, starting, no job) before the worker proper starts: how a
-    worker nobody submitted becomes known to a daemon that watches the bucket (ADR 0024)."""
+    worker nobody submitted becomes known to a daemon that watches the bucket (ADR 0022)."""
     beat = Heartbeat(
         allocation_id=mirror.dir.name,
         seq=0,

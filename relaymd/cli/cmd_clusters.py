@@ -81,7 +81,7 @@ def _clusters_table(entries: list[ClusterEntry]) -> Table:
 
 
 def _scheduler_text(profile: ClusterProfile) -> str:
-    """`salad` says when it is used: HPC first (ADR 0027)."""
+    """`salad` says when it is used: HPC first (ADR 0025)."""
     if profile.salad is None or profile.scheduler != "salad":
         return profile.scheduler
     wait_min = profile.salad.wait_before_s / 60
@@ -164,11 +164,11 @@ def test(name: NameArg, as_json: JsonOpt = False) -> None:
         raise CliError(
             str(exc), hint="see `relaymd clusters list`", code=ExitCode.NOT_FOUND
         ) from None
-    # A storage cluster (ADR 0024) has no login node: the bucket is all there is to check.
+    # A storage cluster (ADR 0022) has no login node: the bucket is all there is to check.
     if profile.scheduler == "salad":
         from relaymd.cli.salad_checks import salad_checks
 
-        results = salad_checks(loaded, profile)  # the API, not a login node (ADR 0027)
+        results = salad_checks(loaded, profile)  # the API, not a login node (ADR 0025)
     else:
         results = [] if profile.scheduler == "storage" else _run_checks(profile)
     results.append(_storage_check(loaded))

@@ -1,4 +1,4 @@
-"""`relaymd clusters test <salad cluster>` (ADR 0027): the API key from the secrets provider,
+"""`relaymd clusters test <salad cluster>` (ADR 0025): the API key from the secrets provider,
 the organization and project it may use, the GPU classes, and the container group's image."""
 
 from __future__ import annotations

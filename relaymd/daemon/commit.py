@@ -87,7 +87,7 @@ async def decide_and_commit(
 ) -> Committed:
     """Read the rows from one snapshot, decide outside SQLite's write lock, then persist in
     one write transaction. The job rows are written by compare-and-set on the copies decide
-    read, so a CLI write in between refuses the whole commit (ADR 0023); the daemon's own
+    read, so a CLI write in between refuses the whole commit (ADR 0021); the daemon's own
     clusters never interleave (they decide under `store_lock`)."""
     store, profile = scope.ctx.store, scope.profile
     async with scope.ctx.store_lock:

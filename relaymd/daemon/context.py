@@ -50,7 +50,7 @@ class DaemonContext:
         self.started_at = started_at or utcnow()
         # The operator's on/off switch per cluster (the store's value overrides the profile's).
         self.enabled: dict[str, bool] = {name: p.enabled for name, p in profiles.items()}
-        # Each `salad` cluster's API key (ADR 0027), read from the secrets provider at start.
+        # Each `salad` cluster's API key (ADR 0025), read from the secrets provider at start.
         self.salad_keys: dict[str, SecretStr] = {}
 
     def switched_on(self, profile: ClusterProfile) -> bool:

@@ -2,7 +2,7 @@
 
 Decide reads a job when an allocation read this cycle is bound to it or reserved for it, when
 a log tail is owed to it, when it carries an operator request, or when it waits at the head
-of the queue. Everything else stays in the store (ADR 0023): at 10 000 running jobs and
+of the queue. Everything else stays in the store (ADR 0021): at 10 000 running jobs and
 100 000 queued ones, decoding every active row every cycle cost seconds.
 
 The queue head is a bounded look in priority order. It is enough whenever this cluster can

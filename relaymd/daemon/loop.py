@@ -116,7 +116,7 @@ class Daemon:
                 settings=config.daemon,
                 worker=config.worker,
             )
-            self.ctx.salad_keys = await _salad_keys(self.loaded)  # ADR 0027
+            self.ctx.salad_keys = await _salad_keys(self.loaded)  # ADR 0025
             self.runners = [
                 ClusterRunner(
                     self.ctx,

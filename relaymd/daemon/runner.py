@@ -66,7 +66,7 @@ class ClusterRunner:
         storage = profile.scheduler in (
             "storage",
             "salad",
-        )  # workers join through the bucket (ADR 0024)
+        )  # workers join through the bucket (ADR 0022)
         if scheduler is None:
             from relaymd.scheduler import make_scheduler
 
@@ -81,7 +81,7 @@ class ClusterRunner:
             else ScratchCarrier(profile.scratch, self._run, self.carried.heartbeats, profile.name)
         )
         self.scope = CycleScope(ctx, profile, scheduler, self.carried, self._run, carrier)
-        self.salad = salad_provisioner(ctx, profile)  # None but for `salad` (ADR 0027)
+        self.salad = salad_provisioner(ctx, profile)  # None but for `salad` (ADR 0025)
         self.outcome = PollOutcome(ctx, profile)
         self.interval = profile.poll.min_interval_s  # paced by the loop
         self.cycles = 0

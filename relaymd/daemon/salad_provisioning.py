@@ -1,8 +1,8 @@
-"""Each cycle of a `salad` cluster (ADR 0027): make the container group exist with the
+"""Each cycle of a `salad` cluster (ADR 0025): make the container group exist with the
 wanted container, and set its replica count from demand (relaymd.providers.salad.demand).
 
 The replicas are ordinary storage-cluster workers: they join through the bucket and the
-storage carrier adopts them (ADR 0024). A failed API call is logged and retried next cycle;
+storage carrier adopts them (ADR 0022). A failed API call is logged and retried next cycle;
 it never fails the cycle (the workers already running keep being watched)."""
 
 from __future__ import annotations

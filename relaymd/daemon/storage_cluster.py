@@ -1,4 +1,4 @@
-"""A `storage` cluster (ADR 0024): workers a person started on machines with outbound HTTPS
+"""A `storage` cluster (ADR 0022): workers a person started on machines with outbound HTTPS
 (`relaymd-worker --mailbox s3://<bucket>/<prefix>/mailbox/<name>`), reached through the job
 bucket only.
 

@@ -25,7 +25,7 @@ def alloc_dir(scratch: str, allocation_id: str) -> str:
 
 
 # Object storage has no shared folder: every allocation's mailbox is a key prefix in the job
-# bucket (the storage carrier, ADR 0024).
+# bucket (the storage carrier, ADR 0022).
 STORAGE_MAILBOX_ROOT = "mailbox/"
 
 

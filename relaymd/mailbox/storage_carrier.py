@@ -1,4 +1,4 @@
-"""The second mailbox carrier: object storage, for workers without shared scratch (ADR 0024).
+"""The second mailbox carrier: object storage, for workers without shared scratch (ADR 0022).
 
 Every allocation's mailbox is `mailbox/<allocation_id>/` in the job store. One read is one
 LIST of `mailbox/` (a request per 1000 keys), then GETs only where the LIST says there is

@@ -128,9 +128,9 @@ class ClusterProfile(UserModel):
     name: str = Field(pattern=NAME_PATTERN)
     transport: Literal["ssh", "local"] = "ssh"
     ssh: SSHSettings | None = None
-    # `storage`: workers without shared scratch that join through the job bucket (ADR 0024):
+    # `storage`: workers without shared scratch that join through the job bucket (ADR 0022):
     # no transport, no submits, allocations adopted from their mailbox's first heartbeat.
-    # `salad`: a `storage` cluster whose workers SaladCloud starts (ADR 0027, `salad:`).
+    # `salad`: a `storage` cluster whose workers SaladCloud starts (ADR 0025, `salad:`).
     scheduler: Literal["slurm", "direct", "storage", "salad"] = "slurm"
     salad: SaladSettings | None = None
     scratch: str = ""  # required but for `storage`

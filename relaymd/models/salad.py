@@ -1,4 +1,4 @@
-"""The `salad:` section of a `scheduler: salad` cluster profile (ADR 0027)."""
+"""The `salad:` section of a `scheduler: salad` cluster profile (ADR 0025)."""
 
 from __future__ import annotations
 

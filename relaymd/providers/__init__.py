@@ -1,1 +1,1 @@
-"""Providers that start workers through a cloud API (ADR 0027)."""
+"""Providers that start workers through a cloud API (ADR 0025)."""

@@ -1,4 +1,4 @@
-"""The `storage` cluster kind's scheduler (ADR 0024): there is none. Workers are started by a
+"""The `storage` cluster kind's scheduler (ADR 0022): there is none. Workers are started by a
 person (`relaymd-worker --mailbox s3://...`) and join through the job bucket, so nothing is
 submitted; the scheduler's view of each allocation comes from the bucket itself
 (relaymd.mailbox.storage_cluster). A cancel is the only thing this side says: it names the

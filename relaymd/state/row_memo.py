@@ -1,5 +1,5 @@
 """Decoded rows kept by the daemon's store, so that a row read again unchanged is not parsed
-again (ADR 0023).
+again (ADR 0021).
 
 Every cycle reads the rows its facts touch; in a quiet cycle they are the same texts as in
 the last one, and parsing their JSON was most of the cycle's CPU. The key is a digest of the

@@ -146,7 +146,7 @@ END;
 """
 
 # v4: the jobs that carry an operator request. The daemon's cycle loads only the jobs its
-# facts touch plus the queue head (ADR 0023); a queued job with a request anywhere in the
+# facts touch plus the queue head (ADR 0021); a queued job with a request anywhere in the
 # backlog must still be found without reading every row's JSON.
 _V4_OPERATOR_REQUESTS = """
 CREATE INDEX IF NOT EXISTS jobs_with_operator_request ON jobs (id)

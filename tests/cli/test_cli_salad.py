@@ -1,4 +1,4 @@
-"""`relaymd clusters test <salad cluster>` against the SaladCloud stand-in (ADR 0027): the
+"""`relaymd clusters test <salad cluster>` against the SaladCloud stand-in (ADR 0025): the
 API key from the secrets provider, the project, the GPU classes, the group's image; exit 1
 with the failing check named, and the key never printed."""
 

@@ -1,4 +1,4 @@
-"""A cycle's SQL work follows what changed, not what exists (ADR 0023).
+"""A cycle's SQL work follows what changed, not what exists (ADR 0021).
 
 The real ClusterRunner over the real local transport (bash, the real read script, mailbox
 folders on disk) and a real SQLite file. What the cycle did to the database is counted from

@@ -1,4 +1,4 @@
-"""A `salad` cluster end to end (ADR 0027): a real daemon provisions a container group on the
+"""A `salad` cluster end to end (ADR 0025): a real daemon provisions a container group on the
 SaladCloud stand-in, whose replicas are real `relaymd-worker --mailbox file://...` processes
 with private folders (no shared filesystem). They join through the bucket, run a tiny real
 OpenMM job with periodic checkpoints; one replica is SIGKILLed at a random checkpoint (seeded

@@ -1,5 +1,5 @@
 """The Salad provisioner on a real SQLite store and the SaladCloud stand-in over HTTP
-(ADR 0027): HPC first, only-Salad-fits, the budget, the container kept up to date. The
+(ADR 0025): HPC first, only-Salad-fits, the budget, the container kept up to date. The
 verdicts are the stand-in's record of the container group, not the provisioner's answer."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A job relayed from a testbed SLURM cluster to SaladCloud stand-in replicas (ADR 0027),
+"""A job relayed from a testbed SLURM cluster to SaladCloud stand-in replicas (ADR 0025),
 through checkpoints in the moto S3 bucket: HPC first (Salad's `wait_before_s` is an hour),
 then the SLURM cluster is switched off while its segment runs, so when the segment hands
 off only Salad fits and the daemon starts a replica, which resumes the job from the bucket.

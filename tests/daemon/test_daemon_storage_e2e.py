@@ -1,4 +1,4 @@
-"""A `storage` cluster end to end (ADR 0024): a real daemon with no login node and no shared
+"""A `storage` cluster end to end (ADR 0022): a real daemon with no login node and no shared
 folder, a real `relaymd-worker --mailbox file://...` a person would start on their own machine,
 a real (tiny) OpenMM job. The worker joins through the bucket, the daemon adopts it as an idle
 allocation, binds the job, and the job completes; the verdict is read from the bucket."""

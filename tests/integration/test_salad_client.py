@@ -1,4 +1,4 @@
-"""The Salad client against the stand-in over real HTTP (ADR 0027): the key in the header,
+"""The Salad client against the stand-in over real HTTP (ADR 0025): the key in the header,
 the paths and shapes of the published API, clear errors that never carry the key."""
 
 from __future__ import annotations

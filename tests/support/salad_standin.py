@@ -1,4 +1,4 @@
-"""A local stand-in for the part of SaladCloud's public API that RelayMD uses (ADR 0027):
+"""A local stand-in for the part of SaladCloud's public API that RelayMD uses (ADR 0025):
 organizations/{o}/gpu-classes, .../projects/{p}/containers (GET, POST), .../containers/{name} (GET,
 PATCH with application/merge-patch+json, DELETE), .../start, .../stop, .../instances, all
 behind the `Salad-Api-Key` header, with the shapes of SaladCloud's OpenAPI description.

@@ -1,4 +1,4 @@
-"""The Salad replica policy (ADR 0027): demand, HPC first, cap, budget, idle to zero."""
+"""The Salad replica policy (ADR 0025): demand, HPC first, cap, budget, idle to zero."""
 
 from __future__ import annotations
 

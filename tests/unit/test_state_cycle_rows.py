@@ -1,4 +1,4 @@
-"""The store operations a proportional daemon cycle stands on (ADR 0023): batched writes that
+"""The store operations a proportional daemon cycle stands on (ADR 0021): batched writes that
 keep the fencing compare-and-set, reads of only the touched rows, and the decode memo."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The parts of SaladCloud's public API shapes the provider reads and writes (ADR 0027).
+"""The parts of SaladCloud's public API shapes the provider reads and writes (ADR 0025).
 
 Field names follow SaladCloud's OpenAPI description (ContainerGroupCreationRequest,
 ContainerGroupPatch, ContainerGroup). Responses are WireModels: fields we do not read are

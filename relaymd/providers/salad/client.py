@@ -1,4 +1,4 @@
-"""A small HTTP client for the SaladCloud endpoints the provider uses (ADR 0027: why not the
+"""A small HTTP client for the SaladCloud endpoints the provider uses (ADR 0025: why not the
 SDK). Synchronous (urllib); the daemon calls it through asyncio.to_thread. The API key goes
 in the `Salad-Api-Key` header only and never into a message or a log line."""
 

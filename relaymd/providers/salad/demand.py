@@ -1,4 +1,4 @@
-"""How many Salad replicas to ask for (ADR 0027): pure, so the policy is tested alone.
+"""How many Salad replicas to ask for (ADR 0025): pure, so the policy is tested alone.
 
 HPC first: a waiting job counts for Salad only once it has waited `wait_before_s`, or at once
 when no other enabled cluster can run its image. Replicas already carrying a job are kept.

@@ -1,5 +1,5 @@
 """The container a Salad replica runs: the worker image, started with a mailbox of its own in
-the job bucket (ADR 0024), the bucket's address and keys in its environment (ADR 0027)."""
+the job bucket (ADR 0022), the bucket's address and keys in its environment (ADR 0025)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ MAILBOX_ROOT_ENV = "RELAYMD_MAILBOX_ROOT"
 # create/patch body over HTTPS and shown as "(secret)" everywhere on this side.
 SECRET_ENV = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"})
 # Each replica names its mailbox after the machine it landed on and its start time, so a
-# restarted replica is a new allocation (an id is adopted once, ever: ADR 0024).
+# restarted replica is a new allocation (an id is adopted once, ever: ADR 0022).
 WORKER_SCRIPT = (
     'exec relaymd-worker --mailbox "${RELAYMD_MAILBOX_ROOT}/salad-'
     '${SALAD_MACHINE_ID:-$(hostname)}-$(date +%s)" --mailbox-poll "${RELAYMD_MAILBOX_POLL}" "$@"'
