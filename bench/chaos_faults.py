@@ -12,10 +12,12 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -25,7 +27,7 @@ from pydantic import BaseModel
 
 from relaymd.mailbox.files import read_model
 from relaymd.mailbox.models import Heartbeat, WorkerState
-from relaymd.models import CheckpointManifest
+from relaymd.models import CheckpointManifest, Job
 from tests.daemon.daemon_e2e_support import kill9, start_daemon
 from tests.support.waiting import poll_until
 from tests.testbed.testbed import (
@@ -281,6 +283,22 @@ def list_keys(world: ChaosWorld, prefix: str) -> list[str]:
     return keys
 
 
+def _daemon_checkpoints(world: ChaosWorld, job_id: str) -> set[str]:
+    """The checkpoint prefixes the daemon holds for a job (its resume point and fallbacks),
+    read from its state file without a lock (`mode=ro`): test setup, not a verdict."""
+    path = world.root / "state" / "state.sqlite"
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+            row = db.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    except sqlite3.Error:
+        return set()
+    if row is None:
+        return set()
+    job = Job.model_validate_json(row[0])
+    refs = [job.checkpoint, *job.fallbacks] if job.checkpoint else list(job.fallbacks)
+    return {ref.prefix for ref in refs}
+
+
 def checkpoint_corrupt(world: ChaosWorld, fault: PlannedFault, record: FaultRecord) -> Undo | None:
     """Kill a worker, then flip bytes in its job's newest checkpoint (same size, so only the
     sha256 on download catches it): the next segment must fall back to an older one."""
@@ -291,6 +309,12 @@ def checkpoint_corrupt(world: ChaosWorld, fault: PlannedFault, record: FaultReco
             job = w.heartbeat.job_id or ""
             manifests = _manifests(world, job)
             if len(manifests) < 2:
+                continue
+            # The fault tests falling back, so an older checkpoint the daemon itself verified
+            # must survive the corruption: one the daemon never accepted (an allocation that
+            # died before its event was read) is pruned, not a fallback.
+            newest = manifests[-1][2].removeprefix(world.key_prefix).removesuffix("manifest.json")
+            if not _daemon_checkpoints(world, job) - {newest}:
                 continue
             body = world.bucket.get_object(Bucket=world.bucket_name, Key=manifests[-1][2])
             manifest = CheckpointManifest.model_validate_json(body["Body"].read())
