@@ -49,11 +49,19 @@ class Assignment(WireModel):
     issued_at: datetime = Field(default_factory=utcnow)
     # Set on a pre-written successor: wait for the predecessor's handoff, resume from it.
     after_handoff: HandoffGate | None = None
+    # GPU slots of this allocation's group the job runs on (ADR 0026): indices into
+    # RELAYMD_ALLOCATION_DEVICES; empty means this slot's own device only.
+    devices: list[int] = Field(default_factory=list)
 
 
 class ControlAction(StrEnum):
     STOP = "stop"  # checkpoint, upload, report `stopped`, exit
     DRAIN = "drain"  # finish or hand off the current job, take no new one
+    # GPU slots (ADR 0026): `hold` keeps an idle slot's worker (no idle timeout, no GPU use)
+    # while its GPU serves the lead slot's multi-GPU job; `kill` asks the slot supervisor to
+    # SIGKILL this slot's worker alone (a hung slot in a group whose other slots still work).
+    HOLD = "hold"
+    KILL = "kill"
 
 
 class Control(WireModel):
@@ -71,6 +79,7 @@ class WorkerState(StrEnum):
     RUNNING = "running"
     STOPPING = "stopping"
     EXITING = "exiting"
+    HELD = "held"  # idle, its GPU lent to another slot's multi-GPU job (control `hold`)
 
 
 class Heartbeat(WireModel):
@@ -92,6 +101,9 @@ class Heartbeat(WireModel):
     handoff_margin_s: float | None = None
     # Waiting on a pre-written assignment for the handoff of this epoch of `job_id`.
     awaiting_handoff_of: int | None = None
+    # The CUDA_VISIBLE_DEVICES the job's engine runs with (the slot's own, or the lead's
+    # widened set for a multi-GPU job); None without CUDA devices.
+    cuda_visible_devices: str | None = None
     hostname: str = ""
     pid: int = 0
     worker_version: str = ""
@@ -107,6 +119,9 @@ class EventKind(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     IDLE_EXIT = "idle_exit"
+    # Written by the slot supervisor (not the worker) when a slot's worker process exited:
+    # `exit_code` (negative: the signal), ADR 0026.
+    SLOT_EXITED = "slot_exited"
 
 
 class WorkerEvent(WireModel):
@@ -123,4 +138,7 @@ class WorkerEvent(WireModel):
     # Application failures are retried; resumable ones (a lost upload, a node problem) requeue.
     retryable: bool = False
     log_tail: list[str] = Field(default_factory=list)
+    # `started`: the engine's CUDA_VISIBLE_DEVICES; `slot_exited`: the worker's exit code.
+    cuda_visible_devices: str | None = None
+    exit_code: int | None = None
     at: datetime = Field(default_factory=utcnow)

@@ -59,8 +59,20 @@ class Allocation(WireModel):
     reserved_job_id: str | None = None
     reserved_epoch: int | None = None
     reserved_until: datetime | None = None  # the worker drops the gated assignment then
+    # GPU slots (ADR 0026): a row per GPU of a multi-GPU SLURM job. `group_id` is the id the
+    # scheduler knows (None: a one-GPU allocation, its own group), `slot` this GPU's index.
+    group_id: str | None = None
+    slot: int = Field(0, ge=0)
+    slot_count: int = Field(1, ge=1)
+    # This slot's GPU serves the multi-GPU job bound to the lead slot `held_by`.
+    held_by: str | None = None
     # Why the daemon keeps (or releases) this allocation while it is idle: `workers list`.
     note: str | None = None
+
+    @property
+    def scheduler_key(self) -> str:
+        """The id the scheduler's job name carries: the group's for a slot."""
+        return self.group_id or self.id
 
     @property
     def reservation(self) -> JobEpoch | None:

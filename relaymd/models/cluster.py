@@ -57,6 +57,11 @@ class Partition(UserModel):
     max_pending: int = Field(2, ge=0, le=1000)
     max_running: int = Field(4, ge=0, le=1000)
     preemptible: bool = False
+    # Multi-GPU allocations carry one slot per GPU (ADR 0026). Request one only when waiting
+    # jobs need at least `min_fill` of its GPUs (rounded up), or once the oldest waiting job
+    # that fits has waited `fill_wait_s`.
+    min_fill: float = Field(0.75, gt=0, le=1)
+    fill_wait_s: float = Field(600.0, ge=0)
 
     @field_validator("gpu_type", "memory", "account", "qos", "constraint")
     @classmethod

@@ -103,6 +103,9 @@ class JobScriptContext(BaseModel):
     gpus: int = 0
     native_worker: list[str] = Field(default_factory=list)
     worker_args: list[str] = Field(default_factory=list)
+    # GPU slots (ADR 0026): every slot's mailbox folder (unexpanded), slot i at index i; more
+    # than one runs `relaymd-worker slots` instead of one worker.
+    slot_dirs: list[str] = Field(default_factory=list)
 
 
 def slurm_time(seconds: int) -> str:
