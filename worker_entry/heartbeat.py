@@ -11,6 +11,7 @@ from relaymd.mailbox.models import Heartbeat
 from relaymd.models import GpuInfo
 from worker_entry.logging import get_logger
 from worker_entry.mailbox_io import Mailbox
+from worker_entry.provider import provider_machine_id
 from worker_entry.status import WorkerStatus
 from worker_entry.version import worker_version
 
@@ -56,6 +57,7 @@ class HeartbeatWriter(threading.Thread):
         self._poke = threading.Event()
         self._hostname = socket.gethostname()
         self._version = worker_version()
+        self._machine_id = provider_machine_id()
 
     def beat(self) -> None:
         """Write one heartbeat now (seq + 1)."""
@@ -81,6 +83,7 @@ class HeartbeatWriter(threading.Thread):
                 hostname=self._hostname,
                 pid=os.getpid(),
                 worker_version=self._version,
+                machine_id=self._machine_id,
             )
             try:
                 self._mailbox.write_heartbeat(heartbeat)

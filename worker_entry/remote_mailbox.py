@@ -36,6 +36,7 @@ from relaymd.mailbox.models import Heartbeat, WorkerState
 from relaymd.models import StorageAccess
 from relaymd.storage import ObjectNotFound, ObjectStore, StorageError, open_store
 from worker_entry.logging import add_secret, get_logger
+from worker_entry.provider import provider_machine_id
 from worker_entry.version import worker_version
 
 log = get_logger(__name__)
@@ -181,6 +182,7 @@ def announce(mirror: MailboxMirror, deadline: datetime | None) -> None:
         hostname=socket.gethostname(),
         pid=os.getpid(),
         worker_version=worker_version(),
+        machine_id=provider_machine_id(),
     )
     atomic_write_bytes(mirror.dir / HEARTBEAT_FILE, beat.model_dump_json().encode())
 

@@ -75,13 +75,14 @@ class ClusterRunner:
         self.transport: ClusterTransport | None = None
         self.scheduler = scheduler
         self.carried = CarriedState()
+        self.salad = salad_provisioner(ctx, profile)  # None but for `salad` (ADR 0025)
+        machines = self.salad.machines if self.salad is not None else None
         carrier: ScratchCarrier | StorageClusterCarrier = (
-            StorageClusterCarrier(ctx, profile, self.carried.heartbeats)
+            StorageClusterCarrier(ctx, profile, self.carried.heartbeats, machines)
             if storage
             else ScratchCarrier(profile.scratch, self._run, self.carried.heartbeats, profile.name)
         )
         self.scope = CycleScope(ctx, profile, scheduler, self.carried, self._run, carrier)
-        self.salad = salad_provisioner(ctx, profile)  # None but for `salad` (ADR 0025)
         self.outcome = PollOutcome(ctx, profile)
         self.interval = profile.poll.min_interval_s  # paced by the loop
         self.cycles = 0

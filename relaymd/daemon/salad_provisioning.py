@@ -92,6 +92,20 @@ class SaladProvisioner:
             used_replica_hours=replica_hours_today(spans, now),
         )
 
+    async def machines(self) -> frozenset[str] | None:
+        """The machine ids of the group's instances in any state (creating, running,
+        stopping...), for the storage cluster's liveness cross-check; None when the API could
+        not say (a failure is no evidence: the heartbeat alone decides)."""
+        try:
+            listing = await asyncio.to_thread(self.client.list_instances)
+        except SaladError as exc:
+            if exc.status != 404:  # 404: no group yet, so no replica of ours to judge
+                log.warning(
+                    "salad_instances_failed", cluster=self.profile.name, error=error_text(exc)
+                )
+            return None
+        return frozenset(i.machine_id for i in listing.instances)
+
     async def provision(self) -> ReplicaPlan | None:
         """One pass; None when the API could not be reached (logged, retried next cycle)."""
         try:

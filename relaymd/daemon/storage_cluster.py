@@ -10,7 +10,9 @@ relaymd.mailbox.scratch.ScratchCarrier), and plays the scheduler from what the b
 - an allocation is running while its heartbeat object keeps changing; it has ended once the
   worker says it is exiting, or once the object is gone, or has not changed for
   `stale_after_s + stop_grace_s` on the daemon's clock (the daemon's own liveness rule has
-  already requeued its job by then);
+  already requeued its job by then), or, with a provider that lists its machines (Salad,
+  ADR 0025), once the machine its heartbeat names is absent from that list: a listing can end
+  an allocation early, never keep one alive;
 - a cancel asks the worker to stop (control.json): there is nothing else to cancel.
 """
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -48,11 +50,28 @@ from relaymd.storage import ObjectNotFound, StorageError
 
 log = get_logger(__name__)
 DEFAULT_IMAGE = "openmm"
+# The machine ids a provider lists for this cluster now (any state), or None when it cannot
+# tell (no provider, or its API failed): no evidence, the heartbeat alone decides.
+MachineLister = Callable[[], Awaitable[frozenset[str] | None]]
+
+
+def machine_gone(beat: Heartbeat | None, machines: frozenset[str] | None) -> bool:
+    """The provider no longer lists the machine this heartbeat names. A heartbeat naming no
+    machine, or no listing, is no evidence either way."""
+    if machines is None or beat is None or beat.machine_id is None:
+        return False
+    return beat.machine_id not in machines
 
 
 class StorageClusterCarrier:
-    def __init__(self, ctx: DaemonContext, profile: ClusterProfile, memo: HeartbeatMemo) -> None:
-        self.ctx, self.profile, self.memo = ctx, profile, memo
+    def __init__(
+        self,
+        ctx: DaemonContext,
+        profile: ClusterProfile,
+        memo: HeartbeatMemo,
+        machines: MachineLister | None = None,
+    ) -> None:
+        self.ctx, self.profile, self.memo, self.machines = ctx, profile, memo, machines
         self.carrier = StorageCarrier(ctx.object_store, memo, profile.name)
         self.last_parse_cpu_s = 0.0
         # allocation id -> (heartbeat ETag, the daemon's time it was first seen)
@@ -68,6 +87,9 @@ class StorageClusterCarrier:
         """The mailboxes (one LIST, GETs for news), newcomers adopted, and the scheduler's view
         of each requested allocation derived from its heartbeat object."""
         asked = [r.allocation_id for r in requests]
+        # Listed before the mailboxes are read: every asked allocation was adopted in an
+        # earlier cycle, so its machine existed before this listing was taken.
+        machines = await self.machines() if self.machines is not None else None
         try:
             read = await self.carrier.read(requests, sweep_keep=sweep_keep)
             await self._adopt(sorted(set(read.heartbeat_ids) - set(asked)))
@@ -80,13 +102,14 @@ class StorageClusterCarrier:
         jobs: dict[str, Any] = {}
         for alloc_id in asked:
             beat = read.files[alloc_id].heartbeat
-            jobs[alloc_id] = self._view(alloc_id, alloc_id in listed, beat, now)
+            gone = machine_gone(beat, machines)
+            jobs[alloc_id] = self._view(alloc_id, alloc_id in listed, beat, now, gone)
         return ClusterSnapshot(
             cluster=self.profile.name, query_ok=True, files=read.files, scheduler_jobs=jobs
         )
 
     def _view(
-        self, alloc_id: str, listed: bool, beat: Heartbeat | None, now: datetime
+        self, alloc_id: str, listed: bool, beat: Heartbeat | None, now: datetime, gone: bool
     ) -> SchedulerJob:
         etag = self.memo.fingerprint(alloc_id) if listed else ""
         seen = self._changed.get(alloc_id)
@@ -95,9 +118,10 @@ class StorageClusterCarrier:
         settings = self.ctx.settings
         frozen = (now - seen[1]).total_seconds() > settings.stale_after_s + settings.stop_grace_s
         exiting = beat is not None and beat.state is WorkerState.EXITING
-        phase = (
-            SchedulerPhase.ENDED if (not listed or frozen or exiting) else SchedulerPhase.RUNNING
-        )
+        if gone:
+            log.info("provider_machine_gone", cluster=self.profile.name, allocation=alloc_id)
+        ended = not listed or frozen or exiting or gone
+        phase = SchedulerPhase.ENDED if ended else SchedulerPhase.RUNNING
         end = None
         if phase is SchedulerPhase.ENDED:
             end = EndState.COMPLETED if exiting else EndState.NODE_FAIL

@@ -108,6 +108,9 @@ class Heartbeat(WireModel):
     pid: int = 0
     worker_version: str = ""
     written_at: datetime = Field(default_factory=utcnow)
+    # The provider machine it runs on (SaladCloud's SALAD_MACHINE_ID), matched against the
+    # provider's instance list (ADR 0025); None off such providers.
+    machine_id: str | None = None
 
 
 class EventKind(StrEnum):

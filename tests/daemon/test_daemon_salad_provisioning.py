@@ -29,6 +29,7 @@ from relaymd.state import AsyncStateStore
 from relaymd.storage import open_store
 from tests.daemon.daemon_factories import make_alloc, make_job
 from tests.support.salad_standin import SaladStandin
+from tests.support.waiting import poll_until
 
 KEY = "salad-prov-key-1"
 IMAGE = "ghcr.io/lab/relaymd-worker:2"
@@ -165,3 +166,42 @@ async def test_a_refused_key_is_one_warning_event_and_no_crash(
     assert len(events) == 1 and "401" in events[0].message
     assert "revoked-key-4" not in events[0].message
     assert "relay" not in standin.groups  # nothing was created with a refused key
+
+
+async def test_the_instance_list_names_each_replica_machine_until_it_vanishes(
+    store: AsyncStateStore, tmp_path: Path, standin: SaladStandin
+) -> None:
+    """machines() reads the stand-in's GET .../instances: the machine ids its replicas were
+    started with (SALAD_MACHINE_ID in their environment), while creating, running or stopping;
+    a killed replica drops out of it once the stand-in has replaced it."""
+    provisioner = _provisioner(store, tmp_path, standin, max_replicas=2)
+    assert await provisioner.machines() is None  # no group yet: no evidence
+    await _queue(store, "j1", waited_s=3600)
+    await _queue(store, "j2", waited_s=3600)
+    await provisioner.provision()
+    listed = poll_until(lambda: _running(provisioner), 30)
+    assert listed is not None
+    assert _machine_envs(standin) == listed
+    killed = standin.kill_one("relay")
+    assert killed is not None and killed in listed
+    poll_until(lambda: _running(provisioner, without=killed), 30)
+    after = await provisioner.machines()
+    assert after is not None and killed not in after and len(after & listed) == 1
+
+
+def _running(provisioner: SaladProvisioner, without: str = "") -> frozenset[str] | None:
+    listing = provisioner.client.list_instances().instances
+    machines = frozenset(i.machine_id for i in listing if i.state == "running")
+    return machines if len(machines) == 2 and without not in machines else None
+
+
+def _machine_envs(standin: SaladStandin) -> frozenset[str]:
+    """SALAD_MACHINE_ID as each replica process sees it (read from /proc, not the stand-in)."""
+    found = set()
+    for replica in standin.groups["relay"].replicas:
+        assert replica.proc is not None
+        environ = Path(f"/proc/{replica.proc.pid}/environ").read_bytes().split(b"\0")
+        found |= {
+            v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"SALAD_MACHINE_ID=")
+        }
+    return frozenset(found)

@@ -140,3 +140,37 @@ async def test_an_unreachable_bucket_is_a_failed_poll(tmp_path: Path) -> None:
         await carrier.read([ReadRequest(allocation_id="ws1")])
     assert isinstance(raised.value, poll_failures())
     await store.close()
+
+
+async def test_a_machine_the_provider_no_longer_lists_ends_at_once_and_a_listed_one_never_lives_on(
+    carrier: StorageClusterCarrier,
+) -> None:
+    """The provider's instance list (ADR 0025) can end an allocation before stale_after_s,
+    never keep one alive: a frozen heartbeat on a listed machine still ends by the clock."""
+    listing: list[frozenset[str] | None] = [frozenset({"m-1", "m-2"})]
+
+    async def machines() -> frozenset[str] | None:
+        return listing[0]
+
+    carrier.machines = machines
+    asked = [ReadRequest(allocation_id=a) for a in ("ws1", "ws2", "ws3")]
+    with freeze_time(T0) as clock:
+        _beat(carrier, "ws1", 1, machine_id="m-1")
+        _beat(carrier, "ws2", 1, machine_id="m-2")
+        _beat(carrier, "ws3", 1)  # a worker started by hand names no machine
+        views = (await carrier.read(asked)).scheduler_jobs
+        assert {v.phase for v in views.values()} == {SchedulerPhase.RUNNING}
+        listing[0] = frozenset({"m-1"})  # m-2 vanished; its heartbeat is seconds old
+        clock.tick(1)
+        views = (await carrier.read(asked)).scheduler_jobs
+        assert views["ws2"].phase is SchedulerPhase.ENDED
+        assert views["ws2"].end_state is EndState.NODE_FAIL  # resumable: no retry spent
+        assert views["ws1"].phase is views["ws3"].phase is SchedulerPhase.RUNNING
+        listing[0] = None  # the API failed: no evidence, the heartbeat alone decides
+        _beat(carrier, "ws2", 2, machine_id="m-2")
+        assert (await carrier.read(asked)).scheduler_jobs["ws2"].phase is SchedulerPhase.RUNNING
+        listing[0] = frozenset({"m-1", "m-2"})
+        clock.tick(91)  # m-1 still listed, but its heartbeat froze past stale + grace
+        views = (await carrier.read(asked)).scheduler_jobs
+        assert views["ws1"].phase is SchedulerPhase.ENDED
+        assert views["ws1"].end_state is EndState.NODE_FAIL

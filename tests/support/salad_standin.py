@@ -4,7 +4,8 @@ PATCH with application/merge-patch+json, DELETE), .../start, .../stop, .../insta
 behind the `Salad-Api-Key` header, with the shapes of SaladCloud's OpenAPI description.
 
 Its replicas are real processes: each runs the container group's `command` with the group's
-environment plus SALAD_MACHINE_ID (fresh for every start, as a reallocated node would be), in
+environment plus SALAD_MACHINE_ID and SALAD_CONTAINER_GROUP_ID (a fresh machine for every
+start, as a reallocated node would be; listed "creating" for `start_delay_s` first), in
 a private temporary folder of its own: no filesystem is shared with the daemon. The image is
 not pulled (the worker is this checkout's `relaymd-worker`); it must be one the stand-in was
 told exists. With `interrupt_mean_s`, a seeded RNG SIGKILLs a running replica at random
@@ -21,6 +22,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,8 +44,24 @@ GPU_CLASSES = [
 @dataclass
 class Replica:
     machine_id: str
+    instance_id: str
     folder: Path
-    proc: subprocess.Popen[bytes]
+    due: float  # time.monotonic() when its container starts (listed "creating" until then)
+    proc: subprocess.Popen[bytes] | None = None
+    update_time: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    def alive(self) -> bool:
+        return self.proc is None or self.proc.poll() is None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def state(self) -> str:
+        """As SaladCloud lists it: creating until the container runs, stopping once it died
+        (until the next reconcile drops it and, with restart policy always, allocates anew)."""
+        if self.proc is None:
+            return "creating"
+        return "running" if self.proc.poll() is None else "stopping"
 
 
 @dataclass
@@ -67,12 +85,15 @@ class SaladStandin:
         interrupt_mean_s: float | None = None,
         seed: int = 0,
         idle_replicas: bool = False,
+        start_delay_s: float = 0.0,
     ) -> None:
         self.api_key, self.organization, self.project = api_key, organization, project
         self.images, self.root, self.extra_path = images, root, extra_path
         self.interrupt_mean_s, self.rng = interrupt_mean_s, random.Random(seed)
         # For tests of provisioning alone: replicas are real processes that only sleep.
         self.idle_replicas = idle_replicas
+        # Allocation and image pull before a replica's container starts (listed "creating").
+        self.start_delay_s = start_delay_s
         self.groups: dict[str, Group] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) for the tests to read
         self.lock = threading.Lock()
@@ -98,34 +119,46 @@ class SaladStandin:
                 self._scale(group, 0)
 
     # --- replicas -----------------------------------------------------------------------
-    def _start_replica(self, group: Group) -> Replica:
-        container = group.body["container"]
-        machine = str(uuid.uuid4())
+    def _new_replica(self) -> Replica:
         folder = Path(tempfile.mkdtemp(prefix="salad-node-", dir=self.root))
+        due = time.monotonic() + self.start_delay_s
+        return Replica(str(uuid.uuid4()), str(uuid.uuid4()), folder, due)
+
+    def _launch(self, group: Group, replica: Replica) -> None:
+        container, folder = group.body["container"], replica.folder
         env = {"PATH": f"{self.extra_path}:{os.environ.get('PATH', '')}", "HOME": str(folder)}
         env.update(container.get("environment_variables") or {})
-        env.update(SALAD_MACHINE_ID=machine, TMPDIR=str(folder))
+        # What SaladCloud sets in every container (a new machine id per allocation).
+        env.update(
+            SALAD_MACHINE_ID=replica.machine_id, SALAD_CONTAINER_GROUP_ID=group.body["id"],
+            SALAD_CONTAINER_GROUP_NAME=group.body["name"], TMPDIR=str(folder),
+        )  # fmt: skip
         log = open(folder / "container.log", "ab")  # noqa: SIM115 - lives with the process
         argv = ["sleep", "3600"] if self.idle_replicas else container["command"]
-        proc = subprocess.Popen(
+        replica.proc = subprocess.Popen(
             argv, cwd=folder, env=env, stdout=log, stderr=log,
             start_new_session=True,
         )  # fmt: skip
+        replica.update_time = datetime.now(UTC).isoformat()
         group.started += 1
-        return Replica(machine_id=machine, folder=folder, proc=proc)
 
     @staticmethod
     def _kill(replica: Replica) -> None:
+        if replica.proc is None:
+            return
         if replica.proc.poll() is None:
             os.killpg(replica.proc.pid, signal.SIGKILL)
         replica.proc.wait()
 
     def _scale(self, group: Group, wanted: int) -> None:
-        group.replicas = [r for r in group.replicas if r.proc.poll() is None]  # always restart
+        group.replicas = [r for r in group.replicas if r.alive()]  # restart policy always
         while len(group.replicas) > wanted:
             self._kill(group.replicas.pop(self.rng.randrange(len(group.replicas))))
         while len(group.replicas) < wanted:
-            group.replicas.append(self._start_replica(group))
+            group.replicas.append(self._new_replica())
+        for replica in group.replicas:
+            if replica.proc is None and time.monotonic() >= replica.due:
+                self._launch(group, replica)
 
     def _running(self, group: Group) -> bool:
         return str(group.body["current_state"]["status"]) == "running"
@@ -138,7 +171,7 @@ class SaladStandin:
                     self._scale(group, group.body["replicas"] if self._running(group) else 0)
 
     def _maybe_interrupt(self, group: Group) -> None:
-        live = [r for r in group.replicas if r.proc.poll() is None]
+        live = [r for r in group.replicas if r.running()]
         if self.interrupt_mean_s is None or not live:
             return
         # Poisson arrivals: the chance of an interruption in this 0.2 s tick.
@@ -150,7 +183,7 @@ class SaladStandin:
     def kill_one(self, name: str) -> str | None:
         """SIGKILL one running replica chosen by the seeded RNG; its machine id."""
         with self.lock:
-            live = [r for r in self.groups[name].replicas if r.proc.poll() is None]
+            live = [r for r in self.groups[name].replicas if r.running()]
             if not live:
                 return None
             victim = live[self.rng.randrange(len(live))]
@@ -280,8 +313,10 @@ class SaladStandin:
         return None
 
     def _instances(self, group: Group) -> list[dict[str, Any]]:
+        """ContainerGroupInstance: a replica that vanished is no longer listed."""
         return [
-            {"id": r.machine_id, "machine_id": r.machine_id,
-             "state": "running" if r.proc.poll() is None else "stopping"}
+            {"instance_id": r.instance_id, "machine_id": r.machine_id, "state": r.state(),
+             "update_time": r.update_time, "version": group.body["version"],
+             "ready": r.running(), "started": r.running()}
             for r in group.replicas
         ]  # fmt: skip

@@ -86,3 +86,18 @@ class GpuClassList(WireModel):
     """GET /organizations/{o}/gpu-classes."""
 
     items: list[GpuClass] = Field(default_factory=list)
+
+
+class Instance(WireModel):
+    """One replica as SaladCloud reports it (ContainerGroupInstance). `state` is kept as text:
+    allocating, downloading, creating, running, stopping (a newer state still parses)."""
+
+    instance_id: str = ""
+    machine_id: str
+    state: str = ""
+
+
+class InstanceList(WireModel):
+    """GET .../containers/{name}/instances (ContainerGroupInstanceCollection)."""
+
+    instances: list[Instance] = Field(default_factory=list)

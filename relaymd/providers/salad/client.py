@@ -18,6 +18,7 @@ from relaymd.providers.salad.api_models import (
     GroupCreation,
     GroupList,
     GroupPatch,
+    InstanceList,
 )
 
 M = TypeVar("M", bound=BaseModel)
@@ -90,6 +91,11 @@ class SaladClient:
     def patch_group(self, patch: GroupPatch) -> ContainerGroup:
         data = self._call("PATCH", self._group, patch, "application/merge-patch+json")
         return self._parse(ContainerGroup, data, "container group")
+
+    def list_instances(self) -> InstanceList:
+        """The group's replicas as SaladCloud sees them (machine ids and states)."""
+        data = self._call("GET", f"{self._group}/instances")
+        return self._parse(InstanceList, data, "container group instances")
 
     def start(self) -> None:
         self._call("POST", f"{self._group}/start")
