@@ -372,6 +372,8 @@ def run_campaign(plan: ChaosPlan, root: Path) -> ChaosReport:
         jobs = [state.get_job(job_id) for job_id in totals]
         return all(j is not None and j.state.is_final for j in jobs)
 
+    world.all_final, world.deadline = all_final, t0 + plan.deadline_s
+
     try:
         for fault in faults:
             while time.monotonic() - t0 < fault.at_s and not all_final():

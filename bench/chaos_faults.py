@@ -9,6 +9,7 @@ the testbed is left as it was found.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -42,6 +43,9 @@ from tests.testbed.testbed import (
 
 T = TypeVar("T")
 Undo = Callable[[], None]
+# Waiting for a fault's target ends with the campaign (all jobs final, or its deadline); this
+# bounds it where the campaign sets no deadline.
+TARGET_WAIT_MAX_S = 900.0
 CHAOS_REASON = "relaymd-chaos"
 
 
@@ -99,6 +103,9 @@ class ChaosWorld:
     # Workers this campaign SIGKILLed: until the kernel has ended them their pid still looks
     # alive and their heartbeat fresh, and a later fault must not pick them.
     killed: set[int] = field(default_factory=set)
+    # Set by the campaign: whether every job has ended, and its deadline (time.monotonic()).
+    all_final: Callable[[], bool] = lambda: False
+    deadline: float = math.inf
 
     def kill_worker(self, pid: int) -> None:
         self.killed.add(pid)
@@ -114,6 +121,25 @@ class ChaosWorld:
 
     def start_daemon(self) -> None:
         self.daemon = start_daemon(self.root, self.config, extra_env=storage_env(self.tb))
+
+    def wait_for_target(self, find: Callable[[], list[T]], every_s: float = 0.5) -> list[T]:
+        """`find()`'s first non-empty answer. A busy machine may take minutes to start the
+        next worker after an earlier fault, so this waits until a target exists, and gives up
+        only once none can come: every job has ended, or the campaign's deadline passed."""
+
+        def found_or_over() -> tuple[list[T]] | None:
+            targets = find()
+            if targets or self.all_final() or time.monotonic() >= self.deadline:
+                return (targets,)
+            return None
+
+        bound = min(self.deadline - time.monotonic(), TARGET_WAIT_MAX_S)
+        answer = poll_until(found_or_over, max(bound, every_s), every_s)
+        return answer[0] if answer else []
+
+    def no_target(self, what: str) -> str:
+        why = "every job had ended" if self.all_final() else "the campaign's deadline passed"
+        return f"no {what}: {why}"
 
 
 def _alive(pid: int) -> bool:
@@ -176,9 +202,9 @@ def _describe(w: RunningWorker) -> str:
 
 
 def worker_kill(world: ChaosWorld, fault: PlannedFault, record: FaultRecord) -> Undo | None:
-    target = poll_until(lambda: running_workers(world), 60)
+    target = world.wait_for_target(lambda: running_workers(world))
     if not target:
-        record.note = "no running worker within 60 s"
+        record.note = world.no_target("running worker")
         return None
     w = _choose(world, target, fault.pick)
     world.kill_worker(w.heartbeat.pid)
@@ -194,9 +220,9 @@ def engine_kill(world: ChaosWorld, fault: PlannedFault, record: FaultRecord) -> 
             for child in children(w.heartbeat.pid)
         ]
 
-    found = poll_until(engines, 60)
+    found = world.wait_for_target(engines)
     if not found:
-        record.note = "no running command engine within 60 s"
+        record.note = world.no_target("running command engine")
         return None
     w = _choose(world, [w for w, _ in found], fault.pick)
     engine = next(child for worker, child in found if worker.allocation_id == w.allocation_id)
@@ -218,9 +244,9 @@ def scancel(world: ChaosWorld, fault: PlannedFault, record: FaultRecord) -> Undo
             if _scheduler_id(world, w.cluster, w.allocation_id) is not None
         ]
 
-    found = poll_until(targets, 60)
+    found = world.wait_for_target(targets)
     if not found:
-        record.note = "no running allocation within 60 s"
+        record.note = world.no_target("running allocation")
         return None
     w = _choose(world, found, fault.pick)
     job = _scheduler_id(world, w.cluster, w.allocation_id)
@@ -236,9 +262,9 @@ def heartbeat_half(world: ChaosWorld, fault: PlannedFault, record: FaultRecord) 
     """Freeze a worker (and its engine) and leave its heartbeat half-written: the daemon sees
     no news, judges it hung and moves the job on; when thawed, the old worker may still write
     checkpoints of its fenced epoch, which must never become a resume point."""
-    found = poll_until(lambda: running_workers(world), 60)
+    found = world.wait_for_target(lambda: running_workers(world))
     if not found:
-        record.note = "no running worker within 60 s"
+        record.note = world.no_target("running worker")
         return None
     w = _choose(world, found, fault.pick)
     frozen = [w.heartbeat.pid, *children(w.heartbeat.pid)]
@@ -323,9 +349,9 @@ def checkpoint_corrupt(world: ChaosWorld, fault: PlannedFault, record: FaultReco
                 ok.append(w)
         return ok
 
-    found = poll_until(targets, 60, every_s=2.0)
+    found = world.wait_for_target(targets, every_s=2.0)
     if not found:
-        record.note = "no running job with two checkpoints within 60 s"
+        record.note = world.no_target("running job with two checkpoints")
         return None
     w = _choose(world, found, fault.pick)
     world.kill_worker(w.heartbeat.pid)

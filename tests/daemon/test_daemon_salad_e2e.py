@@ -104,6 +104,20 @@ class SaladRun:
         assert self.daemon is not None
         kill9(self.daemon)
 
+    def checkpoints_with_the_daemon_down(self, more: int) -> None:
+        """A first checkpoint, the daemon SIGKILLed, then `more` checkpoints (or the job's
+        completion) written to the bucket while it is down."""
+        self.wait("a first checkpoint", lambda: _with(self.bucket, EventKind.CHECKPOINT))
+        self.kill_daemon()
+        seen = len(_with(self.bucket, EventKind.CHECKPOINT))
+        self.wait(
+            f"{more} more checkpoint(s) with no daemon",
+            lambda: (
+                len(_with(self.bucket, EventKind.CHECKPOINT)) >= seen + more
+                or _with(self.bucket, EventKind.COMPLETED)
+            ),
+        )
+
     def wait(self, what: str, check: Any, timeout: float = 180) -> Any:
         return wait_for(what, check, timeout, self.root)
 
@@ -213,16 +227,7 @@ def test_salad_workers_run_on_while_the_daemon_is_down(
     the bucket meanwhile, the new daemon takes the group and the allocation as they are, and
     the job completes once, on the one replica, with no step run twice."""
     with salad_run(tmp_path, monkeypatch) as run:
-        run.wait("a first checkpoint", lambda: _with(run.bucket, EventKind.CHECKPOINT))
-        run.kill_daemon()
-        seen = len(_with(run.bucket, EventKind.CHECKPOINT))
-        run.wait(
-            "two more checkpoints with no daemon",
-            lambda: (
-                len(_with(run.bucket, EventKind.CHECKPOINT)) >= seen + 2
-                or _with(run.bucket, EventKind.COMPLETED)
-            ),
-        )
+        run.checkpoints_with_the_daemon_down(2)
         run.start_daemon()
         end = run.finish()
         group = run.standin.groups["relay"]
@@ -239,13 +244,7 @@ def test_a_replica_interrupted_while_the_daemon_is_down_is_taken_over_after(
     daemon reads the checkpoints it missed, ends the vanished replica from the instance list,
     and the new one resumes from the newest of them: nothing lost, nothing run twice."""
     with salad_run(tmp_path, monkeypatch) as run:
-        run.wait("a first checkpoint", lambda: _with(run.bucket, EventKind.CHECKPOINT))
-        run.kill_daemon()
-        seen = len(_with(run.bucket, EventKind.CHECKPOINT))
-        run.wait(
-            "a checkpoint with no daemon",
-            lambda: len(_with(run.bucket, EventKind.CHECKPOINT)) > seen or None,
-        )
+        run.checkpoints_with_the_daemon_down(1)
         killed_box = _with(run.bucket, EventKind.CHECKPOINT)[-1][0]
         assert run.standin.kill_one("relay") is not None
         run.wait(

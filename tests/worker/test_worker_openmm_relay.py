@@ -18,20 +18,13 @@ from relaymd.models import (
 from relaymd.storage import ObjectStore
 from relaymd.storage.checkpoints import download_checkpoint, list_checkpoints, verify_checkpoint
 from relaymd.storage.keys import outputs_prefix
-from tests.worker.worker_harness import Allocation, Relay, wait_for
-
-EVERY = 20
-
-
-def _engine(total: int) -> dict[str, object]:
-    return {
-        "kind": "openmm",
-        "total_steps": total,
-        "checkpoint_every_steps": EVERY,
-        "report_every_steps": 10,
-        "dcd_every_steps": 20,
-        "topology": "topology.pdb",
-    }
+from tests.worker.worker_harness import (
+    CHECKPOINT_EVERY,
+    Allocation,
+    Relay,
+    openmm_engine,
+    wait_for,
+)
 
 
 def _final_state(store: ObjectStore, ref: CheckpointRef, dest: Path) -> str:
@@ -76,7 +69,7 @@ def test_relay_across_segments_is_bitwise_identical(
     total = 260
     single = Relay(tmp_path / "single", file_access, "job-single")
     single.upload_bundle(bundle_dir)
-    _, end = single.run_segment(_engine(total), None)
+    _, end = single.run_segment(openmm_engine(total), None)
     assert end.kind is EventKind.COMPLETED and end.step == total
     assert end.checkpoint is not None and end.checkpoint.step == total
     reference = _final_state(single.store, end.checkpoint, tmp_path / "ref")
@@ -86,7 +79,7 @@ def test_relay_across_segments_is_bitwise_identical(
     ends: list[WorkerEvent] = []
     starts: list[WorkerEvent] = []
     for _ in range(20):
-        alloc, end = relay.run_segment(_engine(total), stop_after_checkpoints=1)
+        alloc, end = relay.run_segment(openmm_engine(total), stop_after_checkpoints=1)
         ends.append(end)
         starts += [e for e in alloc.events() if e.kind is EventKind.STARTED]
         if end.kind is EventKind.COMPLETED:
@@ -151,7 +144,7 @@ def test_kill9_loses_at_most_one_checkpoint_interval(
     total = 600
     relay = Relay(tmp_path, file_access, "job-kill")
     relay.upload_bundle(bundle_dir)
-    alloc = relay.assigned(_engine(total))
+    alloc = relay.assigned(openmm_engine(total))
     alloc.start()
     _freeze_when_caught_up(alloc, relay.job_id, 1)
     alloc.kill(signal.SIGKILL)
@@ -162,14 +155,14 @@ def test_kill9_loses_at_most_one_checkpoint_interval(
     assert relay.pointer is not None
     newest = list_checkpoints(relay.store, relay.job_id)[0]
     assert newest == relay.pointer  # every uploaded checkpoint was announced
-    assert last_beat.step - relay.pointer.step <= EVERY
+    assert last_beat.step - relay.pointer.step <= CHECKPOINT_EVERY
 
-    _, end = relay.run_segment(_engine(total), None)
+    _, end = relay.run_segment(openmm_engine(total), None)
     assert end.kind is EventKind.COMPLETED and end.step == total
     started = [e for e in _all_events(tmp_path) if e.kind is EventKind.STARTED and e.epoch == 2]
     assert started[0].step == newest.step and started[0].resumed_from == "checkpoint"
     # Redone work = the killed segment's progress past its newest uploaded checkpoint.
-    assert 0 <= last_beat.step - started[0].step <= EVERY
+    assert 0 <= last_beat.step - started[0].step <= CHECKPOINT_EVERY
     # The killed segment's outputs up to that checkpoint were uploaded with it: no gap. (A kill
     # between a chunk's upload and its checkpoint's leaves that one chunk as a visible overlap.)
     chunks = _state_data_chunks(relay)
@@ -191,7 +184,7 @@ def test_sigterm_hands_off_with_a_verified_checkpoint(
 ) -> None:
     relay = Relay(tmp_path, file_access, "job-term")
     relay.upload_bundle(bundle_dir)
-    alloc = relay.assigned(_engine(100_000))
+    alloc = relay.assigned(openmm_engine(100_000))
     alloc.start()
     wait_for(lambda: _checkpoints_of(alloc.events(), 1), 60, "first checkpoint")
     alloc.kill(signal.SIGTERM)
@@ -200,7 +193,7 @@ def test_sigterm_hands_off_with_a_verified_checkpoint(
     assert "SIGTERM" in (handoff.reason or "")
     assert handoff.checkpoint is not None
     manifest = verify_checkpoint(relay.store, handoff.checkpoint)
-    assert handoff.step is not None and manifest.step == handoff.step >= EVERY
+    assert handoff.step is not None and manifest.step == handoff.step >= CHECKPOINT_EVERY
     assert manifest.platform == "Reference"
     assert {f.path for f in manifest.files} >= {"checkpoint.chk", "state.xml"}
     # The handoff checkpoint is the newest one and not a periodic one (step not a multiple).
@@ -215,7 +208,7 @@ def test_corrupted_latest_checkpoint_falls_back_to_previous(
 ) -> None:
     relay = Relay(tmp_path, file_access, "job-corrupt")
     relay.upload_bundle(bundle_dir)
-    _, end = relay.run_segment(_engine(100_000), stop_after_checkpoints=2)
+    _, end = relay.run_segment(openmm_engine(100_000), stop_after_checkpoints=2)
     assert end.kind is EventKind.STOPPED
     latest, previous = relay.pointer, relay.fallbacks[0]
     assert latest is not None and previous.step < latest.step
@@ -224,7 +217,7 @@ def test_corrupted_latest_checkpoint_falls_back_to_previous(
     victim = store_root / latest.prefix / "state.xml"
     victim.write_bytes(victim.read_bytes().replace(b"<Positions>", b"<Positions >", 1))
 
-    alloc = relay.assigned(_engine(100_000))
+    alloc = relay.assigned(openmm_engine(100_000))
     alloc.start()
     fallback = alloc.wait_event({EventKind.CHECKPOINT_FALLBACK}, timeout=60)
     started = alloc.wait_event({EventKind.STARTED}, timeout=60)
@@ -242,9 +235,9 @@ def test_relay_through_moto_s3_keeps_secrets_out_of_logs(
 ) -> None:
     relay = Relay(tmp_path, moto_access, "job-s3")
     relay.upload_bundle(bundle_dir)
-    first, end = relay.run_segment(_engine(400), stop_after_checkpoints=1)
+    first, end = relay.run_segment(openmm_engine(400), stop_after_checkpoints=1)
     assert end.kind is EventKind.STOPPED and end.checkpoint is not None
-    second, end = relay.run_segment(_engine(400), None)
+    second, end = relay.run_segment(openmm_engine(400), None)
     assert end.kind is EventKind.COMPLETED and end.step == 400
     assert relay.store.list_keys(outputs_prefix(relay.job_id, 2))
     for alloc in (first, second):
@@ -260,7 +253,7 @@ def test_deadline_minus_margin_triggers_a_planned_handoff(
 
     relay = Relay(tmp_path, file_access, "job-deadline")
     relay.upload_bundle(bundle_dir)
-    alloc = relay.assigned(_engine(100_000))
+    alloc = relay.assigned(openmm_engine(100_000))
     alloc.start("--deadline", str(time.time() + 8))
     handoff = alloc.wait_event({EventKind.HANDOFF}, timeout=60)
     assert alloc.wait_exit(30) == 0
@@ -283,10 +276,10 @@ def test_another_platform_resumes_from_the_portable_state_xml(
 ) -> None:
     relay = Relay(tmp_path, file_access, "job-platform")
     relay.upload_bundle(bundle_dir)
-    _, end = relay.run_segment(_engine(400), 1)  # Reference; stops well before the end
+    _, end = relay.run_segment(openmm_engine(400), 1)  # Reference; stops well before the end
     assert end.kind is EventKind.STOPPED and end.checkpoint is not None
     stopped_at = end.checkpoint
-    second, end = relay.run_segment(_engine(400), None, "--platform", "CPU")
+    second, end = relay.run_segment(openmm_engine(400), None, "--platform", "CPU")
     assert end.kind is EventKind.COMPLETED and end.step == 400
     # OpenMM's binary checkpoint only loads on the platform that wrote it: the worker says
     # it used the State XML instead, and continues from the same step.
@@ -306,7 +299,7 @@ def test_pdb_and_force_field_inputs_relay(
         "forcefields": ["amber14/tip3pfb.xml"],
         "cutoff_nm": 0.6,  # the test box is 1.3 nm wide
         "total_steps": 400,  # long enough that the stop lands well before the end
-        "checkpoint_every_steps": EVERY,
+        "checkpoint_every_steps": CHECKPOINT_EVERY,
         "report_every_steps": 10,
     }
     relay = Relay(tmp_path, file_access, "job-pdb")

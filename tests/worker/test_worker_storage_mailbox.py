@@ -20,19 +20,11 @@ from relaymd.mailbox.reading import HeartbeatMemo
 from relaymd.mailbox.storage_carrier import StorageCarrier
 from relaymd.models import StorageAccess
 from relaymd.storage.checkpoints import list_checkpoints, verify_checkpoint
-from tests.worker.worker_harness import REPO, TERMINAL, Relay, wait_for
-
-EVERY = 20
+from tests.worker.worker_harness import REPO, TERMINAL, Relay, openmm_engine, wait_for
 
 
 def _engine(total: int) -> dict[str, object]:
-    return {
-        "kind": "openmm",
-        "total_steps": total,
-        "checkpoint_every_steps": EVERY,
-        "report_every_steps": 10,
-        "dcd_every_steps": 20,
-    }
+    return openmm_engine(total, topology=None)
 
 
 class RemoteAllocation:
@@ -113,6 +105,16 @@ class RemoteAllocation:
         return self.proc.wait(90)
 
 
+def _launched(
+    relay: Relay, carrier: StorageCarrier, tmp_path: Path, total: int
+) -> RemoteAllocation:
+    """A new mailbox assigned the job's next segment, its worker process started."""
+    alloc = RemoteAllocation(relay, carrier, tmp_path / "workers")
+    alloc.assign(relay.assignment(alloc, _engine(total)))
+    alloc.start()
+    return alloc
+
+
 @pytest.fixture(params=["s3", "file"])
 def relay(request: pytest.FixtureRequest, tmp_path: Path, bundle_dir: Path) -> Relay:
     """The job bucket: moto S3 over HTTP, or a file:// folder only the store code touches."""
@@ -132,9 +134,7 @@ def test_a_job_relays_through_the_bucket_with_no_shared_folder(
     relay: Relay, tmp_path: Path
 ) -> None:
     carrier = StorageCarrier(relay.store, HeartbeatMemo())
-    first = RemoteAllocation(relay, carrier, tmp_path / "workers")
-    first.assign(relay.assignment(first, _engine(60)))
-    first.start()
+    first = _launched(relay, carrier, tmp_path, 60)
     end = first.wait_event(TERMINAL, epoch=1)
     assert end.kind is EventKind.COMPLETED and end.step == 60, end
     assert first.wait_exit() == 0
@@ -153,9 +153,7 @@ def test_a_job_relays_through_the_bucket_with_no_shared_folder(
 def test_a_worker_killed_mid_segment_is_resumed_by_another(relay: Relay, tmp_path: Path) -> None:
     total = 600
     carrier = StorageCarrier(relay.store, HeartbeatMemo())
-    killed = RemoteAllocation(relay, carrier, tmp_path / "workers")
-    killed.assign(relay.assignment(killed, _engine(total)))
-    killed.start()
+    killed = _launched(relay, carrier, tmp_path, total)
     killed.wait_event({EventKind.CHECKPOINT}, epoch=1)
     assert killed.proc is not None
     killed.proc.send_signal(signal.SIGKILL)
@@ -166,9 +164,7 @@ def test_a_worker_killed_mid_segment_is_resumed_by_another(relay: Relay, tmp_pat
     assert relay.pointer.step < total
     assert relay.pointer in list_checkpoints(relay.store, relay.job_id)
 
-    successor = RemoteAllocation(relay, carrier, tmp_path / "workers")
-    successor.assign(relay.assignment(successor, _engine(total)))
-    successor.start()
+    successor = _launched(relay, carrier, tmp_path, total)
     started = successor.wait_event({EventKind.STARTED}, epoch=2)
     assert started.resumed_from == "checkpoint" and started.step == relay.pointer.step
     end = successor.wait_event(TERMINAL, epoch=2, timeout=180)
@@ -184,9 +180,7 @@ def test_sigterm_hands_off_and_the_last_events_reach_the_bucket(
 ) -> None:
     """The handoff is written as the worker exits: the mirror's final send must carry it."""
     carrier = StorageCarrier(relay.store, HeartbeatMemo())
-    alloc = RemoteAllocation(relay, carrier, tmp_path / "workers")
-    alloc.assign(relay.assignment(alloc, _engine(2000)))
-    alloc.start()
+    alloc = _launched(relay, carrier, tmp_path, 2000)
     alloc.wait_event({EventKind.CHECKPOINT}, epoch=1)
     assert alloc.proc is not None
     alloc.proc.send_signal(signal.SIGTERM)

@@ -33,6 +33,21 @@ from tests.support.waiting import poll_until
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 TERMINAL = {EventKind.HANDOFF, EventKind.STOPPED, EventKind.COMPLETED, EventKind.FAILED}
+CHECKPOINT_EVERY = 20  # steps: the tiny water box's relays checkpoint often
+
+
+def openmm_engine(total: int, topology: str | None = "topology.pdb") -> dict[str, object]:
+    """The OpenMM engine settings of the worker relay tests (one checkpoint per 20 steps)."""
+    engine: dict[str, object] = {
+        "kind": "openmm",
+        "total_steps": total,
+        "checkpoint_every_steps": CHECKPOINT_EVERY,
+        "report_every_steps": 10,
+        "dcd_every_steps": 20,
+    }
+    if topology is not None:
+        engine["topology"] = topology
+    return engine
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
