@@ -13,10 +13,11 @@ from pydantic import SecretStr
 
 from relaymd.models import StorageAccess
 from relaymd.models.salad import SaladSettings
-from relaymd.providers.salad.api_models import GroupCreation, GroupPatch
+from relaymd.providers.salad.api_models import GroupCreation, GroupPatch, InstanceList
 from relaymd.providers.salad.client import SaladClient, SaladError, error_text
 from relaymd.providers.salad.spec import container
 from tests.support.salad_standin import SaladStandin
+from tests.support.waiting import poll_until
 
 KEY = "salad-key-0123456789"
 
@@ -108,3 +109,27 @@ def test_the_standin_interrupts_replicas_at_random_and_restarts_them(tmp_path: P
             machines = {r.machine_id for r in group.replicas}
             assert group.killed >= 3 and group.started >= group.killed + 1
             assert len(machines) == len(group.replicas)
+
+
+def test_instances_parse_as_saladcloud_lists_them(tmp_path: Path) -> None:
+    """GET .../instances (ContainerGroupInstanceCollection): a replica is `creating` until its
+    container starts (the stand-in's start_delay_s), then `running`; a newer state or field
+    still parses."""
+    with SaladStandin(
+        api_key=KEY, organization="lab", project="md", images={"ghcr.io/lab/worker:1"},
+        root=tmp_path, extra_path=str(Path(sys.executable).parent), idle_replicas=True,
+        start_delay_s=3600,
+    ) as standin:  # fmt: skip
+        settings = _settings(standin)
+        client = SaladClient(settings, SecretStr(KEY))
+        wanted = container(settings, StorageAccess(url="file:///bucket/relay"))
+        client.create_group(GroupCreation(name="relay", container=wanted, replicas=1))
+        client.start()
+        listed = poll_until(lambda: client.list_instances().instances, 30)
+        assert listed is not None and [i.state for i in listed] == ["creating"]
+        assert listed[0].machine_id and listed[0].instance_id != listed[0].machine_id
+    future = InstanceList.model_validate_json(
+        '{"instances": [{"instance_id": "i-1", "machine_id": "m-1", "state": "hibernating",'
+        ' "update_time": "2026-12-04T07:00:00Z", "version": 3, "ready": false, "new": 1}]}'
+    )
+    assert [(i.machine_id, i.state) for i in future.instances] == [("m-1", "hibernating")]
