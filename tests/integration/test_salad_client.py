@@ -6,7 +6,9 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -89,18 +91,27 @@ def test_an_image_the_registry_lacks_is_refused(standin: SaladStandin) -> None:
     assert caught.value.status == 400
 
 
-def test_the_standin_interrupts_replicas_at_random_and_restarts_them(tmp_path: Path) -> None:
-    """Seeded random SIGKILLs; restart policy `always` brings each back on a new machine."""
+@contextmanager
+def _started_group(
+    tmp_path: Path, replicas: int, **standin: Any
+) -> Iterator[tuple[SaladStandin, SaladClient]]:
+    """A started group of `replicas` idle replicas on a stand-in made with `standin`."""
     with SaladStandin(
         api_key=KEY, organization="lab", project="md", images={"ghcr.io/lab/worker:1"},
         root=tmp_path, extra_path=str(Path(sys.executable).parent), idle_replicas=True,
-        interrupt_mean_s=0.5, seed=3,
-    ) as standin:  # fmt: skip
-        settings = _settings(standin)
+        **standin,
+    ) as salad:  # fmt: skip
+        settings = _settings(salad)
         client = SaladClient(settings, SecretStr(KEY))
         wanted = container(settings, StorageAccess(url="file:///bucket/relay"))
-        client.create_group(GroupCreation(name="relay", container=wanted, replicas=2))
+        client.create_group(GroupCreation(name="relay", container=wanted, replicas=replicas))
         client.start()
+        yield salad, client
+
+
+def test_the_standin_interrupts_replicas_at_random_and_restarts_them(tmp_path: Path) -> None:
+    """Seeded random SIGKILLs; restart policy `always` brings each back on a new machine."""
+    with _started_group(tmp_path, 2, interrupt_mean_s=0.5, seed=3) as (standin, _):
         group = standin.groups["relay"]
         deadline = time.monotonic() + 120
         while group.killed < 3 and time.monotonic() < deadline:
@@ -112,19 +123,10 @@ def test_the_standin_interrupts_replicas_at_random_and_restarts_them(tmp_path: P
 
 
 def test_instances_parse_as_saladcloud_lists_them(tmp_path: Path) -> None:
-    """GET .../instances (ContainerGroupInstanceCollection): a replica is `creating` until its
-    container starts (the stand-in's start_delay_s), then `running`; a newer state or field
-    still parses."""
-    with SaladStandin(
-        api_key=KEY, organization="lab", project="md", images={"ghcr.io/lab/worker:1"},
-        root=tmp_path, extra_path=str(Path(sys.executable).parent), idle_replicas=True,
-        start_delay_s=3600,
-    ) as standin:  # fmt: skip
-        settings = _settings(standin)
-        client = SaladClient(settings, SecretStr(KEY))
-        wanted = container(settings, StorageAccess(url="file:///bucket/relay"))
-        client.create_group(GroupCreation(name="relay", container=wanted, replicas=1))
-        client.start()
+    """GET .../instances (ContainerGroupInstanceCollection): a replica is listed `creating`
+    while its container has not started (the stand-in's start_delay_s) under an instance id of
+    its own; a newer state or field still parses."""
+    with _started_group(tmp_path, 1, start_delay_s=3600) as (_, client):
         listed = poll_until(lambda: client.list_instances().instances, 30)
         assert listed is not None and [i.state for i in listed] == ["creating"]
         assert listed[0].machine_id and listed[0].instance_id != listed[0].machine_id
