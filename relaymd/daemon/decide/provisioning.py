@@ -25,7 +25,12 @@ def track_start_failures(cycle: Cycle, ends: list[AllocationEnd]) -> None:
         if a.last_seq is not None and a.id not in seen_before
     }
     before = cycle.inp.backoff
-    after = update_backoff(before, ends, reported, cycle.inp.settings, cycle.now)
+    # A GPU group dying at start is one failed start, not one per slot (ADR 0026).
+    per_group: dict[str, AllocationEnd] = {}
+    for end in ends:
+        per_group.setdefault(end.allocation.scheduler_key, end)
+    firsts = list(per_group.values())
+    after = update_backoff(before, firsts, reported, cycle.inp.settings, cycle.now)
     cycle.out.backoff = after
     for name, record in after.items():
         old = before.get(name)
