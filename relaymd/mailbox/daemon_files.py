@@ -136,9 +136,11 @@ def slot_control_file(alloc: Allocation, action: ControlAction, reason: str) -> 
 
 
 def hold_needed(alloc: Allocation, heartbeat: Heartbeat | None) -> bool:
-    """Write the `hold` control until the slot's worker says it is held."""
-    return alloc.held_by is not None and (
-        heartbeat is None or heartbeat.state is not WorkerState.HELD
+    """Write the `hold` control until the slot's worker says it is held (a stop wins)."""
+    return (
+        alloc.held_by is not None
+        and alloc.stop_requested_at is None
+        and (heartbeat is None or heartbeat.state is not WorkerState.HELD)
     )
 
 

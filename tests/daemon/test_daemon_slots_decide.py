@@ -147,3 +147,25 @@ def test_a_group_dying_at_start_is_one_failed_start() -> None:
     ]
     out = decide(never, [], sched=[sched_job("g1", "ended", "FAILED")])
     assert out.backoff["quad"].failures == 1
+
+
+def test_held_slots_wait_for_a_stopped_lead_to_leave_before_they_are_free() -> None:
+    lead = slot(0, job_id="jbig", stop_requested_at=T0 - timedelta(seconds=5))
+    held = slot(1, held_by="g1-g0")
+    job = running("jbig", lead.id).model_copy(update={"spec": make_job(gpus=2).spec})
+    files = [beat(held.id, 2, WorkerState.HELD)]
+    # Stale lead: stopped and requeued, but its engine may still run on the held GPU.
+    late = T0 + timedelta(seconds=61)
+    out = decide([lead, held], [job], files=files, now=late)
+    assert out.jobs["jbig"].state is JobState.QUEUED
+    assert out.allocations.get(held.id, held).held_by == lead.id
+    # The supervisor reports the lead's worker gone: the held slot is free in that cycle.
+    gone = AllocationFiles(
+        allocation_id=lead.id,
+        events=[WorkerEvent(kind=EventKind.SLOT_EXITED, allocation_id=lead.id, exit_code=-9)],
+        events_offset=80,
+    )
+    unbound = lead.model_copy(update={"job_id": None})
+    requeued = out.jobs["jbig"]
+    out = decide([unbound, held], [requeued], files=[*files, gone], now=late)
+    assert out.allocations[held.id].held_by is None

@@ -52,14 +52,26 @@ def cancel_or_kill(cycle: Cycle, alloc: Allocation, why: str) -> None:
     cycle.audit("allocation_cancel", why, alloc_id=alloc.id)
 
 
+def _lead_engine_may_run(lead: Allocation | None) -> bool:
+    """A lead told to stop (hung, operator) that has not said it is leaving may still run
+    its engine on the held GPUs: they stay held until its worker exits or reports."""
+    return (
+        lead is not None
+        and lead.state is not AllocationState.ENDED
+        and lead.stop_requested_at is not None
+        and lead.end_reason is None
+    )
+
+
 def free_held(cycle: Cycle) -> None:
-    """Held slots whose lead no longer runs a multi-GPU job are free again (same cycle)."""
+    """Held slots whose lead no longer runs a multi-GPU job are free again, in the cycle the
+    job left it (handoff, end, failure), so no two engines ever share a GPU."""
     for alloc in list(cycle.allocs.values()):
         if alloc.held_by is None or alloc.state is AllocationState.ENDED:
             continue
         lead = cycle.allocs.get(alloc.held_by)
         job = cycle.bound_job(lead) if lead is not None else None
-        if job is not None and slot_need(job) > 1:
+        if (job is not None and slot_need(job) > 1) or _lead_engine_may_run(lead):
             continue
         cycle.put_alloc(alloc.model_copy(update={"held_by": None}))
         cycle.audit("slot_freed", f"no longer held for {alloc.held_by}", alloc_id=alloc.id)
