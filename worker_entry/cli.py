@@ -119,7 +119,12 @@ def parse_options(argv: list[str] | None = None) -> WorkerOptions:
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse_options(argv)
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["slots"]:
+        from worker_entry.slots import main as slots_main
+
+        return slots_main(args[1:])
+    options = parse_options(args)
     from worker_entry.worker import StartupError, run_worker
 
     try:

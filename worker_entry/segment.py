@@ -152,6 +152,7 @@ class SegmentRunner:
                         + f"; resuming from {staged.resumed_ref.epoch}-{staged.resumed_ref.seq}",
                     )
                 engine = make_engine(a.engine)
+                engine.use_devices(a.devices)
                 engine.prepare(staged.work_dir, staged.restored, self.platform)
                 self._seq = self._first_free_seq()
                 outputs = OutputsWriter(self.store, job_id=a.job_id, epoch=a.epoch)
@@ -162,6 +163,7 @@ class SegmentRunner:
                 step=engine.start_step,
                 total_steps=engine.total_steps,
                 handoff_margin_s=self.margin.seconds,
+                cuda_visible_devices=engine.cuda_visible_devices,
             )
             self._uploader = CheckpointUploader(
                 self.store,
@@ -177,6 +179,7 @@ class SegmentRunner:
                 step=engine.start_step,
                 resumed_from=engine.resumed_from,
                 checkpoint=staged.resumed_ref,
+                cuda_visible_devices=engine.cuda_visible_devices,
             )
             self.heartbeat.poke()
             result = engine.run(self, a.checkpoint_interval_s)
