@@ -116,7 +116,7 @@ def start_devices(keys: dict[str, str]) -> list[Device]:
     for device in listed:
         if device.usable:
             device.log_dir.mkdir(exist_ok=True)
-            print(f"worker {device.label} on CUDA device {device.physical}", flush=True)
+            print(f"worker {device.label} on device {device.physical}", flush=True)
             alive.append(device)
         else:
             print(f"worker {device.label}: cannot create a context (no such device)", flush=True)
