@@ -22,7 +22,9 @@ def list_workers(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Allocations with cluster, SLURM id, state, GPU, job, heartbeat age and, for idle ones,
-    why the daemon keeps or releases them (NOTE; `note` in --json).
+    why the daemon keeps or releases them (NOTE; `note` in --json). A multi-GPU allocation
+    shows one row per GPU slot (`<group>-g<i>`, SLOT i/N, one SLURM id): its job, or `held`
+    while its GPU serves another slot's multi-GPU job (`group_id`, `slot`, `held_by` in --json).
 
     \b
     Examples:
@@ -47,6 +49,7 @@ def list_workers(
         "CLUSTER",
         "PARTITION",
         "SLURM ID",
+        "SLOT",
         "STATE",
         "GPU",
         "JOB",
@@ -54,17 +57,22 @@ def list_workers(
         "AGE",
         "NOTE",
     )
+    jobs_of = {a.id: a.job_id for a in allocations}
     for alloc in allocations:
         # GPU names and end reasons come from the worker: shown literally.
         gpu = plain(", ".join(f"{g.name} ({g.memory_gib:.0f} GiB)" for g in alloc.gpus) or "-")
         state = styled(alloc.state, state_style(alloc.state))
         if alloc.end_reason and alloc.state is AllocationState.ENDED:
             state += f" ({plain(alloc.end_reason)})"
+        if alloc.held_by is not None and alloc.state is not AllocationState.ENDED:
+            state += f" (held for job {jobs_of.get(alloc.held_by) or alloc.held_by})"
+        slot = f"{alloc.slot}/{alloc.slot_count}" if alloc.group_id else "-"
         listing.add_row(
             alloc.id,
             alloc.cluster,
             alloc.partition,
             alloc.scheduler_id or "-",
+            slot,
             state,
             gpu,
             alloc.job_id or "-",

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, Field
 
 from relaymd.models import (
+    Allocation,
     AllocationState,
     ClusterProfile,
     ClusterStatus,
@@ -51,6 +52,34 @@ class ClusterRow(BaseModel):
     backoff: list[str]
 
 
+class SlotReport(BaseModel):
+    """GPU slots of the live multi-GPU allocations (ADR 0026), from the rows status reads
+    for GPU time anyway: no query of its own."""
+
+    groups: int = 0
+    slots: int = 0
+    busy: int = 0  # running a job
+    held: int = 0  # lent to another slot's multi-GPU job
+    idle: int = 0
+
+    @classmethod
+    def of(cls, allocations: list[Allocation]) -> SlotReport:
+        live = [
+            a
+            for a in allocations
+            if a.group_id is not None and a.slot_count > 1 and a.state is AllocationState.RUNNING
+        ]
+        busy = sum(a.job_id is not None for a in live)
+        held = sum(a.held_by is not None for a in live)
+        return cls(
+            groups=len({a.group_id for a in live}),
+            slots=len(live),
+            busy=busy,
+            held=held,
+            idle=len(live) - busy - held,
+        )
+
+
 class DaemonReport(BaseModel):
     running: bool
     pid: int | None
@@ -68,6 +97,7 @@ class StatusReport(BaseModel):
     daemon: DaemonReport
     generated_at: datetime
     running_jobs: int = Field(exclude=True)  # shown on the screen, not part of --json
+    gpu_slots: SlotReport = Field(default_factory=SlotReport)
 
 
 class ClusterEntry(BaseModel):
@@ -125,15 +155,17 @@ def collect_status(loaded: LoadedConfig, store: StateStore, pid: int | None) -> 
     from relaymd.state.usage import total_usage
 
     summary = store.status_summary()
+    allocations = store.list_allocations()
     return StatusReport(
         jobs={state: summary.jobs.get(JobState(state), 0) for state in JOB_ORDER},
         total_jobs=summary.total_jobs,
         running_ns_per_day=summary.running_ns_per_day,
-        gpu_usage=total_usage(store.list_allocations(), store.list_segments_on(), utcnow()),
+        gpu_usage=total_usage(allocations, store.list_segments_on(), utcnow()),
         clusters=_cluster_rows(loaded, summary),
         daemon=DaemonReport(running=pid is not None, pid=pid, status=summary.daemon),
         generated_at=summary.generated_at,
         running_jobs=summary.running_jobs,
+        gpu_slots=SlotReport.of(allocations),
     )
 
 
@@ -177,6 +209,13 @@ def _print_screen(out: Console, report: StatusReport) -> None:
         f"{report.running_jobs} running job(s)"
     )
     out.print(_gpu_line(report.gpu_usage))
+    slots = report.gpu_slots
+    if slots.slots:
+        out.print(
+            f"[bold]gpu slots[/]  {slots.slots} in {slots.groups} multi-GPU allocation(s):"
+            f" {slots.busy} running a job, {slots.held} held, {slots.idle} idle"
+            " (`relaymd workers list` shows each)"
+        )
     out.print(_cluster_table(report.clusters))
     for row in report.clusters:
         for line in row.backoff:

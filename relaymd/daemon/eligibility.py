@@ -57,15 +57,34 @@ def time_for_a_segment(beat: Heartbeat, now: datetime, min_segment_s: float) -> 
     return left >= min_segment_s
 
 
+def slot_need(job: Job) -> int:
+    """GPU slots the job occupies (ADR 0026): its `resources.gpus`, at least one."""
+    return max(1, job.spec.resources.gpus)
+
+
+def is_slot(alloc: Allocation) -> bool:
+    """A row of a multi-GPU group (one slot per GPU), not a one-GPU allocation."""
+    return alloc.group_id is not None and alloc.slot_count > 1
+
+
 def fits_allocation(
-    job: Job, alloc: Allocation, profile: ClusterProfile, *, unmeasured_fits: bool = False
+    job: Job,
+    alloc: Allocation,
+    profile: ClusterProfile,
+    *,
+    unmeasured_fits: bool = False,
+    group_member: bool = False,
 ) -> bool:
     """May this job be bound to this allocation (image, partition, placement, VRAM)?
 
     `unmeasured_fits` is for counting supply: an allocation whose GPUs are not measured yet
-    may still fit a VRAM minimum. Binding always needs a measured fit.
+    may still fit a VRAM minimum. Binding always needs a measured fit. One GPU slot alone
+    never fits a job that needs several: `group_member` asks whether the slot may be one of
+    the k slots of its group that such a job takes (relaymd.daemon.slot_packing).
     """
     if alloc.image != job.spec.image or alloc.cluster != profile.name:
+        return False
+    if is_slot(alloc) and slot_need(job) > 1 and not group_member:
         return False
     try:
         partition = profile.partition(alloc.partition)

@@ -10,12 +10,20 @@ Pure: the caller gives the store's view and gets a `ProvisionPlan`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from relaymd.daemon.eligibility import fits_allocation, fits_partition, job_order_key
-from relaymd.models import Allocation, AllocationState, ClusterProfile, Job
+from relaymd.daemon.eligibility import (
+    fits_allocation,
+    fits_partition,
+    job_order_key,
+    slot_need,
+)
+from relaymd.daemon.slot_packing import group_slots, pack_group
+from relaymd.ids import group_of
+from relaymd.models import Allocation, AllocationState, ClusterProfile, Job, Partition
 
 
 class ClusterMode(StrEnum):
@@ -37,6 +45,8 @@ class ClusterMode(StrEnum):
 class SubmitIntent(BaseModel):
     partition: str
     image: str
+    # Why an allocation of a multi-GPU partition is requested now (ADR 0026 packing rule).
+    reason: str | None = None
 
 
 class ProvisionPlan(BaseModel):
@@ -56,6 +66,7 @@ def is_spare(alloc: Allocation) -> bool:
         and alloc.stop_requested_at is None
         and alloc.end_reason is None
         and alloc.reserved_job_id is None  # kept for its successor job (ADR 0009)
+        and alloc.held_by is None  # its GPU serves another slot's multi-GPU job (ADR 0026)
     )
 
 
@@ -72,22 +83,26 @@ def _match(
     used: set[str] = set()
     unmatched: list[Job] = []
     for job in jobs:
-        hit = next(
-            (
-                a
-                for a in free
-                if a.id not in used
-                and a.cluster in profiles
-                # A pending allocation has measured no GPUs yet: count it as a possible fit,
-                # or a VRAM-bound job would cancel and resubmit it every cycle.
-                and fits_allocation(job, a, profiles[a.cluster], unmeasured_fits=True)
-            ),
-            None,
-        )
-        if hit is None:
+        # A pending allocation has measured no GPUs yet: count it as a possible fit, or a
+        # VRAM-bound job would cancel and resubmit it every cycle.
+        def fits(a: Allocation, job: Job = job, member: bool = False) -> bool:
+            return a.cluster in profiles and fits_allocation(
+                job, a, profiles[a.cluster], unmeasured_fits=True, group_member=member
+            )
+
+        def member_fits(a: Allocation, job: Job = job) -> bool:
+            return fits(a, job, True)
+
+        one = next((a for a in free if a.id not in used and fits(a)), None)
+        hit = [one] if one is not None else []
+        if not hit and slot_need(job) > 1:
+            # k GPUs: k free slots of one group (ADR 0026).
+            free_now = (a for a in free if a.id not in used)
+            hit = group_slots(job, free_now, member_fits) or []
+        if not hit:
             unmatched.append(job)
         else:
-            used.add(hit.id)
+            used.update(a.id for a in hit)
     return unmatched, used
 
 
@@ -101,6 +116,7 @@ def plan_provisioning(
     mode: ClusterMode,
     queue_racing: bool,
     blocked: set[str] | None = None,
+    now: datetime | None = None,
 ) -> ProvisionPlan:
     """Submissions and cancellations for `profile`'s cluster.
 
@@ -109,7 +125,8 @@ def plan_provisioning(
     cluster is not counted as supply, so demand moves elsewhere). Only an OPEN cluster submits;
     a DISABLED one (switched off by the operator) also cancels all its pending spares, since
     other clusters no longer count them. Partitions in `blocked` (backing off after workers
-    died at start) submit nothing.
+    died at start) submit nothing. A partition of N-GPU allocations is requested by the
+    packing rule (ADR 0026; `now` dates how long jobs waited).
     """
     jobs = sorted(queued, key=job_order_key)
     live = [a for a in allocations if a.state is not AllocationState.ENDED]
@@ -126,13 +143,7 @@ def plan_provisioning(
         usable = [a for a in spares if a.cluster in usable_clusters or a.cluster == profile.name]
         unmet, kept = _match(jobs, usable, profiles)
 
-    plan = ProvisionPlan()
-    for alloc in own_spares:
-        if alloc.state is AllocationState.PENDING and (
-            mode is ClusterMode.DISABLED or alloc.id not in kept
-        ):
-            plan.cancel.append(alloc.id)
-
+    plan = ProvisionPlan(cancel=_cancellations(own_spares, kept, live, mode))
     if mode is not ClusterMode.OPEN:
         return plan
     own_live = [a for a in live if a.cluster == profile.name]
@@ -140,16 +151,22 @@ def plan_provisioning(
         if blocked and partition.name in blocked:
             continue
         in_part = [a for a in own_live if a.partition == partition.name]
-        pending = sum(
-            a.state in (AllocationState.PENDING, AllocationState.SUBMITTING) for a in in_part
-        )
-        pending -= sum(a.id in plan.cancel for a in in_part)
-        running = sum(a.state is AllocationState.RUNNING for a in in_part)
+        # One scheduler job per group: caps count groups, not their slot rows.
+        waiting = {
+            a.scheduler_key
+            for a in in_part
+            if a.state in (AllocationState.PENDING, AllocationState.SUBMITTING)
+        }
+        pending = len(waiting - {group_of(c) for c in plan.cancel})
+        running = len({a.scheduler_key for a in in_part if a.state is AllocationState.RUNNING})
         # Every pending allocation becomes a running one: both caps bound new submissions.
         room = max(
             0,
             min(partition.max_pending - pending, partition.max_running - running - pending),
         )
+        if partition.gpus_per_allocation > 1:
+            unmet = _submit_groups(plan, profile, partition, unmet, room, now)
+            continue
         still: list[Job] = []
         for job in unmet:
             if room > 0 and fits_partition(job, profile, partition):
@@ -159,3 +176,46 @@ def plan_provisioning(
                 still.append(job)
         unmet = still
     return plan
+
+
+def _cancellations(
+    own_spares: list[Allocation], kept: set[str], live: list[Allocation], mode: ClusterMode
+) -> list[str]:
+    """Pending allocations nobody needs. A group goes whole (one scancel), and only when none
+    of its slots is kept for a job."""
+    unwanted = {
+        a.scheduler_key
+        for a in own_spares
+        if a.state is AllocationState.PENDING and (mode is ClusterMode.DISABLED or a.id not in kept)
+    }
+    if not unwanted:
+        return []
+    kept_groups = {a.scheduler_key for a in live if a.id in kept or a.job_id is not None}
+    if mode is not ClusterMode.DISABLED:
+        unwanted -= kept_groups
+    return [a.id for a in own_spares if a.scheduler_key in unwanted]
+
+
+def _submit_groups(
+    plan: ProvisionPlan,
+    profile: ClusterProfile,
+    partition: Partition,
+    unmet: list[Job],
+    room: int,
+    now: datetime | None,
+) -> list[Job]:
+    """Request allocations of an N-GPU partition while the packing rule asks for one
+    (relaymd.daemon.slot_packing); the jobs left for the next partition."""
+    while room > 0:
+        fill = pack_group(unmet, profile, partition, now)
+        if fill.reason is None:
+            break
+        plan.submit.append(
+            SubmitIntent(
+                partition=partition.name, image=fill.jobs[0].spec.image, reason=fill.reason
+            )
+        )
+        room -= 1
+        packed = {j.id for j in fill.jobs}
+        unmet = [j for j in unmet if j.id not in packed]
+    return unmet

@@ -17,6 +17,7 @@ from relaymd.daemon.carried import CarriedState
 from relaymd.daemon.commit import Committed
 from relaymd.daemon.context import DaemonContext
 from relaymd.daemon.scope import CycleScope
+from relaymd.ids import slot_allocation_id
 from relaymd.logging import get_logger
 from relaymd.mailbox.carrier import ClusterSnapshot, FileRemoval, FileWrite
 from relaymd.mailbox.daemon_files import (
@@ -25,11 +26,15 @@ from relaymd.mailbox.daemon_files import (
     control_file,
     control_needed,
     credentials_file,
+    hold_needed,
+    slot_control_file,
     successor_file,
     successor_needed,
+    unhold_needed,
     withdrawal_needed,
 )
-from relaymd.mailbox.layout import ASSIGNMENT_FILE, CREDENTIALS_FILE, alloc_dir
+from relaymd.mailbox.layout import ASSIGNMENT_FILE, CONTROL_FILE, CREDENTIALS_FILE, alloc_dir
+from relaymd.mailbox.models import ControlAction, Heartbeat
 from relaymd.mailbox.scratch_write import SubmitCommand, WritePlan, WriteResult
 from relaymd.models import (
     Allocation,
@@ -63,11 +68,13 @@ def _plan_submits(
     scheduler: SchedulerPort,
 ) -> None:
     for alloc in new:
+        plan.mkdirs.append(alloc.id)
+        plan.files.append(credentials_file(alloc.id, ctx.access))
+        if alloc.id != submit_row_id(alloc):
+            continue  # a GPU slot: its group's job script lives in slot 0's folder (ADR 0026)
         folder = alloc_dir(profile.scratch, alloc.id)
         args = worker_args(profile.scratch, alloc.id, ctx.worker)
         script = scheduler.render_job_script(alloc, profile, args)
-        plan.mkdirs.append(alloc.id)
-        plan.files.append(credentials_file(alloc.id, ctx.access))
         plan.files.append(
             FileWrite(allocation_id=alloc.id, name=JOB_SCRIPT, data=script.encode(), mode=0o700)
         )
@@ -79,15 +86,36 @@ def _plan_submits(
         )
 
 
+def submit_row_id(alloc: Allocation) -> str:
+    """The row whose folder holds the job script and whose id the submit reports."""
+    return slot_allocation_id(alloc.group_id, 0) if alloc.group_id else alloc.id
+
+
+def _slot_files(plan: WritePlan, alloc: Allocation, beat: Heartbeat | None) -> None:
+    """A GPU slot's kill, hold or its removal (ADR 0026)."""
+    if alloc.kill_requested_at is not None:
+        plan.files.append(slot_control_file(alloc, ControlAction.KILL, "hung: killed alone"))
+    elif hold_needed(alloc, beat):
+        why = f"GPU lent to slot {alloc.held_by}"
+        plan.files.append(slot_control_file(alloc, ControlAction.HOLD, why))
+    elif unhold_needed(alloc, beat):
+        plan.removals.append(FileRemoval(allocation_id=alloc.id, name=CONTROL_FILE))
+
+
 def _plan_mailbox(
     plan: WritePlan, allocs: list[Allocation], jobs: dict[str, Job], snapshot: ClusterSnapshot
 ) -> None:
+    devices = _group_devices(allocs)
     for alloc in allocs:
         if alloc.state is AllocationState.ENDED or alloc.state is AllocationState.SUBMITTING:
             continue
         files = snapshot.files.get(alloc.id)
         beat = files.heartbeat if files else None
         job = jobs.get(alloc.job_id or "")
+        if alloc.group_id is not None:
+            _slot_files(plan, alloc, beat)
+            if alloc.kill_requested_at is not None:
+                continue
         if alloc.stop_requested_at is not None:
             if control_needed(beat):
                 plan.files.append(control_file(alloc, job))
@@ -107,7 +135,18 @@ def _plan_mailbox(
                 or (beat is not None and beat.awaiting_handoff_of is not None)
             )
         ):
-            plan.files.append(assignment_file(alloc, job))
+            plan.files.append(assignment_file(alloc, job, devices.get(alloc.id)))
+
+
+def _group_devices(allocs: list[Allocation]) -> dict[str, list[int]]:
+    """Lead slot id -> the slots its multi-GPU job runs on, the lead's own first."""
+    held: dict[str, list[int]] = {}
+    by_id = {a.id: a for a in allocs}
+    for alloc in allocs:
+        lead = by_id.get(alloc.held_by or "")
+        if lead is not None and alloc.state is not AllocationState.ENDED:
+            held.setdefault(lead.id, [lead.slot]).append(alloc.slot)
+    return {lead: [slots[0], *sorted(slots[1:])] for lead, slots in held.items()}
 
 
 def plan_write(scope: CycleScope, committed: Committed, snapshot: ClusterSnapshot) -> WritePlan:
@@ -165,7 +204,7 @@ async def _record_submit(
 ) -> None:
     """Commit what one submit returned: `pending` with its scheduler id, or ended."""
     store = ctx.store
-    sub = outcome.submits.get(alloc.id)
+    sub = outcome.submits.get(submit_row_id(alloc))  # one submit per GPU group (ADR 0026)
     if sub is not None and sub.scheduler_id:
         current = await store.get_allocation(alloc.id)
         if current is not None and current.state is AllocationState.SUBMITTING:

@@ -41,6 +41,7 @@ def _assignment(
     resume: CheckpointRef | None = None,
     fallbacks: list[CheckpointRef] | None = None,
     after_handoff: HandoffGate | None = None,
+    devices: list[int] | None = None,
 ) -> FileWrite:
     """assignment.json for `job` under `epoch`: where to resume, or the gate to wait on."""
     assignment = Assignment(
@@ -54,6 +55,7 @@ def _assignment(
         fallbacks=fallbacks or [],
         checkpoint_interval_s=job.spec.checkpoint_interval_s,
         after_handoff=after_handoff,
+        devices=devices or [],
     )
     return _file(alloc.id, ASSIGNMENT_FILE, assignment.model_dump_json().encode())
 
@@ -62,8 +64,11 @@ def _file(alloc_id: str, name: str, data: bytes) -> FileWrite:
     return FileWrite(allocation_id=alloc_id, name=name, data=data, mode=0o600)
 
 
-def assignment_file(alloc: Allocation, job: Job) -> FileWrite:
-    return _assignment(alloc, job, job.epoch, resume=job.checkpoint, fallbacks=job.fallbacks)
+def assignment_file(alloc: Allocation, job: Job, devices: list[int] | None = None) -> FileWrite:
+    """`devices`: the group's slots a multi-GPU job runs on, the lead's first (ADR 0026)."""
+    return _assignment(
+        alloc, job, job.epoch, resume=job.checkpoint, fallbacks=job.fallbacks, devices=devices
+    )
 
 
 def successor_needed(alloc: Allocation, heartbeat: Heartbeat | None) -> bool:
@@ -122,3 +127,28 @@ def control_file(alloc: Allocation, job: Job | None) -> FileWrite:
         reason=reason,
     )
     return _file(alloc.id, CONTROL_FILE, control.model_dump_json().encode())
+
+
+def slot_control_file(alloc: Allocation, action: ControlAction, reason: str) -> FileWrite:
+    """A GPU slot's `hold` (its GPU lent to the lead slot's job) or `kill` (ADR 0026)."""
+    control = Control(action=action, reason=reason)
+    return _file(alloc.id, CONTROL_FILE, control.model_dump_json().encode())
+
+
+def hold_needed(alloc: Allocation, heartbeat: Heartbeat | None) -> bool:
+    """Write the `hold` control until the slot's worker says it is held (a stop wins)."""
+    return (
+        alloc.held_by is not None
+        and alloc.stop_requested_at is None
+        and (heartbeat is None or heartbeat.state is not WorkerState.HELD)
+    )
+
+
+def unhold_needed(alloc: Allocation, heartbeat: Heartbeat | None) -> bool:
+    """A freed slot's worker still reports `held`: remove its control file."""
+    return (
+        alloc.held_by is None
+        and heartbeat is not None
+        and heartbeat.state is WorkerState.HELD
+        and alloc.stop_requested_at is None
+    )

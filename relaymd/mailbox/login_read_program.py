@@ -92,7 +92,8 @@ def main() -> None:
     out: List[bytes] = []
     for line in sys.stdin.read().splitlines():
         fields = line.split()
-        if len(fields) != 5 or not fields[0].isalnum():
+        # An allocation id: alphanumeric, a GPU slot's with a `-g<i>` tail (relaymd.ids).
+        if len(fields) != 5 or not fields[0].replace("-g", "", 1).isalnum():
             continue
         alloc, offset, want_log, skipping, known = (
             fields[0],

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 import shlex
 
+from relaymd.ids import is_allocation_id
+
 _LEADING_VAR = re.compile(
     r"^\$(\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))"
 )
@@ -35,8 +37,9 @@ def shell_path(path: str) -> str:
 
 
 def check_alphanumeric(alloc_id: str) -> None:
-    """Allocation ids are [0-9a-z] by construction (relaymd.ids); still never trusted raw."""
-    if not alloc_id.isalnum():
+    """Allocation ids are [0-9a-z] by construction (relaymd.ids; a GPU slot's ends in `-g<i>`);
+    still never trusted raw."""
+    if not is_allocation_id(alloc_id):
         raise ValueError(f"unsafe allocation id {alloc_id!r}")
 
 

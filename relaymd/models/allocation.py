@@ -66,6 +66,8 @@ class Allocation(WireModel):
     slot_count: int = Field(1, ge=1)
     # This slot's GPU serves the multi-GPU job bound to the lead slot `held_by`.
     held_by: str | None = None
+    # A `kill` control was sent to this slot instead of an scancel of its whole group.
+    kill_requested_at: datetime | None = None
     # Why the daemon keeps (or releases) this allocation while it is idle: `workers list`.
     note: str | None = None
 

@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, Field
 
+from relaymd.ids import slot_allocation_id
 from relaymd.mailbox.layout import alloc_dir
 from relaymd.models import Allocation, ClusterProfile
 from relaymd.scheduler import shell
@@ -116,6 +117,16 @@ def slurm_time(seconds: int) -> str:
     return f"{days}-{clock}" if days else clock
 
 
+def slot_dirs(alloc: Allocation, scratch: str) -> list[str]:
+    """Every slot's mailbox folder of `alloc`'s group, slot i at index i (ADR 0026); empty for
+    a one-GPU allocation, whose worker reads `alloc_dir`."""
+    if alloc.group_id is None or alloc.slot_count < 2:
+        return []
+    return [
+        alloc_dir(scratch, slot_allocation_id(alloc.group_id, i)) for i in range(alloc.slot_count)
+    ]
+
+
 def script_folder(script_path: str) -> str:
     """The folder a job script is in: where it is submitted from and its output goes."""
     return script_path.rsplit("/", 1)[0] if "/" in script_path else "."
@@ -166,7 +177,7 @@ class Scheduler(ABC):
         output = f"{folder}/{self.output_name}"
         return JobScriptContext(
             allocation_id=shell.allocation_id(alloc.id),
-            job_name=self.job_name(alloc.id),
+            job_name=self.job_name(alloc.scheduler_key),
             cluster=profile.name,
             partition=sb("partition", part.name),
             walltime_s=alloc.walltime_s,
@@ -191,6 +202,7 @@ class Scheduler(ABC):
             gpus=part.gpus_per_allocation,
             native_worker=native,
             worker_args=[str(a) for a in worker_args],
+            slot_dirs=slot_dirs(alloc, profile.scratch),
         )
 
     def render_job_script(

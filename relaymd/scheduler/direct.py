@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from relaymd.ids import group_of
 from relaymd.mailbox.layout import alloc_root
 from relaymd.mailbox.shell import quote, shell_path
 from relaymd.models import Allocation, ClusterProfile
@@ -155,7 +156,8 @@ class DirectScheduler(Scheduler):
                 continue
             if parts[1] != "job" or len(parts) < 5:
                 continue
-            alloc_id, pid, phase = parts[2], parts[3], parts[4]
+            # A GPU group runs from its slot 0's folder; the daemon knows it by the group id.
+            alloc_id, pid, phase = group_of(parts[2]), parts[3], parts[4]
             if phase in ("pending", "running"):
                 jobs.append(
                     SchedulerJob(

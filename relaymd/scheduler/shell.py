@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from relaymd.ids import is_allocation_id
 from relaymd.models.cluster import SBATCH_TOKEN
 
 _SBATCH_TOKEN = SBATCH_TOKEN  # one rule: the profile's validation refuses the same values
@@ -51,7 +52,7 @@ def scheduler_id(value: str) -> str:
 
 
 def allocation_id(value: str) -> str:
-    # relaymd.ids makes [0-9a-z] ids; anything else did not come from us.
-    if not value or not value.isascii() or not value.isalnum():
+    # relaymd.ids makes [0-9a-z] ids (`<group>-g<i>` for a GPU slot); nothing else is ours.
+    if not is_allocation_id(value):
         raise UnsafeValue(f"allocation id {value!r} is not alphanumeric")
     return value

@@ -37,7 +37,7 @@ class SlurmScheduler(Scheduler):
         return "\n".join(
             [
                 f"msg=$(cd {shell_path(folder)} && sbatch --parsable"
-                f" --job-name={self.job_name(alloc_id)}"
+                f" --job-name={self.job_name(alloc.scheduler_key)}"
                 f" --output={shell_path(folder + '/' + self.output_name)}"
                 f" --open-mode=append {shell_path(script_path)} 2>&1); rc=$?",
                 # --parsable prints `<id>` or `<id>;<cluster>`; warnings may come first.

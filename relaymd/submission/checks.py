@@ -95,6 +95,14 @@ def validate_job(directory: Path, spec: JobSpec, loaded: LoadedConfig) -> None:
             f"{directory}: image: no allowed cluster has the worker image {spec.image!r}; "
             f"add it under `images:` of a cluster profile"
         )
+    if spec.resources.gpus > 1 and not isinstance(spec.engine, CommandSettings):
+        # One worker process holds one CUDA context: only a command engine (AToM-OpenMM)
+        # spreads over several GPUs (ADR 0026).
+        raise SubmitError(
+            f"{directory / SPEC_FILE}: resources.gpus: {spec.resources.gpus} GPUs need a "
+            "command engine (engine.command with preset atom, or your own multi-GPU command); "
+            "an OpenMM job runs on one GPU: set resources.gpus to 1"
+        )
     if spec.resources.gpus > 0:
         fits = [
             c
@@ -104,5 +112,7 @@ def validate_job(directory: Path, spec: JobSpec, loaded: LoadedConfig) -> None:
         if not fits:
             raise SubmitError(
                 f"{directory}: resources.gpus: no allowed cluster has a partition with "
-                f"{spec.resources.gpus} GPU(s) per allocation (use --gpus 0 for a CPU job)"
+                f"{spec.resources.gpus} GPU(s) per allocation (use --gpus 0 for a CPU job; "
+                "for a multi-GPU job add a partition with gpus_per_allocation >= "
+                f"{spec.resources.gpus} to a cluster profile)"
             )

@@ -137,7 +137,7 @@ class FileQueueScheduler:
         q = shlex.quote(str(self.queue))
         return (
             f"n=$(( $(wc -l < {q} 2>/dev/null || echo 0) + 1000 )); "
-            f"echo {alloc.id} $n pending >> {q}; echo SUBMITTED {alloc.id} $n"
+            f"echo {alloc.scheduler_key} $n pending >> {q}; echo SUBMITTED {alloc.id} $n"
         )
 
     def parse_submit(self, text: str) -> list[SubmitResult]:

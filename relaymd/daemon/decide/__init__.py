@@ -8,7 +8,8 @@ that the caller persists in one transaction before it writes to the cluster.
 
 Each phase is a module working on one `Cycle` (decide/cycle.py: the working copies of the
 rows and the record of what changed): `scheduler_view`, `events`, `heartbeats`, `operator`,
-`binding`, `warm` and `provisioning`. The rules they apply (classify, evidence, liveness,
+`binding`, `warm` and `provisioning`; `slots` the GPU slots of multi-GPU allocations
+(ADR 0026). The rules they apply (classify, evidence, liveness,
 assign, provision, start_backoff) are pure functions of models in relaymd/daemon/.
 """
 
@@ -23,6 +24,7 @@ from relaymd.daemon.decide import (
     operator,
     provisioning,
     scheduler_view,
+    slots,
     warm,
 )
 from relaymd.daemon.decide.cycle import Cycle
@@ -37,6 +39,7 @@ def decide_cycle(inp: DecideInput, new_allocation_id: Callable[[], str]) -> Cycl
     scheduler_view.cancel_orphans(cycle)
     events.collect_log_tails(cycle)
     operator.carry_out_requests(cycle)
+    slots.free_held(cycle)
     files = inp.snapshot.files
     binding.bind(cycle, files)
     warm.reserve_successors(cycle, files)
@@ -61,7 +64,7 @@ def _allocations(cycle: Cycle) -> list[AllocationEnd]:
         alloc, hold = warm.reservation_before_events(cycle, alloc, alloc_files)
         if alloc_files is not None and not hold:
             alloc = events.apply(cycle, alloc, alloc_files)
-        how = scheduler_view.ended(cycle, alloc)
+        how = slots.exited(alloc, alloc_files) or scheduler_view.ended(cycle, alloc)
         if how is not None:
             ends.append(
                 AllocationEnd(

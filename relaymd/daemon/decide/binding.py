@@ -8,6 +8,7 @@ waits for it there (relaymd.daemon.assign).
 from __future__ import annotations
 
 from relaymd.daemon.assign import assign, held_for_preferred
+from relaymd.daemon.decide import slots
 from relaymd.daemon.decide.cycle import Cycle
 from relaymd.daemon.eligibility import time_for_a_segment
 from relaymd.daemon.liveness import heartbeat_counts, is_stale
@@ -59,6 +60,10 @@ def bind(cycle: Cycle, heartbeats: dict[str, AllocationFiles]) -> None:
     idle_elsewhere = _idle_elsewhere(cycle)
     held = held_for_preferred(queued, idle_elsewhere, cycle.inp.profiles, cycle.inp.profile.name)
     queued = [j for j in queued if j.id not in held]
+    # Jobs that need several GPUs first: they need k idle slots of one group (ADR 0026).
+    taken, bound = slots.bind_groups(cycle, idle, queued)
+    idle = [a for a in idle if a.id not in taken]
+    queued = [j for j in queued if j.id not in bound]
     for binding in assign(idle, queued, cycle.inp.profile):
         job = cycle.jobs[binding.job_id]
         alloc = cycle.allocs[binding.allocation_id]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from relaymd.daemon.classify import classify_hung, classify_stop_timeout
+from relaymd.daemon.decide import slots
 from relaymd.daemon.decide.cycle import Cycle
 from relaymd.daemon.liveness import (
     heartbeat_counts,
@@ -98,6 +99,5 @@ def stop_grace(cycle: Cycle, alloc: Allocation) -> None:
     job = cycle.bound_job(alloc)
     if job is not None:
         cycle.apply_outcome(job, alloc, classify_stop_timeout(job))
-    if alloc.id not in cycle.out.cancel and alloc.scheduler_id:
-        cycle.out.cancel[alloc.id] = alloc.scheduler_id
-        cycle.audit("allocation_cancel", f"no stop after {waited:.0f}s", alloc_id=alloc.id)
+    # A slot of a group whose other slots still work gets a `kill` instead (ADR 0026).
+    slots.cancel_or_kill(cycle, cycle.allocs[alloc.id], f"no stop after {waited:.0f}s")

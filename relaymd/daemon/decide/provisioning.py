@@ -11,6 +11,7 @@ from relaymd.daemon.decide import warm
 from relaymd.daemon.decide.cycle import Cycle
 from relaymd.daemon.provision import ClusterMode, ProvisionPlan, plan_provisioning
 from relaymd.daemon.start_backoff import AllocationEnd, blocked_partitions, update_backoff
+from relaymd.ids import slot_allocation_id
 from relaymd.models import Allocation, AllocationState
 
 
@@ -24,7 +25,12 @@ def track_start_failures(cycle: Cycle, ends: list[AllocationEnd]) -> None:
         if a.last_seq is not None and a.id not in seen_before
     }
     before = cycle.inp.backoff
-    after = update_backoff(before, ends, reported, cycle.inp.settings, cycle.now)
+    # A GPU group dying at start is one failed start, not one per slot (ADR 0026).
+    per_group: dict[str, AllocationEnd] = {}
+    for end in ends:
+        per_group.setdefault(end.allocation.scheduler_key, end)
+    firsts = list(per_group.values())
+    after = update_backoff(before, firsts, reported, cycle.inp.settings, cycle.now)
     cycle.out.backoff = after
     for name, record in after.items():
         old = before.get(name)
@@ -50,25 +56,41 @@ def provision(cycle: Cycle, new_id: Callable[[], str]) -> None:
         mode=cycle.inp.mode,
         queue_racing=cycle.inp.settings.queue_racing,
         blocked=blocked_partitions(cycle.out.backoff, cycle.now),
+        now=cycle.now,
     )
     _cancel(cycle, plan)
     for intent in plan.submit:
         partition = cycle.inp.profile.partition(intent.partition)
-        alloc = Allocation(
-            id=new_id(),
-            cluster=cycle.inp.profile.name,
-            partition=partition.name,
-            image=intent.image,
-            state=AllocationState.SUBMITTING,
-            walltime_s=partition.walltime_s,
-            submitted_at=cycle.now,
-        )
-        cycle.out.new_allocations.append(alloc)
+        rows = _new_rows(cycle, intent.partition, intent.image, new_id())
+        cycle.out.new_allocations.extend(rows)
+        why = f" ({len(rows)} GPU slots: {intent.reason})" if len(rows) > 1 else ""
         cycle.audit(
             "allocation_submitting",
-            f"{partition.name} for image {intent.image}",
-            alloc_id=alloc.id,
+            f"{partition.name} for image {intent.image}{why}",
+            alloc_id=rows[0].id,
         )
+
+
+def _new_rows(cycle: Cycle, partition_name: str, image: str, new_id: str) -> list[Allocation]:
+    """The rows of one submit: one allocation, or a group of one slot per GPU (ADR 0026)."""
+    partition = cycle.inp.profile.partition(partition_name)
+    slots = partition.gpus_per_allocation
+    common = {
+        "cluster": cycle.inp.profile.name,
+        "partition": partition.name,
+        "image": image,
+        "state": AllocationState.SUBMITTING,
+        "walltime_s": partition.walltime_s,
+        "submitted_at": cycle.now,
+    }
+    if slots < 2:
+        return [Allocation(id=new_id, **common)]
+    return [
+        Allocation(
+            id=slot_allocation_id(new_id, i), group_id=new_id, slot=i, slot_count=slots, **common
+        )
+        for i in range(slots)
+    ]
 
 
 def _cancel(cycle: Cycle, plan: ProvisionPlan) -> None:

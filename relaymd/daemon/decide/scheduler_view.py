@@ -22,14 +22,15 @@ class SchedulerEnd(NamedTuple):
     exit_code: str | None
 
 
-def scheduler_job(cycle: Cycle, alloc_id: str) -> SchedulerJob | None:
-    found: SchedulerJob | None = cycle.inp.snapshot.scheduler_jobs.get(alloc_id)
+def scheduler_job(cycle: Cycle, scheduler_key: str) -> SchedulerJob | None:
+    """The scheduler's report by the id its job name carries (a GPU slot's: its group's)."""
+    found: SchedulerJob | None = cycle.inp.snapshot.scheduler_jobs.get(scheduler_key)
     return found
 
 
 def observe(cycle: Cycle, alloc: Allocation) -> Allocation:
     """Adopt, start or end the allocation from the scheduler's report."""
-    sj = scheduler_job(cycle, alloc.id)
+    sj = scheduler_job(cycle, alloc.scheduler_key)
     if sj is None:
         return alloc
     update: dict[str, Any] = {}
@@ -58,7 +59,7 @@ def observe(cycle: Cycle, alloc: Allocation) -> Allocation:
 
 def ended(cycle: Cycle, alloc: Allocation) -> SchedulerEnd | None:
     """How the allocation ended, or None while it has not; vanished counts as ended."""
-    sj = scheduler_job(cycle, alloc.id)
+    sj = scheduler_job(cycle, alloc.scheduler_key)
     if sj is not None:
         if sj.phase is not SchedulerPhase.ENDED:
             return None
@@ -112,7 +113,7 @@ def cancel_orphans(cycle: Cycle) -> None:
     """Relaymd jobs the scheduler knows but the store does not (another state file, or a
     dropped submit that showed up late): cancel, never adopt twice."""
     inp = cycle.inp
-    known = {a.id for a in inp.allocations} | {a.id for a in inp.all_live}
+    known = {a.scheduler_key for a in inp.allocations} | {a.scheduler_key for a in inp.all_live}
     for alloc_id in inp.snapshot.scheduler_jobs:
         sj = scheduler_job(cycle, alloc_id)
         if alloc_id in known or sj is None or sj.phase is SchedulerPhase.ENDED:
