@@ -125,14 +125,10 @@ class Slot:
             if rc >= 0
             else f"worker ended by {signal.Signals(-rc).name}"
         )
+        exited = {"kind": EventKind.SLOT_EXITED, "allocation_id": self.mailbox.allocation_id}
         try:
             self.mailbox.append(
-                WorkerEvent(
-                    kind=EventKind.SLOT_EXITED,
-                    allocation_id=self.mailbox.allocation_id,
-                    exit_code=rc,
-                    reason=reason,
-                )
+                WorkerEvent.model_validate({**exited, "exit_code": rc, "reason": reason})
             )
         except OSError as exc:
             log.error("slot_exited_not_written", slot=self.spec.index, error=str(exc))
