@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from relaymd.daemon.eligibility import fits_allocation, job_order_key
+from relaymd.daemon.eligibility import fits_allocation, is_slot, job_order_key
 from relaymd.models import Allocation, ClusterProfile, Job
 
 
@@ -34,6 +34,8 @@ def score(job: Job, alloc: Allocation, profile: ClusterProfile) -> tuple[float, 
         offered = profile.partition(alloc.partition).gpus_per_allocation
     except KeyError:
         offered = job.spec.resources.gpus
+    if is_slot(alloc):
+        offered = 1  # a GPU slot offers its own GPU; its group's others serve other jobs
     wasted = offered - job.spec.resources.gpus
     vram = min((g.memory_gib for g in alloc.gpus), default=0.0)
     return (preferred, float(_gpu_rank(alloc, profile)), -float(wasted), -vram)

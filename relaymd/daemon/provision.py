@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from relaymd.daemon.eligibility import (
     fits_allocation,
     fits_partition,
+    is_slot,
     job_order_key,
     slot_need,
 )
@@ -80,8 +81,12 @@ def _match(
 ) -> tuple[list[Job], set[str]]:
     """Greedy match of jobs to spare allocations: (unmatched jobs, matched allocation ids)."""
     free = sorted(spares, key=_spare_order)
+    whole = [a for a in free if not is_slot(a)]  # one slot alone never fits a k-GPU job
+    slots = [a for a in free if is_slot(a)]
     used: set[str] = set()
     unmatched: list[Job] = []
+    # Job shapes no group had k free slots for: `used` only grows, so they stay unmatched.
+    no_group: set[tuple[object, ...]] = set()
     for job in jobs:
         # A pending allocation has measured no GPUs yet: count it as a possible fit, or a
         # VRAM-bound job would cancel and resubmit it every cycle.
@@ -93,12 +98,19 @@ def _match(
         def member_fits(a: Allocation, job: Job = job) -> bool:
             return fits(a, job, True)
 
-        one = next((a for a in free if a.id not in used and fits(a)), None)
+        need = slot_need(job)
+        one = next(
+            (a for a in (free if need == 1 else whole) if a.id not in used and fits(a)), None
+        )
         hit = [one] if one is not None else []
-        if not hit and slot_need(job) > 1:
+        shape = (job.spec.image, need, job.spec.resources, job.spec.placement.allowed_clusters)
+        key = tuple(repr(part) for part in shape)
+        if not hit and need > 1 and key not in no_group:
             # k GPUs: k free slots of one group (ADR 0026).
-            free_now = (a for a in free if a.id not in used)
+            free_now = (a for a in slots if a.id not in used)
             hit = group_slots(job, free_now, member_fits) or []
+            if not hit:
+                no_group.add(key)
         if not hit:
             unmatched.append(job)
         else:

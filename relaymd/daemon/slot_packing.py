@@ -21,18 +21,22 @@ def group_slots(
     job: Job, free: Iterable[Allocation], fits: Callable[[Allocation], bool]
 ) -> list[Allocation] | None:
     """`slot_need(job)` free slots of one group that each fit the job (`fits` asks as a
-    group member), lead (lowest slot) first; among several groups the one with the fewest
-    free slots (packs tightest)."""
+    group member), lead (lowest slot) first; the group with the fewest free slots that has
+    enough (packs tightest), checked in that order so the usual answer costs one group."""
     need = slot_need(job)
     groups: dict[str, list[Allocation]] = {}
     for alloc in free:
-        if is_slot(alloc) and fits(alloc):
+        if is_slot(alloc):
             groups.setdefault(alloc.scheduler_key, []).append(alloc)
-    usable = [sorted(g, key=lambda a: a.slot) for g in groups.values() if len(g) >= need]
-    if not usable:
-        return None
-    best = min(usable, key=lambda g: (len(g), g[0].submitted_at, g[0].id))
-    return best[:need]
+    candidates = sorted(
+        (g for g in groups.values() if len(g) >= need),
+        key=lambda g: (len(g), min(a.submitted_at for a in g), g[0].scheduler_key),
+    )
+    for group in candidates:
+        fitting = sorted((a for a in group if fits(a)), key=lambda a: a.slot)
+        if len(fitting) >= need:
+            return fitting[:need]
+    return None
 
 
 class GroupFill(BaseModel):

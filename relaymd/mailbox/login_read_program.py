@@ -86,14 +86,19 @@ def skip_scan(path: str, offset: int, cap: int) -> bytes:
         os.close(fd)
 
 
+def allocation_id_ok(value: str) -> bool:
+    """Alphanumeric, or a GPU slot's `<group>-g<i>` (relaymd.ids)."""
+    head, sep, tail = value.partition("-g")
+    return head.isalnum() and (not sep or tail.isdigit())
+
+
 def main() -> None:
     root, token = sys.argv[1], sys.argv[2]
     hb_cap, window, scan_cap, log_bytes = (int(v) for v in sys.argv[3:7])
     out: List[bytes] = []
     for line in sys.stdin.read().splitlines():
         fields = line.split()
-        # An allocation id: alphanumeric, a GPU slot's with a `-g<i>` tail (relaymd.ids).
-        if len(fields) != 5 or not fields[0].replace("-g", "", 1).isalnum():
+        if len(fields) != 5 or not allocation_id_ok(fields[0]):
             continue
         alloc, offset, want_log, skipping, known = (
             fields[0],

@@ -3,6 +3,7 @@ the check that a profile renders a safe job script at all (once, when a runner s
 
 from __future__ import annotations
 
+from relaymd.ids import slot_allocation_id
 from relaymd.logging import get_logger
 from relaymd.mailbox.layout import alloc_dir
 from relaymd.models import Allocation, ClusterProfile, WorkerSettings
@@ -31,18 +32,24 @@ def worker_args(scratch: str, allocation_id: str, worker: WorkerSettings) -> lis
 
 
 def probe_allocations(profile: ClusterProfile) -> list[Allocation]:
-    """One allocation per partition and image: every job script the profile can produce."""
-    return [
-        Allocation(
-            id=PROBE_ALLOCATION_ID,
-            cluster=profile.name,
-            partition=partition.name,
-            image=image,
-            walltime_s=partition.walltime_s,
+    """One allocation per partition and image: every job script the profile can produce (for
+    a multi-GPU partition, its GPU group's, which lists every slot's folder: ADR 0026)."""
+    probes: list[Allocation] = []
+    for partition in profile.partitions:
+        slots = partition.gpus_per_allocation
+        group = {"group_id": PROBE_ALLOCATION_ID, "slot_count": slots} if slots > 1 else {}
+        probes.extend(
+            Allocation(
+                id=slot_allocation_id(PROBE_ALLOCATION_ID, 0) if group else PROBE_ALLOCATION_ID,
+                cluster=profile.name,
+                partition=partition.name,
+                image=image,
+                walltime_s=partition.walltime_s,
+                **group,
+            )
+            for image in sorted(profile.images) or ["openmm"]
         )
-        for partition in profile.partitions
-        for image in sorted(profile.images) or ["openmm"]
-    ]
+    return probes
 
 
 def profile_problem(

@@ -169,3 +169,17 @@ def test_held_slots_wait_for_a_stopped_lead_to_leave_before_they_are_free() -> N
     requeued = out.jobs["jbig"]
     out = decide([unbound, held], [requeued], files=[*files, gone], now=late)
     assert out.allocations[held.id].held_by is None
+
+
+def test_a_two_gpu_job_does_not_take_the_slot_a_higher_priority_job_needs() -> None:
+    idle = [slot(i, n=2) for i in range(2)]
+    files = [beat(a.id, 2, WorkerState.IDLE) for a in idle]
+    big = make_job("jbig", gpus=2, created_s=0)
+    urgent = make_job("jone", gpus=1, priority=5, created_s=1)
+    out = decide(idle, [big, urgent], files=files)
+    assert out.bound == ["jone"]
+    # Alone, the 2-GPU job takes both slots: slot 0 leads, slot 1 is held.
+    out = decide(idle, [big], files=files)
+    assert out.bound == ["jbig"]
+    assert out.allocations["g1-g0"].job_id == "jbig"
+    assert out.allocations["g1-g1"].held_by == "g1-g0"

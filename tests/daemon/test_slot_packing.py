@@ -174,3 +174,25 @@ def test_pack_group_keeps_one_image_per_allocation() -> None:
     ]
     fill = pack_group(jobs, profile, four(), None)
     assert [j.id for j in fill.jobs] == ["j1", "j3"] and fill.gpus == 3
+
+
+def test_held_slots_are_not_supply() -> None:
+    profile = make_profile(partitions=[four(min_fill=0.25)])
+    rows = group("g1")
+    rows[0] = rows[0].model_copy(update={"job_id": "jbig"})
+    rows[1:] = [r.model_copy(update={"held_by": rows[0].id}) for r in rows[1:]]
+    # Every other slot is held for the lead's 4-GPU job: a queued job needs a new group.
+    assert len(plan(profile, [make_job("j1", gpus=1)], rows).submit) == 1
+
+
+def test_a_one_gpu_job_wastes_nothing_on_a_slot() -> None:
+    from relaymd.daemon.assign import assign
+
+    profile = make_profile(
+        partitions=[four(), Partition(name="p1", walltime_minutes=30, gpus_per_allocation=2)]
+    )
+    slot = group("g1")[3]
+    pair = make_alloc("a2", partition="p1", state=R, submitted_s=-10)
+    # The idle slot (already paid with its group) beats an allocation with a spare GPU.
+    [binding] = assign([pair, slot], [make_job("j1", gpus=1)], profile)
+    assert binding.allocation_id == slot.id

@@ -66,3 +66,12 @@ def test_the_group_is_one_slurm_job_named_by_the_group_id_with_every_slot_folder
     assert context.job_name == "relaymd-a9" and context.slot_dirs == []
     # The query maps the job name back to the group id the slots are looked up by.
     assert scheduler.allocation_id_from_name("relaymd-a1b2") == "a1b2"
+
+
+def test_the_profile_probe_renders_a_multi_gpu_partitions_group_script() -> None:
+    from relaymd.scheduler.job_script import probe_allocations
+
+    [probe] = probe_allocations(profile())
+    assert probe.group_id is not None and probe.slot_count == 4
+    context = SlurmScheduler(profile()).script_context(probe, profile(), [])
+    assert len(context.slot_dirs) == 4 and context.job_name == f"relaymd-{probe.group_id}"

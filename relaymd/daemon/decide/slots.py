@@ -81,13 +81,18 @@ def bind_groups(
     cycle: Cycle, idle: list[Allocation], queued: list[Job]
 ) -> tuple[set[str], set[str]]:
     """Bind each queued job that needs k > 1 GPUs to a lead slot of one group with k-1 other
-    idle slots (all measured to fit), holding those: (slot ids used, job ids bound)."""
+    idle slots (all measured to fit), holding those: (slot ids used, job ids bound). Priority
+    holds: a multi-GPU job leaves as many idle workers as one-GPU jobs ahead of it can use."""
     profile = cycle.inp.profile
     free = [a for a in idle if is_slot(a)]
     used: set[str] = set()
     bound: set[str] = set()
+    singles_ahead = 0
     for job in sorted(queued, key=job_order_key):
         if slot_need(job) < 2:
+            singles_ahead += any(fits_allocation(job, a, profile) for a in idle)
+            continue
+        if len(idle) - len(used) - slot_need(job) < singles_ahead:
             continue
 
         def member_fits(a: Allocation, job: Job = job) -> bool:
