@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from relaymd.mailbox.files import atomic_write_model
 from relaymd.mailbox.layout import CONTROL_FILE
 from relaymd.mailbox.models import Control, ControlAction, EventKind, WorkerEvent
@@ -190,3 +192,29 @@ def test_more_slots_than_devices_is_refused_with_a_message(tmp_path: Path) -> No
     assert done.returncode == 2
     assert "2 slot folders but CUDA_VISIBLE_DEVICES='3' names 1 devices" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_slot_arguments_and_devices() -> None:
+    from worker_entry.slots import SlotsError, allocation_devices, worker_arguments
+
+    args = ["--alloc-dir", "/x/g0", "--idle-timeout", "5", "--alloc-dir=/y"]
+    assert worker_arguments(args) == ["--idle-timeout", "5"]
+    with pytest.raises(SlotsError, match="not --mailbox"):
+        worker_arguments(["--mailbox", "s3://b/p/mailbox/a1"])
+    assert allocation_devices(2, {}) == ["0", "1"]
+    assert allocation_devices(2, {"CUDA_VISIBLE_DEVICES": "GPU-a, GPU-b,GPU-c"}) == [
+        "GPU-a",
+        "GPU-b",
+    ]
+
+
+def test_a_missing_slot_folder_is_refused(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "worker_entry", "slots", "--slot-dir", str(tmp_path / "nope")],
+        cwd=REPO,
+        env=worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "is not a directory" in done.stderr, done.stderr
