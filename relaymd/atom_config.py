@@ -96,3 +96,19 @@ def load_atom_layout(path: Path) -> AtomLayout:
         prnt_frequency=_positive_int(path, keys, "PRNT_FREQUENCY"),
         checkpoint_file=checkpoint_file,
     )
+
+
+def set_atom_key(path: Path, key: str, value: str) -> None:
+    """Set one flat KEY in an AToM config in place (the worker's copy, e.g. NODEFILE)."""
+    keys = read_atom_keys(path)  # refuses an unreadable config first
+    if path.suffix == ".cntl":
+        kept = [
+            line for line in path.read_text().splitlines() if line.split("=", 1)[0].strip() != key
+        ]
+        path.write_text("\n".join([*kept, f"{key} = '{value}'"]) + "\n")
+        return
+    keys[key] = value
+    if path.suffix == ".json":
+        path.write_text(json.dumps(keys, indent=2) + "\n")
+    else:
+        path.write_text(yaml.safe_dump(keys, sort_keys=False))

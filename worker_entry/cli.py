@@ -1,4 +1,5 @@
-"""`relaymd-worker --alloc-dir <scratch>/alloc/<allocation_id>`: argparse only, so `--help`
+"""`relaymd-worker --alloc-dir <scratch>/alloc/<allocation_id>`, or `relaymd-worker slots
+--slot-dir ...` for a multi-GPU allocation (worker_entry/slots.py): argparse only, so `--help`
 works without OpenMM or any operator dependency."""
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run RelayMD relay segments inside one allocation. Reads assignment.json "
         "and control.json from the allocation folder, writes heartbeat.json and events.jsonl, "
         "and exchanges checkpoints with object storage.",
+        epilog="A multi-GPU allocation runs `relaymd-worker slots --slot-dir DIR ... <these "
+        "options>`: one worker per GPU slot (see `relaymd-worker slots --help`).",
     )
     _add_mailbox_arguments(parser)
     parser.add_argument(
@@ -119,7 +122,12 @@ def parse_options(argv: list[str] | None = None) -> WorkerOptions:
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse_options(argv)
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["slots"]:
+        from worker_entry.slots import main as slots_main
+
+        return slots_main(args[1:])
+    options = parse_options(args)
     from worker_entry.worker import StartupError, run_worker
 
     try:

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import threading
+from collections.abc import Mapping
 
 from relaymd.mailbox.models import Heartbeat
 from relaymd.models import GpuInfo
@@ -18,23 +19,65 @@ from worker_entry.version import worker_version
 log = get_logger(__name__)
 
 
-def query_gpus() -> list[GpuInfo]:
-    """nvidia-smi's view of this node's GPUs; [] when there is no nvidia-smi or it fails."""
+QUERY = "index,uuid,name,memory.total"
+
+
+def _nvidia_smi(*args: str) -> str | None:
     try:
         done = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
+            ["nvidia-smi", *args], capture_output=True, text=True, timeout=20, check=False
         )
     except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def _mig_parents(listing: str) -> dict[str, str]:
+    """MIG-<uuid> -> its GPU's index, from `nvidia-smi -L` (`GPU 0: ... (UUID: GPU-...)`
+    followed by indented `MIG ... (UUID: MIG-...)` lines)."""
+    parents: dict[str, str] = {}
+    gpu = ""
+    for line in listing.splitlines():
+        uuid = line.rpartition("UUID: ")[2].rstrip(")").strip()
+        if line.startswith("GPU "):
+            gpu = line[4:].split(":", 1)[0].strip()
+        elif uuid.startswith("MIG-") and gpu:
+            parents[uuid] = gpu
+    return parents
+
+
+def visible_selector(env: Mapping[str, str]) -> set[str] | None:
+    """The CUDA_VISIBLE_DEVICES entries (indices, GPU-/MIG- UUIDs); None when unset (all).
+    nvidia-smi ignores that variable, so the worker filters its answer itself."""
+    raw = env.get("CUDA_VISIBLE_DEVICES")
+    if raw is None:
+        return None
+    wanted = {entry.strip() for entry in raw.split(",") if entry.strip()}
+    if any(entry.startswith("MIG-") for entry in wanted):
+        parents = _mig_parents(_nvidia_smi("-L") or "")
+        wanted |= {parents[e] for e in wanted if e in parents}
+    return wanted
+
+
+def _selected(index: str, uuid: str, wanted: set[str]) -> bool:
+    # CUDA also accepts a unique prefix of a GPU UUID.
+    return index in wanted or any(w.startswith("GPU-") and uuid.startswith(w) for w in wanted)
+
+
+def query_gpus(env: Mapping[str, str] | None = None) -> list[GpuInfo]:
+    """nvidia-smi's view of the GPUs this worker may use (its CUDA_VISIBLE_DEVICES; a MIG
+    instance reports its whole GPU); [] when there is no nvidia-smi or it fails."""
+    out = _nvidia_smi(f"--query-gpu={QUERY}", "--format=csv,noheader,nounits")
+    if out is None:
         return []
-    if done.returncode != 0:
-        return []
+    wanted = visible_selector(os.environ if env is None else env)
     gpus = []
-    for line in done.stdout.splitlines():
-        name, _, memory = line.rpartition(",")
+    for line in out.splitlines():
+        index, _, rest = line.partition(",")
+        uuid, _, rest = rest.partition(",")
+        name, _, memory = rest.rpartition(",")
+        if wanted is not None and not _selected(index.strip(), uuid.strip(), wanted):
+            continue
         try:
             gpus.append(GpuInfo(name=name.strip(), memory_total_mib=int(float(memory.strip()))))
         except ValueError:
@@ -80,6 +123,7 @@ class HeartbeatWriter(threading.Thread):
                 deadline=snap.deadline,
                 handoff_margin_s=snap.handoff_margin_s,
                 awaiting_handoff_of=snap.awaiting_handoff_of,
+                cuda_visible_devices=snap.cuda_visible_devices,
                 hostname=self._hostname,
                 pid=os.getpid(),
                 worker_version=self._version,

@@ -152,6 +152,7 @@ class SegmentRunner:
                         + f"; resuming from {staged.resumed_ref.epoch}-{staged.resumed_ref.seq}",
                     )
                 engine = make_engine(a.engine)
+                engine.use_devices(a.devices)
                 engine.prepare(staged.work_dir, staged.restored, self.platform)
                 self._seq = self._first_free_seq()
                 outputs = OutputsWriter(self.store, job_id=a.job_id, epoch=a.epoch)
@@ -162,6 +163,7 @@ class SegmentRunner:
                 step=engine.start_step,
                 total_steps=engine.total_steps,
                 handoff_margin_s=self.margin.seconds,
+                cuda_visible_devices=engine.cuda_visible_devices,
             )
             self._uploader = CheckpointUploader(
                 self.store,
@@ -172,12 +174,7 @@ class SegmentRunner:
                 on_uploaded=self._on_uploaded,
             )
             self._uploader.start()
-            self._event(
-                EventKind.STARTED,
-                step=engine.start_step,
-                resumed_from=engine.resumed_from,
-                checkpoint=staged.resumed_ref,
-            )
+            self._started(engine, staged.resumed_ref)
             self.heartbeat.poke()
             result = engine.run(self, a.checkpoint_interval_s)
             return self._finish(engine, result.outcome, result.step, result.stop)
@@ -192,6 +189,15 @@ class SegmentRunner:
             if self._uploader is not None:
                 self._uploader.close()
             shutil.rmtree(self.seg_dir, ignore_errors=True)
+
+    def _started(self, engine: Engine, resumed_ref: CheckpointRef | None) -> None:
+        self._event(
+            EventKind.STARTED,
+            step=engine.start_step,
+            resumed_from=engine.resumed_from,
+            checkpoint=resumed_ref,
+            cuda_visible_devices=engine.cuda_visible_devices,
+        )
 
     def _fail(self, reason: str, retryable: bool, log_tail: list[str]) -> EventKind:
         if self._uploader is not None:

@@ -23,6 +23,7 @@ class StatusSnapshot(BaseModel):
     deadline: datetime | None = None
     handoff_margin_s: float | None = None
     awaiting_handoff_of: int | None = None  # waiting on a pre-written successor's gate
+    cuda_visible_devices: str | None = None  # the running engine's GPUs
 
     @property
     def progress(self) -> float | None:
@@ -56,6 +57,7 @@ class WorkerStatus:
             ns_per_day=None,
             last_checkpoint=None,
             awaiting_handoff_of=None,
+            cuda_visible_devices=None,
         )
 
     def clear_job(self, state: WorkerState) -> None:
@@ -68,4 +70,5 @@ class WorkerStatus:
             ns_per_day=None,
             last_checkpoint=None,
             awaiting_handoff_of=None,
+            cuda_visible_devices=None,
         )

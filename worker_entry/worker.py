@@ -14,7 +14,7 @@ from worker_entry.credentials import CredentialsError, load_credentials
 from worker_entry.handoff_gate import gate_expired, preload_engine, resolve_gate
 from worker_entry.heartbeat import HeartbeatWriter, query_gpus
 from worker_entry.logging import get_logger, log_to_file
-from worker_entry.mailbox_io import GARBLED_GRACE_S, Mailbox
+from worker_entry.mailbox_io import GARBLED_GRACE_S, AssignmentRead, Mailbox
 from worker_entry.margin import HandoffMargin
 from worker_entry.options import WorkerOptions
 from worker_entry.segment import SegmentRunner
@@ -88,13 +88,29 @@ class Worker:
             return f"no assignment for {self.options.idle_timeout_s:g}s"
         return None
 
+    def _held(self) -> bool:
+        """`hold` in control.json (ADR 0026): this slot's GPU serves another slot's job, so
+        no assignment is taken and the state is `held` until the control goes or changes."""
+        control = self.mailbox.read_control()
+        held = control is not None and control.action is ControlAction.HOLD
+        state = WorkerState.HELD if held else WorkerState.IDLE
+        if self.status.snapshot().state is not state:
+            log.info("worker_held" if held else "worker_hold_released")
+            self.status.update(state=state)
+            self.heartbeat.poke()
+        return held
+
     def wait_for_assignment(self) -> Assignment | str:
         """The next (job, epoch) not run yet, or why the worker should leave instead."""
         self.status.clear_job(WorkerState.IDLE)
         self.heartbeat.poke()
         idle_since = time.monotonic()
         while True:
-            read = self.mailbox.read_assignment()
+            read: AssignmentRead | None = None
+            if self._held():
+                idle_since = time.monotonic()  # no idle timeout while held
+            else:
+                read = self.mailbox.read_assignment()
             if (
                 read is not None
                 and read.digest not in self._bad_digests

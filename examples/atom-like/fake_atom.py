@@ -26,6 +26,13 @@ It reproduces the file behaviour that matters to a relay (read from AToM-OpenMM 
 * SIGTERM/SIGINT: checkpoint, log "Termination signal ... detected", sleep 20 s (AToM waits
   for its workers, then sleeps 20 s), exit 1.
 
+* NODEFILE: one OpenMM worker per line `<node>,<platform>:<device>,<threads>,<arch>,,<tmp>`
+  (an empty tmp field is refused); a GPU device index is relative to CUDA_VISIBLE_DEVICES, so
+  an index past its entries cannot get a context and that worker is dropped; no worker left:
+  "No compute devices are alive", exit 0. Replicas are multiplexed over the workers; each
+  worker appends to `cntxt_<node>_<platform>_<device>/<BASENAME>.log`. Without a NODEFILE one
+  worker runs on whatever is visible.
+
 Simplifications: replicas run one after another in one process (no GPU workers) and never
 exchange states, so a sample line is a pure function of (replica, MD step) and a relayed run's
 files can be compared byte for byte with an uninterrupted run's. No trajectory is written.
@@ -70,6 +77,50 @@ def read_cntl(path: Path) -> dict[str, str]:
             value = value[1:-1]
         keys[key] = value
     return keys
+
+
+class Device:
+    """One nodefile line: the worker that runs some replicas' MD chunks."""
+
+    def __init__(self, node: str, platform: str, device: str, arch: str) -> None:
+        self.label = f"{node}:{platform}:{device} ({arch})"
+        visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]
+        # What the index means on the node: the CUDA_VISIBLE_DEVICES entry it selects.
+        self.physical = visible[int(device)] if visible and int(device) < len(visible) else device
+        self.usable = (
+            arch not in ("CUDA", "HIP", "OpenCL") or not visible or (int(device) < len(visible))
+        )
+        self.log_dir = Path(f"cntxt_{node}_{platform}_{device}")
+
+
+def read_nodefile(path: Path) -> list[Device]:
+    devices = []
+    for raw in path.read_text().splitlines():
+        if not raw.strip():
+            continue
+        fields = raw.strip().split(",")
+        if len(fields) != 6 or ":" not in fields[1]:
+            sys.exit(f"nodefile {path}: expected 6 fields like localhost,0:0,1,CUDA,,/tmp: {raw}")
+        if not fields[5]:
+            sys.exit(f"nodefile {path}: empty tmp folder in {raw!r}")
+        platform, device = fields[1].split(":", 1)
+        devices.append(Device(fields[0], platform, device, fields[3]))
+    return devices
+
+
+def start_devices(keys: dict[str, str]) -> list[Device]:
+    listed = [Device("localhost", "0", "0", "CPU")]
+    if "NODEFILE" in keys:
+        listed = read_nodefile(Path(keys["NODEFILE"]))
+    alive = []
+    for device in listed:
+        if device.usable:
+            device.log_dir.mkdir(exist_ok=True)
+            print(f"worker {device.label} on device {device.physical}", flush=True)
+            alive.append(device)
+        else:
+            print(f"worker {device.label}: cannot create a context (no such device)", flush=True)
+    return alive
 
 
 def as_list(value: str) -> list[float]:
@@ -182,6 +233,7 @@ class Run:
         self.checkpoint_time = float(keys.get("CHECKPOINT_TIME", keys.get("CYCLE_TIME", "30")))
         self.wall_s = 60.0 * float(keys.get("WALL_TIME", "100000"))
         self.pause = Pause()
+        self.devices = start_devices(keys)
         self.rounds = 0
         self.line_pending = False
         self.replicas = [
@@ -224,6 +276,9 @@ class Run:
         sys.exit(1)
 
     def md_chunk(self, replica: Replica) -> None:
+        device = self.devices[replica.index % len(self.devices)]
+        with (device.log_dir / f"{self.keys['BASENAME']}.log").open("a") as log:
+            log.write(f"replica {replica.index} cycle {replica.cycle} device {device.physical}\n")
         time.sleep(self.chunk_s)
         replica.cycle += 1
         replica.mdsteps += self.steps
@@ -258,7 +313,11 @@ def main() -> int:
     if os.environ.get("FAKE_ATOM_CRASH") == "1":
         print("No compute devices are alive. Quitting.", flush=True)
         return 0
-    return Run(read_cntl(config)).main()
+    run = Run(read_cntl(config))
+    if not run.devices:
+        print("No compute devices are alive. Quitting.", flush=True)
+        return 0
+    return run.main()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ TB_OPT=/opt/relaymd-testbed
 TB_USER=relaymd
 TB_ACCOUNT=relaymd-test
 TB_PARTITION=debug
+TB_GPU_PARTITION=gpu4 # 4-GPU allocations on the same node (GRES gpu, fake devices)
+TB_GPUS=4
 TB_CLUSTERS=(clustera clusterb)
 
 TB_DBD_PORT=6819
@@ -27,6 +29,10 @@ tb_node() { case "$1" in clustera) echo nodea ;; clusterb) echo nodeb ;; esac; }
 tb_ssh_port() { case "$1" in clustera) echo 2221 ;; clusterb) echo 2222 ;; esac; }
 tb_ctld_port() { case "$1" in clustera) echo 6917 ;; clusterb) echo 6927 ;; esac; }
 tb_slurmd_port() { case "$1" in clustera) echo 6918 ;; clusterb) echo 6928 ;; esac; }
+
+# What the fake nvidia-smi reports per cluster (real name strings and sizes).
+tb_gpu_name() { case "$1" in clustera) echo "NVIDIA A100-SXM4-40GB" ;; clusterb) echo "NVIDIA H100 80GB HBM3" ;; esac; }
+tb_gpu_mib() { case "$1" in clustera) echo 40960 ;; clusterb) echo 81559 ;; esac; }
 
 tb_log() { printf '[testbed %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 

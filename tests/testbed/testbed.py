@@ -46,6 +46,13 @@ class TestbedCluster(BaseModel):
     partition: str
     node: str
     cpus: int = 8
+    # GPUs as SLURM sees them (GRES gpu on fake devices) and the nvidia-smi stand-in that
+    # reports them; a testbed from before them has none.
+    gpus: int = 0
+    gpu_partition: str | None = None  # allocations of `gpus` GPUs
+    gpu_name: str | None = None
+    gpu_memory_mib: int | None = None
+    nvidia_smi_dir: Path | None = None  # put it first on a worker's PATH to see the GPUs
 
 
 class Testbed(BaseModel):

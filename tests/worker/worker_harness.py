@@ -57,6 +57,14 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> obje
     return value
 
 
+def worker_env() -> dict[str, str]:
+    """This process's environment without SLURM's or RelayMD's settings (and GPUs)."""
+    skip = ("SLURM_", "RELAYMD_", "CUDA_VISIBLE_DEVICES")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
 class Allocation:
     """One allocation folder and the worker process running in it."""
 
@@ -68,7 +76,9 @@ class Allocation:
         self.proc: subprocess.Popen[bytes] | None = None
         self.work_dir = root / "work" / allocation_id
 
-    def start(self, *extra: str, idle_timeout: float = 30.0) -> subprocess.Popen[bytes]:
+    def start(
+        self, *extra: str, idle_timeout: float = 30.0, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         args = [
             sys.executable, "-m", "worker_entry",
             "--alloc-dir", str(self.dir),
@@ -80,10 +90,10 @@ class Allocation:
             "--work-dir", str(self.work_dir),
             *extra,
         ]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RELAYMD_"))}
-        env["PYTHONPATH"] = str(REPO)
+        environment = worker_env()
+        environment.update(env or {})
         self.proc = subprocess.Popen(
-            args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            args, cwd=REPO, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         return self.proc
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal, Protocol
@@ -10,6 +11,7 @@ from typing import Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from relaymd.models import CheckpointManifest
+from worker_entry.devices import own_devices
 from worker_entry.stopping import StopRequest
 
 
@@ -90,6 +92,17 @@ class Engine(abc.ABC):
     resumed_from: Literal["checkpoint", "state_xml", "start"] = "start"
     total_steps: int | None = None
     start_step: int = 0
+    cuda_visible_devices: str | None = None  # the GPUs this segment runs on (use_devices)
+
+    def use_devices(self, slots: list[int]) -> None:
+        """Before prepare: the assignment's GPU slots (ADR 0026). An in-process engine keeps
+        the worker's own device (a CUDA context cannot widen later), so it takes one GPU."""
+        if len(slots) > 1:
+            raise EngineFailure(
+                f"engine {self.name} runs in the worker process on one GPU; the assignment "
+                f"names {len(slots)} (resources.gpus > 1 needs a command engine)"
+            )
+        self.cuda_visible_devices = own_devices(os.environ)
 
     @abc.abstractmethod
     def prepare(self, work_dir: Path, restored: Restored | None, platform: str | None) -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from relaymd.models import CommandSettings
+from worker_entry.devices import DeviceError, device_count, engine_devices
+from worker_entry.engines.atom_nodefile import write_nodefile
 from worker_entry.engines.base import (
     Engine,
     EngineFailure,
@@ -64,13 +66,24 @@ class CommandEngine(Engine):
         if "/" not in exe and shutil.which(exe) is None:
             raise EngineFailure(f"engine.command: {exe} is not on PATH on this node")
         atom = load_preset_layout(self.settings, work_dir)
+        config = self.settings.atom_config_path()
+        if atom is not None and config is not None and self.cuda_visible_devices is not None:
+            write_nodefile(work_dir / config, device_count(self.cuda_visible_devices), platform)
         self.checkpoints = CommandCheckpoints(self.settings, work_dir, atom, restored, platform)
         if restored is not None:
             self.start_step = self.checkpoints.step
             self.resumed_from = "checkpoint"
 
+    def use_devices(self, slots: list[int]) -> None:
+        try:
+            self.cuda_visible_devices = engine_devices(slots, os.environ)
+        except DeviceError as exc:  # a placement problem, not the job's: requeue it
+            raise EngineFailure(str(exc), retryable=True) from None
+
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
+        if self.cuda_visible_devices is not None:
+            env["CUDA_VISIBLE_DEVICES"] = self.cuda_visible_devices
         env["RELAYMD_RESUMED"] = "1" if self.resumed_from == "checkpoint" else "0"
         env["RELAYMD_START_STEP"] = str(self.start_step)
         if self.platform:
