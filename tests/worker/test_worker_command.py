@@ -18,6 +18,7 @@ from tests.worker.atom_like import (
     write_bundle,
 )
 from tests.worker.worker_harness import TERMINAL, Allocation, Relay, wait_for
+from worker_entry.engines.command_log import CAPTURED_LOG
 
 
 @pytest.mark.slow
@@ -87,3 +88,27 @@ def test_command_exit_zero_short_of_target_is_a_failure(
     assert "exited 0 with 0 of 10 samples" in (failed.reason or "")
     assert any("No compute devices are alive" in line for line in failed.log_tail)
     assert relay.store.list_keys(checkpoints_prefix(relay.job_id)) == []
+
+
+def test_a_stop_kills_the_engine_once_its_checkpoint_is_captured(
+    tmp_path: Path, file_access: StorageAccess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AToM sleeps 20 s after SIGTERM once its checkpoint is valid; a SIGKILL then is harmless,
+    and a second SIGTERM would re-enter its handler (another checkpoint round, another sleep)
+    and hold the handoff past the allocation's end. The engine gets one SIGTERM, then SIGKILL."""
+    samples = 6
+    relay = Relay(tmp_path, file_access, "job-atom-kill")
+    relay.upload_bundle(write_bundle(tmp_path / "bundle", samples, 0.3, chunk_s=0.02))
+    paused = tmp_path / "paused"
+    monkeypatch.setenv("FAKE_ATOM_EXIT_SLEEP_S", "30")
+    monkeypatch.setenv("FAKE_ATOM_PAUSE", "line_after_round:1")
+    monkeypatch.setenv("FAKE_ATOM_PAUSE_FILE", str(paused))
+    alloc = relay.assigned(engine(samples))
+    alloc.start(idle_timeout=1.0)
+    wait_for(paused.is_file, 60, "the engine paused after its first round")
+    alloc.control(ControlAction.STOP, relay.job_id, relay.epoch)
+    end = alloc.wait_event(TERMINAL, timeout=120, epoch=relay.epoch)
+    assert alloc.wait_exit(120) == 0
+    assert end.kind is EventKind.STOPPED and end.checkpoint is not None
+    log = relay.store.get_bytes(f"{outputs_prefix(relay.job_id, relay.epoch)}{CAPTURED_LOG}")
+    assert log.decode().count("Termination signal") == 1, log.decode()[-2000:]

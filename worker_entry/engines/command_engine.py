@@ -163,9 +163,11 @@ class CommandEngine(Engine):
             if exited:
                 break
             time.sleep(POLL_S)
-        if not captured:
+        if captured:
+            proc.end_now()  # the handoff must not wait out the program's own exit
+        else:
             log.warning("command_no_checkpoint_after_stop", grace_s=grace)
-        proc.kill()
+            proc.kill()
         return EngineResult(outcome=Outcome.STOPPED, step=self.checkpoints.step, stop=stop)
 
     def _exited(self, hooks: SegmentHooks, rc: int) -> EngineResult:

@@ -56,6 +56,12 @@ class CommandProcess:
             self.signal(signal.SIGKILL)
             self._proc.wait()
 
+    def end_now(self) -> None:
+        """SIGKILL the group: for after its checkpoint was captured, when nothing it still
+        does matters (AToM sleeps 20 s after SIGTERM; a second SIGTERM re-enters its handler)."""
+        self.signal(signal.SIGKILL)
+        self._proc.wait()
+
     def close(self) -> None:
         if self._proc.poll() is None:
             self.kill()
