@@ -6,20 +6,17 @@ from __future__ import annotations
 from relaymd.models import Allocation, AllocationState, utcnow
 from relaymd.state import StateStore
 from tests.support.cli_env import CliEnv
+from tests.support.slot_rows import slot_row
 
 
 def _slot(i: int, **fields: object) -> Allocation:
-    return Allocation(
-        id=f"agrp-g{i}",
-        group_id="agrp",
-        slot=i,
-        slot_count=4,
+    return slot_row(
+        "agrp",
+        i,
         cluster="local",
         partition="local",
-        image="openmm",
         state=AllocationState.RUNNING,
         scheduler_id="4242",
-        walltime_s=3600,
         started_at=utcnow(),
         **fields,
     )

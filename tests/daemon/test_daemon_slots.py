@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from relaymd.mailbox.models import EventKind, Heartbeat, WorkerEvent, WorkerState
-from relaymd.models import Allocation, AllocationState, utcnow
+from relaymd.models import AllocationState, utcnow
 from tests.daemon.daemon_factories import make_job
 from tests.support.fake_cluster import local_profile, make_fake_runners
+from tests.support.slot_rows import slot_row
 
 
 def _rows(tmp: Path) -> dict[str, dict[str, Any]]:
@@ -158,14 +159,11 @@ async def test_a_two_gpu_job_takes_a_lead_and_a_held_slot_freed_when_it_leaves(
         now = utcnow()
         for i in range(4):
             await store.insert_allocation(
-                Allocation(
-                    id=f"g1-g{i}",
-                    group_id="g1",
-                    slot=i,
-                    slot_count=4,
+                slot_row(
+                    "g1",
+                    i,
                     cluster="c1",
                     partition="p1",
-                    image="openmm",
                     state=AllocationState.RUNNING,
                     scheduler_id="100",
                     walltime_s=1800,

@@ -10,6 +10,7 @@ from relaymd.mailbox.shell import check_alphanumeric
 from relaymd.models import Allocation, ClusterProfile
 from relaymd.scheduler import SlurmScheduler, UnsafeValue
 from relaymd.scheduler.shell import allocation_id
+from tests.support.slot_rows import slot_row
 
 
 def profile() -> ClusterProfile:
@@ -25,16 +26,7 @@ def profile() -> ClusterProfile:
 
 
 def slot(i: int) -> Allocation:
-    return Allocation(
-        id=slot_allocation_id("a1b2", i),
-        group_id="a1b2",
-        slot=i,
-        slot_count=4,
-        cluster="c1",
-        partition="quad",
-        image="openmm",
-        walltime_s=3600,
-    )
+    return slot_row("a1b2", i, cluster="c1", partition="quad")
 
 
 def test_slot_ids_pass_the_checks_and_nothing_else_new_does() -> None:
