@@ -82,8 +82,16 @@ def _plan_submits(
             SubmitCommand(
                 allocation_id=alloc.id,
                 snippet=scheduler.submit_snippet(alloc, f"{folder}/{JOB_SCRIPT}"),
+                also_needs=_other_slots(alloc),
             )
         )
+
+
+def _other_slots(alloc: Allocation) -> list[str]:
+    """The group's other slot rows: one SLURM job starts a worker in each of their folders."""
+    if alloc.group_id is None:
+        return []
+    return [slot_allocation_id(alloc.group_id, i) for i in range(1, alloc.slot_count)]
 
 
 def submit_row_id(alloc: Allocation) -> str:
