@@ -8,12 +8,17 @@ state file read with sqlite3.
 
 from __future__ import annotations
 
+import json
+import sqlite3
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from relaymd.mailbox.models import EventKind, WorkerState
 from relaymd.models import Allocation, AllocationState, utcnow
+from relaymd.state import StateStore
+from relaymd.state.usage import job_usage
 from tests.daemon.daemon_factories import make_job
 from tests.daemon.test_daemon_slots import _beat, _event, _folder, _job, _rows
 from tests.support.fake_cluster import local_profile, make_fake_runners
@@ -95,3 +100,37 @@ async def test_a_slot_exited_line_of_a_group_not_started_ends_nothing(tmp_path: 
         assert _job(tmp_path, "j1")["allocation_id"] == "g1-g0"
     finally:
         await store.close()
+
+
+async def test_a_held_slots_gpu_time_counts_for_the_lead_job_not_as_idle(tmp_path: Path) -> None:
+    scratch = tmp_path / "scratch"
+    profile = local_profile("c1", scratch, gpus_per_allocation=2)
+    fake = await make_fake_runners(tmp_path, {"c1": profile})
+    runner, store = fake.runners["c1"], fake.store
+    try:
+        await _group(store, AllocationState.RUNNING)
+        (scratch / "queue").write_text("g1 100 running\n")
+        for i in range(2):
+            _beat(tmp_path, f"g1-g{i}", 1, WorkerState.IDLE)
+        await store.insert_job(make_job("j1", gpus=2))
+        assert (await runner.cycle()).ok
+        assert _rows(tmp_path)["g1-g1"]["held_by"] == "g1-g0"
+        # SLURM ends the group while j1 runs: both slots' time was j1's.
+        (scratch / "queue").write_text("g1 100 ended COMPLETED\n")
+        assert (await runner.cycle()).ok
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "state.sqlite") as db:
+        rows = db.execute("SELECT data FROM allocations WHERE id LIKE 'g1-g%'").fetchall()
+        (segment,) = db.execute("SELECT data FROM segments WHERE job_id = 'j1'").fetchone()
+    assert json.loads(segment)["held_allocation_ids"] == ["g1-g1"]
+    spans = []
+    for (data,) in rows:
+        row = json.loads(data)
+        start, end = (datetime.fromisoformat(row[k]) for k in ("started_at", "ended_at"))
+        spans.append((end - start).total_seconds())
+    with StateStore.open(tmp_path / "state.sqlite") as state:
+        usage = job_usage(state, "j1", utcnow())
+    # Every second of both slots is j1's (start-up, simulating or tail), none unattributed.
+    assert usage.allocated_gpu_s == pytest.approx(sum(spans))
+    assert usage.simulating_gpu_s > 0

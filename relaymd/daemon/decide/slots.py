@@ -113,7 +113,7 @@ def bind_groups(
             continue
         lead = members[0]
         epoch = max(job.epoch, job.prewritten_epoch) + 1
-        job = cycle.start_epoch(job, lead, epoch)
+        job = cycle.start_epoch(job, lead, epoch, held=[a.id for a in members[1:]])
         cycle.put_alloc(lead.model_copy(update={"job_id": job.id}))
         for held in members[1:]:
             cycle.put_alloc(held.model_copy(update={"held_by": lead.id, "note": None}))
