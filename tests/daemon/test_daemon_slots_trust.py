@@ -19,6 +19,7 @@ from relaymd.mailbox.models import EventKind, WorkerState
 from relaymd.models import Allocation, AllocationState, utcnow
 from relaymd.state import StateStore
 from relaymd.state.usage import job_usage
+from relaymd.views.snapshot import take_snapshot
 from tests.daemon.daemon_factories import make_job
 from tests.daemon.test_daemon_slots import _beat, _event, _folder, _job, _rows
 from tests.support.fake_cluster import local_profile, make_fake_runners
@@ -130,7 +131,11 @@ async def test_a_held_slots_gpu_time_counts_for_the_lead_job_not_as_idle(tmp_pat
         start, end = (datetime.fromisoformat(row[k]) for k in ("started_at", "ended_at"))
         spans.append((end - start).total_seconds())
     with StateStore.open(tmp_path / "state.sqlite") as state:
-        usage = job_usage(state, "j1", utcnow())
+        now = utcnow()
+        usage = job_usage(state, "j1", now)
+        # The report of that job (`relaymd report --job j1`) counts both slots too.
+        reported = take_snapshot(state, now, ["j1"]).usage_by_cluster["c1"]
     # Every second of both slots is j1's (start-up, simulating or tail), none unattributed.
     assert usage.allocated_gpu_s == pytest.approx(sum(spans))
     assert usage.simulating_gpu_s > 0
+    assert reported.allocated_gpu_s == pytest.approx(sum(spans))
