@@ -106,6 +106,9 @@ def _slot_files(plan: WritePlan, alloc: Allocation, beat: Heartbeat | None) -> N
     elif hold_needed(alloc, beat):
         why = f"GPU lent to slot {alloc.held_by}"
         plan.files.append(slot_control_file(alloc, ControlAction.HOLD, why))
+        # A held slot has no job: an assignment still there (a withdrawn successor its worker
+        # had not read) must never run beside the lead's engine.
+        plan.removals.append(FileRemoval(allocation_id=alloc.id, name=ASSIGNMENT_FILE))
     elif unhold_needed(alloc, beat):
         plan.removals.append(FileRemoval(allocation_id=alloc.id, name=CONTROL_FILE))
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from relaymd.mailbox.daemon_files import assignment_file
 from relaymd.mailbox.models import EventKind, WorkerState
 from relaymd.models import Allocation, AllocationState, utcnow
 from relaymd.state import StateStore
@@ -139,3 +140,33 @@ async def test_a_held_slots_gpu_time_counts_for_the_lead_job_not_as_idle(tmp_pat
     assert usage.allocated_gpu_s == pytest.approx(sum(spans))
     assert usage.simulating_gpu_s > 0
     assert reported.allocated_gpu_s == pytest.approx(sum(spans))
+
+
+async def test_a_slot_taken_as_held_loses_an_assignment_its_worker_had_not_read(
+    tmp_path: Path,
+) -> None:
+    """A withdrawn successor's pre-written assignment stays in the folder while the worker has
+    not read it (its heartbeat still says idle). Held, that worker must not run it later on
+    the GPU the lead's engine uses."""
+    scratch = tmp_path / "scratch"
+    profile = local_profile("c1", scratch, gpus_per_allocation=2)
+    fake = await make_fake_runners(tmp_path, {"c1": profile})
+    runner, store = fake.runners["c1"], fake.store
+    try:
+        await _group(store, AllocationState.RUNNING)
+        (scratch / "queue").write_text("g1 100 running\n")
+        for i in range(2):
+            _beat(tmp_path, f"g1-g{i}", 1, WorkerState.IDLE)
+        slot1 = await store.get_allocation("g1-g1")
+        stale = assignment_file(slot1, make_job("j0", epoch=3))
+        (_folder(tmp_path, "g1-g1") / "assignment.json").write_bytes(stale.data)
+        await store.insert_job(make_job("j1", gpus=2))
+        assert (await runner.cycle()).ok
+        assert _rows(tmp_path)["g1-g1"]["held_by"] == "g1-g0"
+        assert (
+            json.loads((_folder(tmp_path, "g1-g1") / "control.json").read_text())["action"]
+            == "hold"
+        )
+        assert not (_folder(tmp_path, "g1-g1") / "assignment.json").exists()
+    finally:
+        await store.close()
