@@ -82,8 +82,16 @@ def _plan_submits(
             SubmitCommand(
                 allocation_id=alloc.id,
                 snippet=scheduler.submit_snippet(alloc, f"{folder}/{JOB_SCRIPT}"),
+                also_needs=_other_slots(alloc),
             )
         )
+
+
+def _other_slots(alloc: Allocation) -> list[str]:
+    """The group's other slot rows: one SLURM job starts a worker in each of their folders."""
+    if alloc.group_id is None:
+        return []
+    return [slot_allocation_id(alloc.group_id, i) for i in range(1, alloc.slot_count)]
 
 
 def submit_row_id(alloc: Allocation) -> str:
@@ -98,6 +106,9 @@ def _slot_files(plan: WritePlan, alloc: Allocation, beat: Heartbeat | None) -> N
     elif hold_needed(alloc, beat):
         why = f"GPU lent to slot {alloc.held_by}"
         plan.files.append(slot_control_file(alloc, ControlAction.HOLD, why))
+        # A held slot has no job: an assignment still there (a withdrawn successor its worker
+        # had not read) must never run beside the lead's engine.
+        plan.removals.append(FileRemoval(allocation_id=alloc.id, name=ASSIGNMENT_FILE))
     elif unhold_needed(alloc, beat):
         plan.removals.append(FileRemoval(allocation_id=alloc.id, name=CONTROL_FILE))
 

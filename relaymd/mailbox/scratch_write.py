@@ -26,6 +26,9 @@ from relaymd.mailbox.shell import check_name, shell_path
 class SubmitCommand(BaseModel):
     allocation_id: str
     snippet: str  # the scheduler's submit snippet for <folder>/job.sh
+    # Every folder whose writes the submit needs besides its own (a GPU group's other slots,
+    # ADR 0026): a worker would start there without its mailbox or credentials.
+    also_needs: list[str] = Field(default_factory=list)
 
 
 class WritePlan(MailboxWrites):
@@ -84,9 +87,12 @@ def build_write_script(scratch: str, plan: WritePlan, token: str | None = None) 
         lines.append(f'rm -f "$R/{removal.allocation_id}/{removal.name}"')
     lines.append("printf '@@%s SUBMIT\\n' \"$T\"")
     for sub in plan.submits:
-        check_name(sub.allocation_id, "allocation id")
+        folders = [sub.allocation_id, *sub.also_needs]
+        for folder in folders:
+            check_name(folder, "allocation id")
         # Never submit for an allocation whose folder or files could not be written.
-        lines.append(f'case " $ok_fail " in *" {sub.allocation_id} "*) ;; *)')
+        failed = "|".join(f'*" {folder} "*' for folder in folders)
+        lines.append(f'case " $ok_fail " in {failed}) ;; *)')
         lines.append(f"( {sub.snippet}\n) </dev/null 2>&1")
         lines.append(";; esac")
     if plan.cancel_snippet:

@@ -191,3 +191,6 @@ class Segment(WireModel):
     # `ended_at` stay the daemon's own (assignment, the cycle that saw the end).
     worker_started_at: datetime | None = None
     worker_ended_at: datetime | None = None
+    # The GPU slots held for this multi-GPU segment besides its own (ADR 0026): their
+    # allocations' time counts for this job as the lead's does.
+    held_allocation_ids: list[str] = Field(default_factory=list)

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from relaymd.ids import slot_allocation_id
 from relaymd.models import Allocation, Segment
 from relaymd.models.usage import GpuUsage
 
@@ -20,6 +21,15 @@ if TYPE_CHECKING:
     from relaymd.state import StateStore
 
 UNATTRIBUTED = ""  # allocations that never ran a segment
+
+
+def _segments_on(alloc_id: str, segments: Iterable[Segment]) -> list[Segment]:
+    """The segments that ran on this allocation's GPUs: its own, and those of a lead slot
+    that held it for a multi-GPU job (ADR 0026)."""
+    return sorted(
+        (s for s in segments if alloc_id in (s.allocation_id, *s.held_allocation_ids)),
+        key=lambda s: s.started_at,
+    )
 
 
 def _gpus(alloc: Allocation) -> int:
@@ -38,7 +48,7 @@ def allocation_usage(
         return {}  # never ran: queue time is not allocated GPU time
     start, end, gpus = alloc.started_at, alloc.ended_at or now, _gpus(alloc)
     usage: dict[str, GpuUsage] = defaultdict(GpuUsage)
-    mine = sorted((s for s in segments if s.allocation_id == alloc.id), key=lambda s: s.started_at)
+    mine = _segments_on(alloc.id, segments)
     cursor = start
     last_job = UNATTRIBUTED
     for index, seg in enumerate(mine):
@@ -68,7 +78,8 @@ def allocation_usage(
 def segments_by_allocation(segments: Iterable[Segment]) -> dict[str, list[Segment]]:
     by_alloc: dict[str, list[Segment]] = defaultdict(list)
     for seg in segments:
-        by_alloc[seg.allocation_id].append(seg)
+        for alloc_id in (seg.allocation_id, *seg.held_allocation_ids):
+            by_alloc[alloc_id].append(seg)
     return by_alloc
 
 
@@ -94,12 +105,22 @@ def total_usage(
 
 def job_usage(store: StateStore, job_id: str, now: datetime) -> GpuUsage:
     """One job's figures from a StateStore: its segments' allocations and every segment on
-    them (a wait before this job's segment is charged to it, a tail after it too)."""
-    alloc_ids = sorted({s.allocation_id for s in store.list_segments(job_id)})
+    them (a wait before this job's segment is charged to it, a tail after it too), with the GPU
+    slots held for it (ADR 0026)."""
+    alloc_ids = sorted(
+        {i for s in store.list_segments(job_id) for i in (s.allocation_id, *s.held_allocation_ids)}
+    )
     if not alloc_ids:
         return GpuUsage()
     allocations = [a for a in (store.get_allocation(i) for i in alloc_ids) if a is not None]
-    segments = store.list_segments_on(alloc_ids)
+    # A held slot's time is also cut by the segments of the group's other leads it served.
+    siblings = {
+        slot_allocation_id(a.group_id, i)
+        for a in allocations
+        if a.group_id
+        for i in range(a.slot_count)
+    }
+    segments = store.list_segments_on(sorted(siblings.union(alloc_ids)))
     return usage_by_job(allocations, segments, now).get(job_id, GpuUsage())
 
 
@@ -114,7 +135,7 @@ def allocation_usage_sums(
     start, end, gpus = alloc.started_at, alloc.ended_at or now, _gpus(alloc)
     sums: dict[str, list[float]] = {}
     cursor, last_job = start, UNATTRIBUTED
-    mine = sorted((s for s in segments if s.allocation_id == alloc.id), key=lambda s: s.started_at)
+    mine = _segments_on(alloc.id, segments)
     for index, seg in enumerate(mine):
         seg_start = min(max(seg.started_at, start), end)
         seg_end = min(max(seg.ended_at or end, seg_start), end)

@@ -112,7 +112,7 @@ def _snapshot(store: StateStore, now: datetime, job_ids: Sequence[str] | None) -
     jobs = [job for job in store.list_jobs() if wanted is None or job.id in wanted]
     allocations = {a.id: a for a in store.list_allocations()}
     segments = [s for s in store.list_segments_on() if wanted is None or s.job_id in wanted]
-    used = {s.allocation_id for s in segments}
+    used = {i for s in segments for i in (s.allocation_id, *s.held_allocation_ids)}
     alloc_views = [_allocation_view(a, now) for a in allocations.values()]
     waits = _waits_by_partition(alloc_views)
     by_job: dict[str, list[Segment]] = defaultdict(list)

@@ -104,3 +104,23 @@ def test_plain_sums_equal_the_models_exactly() -> None:
         assert list(sums) == list(models)
         for job_id, usage in models.items():
             assert dict(zip(GpuUsage.model_fields, sums[job_id], strict=True)) == dict(usage)
+
+
+def test_a_held_gpu_slot_counts_for_the_multi_gpu_job_of_its_lead() -> None:
+    """ADR 0026: slot g1 is held for L's lead g0 during L's segment, then runs S alone."""
+    allocations = [_alloc("g0", 0, 1000), _alloc("g1", 0, 1000)]
+    lead = _seg("L", 1, "g0", 100, 900).model_copy(update={"held_allocation_ids": ["g1"]})
+    segments = [lead, _seg("S", 1, "g1", 920, 990)]
+    usage = usage_by_job(allocations, segments, now=_t(5000))
+    long, short = usage["L"], usage["S"]
+    assert long.simulating_gpu_s == 800 + 800  # both GPUs ran L's engine
+    assert long.startup_gpu_s == 100 + 100
+    assert long.tail_gpu_s == 100  # g0 after L; g1's next stretch belongs to S
+    assert (short.between_gpu_s, short.simulating_gpu_s, short.tail_gpu_s) == (20, 70, 10)
+    assert UNATTRIBUTED not in usage
+    assert total_usage(allocations, segments, now=_t(5000)).allocated_gpu_s == 2000
+    for alloc in allocations:
+        models = allocation_usage(alloc, segments, now=_t(5000))
+        sums = allocation_usage_sums(alloc, segments, now=_t(5000))
+        for job_id, got in models.items():
+            assert dict(zip(GpuUsage.model_fields, sums[job_id], strict=True)) == dict(got)

@@ -55,6 +55,14 @@ class CommandProcess:
         except subprocess.TimeoutExpired:
             self.signal(signal.SIGKILL)
             self._proc.wait()
+        self._kill_leftovers()
+
+    def _kill_leftovers(self) -> None:
+        """SIGKILL what is left of the group once its leader has exited: a child that outlives
+        the command (ignoring SIGTERM, or left in the background) would keep the GPUs that
+        the daemon gives the next job once the segment ends (ADR 0026)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
 
     def end_now(self) -> None:
         """SIGKILL the group: for after its checkpoint was captured, when nothing it still
@@ -65,6 +73,8 @@ class CommandProcess:
     def close(self) -> None:
         if self._proc.poll() is None:
             self.kill()
+        else:
+            self._kill_leftovers()
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None

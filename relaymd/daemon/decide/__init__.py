@@ -64,7 +64,7 @@ def _allocations(cycle: Cycle) -> list[AllocationEnd]:
         alloc, hold = warm.reservation_before_events(cycle, alloc, alloc_files)
         if alloc_files is not None and not hold:
             alloc = events.apply(cycle, alloc, alloc_files)
-        how = slots.exited(alloc, alloc_files) or scheduler_view.ended(cycle, alloc)
+        how = slots.exited(cycle, alloc, alloc_files) or scheduler_view.ended(cycle, alloc)
         if how is not None:
             ends.append(
                 AllocationEnd(

@@ -7,6 +7,7 @@ holds every job state change to the job state machine (relaymd.models.job).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -81,9 +82,10 @@ class Cycle:
             if j.state is JobState.QUEUED and j.operator_request is None
         ]
 
-    def start_epoch(self, job: Job, alloc: Allocation, epoch: int) -> Job:
+    def start_epoch(self, job: Job, alloc: Allocation, epoch: int, held: Sequence[str] = ()) -> Job:
         """Bind `job` to `alloc` under `epoch`, resuming from its pointer, and open the
-        segment's history row; the caller binds the allocation's side."""
+        segment's history row (naming the GPU slots `held` for it); the caller binds the
+        allocation's side."""
         job = job.model_copy(
             update={
                 "state": JobState.ASSIGNED,
@@ -101,6 +103,7 @@ class Cycle:
                 cluster=alloc.cluster,
                 start_step=job.step,
                 started_at=self.now,
+                held_allocation_ids=list(held),
             )
         )
         return job

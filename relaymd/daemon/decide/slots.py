@@ -14,16 +14,26 @@ from relaymd.mailbox.models import EventKind
 from relaymd.models import Allocation, AllocationState, Job
 
 
-def exited(alloc: Allocation, files: AllocationFiles | None) -> SchedulerEnd | None:
+def exited(cycle: Cycle, alloc: Allocation, files: AllocationFiles | None) -> SchedulerEnd | None:
     """The end of a slot whose worker process exited (the supervisor's `slot_exited` event):
     exit code 0 like a completed allocation (the worker's own events explain it), anything
     else like a failed one (a killed worker)."""
     if files is None or not is_slot(alloc):
         return None
     for event in files.events:
-        if event.kind is EventKind.SLOT_EXITED and event.allocation_id == alloc.id:
-            code = event.exit_code
-            return SchedulerEnd("COMPLETED" if code == 0 else "FAILED", str(code))
+        if event.kind is not EventKind.SLOT_EXITED or event.allocation_id != alloc.id:
+            continue
+        if alloc.state is not AllocationState.RUNNING:
+            # No supervisor runs before the scheduler starts the group: forged or stale.
+            cycle.audit(
+                "slot_exit_ignored",
+                f"slot_exited in events.jsonl while the scheduler has not started"
+                f" {alloc.scheduler_key} ({alloc.state.value})",
+                alloc_id=alloc.id,
+            )
+            continue
+        code = event.exit_code
+        return SchedulerEnd("COMPLETED" if code == 0 else "FAILED", str(code))
     return None
 
 
@@ -103,7 +113,7 @@ def bind_groups(
             continue
         lead = members[0]
         epoch = max(job.epoch, job.prewritten_epoch) + 1
-        job = cycle.start_epoch(job, lead, epoch)
+        job = cycle.start_epoch(job, lead, epoch, held=[a.id for a in members[1:]])
         cycle.put_alloc(lead.model_copy(update={"job_id": job.id}))
         for held in members[1:]:
             cycle.put_alloc(held.model_copy(update={"held_by": lead.id, "note": None}))
