@@ -69,6 +69,7 @@ class CommandProcess:
         does matters (AToM sleeps 20 s after SIGTERM; a second SIGTERM re-enters its handler)."""
         self.signal(signal.SIGKILL)
         self._proc.wait()
+        self._kill_leftovers()
 
     def close(self) -> None:
         if self._proc.poll() is None:
