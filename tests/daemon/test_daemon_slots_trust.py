@@ -17,13 +17,14 @@ import pytest
 
 from relaymd.mailbox.daemon_files import assignment_file
 from relaymd.mailbox.models import EventKind, WorkerState
-from relaymd.models import Allocation, AllocationState, utcnow
-from relaymd.state import StateStore
+from relaymd.models import AllocationState, utcnow
+from relaymd.state import AsyncStateStore, StateStore
 from relaymd.state.usage import job_usage
 from relaymd.views.snapshot import take_snapshot
 from tests.daemon.daemon_factories import make_job
 from tests.daemon.test_daemon_slots import _beat, _event, _folder, _job, _rows
 from tests.support.fake_cluster import local_profile, make_fake_runners
+from tests.support.slot_rows import slot_row
 
 
 async def test_a_group_is_not_submitted_when_one_slot_folder_cannot_be_written(
@@ -58,21 +59,19 @@ async def test_a_group_is_not_submitted_when_one_slot_folder_cannot_be_written(
         await store.close()
 
 
-async def _group(store: object, state: AllocationState, count: int = 2) -> None:
+async def _group(store: AsyncStateStore, state: AllocationState, count: int = 2) -> None:
     now = utcnow()
     for i in range(count):
-        await store.insert_allocation(  # type: ignore[attr-defined]
-            Allocation(
-                id=f"g1-g{i}",
-                group_id="g1",
-                slot=i,
-                slot_count=count,
+        await store.insert_allocation(
+            slot_row(
+                "g1",
+                i,
                 cluster="c1",
                 partition="p1",
-                image="openmm",
+                slot_count=count,
+                walltime_s=1800,
                 state=state,
                 scheduler_id="100",
-                walltime_s=1800,
                 started_at=now if state is AllocationState.RUNNING else None,
             )
         )
