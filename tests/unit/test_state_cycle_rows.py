@@ -3,14 +3,19 @@ keep the fencing compare-and-set, reads of only the touched rows, and the decode
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from relaymd.models import Allocation, AllocationState, JobState, OperatorRequest
 from relaymd.state import AsyncStateStore, ConflictError, NotFoundError, StateStore
-from tests.unit.test_state_helpers import Store, call, make_job, transaction
+from relaymd.state.queries import SegmentTimesUpdate
+from tests.unit.test_state_helpers import Store, call, make_job, make_segment, transaction
 from tests.unit.test_state_transactions import store as store  # the sync and async store fixture
+
+HOUR = timedelta(hours=1)
 
 
 def alloc(alloc_id: str, job_id: str | None = None) -> Allocation:
@@ -99,3 +104,43 @@ async def test_the_memo_never_returns_a_row_another_writer_changed(tmp_path: Pat
         await daemon.update_jobs_as_read([(changed.model_copy(update={"retries": 1}), changed)])
         await daemon.get_job("j1")
         assert daemon.rows.misses == misses
+
+
+async def test_worker_times_for_many_segments_are_one_read_and_one_write(
+    store: Store,
+) -> None:
+    for i in range(3):
+        await call(store.insert_job(make_job(f"j{i}")))
+        await call(store.insert_segment(make_segment(f"j{i}", 1)))
+    assigned = (await call(store.list_segments("j0")))[0].started_at
+    noticed = assigned + timedelta(minutes=1)
+    updates = [
+        # A skewed clock: clamped into [assigned, noticed], as one at a time would be.
+        SegmentTimesUpdate(
+            job_id="j0", epoch=1, noticed_at=noticed, worker_started_at=assigned - HOUR
+        ),
+        SegmentTimesUpdate(job_id="j0", epoch=1, noticed_at=noticed, worker_ended_at=noticed),
+        SegmentTimesUpdate(
+            job_id="j2", epoch=1, noticed_at=noticed, worker_ended_at=noticed + HOUR
+        ),
+        SegmentTimesUpdate(job_id="j9", epoch=4, noticed_at=noticed, worker_started_at=noticed),
+    ]
+    statements: list[str] = []
+    inner = store._execute
+
+    def counted(statement: Any) -> Any:  # either front-end's: a Result or its coroutine
+        statements.append(statement.sql.split()[0])
+        return inner(statement)
+
+    store._execute = counted  # type: ignore[method-assign]
+    async with transaction(store):
+        recorded = await call(store.record_many_segment_times(updates))
+    store._execute = inner  # type: ignore[method-assign]
+    # The segment of j9 does not exist: skipped, as `record_segment_times` callers do.
+    assert sorted(s.job_id for s in recorded) == ["j0", "j2"]
+    assert [s for s in statements if s in ("SELECT", "UPDATE")] == ["SELECT", "UPDATE"]
+    with StateStore.open(store.path) as other:
+        j0 = other.list_segments("j0")[0]
+        assert (j0.worker_started_at, j0.worker_ended_at) == (assigned, noticed)
+        assert other.list_segments("j2")[0].worker_ended_at == noticed
+        assert other.list_segments("j1")[0].worker_started_at is None
