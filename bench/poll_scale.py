@@ -52,8 +52,7 @@ from relaymd.models import (
 )
 from relaymd.scheduler import make_scheduler
 from relaymd.scheduler.slurm_parse import SQUEUE_MARK
-from relaymd.transport.base import CommandResult
-from tests.support.fake_cluster import READ_CALL, FakeLoginNode
+from tests.support.fake_cluster import READ_CALL, BashTransport, FakeLoginNode
 
 
 class SyntheticCluster(FakeLoginNode):
@@ -169,6 +168,10 @@ class ScratchFolders:
             self.beat(alloc.id)
             self.append_event(alloc.id)
 
+    def env(self) -> dict[str, str]:
+        """The login node's environment: its tools (and `squeue`) only."""
+        return {"PATH": str(self.bin), "LC_ALL": "C", "HOME": str(self.root)}
+
     def beat(self, alloc_id: str) -> None:
         """The worker's atomic rewrite of heartbeat.json, seq moved."""
         self.seq[alloc_id] += 1
@@ -188,35 +191,6 @@ class ScratchFolders:
         )
         with open(self.root / "alloc" / alloc_id / "events.jsonl", "ab") as fh:
             fh.write(event.model_dump_json().encode() + b"\n")
-
-
-class BashTransport:
-    """Runs each script as the SSH transport would (whole-or-nothing, `bash -s`), but on this
-    machine against the cluster's scratch folders. Its CPU is the login node's, not counted."""
-
-    def __init__(self, folders: ScratchFolders) -> None:
-        self.env = {"PATH": str(folders.bin), "LC_ALL": "C", "HOME": str(folders.root)}
-        self.round_trips = 0
-
-    async def run(self, script: str, *, timeout: float | None = None) -> CommandResult:  # noqa: ASYNC109
-        from relaymd.transport.base import whole_or_nothing
-
-        self.round_trips += 1
-        proc = await asyncio.create_subprocess_exec(
-            "/bin/bash",
-            "-s",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=self.env,
-        )
-        out, err = await proc.communicate(whole_or_nothing(script).encode())
-        return CommandResult(
-            exit_status=proc.returncode or 0, stdout=out.decode(), stderr=err.decode()
-        )
-
-    async def close(self) -> None:
-        return None
 
 
 class CycleRow(BaseModel):
@@ -367,7 +341,9 @@ async def whole_cycles(
     for name, profile in profiles.items():
         allocs, jobs = made[name]
         folders = ScratchFolders(tmp / name, allocs, jobs)
-        transport = BashTransport(folders)
+        # As the SSH transport would run it (whole-or-nothing, `bash -s`), but here, against
+        # the cluster's scratch folders: its CPU is the login node's, not counted.
+        transport = BashTransport(profile, env=folders.env(), keep_scripts=False)
         runner = ClusterRunner(
             ctx,
             profile,
