@@ -151,7 +151,7 @@ class ScratchFolders:
         self.root, self.allocs, self.jobs = root, allocs, jobs
         self.seq = {a.id: 1 for a in allocs}
         self.bin = Path(login_node.login_path(root, python=True))
-        for tool in ("awk", "mkdir", "mv", "chmod", "cat"):
+        for tool in ("bash", "awk", "mkdir", "mv", "chmod", "cat"):
             link = self.bin / tool
             found = shutil.which(tool, path="/usr/bin:/bin")
             if found and not link.exists():
@@ -352,14 +352,16 @@ async def whole_cycles(
         )
         runners.append((runner, folders))
     rows: list[CycleRow] = []
-    for poll, moved in POLLS:
-        tries = [
-            await _round(runners, meter, poll, moved, n_allocs, n_queued)
-            for _ in range(1 if poll == "first" else repeats)
-        ]
-        rows.append(sorted(tries, key=lambda r: r.cpu_ms)[len(tries) // 2])  # the median
-    await store.close()
-    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        for poll, moved in POLLS:
+            tries = [
+                await _round(runners, meter, poll, moved, n_allocs, n_queued)
+                for _ in range(1 if poll == "first" else repeats)
+            ]
+            rows.append(sorted(tries, key=lambda r: r.cpu_ms)[len(tries) // 2])  # the median
+    finally:  # a failed cycle exits: aiosqlite's thread must not keep the process alive
+        await store.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     return rows
 
 
