@@ -96,7 +96,8 @@ async def decide_and_commit(
         cpu = time.process_time()
         decisions = decide_cycle(inp, new_allocation_id)
         decide_cpu_s = time.process_time() - cpu + read.parse_cpu_s
-        prepared = PreparedWrites(profile.name, inp.jobs, decisions)
+        read_allocations = {a.id: a for a in inp.allocations}
+        prepared = PreparedWrites(profile.name, inp.jobs, decisions, read_allocations)
         async with store.transaction():
             await persist_prepared(store, prepared)
             if decisions.backoff != inp.backoff:  # in the same transaction as the ends it counts
@@ -126,10 +127,16 @@ class PreparedWrites:
     """One cycle's batched row writes, stamped and serialized before the write transaction
     begins, so SQLite's write lock is held for the statements alone (ADR 0021)."""
 
-    def __init__(self, cluster: str, read_jobs: Mapping[str, Job], d: CycleDecisions) -> None:
+    def __init__(
+        self,
+        cluster: str,
+        read_jobs: Mapping[str, Job],
+        d: CycleDecisions,
+        read_allocations: Mapping[str, Allocation] | None = None,
+    ) -> None:
         self.cluster = cluster
         self.decisions = d
-        self.allocations = q.update_allocations(list(d.allocations.values()))
+        self.allocations = q.update_allocations(list(d.allocations.values()), read_allocations)
         self.jobs = q.update_jobs_as_read([(job, read_jobs[job.id]) for job in d.jobs.values()])
         self.times = [
             q.SegmentTimesUpdate(

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from relaymd.models import Allocation, AllocationState, JobState, OperatorRequest
+from relaymd.models import Allocation, AllocationState, Job, JobState, OperatorRequest
 from relaymd.state import AsyncStateStore, ConflictError, NotFoundError, StateStore
-from relaymd.state.queries import SegmentTimesUpdate
+from relaymd.state.queries import SegmentTimesUpdate, ts
 from tests.unit.test_state_helpers import Store, call, make_job, make_segment, transaction
 from tests.unit.test_state_transactions import store as store  # the sync and async store fixture
 
@@ -144,3 +144,48 @@ async def test_worker_times_for_many_segments_are_one_read_and_one_write(
         assert (j0.worker_started_at, j0.worker_ended_at) == (assigned, noticed)
         assert other.list_segments("j2")[0].worker_ended_at == noticed
         assert other.list_segments("j1")[0].worker_started_at is None
+
+
+async def test_rows_whose_keys_did_not_change_keep_columns_and_counters_in_step(
+    store: Store,
+) -> None:
+    """A heartbeat's speed (data and ns_per_day only) and a state change, in one batch: every
+    column still says what the row's JSON says, and the status counters stay exact."""
+    for i in range(2):
+        await call(store.insert_job(make_job(f"j{i}")))
+    await call(store.insert_allocation(alloc("a0", "j0")))
+    await call(store.insert_allocation(alloc("a1", "j1")))
+    read = [await call(store.get_job(f"j{i}")) for i in range(2)]
+    read_allocs = {a: await call(store.get_allocation(a)) for a in ("a0", "a1")}
+    async with transaction(store):
+        await call(
+            store.update_jobs_as_read(
+                [
+                    (read[0].model_copy(update={"ns_per_day": 42.0}), read[0]),
+                    (read[1].model_copy(update={"state": JobState.HELD}), read[1]),
+                ]
+            )
+        )
+        await call(
+            store.update_allocations(
+                [
+                    read_allocs["a0"].model_copy(update={"last_seq": 7}),
+                    read_allocs["a1"].model_copy(update={"state": AllocationState.ENDED}),
+                ],
+                read_allocs,
+            )
+        )
+    with StateStore.open(store.path) as other:
+        conn = other._conn
+        for row in conn.execute("SELECT state, ns_per_day, updated_at, data FROM jobs"):
+            job = Job.model_validate_json(row[3])
+            assert (row[0], row[1], row[2]) == (job.state.value, job.ns_per_day, ts(job.updated_at))
+        assert {j.id: j.ns_per_day for j in other.list_jobs()}["j0"] == 42.0
+        for row in conn.execute("SELECT state, job_id, data FROM allocations"):
+            allocation = Allocation.model_validate_json(row[2])
+            assert (row[0], row[1]) == (allocation.state.value, allocation.job_id)
+        assert other.get_allocation("a0").last_seq == 7  # type: ignore[union-attr]
+        counts = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT * FROM job_counts")}
+        assert counts["queued"] == (1, 42_000_000) and counts["held"] == (1, 0)
+        by_state = other.status_summary().allocations_on("c1")
+        assert by_state == {AllocationState.RUNNING: 1, AllocationState.ENDED: 1}
