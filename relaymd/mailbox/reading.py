@@ -122,7 +122,8 @@ def _heartbeat_into(
         files.heartbeat = parse_heartbeat(beat)
         files.heartbeat_oversized = len(beat) > HEARTBEAT_MAX_BYTES
         if memo is not None:
-            memo.seen[alloc_id] = HeartbeatSeen(
+            # Built from values validated just now: no second validation per heartbeat.
+            memo.seen[alloc_id] = HeartbeatSeen.model_construct(
                 fingerprint=fingerprint,
                 heartbeat=files.heartbeat,
                 oversized=files.heartbeat_oversized,
@@ -136,7 +137,8 @@ def _heartbeat_into(
 
 def files_from_raw(req: ReadRequest, raw: RawFiles, memo: HeartbeatMemo | None) -> AllocationFiles:
     """What allocation `req` said this cycle, from the bytes the carrier brought back."""
-    files = AllocationFiles(
+    # From the daemon's own validated request; the untrusted bytes are validated below.
+    files = AllocationFiles.model_construct(
         allocation_id=req.allocation_id,
         events_offset=req.events_offset,
         events_skipping=req.skipping,
