@@ -122,8 +122,7 @@ def _heartbeat_into(
         files.heartbeat = parse_heartbeat(beat)
         files.heartbeat_oversized = len(beat) > HEARTBEAT_MAX_BYTES
         if memo is not None:
-            # Built from values validated just now: no second validation per heartbeat.
-            memo.seen[alloc_id] = HeartbeatSeen.model_construct(
+            memo.seen[alloc_id] = HeartbeatSeen(
                 fingerprint=fingerprint,
                 heartbeat=files.heartbeat,
                 oversized=files.heartbeat_oversized,
@@ -137,8 +136,7 @@ def _heartbeat_into(
 
 def files_from_raw(req: ReadRequest, raw: RawFiles, memo: HeartbeatMemo | None) -> AllocationFiles:
     """What allocation `req` said this cycle, from the bytes the carrier brought back."""
-    # From the daemon's own validated request; the untrusted bytes are validated below.
-    files = AllocationFiles.model_construct(
+    files = AllocationFiles(
         allocation_id=req.allocation_id,
         events_offset=req.events_offset,
         events_skipping=req.skipping,
