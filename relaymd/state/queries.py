@@ -110,6 +110,24 @@ def _remember(result: Result, written: Sequence[tuple[BaseModel, dict[str, Any]]
             result.memo.remember(value, row["data"])
 
 
+def _update_in_two(
+    sql: tuple[str, str], models: Sequence[BaseModel], rows: list[dict[str, Any]], slim: list[bool]
+) -> Steps[bool]:
+    """Batched UPDATEs: the rows marked `slim` by `sql[0]` (it sets fewer columns), the others
+    by `sql[1]`; at most two statements however many rows. True, and the rows remembered as
+    written, when every row was written."""
+    written, memo = 0, None
+    for statement, kind in ((sql[0], True), (sql[1], False)):
+        batch = [row for row, marked in zip(rows, slim, strict=True) if marked is kind]
+        if batch:
+            result = yield Statement(statement, batch, many=True)
+            written, memo = written + result.rowcount, result.memo
+    if written != len(rows):
+        return False
+    _remember(Result(memo=memo), list(zip(models, rows, strict=True)))
+    return True
+
+
 def _first(model: type[M], result: Result) -> M | None:
     return _decoded(model, Result(result.rows[:1], memo=result.memo))[0] if result.rows else None
 
@@ -394,15 +412,8 @@ def _update_job_rows(
 ) -> Steps[list[Job]]:
     if not stored:
         return []
-    written, memo = 0, None
-    for sql, slim in ((_UPDATE_JOB_DATA_AS_READ, True), (_UPDATE_JOB_AS_READ, False)):
-        batch = [row for row, same in zip(rows, keys_as_read, strict=True) if same is slim]
-        if batch:
-            result = yield Statement(sql, batch, many=True)
-            written, memo = written + result.rowcount, result.memo
-    if written == len(rows):
-        _remember(Result(memo=memo), list(zip(stored, rows, strict=True)))
-    else:
+    sql = (_UPDATE_JOB_DATA_AS_READ, _UPDATE_JOB_AS_READ)
+    if not (yield from _update_in_two(sql, stored, rows, keys_as_read)):
         for new in stored:  # the rare path: name a row this statement did not write
             current = yield from _load_job(new.id)
             if _aware(current.updated_at) != _aware(new.updated_at):
@@ -552,15 +563,8 @@ def _update_allocation_rows(
 ) -> Steps[None]:
     if not allocations:
         return
-    written, memo = 0, None
-    for sql, slim in ((_UPDATE_ALLOCATION_DATA, True), (_UPDATE_ALLOCATION, False)):
-        batch = [row for row, same in zip(rows, data_only, strict=True) if same is slim]
-        if batch:
-            result = yield Statement(sql, batch, many=True)
-            written, memo = written + result.rowcount, result.memo
-    if written == len(rows):
-        _remember(Result(memo=memo), list(zip(allocations, rows, strict=True)))
-    else:
+    sql = (_UPDATE_ALLOCATION_DATA, _UPDATE_ALLOCATION)
+    if not (yield from _update_in_two(sql, allocations, rows, data_only)):
         for allocation in allocations:  # the rare path: say which one is missing
             if (yield from get_allocation(allocation.id).steps) is None:
                 raise NotFoundError(f"no allocation {allocation.id} in the state database")
