@@ -12,6 +12,7 @@ import pytest
 from relaymd.models import Allocation, AllocationState, Job, JobState, OperatorRequest
 from relaymd.state import AsyncStateStore, ConflictError, NotFoundError, StateStore
 from relaymd.state.queries import SegmentTimesUpdate, ts
+from relaymd.state.row_memo import RowMemo
 from tests.unit.test_state_helpers import Store, call, make_job, make_segment, transaction
 from tests.unit.test_state_transactions import store as store  # the sync and async store fixture
 
@@ -189,3 +190,26 @@ async def test_rows_whose_keys_did_not_change_keep_columns_and_counters_in_step(
         assert counts["queued"] == (1, 42_000_000) and counts["held"] == (1, 0)
         by_state = other.status_summary().allocations_on("c1")
         assert by_state == {AllocationState.RUNNING: 1, AllocationState.ENDED: 1}
+
+
+def test_the_memo_keeps_one_version_per_row_so_every_row_changing_still_hits() -> None:
+    """Clusters in turn read their rows and write every one changed (every heartbeat moved)
+    with room for fewer than two versions of each: superseded versions must not push the
+    rows the next cluster reads out of the memo."""
+    memo = RowMemo(capacity=150)
+    clusters = [[make_job(f"j{c}{i:02d}") for i in range(20)] for c in range(5)]
+    texts = {j.id: j.model_dump_json() for rows in clusters for j in rows}
+    for rows in clusters:
+        for job in rows:
+            memo.remember(job, texts[job.id])
+    for round_ in range(3):
+        for rows in clusters:
+            misses = memo.misses
+            for job in rows:  # the cycle reads its rows: each the version last written
+                memo.decode(Job, texts[job.id])
+            assert memo.misses == misses, f"round {round_}: a current row was evicted"
+            for job in rows:
+                changed = job.model_copy(update={"retries": round_ + 1})
+                texts[job.id] = changed.model_dump_json()
+                memo.remember(changed, texts[job.id])
+    assert memo.hits == 300
