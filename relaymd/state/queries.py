@@ -213,12 +213,12 @@ _AS_READ = " AND epoch = :read_epoch AND updated_at = :read_updated_at"
 _UPDATE_JOB_AS_READ = _UPDATE_JOB + _AS_READ
 # A row whose state, priority, epoch, binding and creation are as read (a heartbeat's speed
 # and steps): SQLite then leaves the indexes on those columns alone (about a quarter of the
-# statement's cost); the columns it leaves out are, by the compare-and-set, the ones read.
+# statement's cost); the columns it leaves out are, by the compare-and-set, the ones read
+# (`_job_keys`).
 _UPDATE_JOB_DATA_AS_READ = (
     "UPDATE jobs SET ns_per_day = :ns_per_day, updated_at = :updated_at, data = :data"
     " WHERE id = :id" + _AS_READ
 )
-_JOB_KEYS = ("state", "priority", "epoch", "allocation_id", "created_at")
 
 
 def _job_row(job: Job) -> dict[str, Any]:
@@ -383,20 +383,14 @@ def update_jobs_as_read(changes: Sequence[tuple[Job, Job]]) -> Plan[list[Job]]:
         for new, (_, read) in zip(stored, changes, strict=True)
     ]
     keys_as_read = [
-        all(row[k] == read_row[k] for k in _JOB_KEYS)
-        for row, read_row in zip(rows, (_job_keys(read) for _, read in changes), strict=True)
+        _job_keys(new) == _job_keys(read) for new, (_, read) in zip(stored, changes, strict=True)
     ]
     return Plan(Access.WRITE, _update_job_rows(stored, rows, keys_as_read))
 
 
-def _job_keys(job: Job) -> dict[str, Any]:
-    return {
-        "state": job.state.value,
-        "priority": job.spec.priority,
-        "epoch": job.epoch,
-        "allocation_id": job.allocation_id,
-        "created_at": ts(job.created_at),
-    }
+def _job_keys(job: Job) -> tuple[Any, ...]:
+    """The values of the job's indexed columns: the state, priority, epoch, binding, creation."""
+    return (job.state, job.spec.priority, job.epoch, job.allocation_id, job.created_at)
 
 
 def _stamped(job: Job, read_updated_at: datetime) -> Job:
@@ -472,20 +466,17 @@ _UPDATE_ALLOCATION = _update_sql("allocations", _ALLOCATION_COLUMNS, ("id",))
 # An allocation whose cluster, state, binding and submission are as read: its indexes and
 # the status counters' trigger are left alone (the one writer of a row is its cluster's runner).
 _UPDATE_ALLOCATION_DATA = "UPDATE allocations SET data = :data WHERE id = :id"
-_ALLOCATION_KEYS = ("cluster", "state", "job_id", "submitted_at")
 
 
-def _allocation_row(allocation: Allocation, *, data: bool = True) -> dict[str, Any]:
-    row: dict[str, Any] = {
+def _allocation_row(allocation: Allocation) -> dict[str, Any]:
+    return {
         "id": allocation.id,
         "cluster": allocation.cluster,
         "state": allocation.state.value,
         "job_id": allocation.job_id,
         "submitted_at": ts(allocation.submitted_at),
+        "data": allocation.model_dump_json(),
     }
-    if data:
-        row["data"] = allocation.model_dump_json()
-    return row
 
 
 @writes
@@ -547,15 +538,16 @@ def update_allocations(
     caller read (it is the rows' one writer), a row whose indexed columns are unchanged is
     written by a second statement that sets only its data."""
     rows = [_allocation_row(a) for a in allocations]
-    read_rows = [
-        _allocation_row(read[a.id], data=False) if read and a.id in read else None
-        for a in allocations
-    ]
+    read = read or {}
     same = [
-        old is not None and all(row[k] == old[k] for k in _ALLOCATION_KEYS)
-        for row, old in zip(rows, read_rows, strict=True)
+        a.id in read and _allocation_keys(a) == _allocation_keys(read[a.id]) for a in allocations
     ]
     return Plan(Access.WRITE, _update_allocation_rows(list(allocations), rows, same))
+
+
+def _allocation_keys(allocation: Allocation) -> tuple[Any, ...]:
+    """The values of the allocation's indexed and counted columns."""
+    return (allocation.cluster, allocation.state, allocation.job_id, allocation.submitted_at)
 
 
 def _update_allocation_rows(
