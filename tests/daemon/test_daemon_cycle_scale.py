@@ -8,6 +8,7 @@ and TEMP triggers on that connection that log every row written to `jobs` and `a
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -59,6 +60,7 @@ class Campaign:
         self.seq: dict[str, int] = {}
         self.statements: list[str] = []
         self.calls = 0  # statements the store handed to SQLite (a batch counts once)
+        self.collector_on: list[tuple[str, bool]] = []  # each one and gc.isenabled() then
 
     def alloc_id(self, i: int) -> str:
         return f"a{i:05d}"
@@ -127,6 +129,7 @@ class Campaign:
 
         async def counted(statement: Any) -> Any:
             self.calls += 1
+            self.collector_on.append((statement.sql, gc.isenabled()))
             return await execute(statement)
 
         fake.store._execute = counted  # type: ignore[method-assign]
@@ -228,5 +231,22 @@ async def test_worker_events_cost_the_same_statements_however_many(tmp_path: Pat
         ) as cursor:
             audits = (await cursor.fetchone())[0]
         assert audits >= 51, audits
+    finally:
+        await store.close()
+
+
+async def test_the_cyclic_collector_is_paused_during_a_cycle_and_resumes(tmp_path: Path) -> None:
+    campaign = Campaign(tmp_path, running=5, queued=5)
+    runner, store = await campaign.start(tmp_path)
+    try:
+        assert gc.isenabled()
+        campaign.collector_on.clear()
+        await campaign.cycle(runner, store)
+        # Read, decide and commit ran with it paused; after them only the poll's status row.
+        paused = [sql for sql, on in campaign.collector_on if not on]
+        resumed = [sql for sql, on in campaign.collector_on if on]
+        assert any(sql.startswith("UPDATE allocations") for sql in paused), paused
+        assert all("clusters" in sql or sql.startswith(("BEGIN", "COMMIT")) for sql in resumed)
+        assert gc.isenabled()
     finally:
         await store.close()
