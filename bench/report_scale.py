@@ -2,8 +2,9 @@
 
     .venv/bin/python -m bench.report_scale [--jobs 1000] [--segments 20] [--runs 3] [--no-write]
 
-Fills a state file through the state store's API (each segment on its own allocation, with
-a queue wait before it and every outcome kind among the last segments), then times, median of
+Fills a state file through the state store's API, with the relay-history writer the views'
+tests use (each segment on its own allocation, with a queue wait before it and every outcome
+kind among the last segments), then times, median of
 `--runs`: the snapshot read from SQLite, the HTML page (plotly figures + page), and the whole
 `relaymd report -o` command in a fresh process (imports included). Writes a markdown table
 into docs/benchmarks.md between `<!-- bench:report -->` and `<!-- /bench:report -->`.
@@ -20,27 +21,25 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from bench._docs import write_section
 from relaymd.models import (
-    Allocation,
-    AllocationState,
     Job,
     JobSpec,
     JobState,
     ObjectRef,
     OpenMMSettings,
-    Segment,
     SegmentOutcome,
     utcnow,
 )
 from relaymd.state import StateStore
 from relaymd.views.page import PageOptions, render_page
 from relaymd.views.snapshot import take_snapshot
+from tests.support.relay_history import PlannedSegment, write_relay
 
 TARGET_S = 2.0
 BEFORE = (
@@ -70,54 +69,37 @@ class Result(BaseModel):
 
 
 def fill(path: Path, n_jobs: int, n_segments: int, rng: random.Random) -> None:
-    """Each job relays `n_segments` 4 h segments across both clusters, ending recently."""
+    """Each job relays `n_segments` 4 h segments across both clusters, ending recently
+    (tests.support.relay_history writes them, as for the views' tests)."""
     now = utcnow()
     with StateStore.open(path) as store, store.transaction():
         for j in range(n_jobs):
             last = LAST_OUTCOMES[j % len(LAST_OUTCOMES)]
             job_id = f"j{j:05d}"
-            store.insert_job(
-                Job(
-                    id=job_id,
-                    spec=JobSpec(title=f"ligand {j}", engine=OpenMMSettings(total_steps=10**7)),
-                    state=JOB_STATE.get(last, JobState.QUEUED),
-                    step=n_segments * 100_000,
-                    total_steps=10**7,
-                    bundle=ObjectRef(key=f"jobs/{job_id}/b.tar.gz", sha256="a" * 64, size=1),
-                )
+            job = Job(
+                id=job_id,
+                spec=JobSpec(title=f"ligand {j}", engine=OpenMMSettings(total_steps=10**7)),
+                state=JOB_STATE.get(last, JobState.QUEUED),
+                step=n_segments * 100_000,
+                total_steps=10**7,
+                bundle=ObjectRef(key=f"jobs/{job_id}/b.tar.gz", sha256="a" * 64, size=1),
             )
-            at = now - timedelta(hours=4.5 * n_segments + rng.uniform(0, 48))
+            segments = []
             for epoch in range(1, n_segments + 1):
                 outcome = last if epoch == n_segments else SegmentOutcome.HANDOFF
-                at = _segment(store, job_id, epoch, outcome, at, rng)
-
-
-def _segment(
-    store: StateStore,
-    job_id: str,
-    epoch: int,
-    outcome: SegmentOutcome,
-    submitted: datetime,
-    rng: random.Random,
-) -> datetime:
-    cluster, partition = CLUSTERS[rng.randrange(2)]
-    started = submitted + timedelta(minutes=rng.uniform(1, 40))
-    alloc = Allocation(
-        id=f"{job_id}-{epoch}", cluster=cluster, partition=partition, image="openmm",
-        state=AllocationState.ENDED, walltime_s=4 * 3600, job_id=job_id,
-        submitted_at=submitted, started_at=started, ended_at=started + timedelta(hours=4),
-    )  # fmt: skip
-    store.insert_allocation(alloc)
-    seg_start = started + timedelta(seconds=rng.uniform(20, 120))
-    store.insert_segment(
-        Segment(
-            job_id=job_id, epoch=epoch, allocation_id=alloc.id, cluster=cluster,
-            start_step=(epoch - 1) * 100_000, started_at=seg_start,
-        )
-    )  # fmt: skip
-    if outcome is not SegmentOutcome.RUNNING:
-        store.close_segment(job_id, epoch, outcome, epoch * 100_000, f"{outcome} (bench)")
-    return seg_start + timedelta(hours=3.9)
+                cluster, partition = CLUSTERS[rng.randrange(2)]
+                segments.append(
+                    PlannedSegment(
+                        cluster=cluster,
+                        partition=partition,
+                        outcome=outcome,
+                        reason=None if outcome is SegmentOutcome.RUNNING else f"{outcome} (bench)",
+                        queue_wait=timedelta(minutes=rng.uniform(1, 40)),
+                        hours=3.9,
+                    )
+                )
+            start = now - timedelta(hours=4.5 * n_segments + rng.uniform(0, 48))
+            write_relay(store, job, segments, start, now)
 
 
 def measure(path: Path, runs: int) -> tuple[float, float, float, int]:

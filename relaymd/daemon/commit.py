@@ -11,14 +11,13 @@ commit (say, a cancel request) refuses the commit too; the next cycle decides ag
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from relaymd.daemon.audit import record_event
+from relaymd.daemon.audit import prepare_events, record_events
 from relaymd.daemon.claim_checks import ClaimVerdicts
 from relaymd.daemon.cycle_jobs import load_cycle_rows
 from relaymd.daemon.decide import decide_cycle
@@ -32,6 +31,7 @@ from relaymd.models import Allocation, Job, utcnow
 from relaymd.models.backoff import PartitionBackoff
 from relaymd.models.state import ClusterStatus
 from relaymd.state import NotFoundError
+from relaymd.state import queries as q
 
 if TYPE_CHECKING:
     from relaymd.state.async_store import AsyncStateStore
@@ -96,8 +96,10 @@ async def decide_and_commit(
         cpu = time.process_time()
         decisions = decide_cycle(inp, new_allocation_id)
         decide_cpu_s = time.process_time() - cpu + read.parse_cpu_s
+        read_allocations = {a.id: a for a in inp.allocations}
+        prepared = PreparedWrites(profile.name, inp.jobs, decisions, read_allocations)
         async with store.transaction():
-            await persist(store, profile.name, inp.jobs, decisions)
+            await persist_prepared(store, prepared)
             if decisions.backoff != inp.backoff:  # in the same transaction as the ends it counts
                 await save_backoff(store, profile.name, decisions.backoff)
     scope.carried.after_commit(read.snapshot, decisions)
@@ -121,17 +123,51 @@ async def save_backoff(
     await store.upsert_cluster_status(current.model_copy(update={"backoff": backoff}))
 
 
+class PreparedWrites:
+    """One cycle's batched row writes, stamped and serialized before the write transaction
+    begins, so SQLite's write lock is held for the statements alone (ADR 0021)."""
+
+    def __init__(
+        self,
+        cluster: str,
+        read_jobs: Mapping[str, Job],
+        d: CycleDecisions,
+        read_allocations: Mapping[str, Allocation] | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.decisions = d
+        self.allocations = q.update_allocations(list(d.allocations.values()), read_allocations)
+        self.jobs = q.update_jobs_as_read([(job, read_jobs[job.id]) for job in d.jobs.values()])
+        self.times = [
+            q.SegmentTimesUpdate(
+                job_id=t.job_id,
+                epoch=t.epoch,
+                noticed_at=t.noticed_at,
+                worker_started_at=t.worker_started_at,
+                worker_ended_at=t.worker_ended_at,
+            )
+            for t in d.segment_times
+        ]
+        self.audits = prepare_events(cluster, d.audits)
+
+
 async def persist(
     store: AsyncStateStore, cluster: str, read_jobs: Mapping[str, Job], d: CycleDecisions
 ) -> None:
     """Write one cycle's decisions as they are; call inside the cycle's transaction.
     `read_jobs` are the rows decide read: each job is written only if its epoch is still
     the one read there (ConflictError otherwise)."""
+    await persist_prepared(store, PreparedWrites(cluster, read_jobs, d))
+
+
+async def persist_prepared(store: AsyncStateStore, prepared: PreparedWrites) -> None:
+    """`persist` of writes prepared before the transaction; call inside it."""
+    d = prepared.decisions
     for alloc in d.new_allocations:
         await store.insert_allocation(alloc)
     # One statement each for every changed allocation and job row, however many.
-    await store.update_allocations(list(d.allocations.values()))
-    await store.update_jobs_as_read([(job, read_jobs[job.id]) for job in d.jobs.values()])
+    await store.run(prepared.allocations)
+    await store.run(prepared.jobs)
     for close in d.closed_segments:
         try:
             async with store.transaction():  # a savepoint: a miss undoes only itself
@@ -144,22 +180,7 @@ async def persist(
             log.warning("segment_missing", job_id=close.job_id, epoch=close.epoch)
     for seg in d.new_segments:
         await store.insert_segment(seg)
-    for times in d.segment_times:
-        with contextlib.suppress(NotFoundError):  # no row: the same gap as above
-            await store.record_segment_times(
-                times.job_id,
-                times.epoch,
-                times.noticed_at,
-                times.worker_started_at,
-                times.worker_ended_at,
-            )
-    for audit in d.audits:
-        await record_event(
-            store,
-            cluster,
-            audit.kind,
-            audit.message,
-            allocation_id=audit.allocation_id,
-            job_id=audit.job_id,
-            detail=audit.message,
-        )
+    # One read and one write for every worker time; a segment with no row is skipped (the
+    # same gap as above).
+    await store.record_many_segment_times(prepared.times)
+    await record_events(store, prepared.audits)

@@ -77,10 +77,12 @@ class StoreOperations:
     insert_segment = Operation(q.insert_segment)
     close_segment = Operation(q.close_segment)
     record_segment_times = Operation(q.record_segment_times)
+    record_many_segment_times = Operation(q.record_many_segment_times)
     list_segments = Operation(q.list_segments)
     list_segments_on = Operation(q.list_segments_on)
     # audit
     add_event = Operation(q.add_event)
+    add_events = Operation(q.add_events)
     list_events = Operation(q.list_events)
     # clusters and daemon
     upsert_cluster_status = Operation(q.upsert_cluster_status)

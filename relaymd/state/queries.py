@@ -9,7 +9,7 @@ every write by the `_*_row` functions, so they cannot drift apart.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -110,6 +110,24 @@ def _remember(result: Result, written: Sequence[tuple[BaseModel, dict[str, Any]]
             result.memo.remember(value, row["data"])
 
 
+def _update_in_two(
+    sql: tuple[str, str], models: Sequence[BaseModel], rows: list[dict[str, Any]], slim: list[bool]
+) -> Steps[bool]:
+    """Batched UPDATEs: the rows marked `slim` by `sql[0]` (it sets fewer columns), the others
+    by `sql[1]`; at most two statements however many rows. True, and the rows remembered as
+    written, when every row was written."""
+    written, memo = 0, None
+    for statement, kind in ((sql[0], True), (sql[1], False)):
+        batch = [row for row, marked in zip(rows, slim, strict=True) if marked is kind]
+        if batch:
+            result = yield Statement(statement, batch, many=True)
+            written, memo = written + result.rowcount, result.memo
+    if written != len(rows):
+        return False
+    _remember(Result(memo=memo), list(zip(models, rows, strict=True)))
+    return True
+
+
 def _first(model: type[M], result: Result) -> M | None:
     return _decoded(model, Result(result.rows[:1], memo=result.memo))[0] if result.rows else None
 
@@ -191,7 +209,16 @@ _JOB_COLUMNS = (
 _INSERT_JOB = _insert_sql("jobs", _JOB_COLUMNS)
 _UPDATE_JOB = _update_sql("jobs", _JOB_COLUMNS, ("id",))
 _JOB_ORDER = "ORDER BY priority DESC, created_at ASC, id ASC"
-_UPDATE_JOB_AS_READ = _UPDATE_JOB + " AND epoch = :read_epoch AND updated_at = :read_updated_at"
+_AS_READ = " AND epoch = :read_epoch AND updated_at = :read_updated_at"
+_UPDATE_JOB_AS_READ = _UPDATE_JOB + _AS_READ
+# A row whose state, priority, epoch, binding and creation are as read (a heartbeat's speed
+# and steps): SQLite then leaves the indexes on those columns alone (about a quarter of the
+# statement's cost); the columns it leaves out are, by the compare-and-set, the ones read
+# (`_job_keys`).
+_UPDATE_JOB_DATA_AS_READ = (
+    "UPDATE jobs SET ns_per_day = :ns_per_day, updated_at = :updated_at, data = :data"
+    " WHERE id = :id" + _AS_READ
+)
 
 
 def _job_row(job: Job) -> dict[str, Any]:
@@ -340,25 +367,47 @@ def update_job_as_read(job: Job, read: Job) -> Steps[Job]:
     return stored
 
 
-@writes
-def update_jobs_as_read(changes: Sequence[tuple[Job, Job]]) -> Steps[list[Job]]:
+def update_jobs_as_read(changes: Sequence[tuple[Job, Job]]) -> Plan[list[Job]]:
     """`update_job_as_read` for many (job, read copy) pairs in one statement; ConflictError,
-    naming the first job another writer changed, and nothing written, if any was."""
+    naming the first job another writer changed, and nothing written, if any was.
+
+    The rows are stamped and serialized when the plan is made, so a caller that makes it
+    before its transaction holds SQLite's write lock only for the statement (ADR 0021)."""
     stored = []
     for job, read in changes:
         if job.epoch < read.epoch:
             raise ValueError(f"job {job.id}: epoch {job.epoch} is lower than {read.epoch}")
-        stored.append(job.model_copy(update={"updated_at": _bumped(read.updated_at)}))
-    if not stored:
-        return []
+        stored.append(_stamped(job, read.updated_at))
     rows = [
         {**_job_row(new), "read_epoch": read.epoch, "read_updated_at": ts(read.updated_at)}
         for new, (_, read) in zip(stored, changes, strict=True)
     ]
-    result = yield Statement(_UPDATE_JOB_AS_READ, rows, many=True)
-    if result.rowcount == len(rows):
-        _remember(result, list(zip(stored, rows, strict=True)))
-    if result.rowcount != len(rows):
+    keys_as_read = [
+        _job_keys(new) == _job_keys(read) for new, (_, read) in zip(stored, changes, strict=True)
+    ]
+    return Plan(Access.WRITE, _update_job_rows(stored, rows, keys_as_read))
+
+
+def _job_keys(job: Job) -> tuple[Any, ...]:
+    """The values of the job's indexed columns: the state, priority, epoch, binding, creation."""
+    return (job.state, job.spec.priority, job.epoch, job.allocation_id, job.created_at)
+
+
+def _stamped(job: Job, read_updated_at: datetime) -> Job:
+    """`job` with an `updated_at` strictly after the copy it replaces; a job whose decision
+    already stamped one (the cycle's `put_job`) is kept as it is, not copied again."""
+    if _aware(job.updated_at) > _aware(read_updated_at):
+        return job
+    return job.model_copy(update={"updated_at": _bumped(read_updated_at)})
+
+
+def _update_job_rows(
+    stored: list[Job], rows: list[dict[str, Any]], keys_as_read: list[bool]
+) -> Steps[list[Job]]:
+    if not stored:
+        return []
+    sql = (_UPDATE_JOB_DATA_AS_READ, _UPDATE_JOB_AS_READ)
+    if not (yield from _update_in_two(sql, stored, rows, keys_as_read)):
         for new in stored:  # the rare path: name a row this statement did not write
             current = yield from _load_job(new.id)
             if _aware(current.updated_at) != _aware(new.updated_at):
@@ -414,6 +463,9 @@ def find_job_by_prefix(prefix: str, limit: int | None = None) -> Steps[list[Job]
 _ALLOCATION_COLUMNS = ("id", "cluster", "state", "job_id", "submitted_at", "data")
 _INSERT_ALLOCATION = _insert_sql("allocations", _ALLOCATION_COLUMNS)
 _UPDATE_ALLOCATION = _update_sql("allocations", _ALLOCATION_COLUMNS, ("id",))
+# An allocation whose cluster, state, binding and submission are as read: its indexes and
+# the status counters' trigger are left alone (the one writer of a row is its cluster's runner).
+_UPDATE_ALLOCATION_DATA = "UPDATE allocations SET data = :data WHERE id = :id"
 
 
 def _allocation_row(allocation: Allocation) -> dict[str, Any]:
@@ -478,16 +530,33 @@ def update_allocation(allocation: Allocation) -> Steps[None]:
         raise NotFoundError(f"no allocation {allocation.id} in the state database")
 
 
-@writes
-def update_allocations(allocations: Sequence[Allocation]) -> Steps[None]:
-    """`update_allocation` for many rows in one statement; NotFoundError if any is missing."""
+def update_allocations(
+    allocations: Sequence[Allocation], read: Mapping[str, Allocation] | None = None
+) -> Plan[None]:
+    """`update_allocation` for many rows in one statement; NotFoundError if any is missing.
+    Serialized when the plan is made (see `update_jobs_as_read`). With `read`, the copies the
+    caller read (it is the rows' one writer), a row whose indexed columns are unchanged is
+    written by a second statement that sets only its data."""
+    rows = [_allocation_row(a) for a in allocations]
+    read = read or {}
+    same = [
+        a.id in read and _allocation_keys(a) == _allocation_keys(read[a.id]) for a in allocations
+    ]
+    return Plan(Access.WRITE, _update_allocation_rows(list(allocations), rows, same))
+
+
+def _allocation_keys(allocation: Allocation) -> tuple[Any, ...]:
+    """The values of the allocation's indexed and counted columns."""
+    return (allocation.cluster, allocation.state, allocation.job_id, allocation.submitted_at)
+
+
+def _update_allocation_rows(
+    allocations: list[Allocation], rows: list[dict[str, Any]], data_only: list[bool]
+) -> Steps[None]:
     if not allocations:
         return
-    rows = [_allocation_row(a) for a in allocations]
-    result = yield Statement(_UPDATE_ALLOCATION, rows, many=True)
-    if result.rowcount == len(rows):
-        _remember(result, list(zip(allocations, rows, strict=True)))
-    else:
+    sql = (_UPDATE_ALLOCATION_DATA, _UPDATE_ALLOCATION)
+    if not (yield from _update_in_two(sql, allocations, rows, data_only)):
         for allocation in allocations:  # the rare path: say which one is missing
             if (yield from get_allocation(allocation.id).steps) is None:
                 raise NotFoundError(f"no allocation {allocation.id} in the state database")
@@ -572,6 +641,30 @@ def clamp_time(value: datetime, earliest: datetime, latest: datetime) -> datetim
     return max(earliest, min(latest, value)) if earliest <= latest else latest
 
 
+class SegmentTimesUpdate(BaseModel):
+    """The worker's times for one segment, as `record_segment_times` takes them."""
+
+    job_id: str
+    epoch: int
+    noticed_at: datetime
+    worker_started_at: datetime | None = None
+    worker_ended_at: datetime | None = None
+
+
+def _with_times(segment: Segment, times: SegmentTimesUpdate) -> Segment:
+    update: dict[str, Any] = {}
+    if times.worker_started_at is not None:
+        update["worker_started_at"] = clamp_time(
+            times.worker_started_at, segment.started_at, times.noticed_at
+        )
+    if times.worker_ended_at is not None:
+        earliest = update.get("worker_started_at") or segment.worker_started_at
+        update["worker_ended_at"] = clamp_time(
+            times.worker_ended_at, earliest or segment.started_at, times.noticed_at
+        )
+    return segment.model_copy(update=update)
+
+
 @writes
 def record_segment_times(
     job_id: str,
@@ -583,16 +676,42 @@ def record_segment_times(
     """Put the worker's event times on a segment, on the daemon's clock: never before the
     segment was assigned nor after the cycle that read the event."""
     segment = yield from _load_segment(job_id, epoch)
-    update: dict[str, Any] = {}
-    if worker_started_at is not None:
-        update["worker_started_at"] = clamp_time(worker_started_at, segment.started_at, noticed_at)
-    if worker_ended_at is not None:
-        earliest = update.get("worker_started_at") or segment.worker_started_at
-        update["worker_ended_at"] = clamp_time(
-            worker_ended_at, earliest or segment.started_at, noticed_at
-        )
-    recorded = segment.model_copy(update=update)
+    recorded = _with_times(
+        segment,
+        SegmentTimesUpdate(
+            job_id=job_id,
+            epoch=epoch,
+            noticed_at=noticed_at,
+            worker_started_at=worker_started_at,
+            worker_ended_at=worker_ended_at,
+        ),
+    )
     yield Statement(_UPDATE_SEGMENT, _segment_row(recorded))
+    return recorded
+
+
+@writes
+def record_many_segment_times(updates: Sequence[SegmentTimesUpdate]) -> Steps[list[Segment]]:
+    """`record_segment_times` for many segments: one read and one batched write however
+    many; a segment with no row is skipped (a job bound before segments were recorded)."""
+    if not updates:
+        return []
+    pairs = sorted({(u.job_id, u.epoch) for u in updates})
+    # The pairs as one JSON array (no limit on a statement's variables applies), matched on
+    # the UNIQUE (job_id, epoch) index.
+    result = yield Statement(
+        "SELECT data FROM segments WHERE (job_id, epoch) IN"
+        " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
+        (json.dumps(pairs),),
+    )
+    found = {(s.job_id, s.epoch): s for s in _decoded(Segment, result)}
+    for times in updates:  # in order: a later update of one segment builds on the earlier
+        key = (times.job_id, times.epoch)
+        if key in found:
+            found[key] = _with_times(found[key], times)
+    recorded = list(found.values())
+    if recorded:
+        yield Statement(_UPDATE_SEGMENT, [_segment_row(s) for s in recorded], many=True)
     return recorded
 
 
@@ -643,18 +762,31 @@ def add_event(
     event = AuditEvent(
         kind=kind, message=message, job_id=job_id, allocation_id=allocation_id, cluster=cluster
     )
-    result = yield Statement(
-        _INSERT_EVENT,
-        {
-            "at": ts(event.at),
-            "kind": event.kind,
-            "job_id": event.job_id,
-            "allocation_id": event.allocation_id,
-            "cluster": event.cluster,
-            "data": event.model_dump_json(exclude={"id"}),
-        },
-    )
+    result = yield Statement(_INSERT_EVENT, _event_row(event))
     return event.model_copy(update={"id": result.lastrowid})
+
+
+def _event_row(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "at": ts(event.at),
+        "kind": event.kind,
+        "job_id": event.job_id,
+        "allocation_id": event.allocation_id,
+        "cluster": event.cluster,
+        "data": event.model_dump_json(exclude={"id"}),
+    }
+
+
+def add_events(events: Sequence[AuditEvent]) -> Plan[None]:
+    """Many audit rows in one statement, serialized when the plan is made (so outside the
+    caller's write lock when it makes the plan first)."""
+    rows = [_event_row(event) for event in events]
+    return Plan(Access.WRITE, _insert_event_rows(rows))
+
+
+def _insert_event_rows(rows: list[dict[str, Any]]) -> Steps[None]:
+    if rows:
+        yield Statement(_INSERT_EVENT, rows, many=True)
 
 
 @reads

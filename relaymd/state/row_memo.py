@@ -22,21 +22,42 @@ M = TypeVar("M", bound=BaseModel)
 DEFAULT_CAPACITY = 32_768
 
 
+Key = tuple[type[BaseModel], bytes]
+
+
 class RowMemo:
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self.capacity = capacity
-        self._models: OrderedDict[tuple[type[BaseModel], bytes], BaseModel] = OrderedDict()
+        self._models: OrderedDict[Key, BaseModel] = OrderedDict()
+        # The key of the one version of each row (by model and `id`) kept: a newer version
+        # replaces it, so superseded versions never crowd current rows out of the LRU (a
+        # round of 10 000 changed rows would otherwise evict rows the next cycle reads).
+        self._current: dict[tuple[type[BaseModel], str], Key] = {}
         self.hits = 0
         self.misses = 0
 
     @staticmethod
-    def _key(model: type[BaseModel], raw: bytes) -> tuple[type[BaseModel], bytes]:
+    def _key(model: type[BaseModel], raw: bytes) -> Key:
         return (model, hashlib.blake2b(raw, digest_size=16).digest())
 
-    def _keep(self, key: tuple[type[BaseModel], bytes], value: BaseModel) -> None:
+    @staticmethod
+    def _row_id(value: BaseModel) -> tuple[type[BaseModel], str] | None:
+        ident = getattr(value, "id", None)
+        return (type(value), ident) if isinstance(ident, str) else None
+
+    def _keep(self, key: Key, value: BaseModel) -> None:
+        row = self._row_id(value)
+        if row is not None:
+            older = self._current.get(row)
+            if older is not None and older != key:
+                self._models.pop(older, None)
+            self._current[row] = key
         self._models[key] = value
         if len(self._models) > self.capacity:
-            self._models.popitem(last=False)
+            evicted, gone = self._models.popitem(last=False)
+            row = self._row_id(gone)
+            if row is not None and self._current.get(row) == evicted:
+                del self._current[row]
 
     def remember(self, value: BaseModel, text: str) -> None:
         """A row this store just wrote, as `text`: the next read of it is a hit."""

@@ -51,7 +51,7 @@ class LocalTransport(Transport):
                     stderr=asyncio.subprocess.PIPE,
                     # Own process group, so a timeout kills the whole script, not just bash.
                     start_new_session=True,
-                    env=scrubbed_environment(),
+                    env=self.environment(),
                 )
             except OSError as exc:
                 raise TransportError(
@@ -78,6 +78,10 @@ class LocalTransport(Transport):
             stdout=out.decode(errors="replace"),
             stderr=err.decode(errors="replace"),
         )
+
+    def environment(self) -> dict[str, str]:
+        """What each script runs with: the daemon's environment, secrets removed."""
+        return scrubbed_environment()
 
     async def check(self) -> None:
         return None

@@ -11,7 +11,7 @@ from relaymd.models import SegmentOutcome, utcnow
 from relaymd.state.readonly import open_readonly
 from relaymd.views.relay_facts import failure_causes, handoff_gaps, queue_waits
 from relaymd.views.snapshot import take_snapshot
-from tests.cli.relay_history import PARTITION, PLAN, build_history
+from tests.support.relay_history import PARTITION, PLAN, build_history
 
 
 def test_facts_of_a_relay_history(tmp_path: Path) -> None:

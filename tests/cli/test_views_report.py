@@ -18,8 +18,8 @@ import pytest
 
 from relaymd.views.figures import OUTCOME_COLOURS, QUEUE_COLOUR
 from tests.cli.browser import Rendered, bar_fills, chart, render, screenshot
-from tests.cli.relay_history import PLAN, build_history
 from tests.support.cli_env import RELAYMD, CliEnv
+from tests.support.relay_history import PLAN, build_history
 
 CHARTS = ("timeline", "progress", "gpu-hours", "handoff-losses", "queue-waits", "failures")
 

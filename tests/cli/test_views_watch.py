@@ -14,8 +14,8 @@ import termios
 import time
 
 from relaymd.state import StateStore
-from tests.cli.relay_history import build_history
 from tests.support.cli_env import RELAYMD, CliEnv
+from tests.support.relay_history import build_history
 
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]")
 WAIT_S = 60.0  # generous: only a hang reaches it

@@ -8,16 +8,19 @@ and TEMP triggers on that connection that log every row written to `jobs` and `a
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from relaymd.daemon.runner import ClusterRunner
-from relaymd.mailbox.models import Heartbeat, WorkerState
+from relaymd.mailbox.models import EventKind, Heartbeat, WorkerEvent, WorkerState
 from relaymd.models import (
     ClusterProfile,
     JobState,
     Partition,
+    Segment,
     utcnow,
 )
 from relaymd.state import AsyncStateStore, StateStore
@@ -56,6 +59,8 @@ class Campaign:
         )
         self.seq: dict[str, int] = {}
         self.statements: list[str] = []
+        self.calls = 0  # statements the store handed to SQLite (a batch counts once)
+        self.collector_on: list[tuple[str, bool]] = []  # each one and gc.isenabled() then
 
     def alloc_id(self, i: int) -> str:
         return f"a{i:05d}"
@@ -78,6 +83,15 @@ class Campaign:
         path.with_suffix(".tmp").write_text(beat.model_dump_json())
         path.with_suffix(".tmp").replace(path)
 
+    def started(self, i: int) -> None:
+        """Worker i appends its `started` event (the first MD step of its segment)."""
+        alloc_id = self.alloc_id(i)
+        event = WorkerEvent(
+            kind=EventKind.STARTED, allocation_id=alloc_id, job_id=f"j{i:05d}", epoch=1
+        )
+        with open(self.scratch / "alloc" / alloc_id / "events.jsonl", "a") as fh:
+            fh.write(event.model_dump_json() + "\n")
+
     async def start(self, tmp_path: Path) -> tuple[ClusterRunner, AsyncStateStore]:
         fake = await make_fake_runners(tmp_path, {"c1": self.profile})
         with StateStore.open(fake.store.path) as sync, sync.transaction():
@@ -96,12 +110,29 @@ class Campaign:
                         started_at=utcnow() - timedelta(seconds=60),
                     )
                 )
+                sync.insert_segment(
+                    Segment(
+                        job_id=f"j{i:05d}",
+                        epoch=1,
+                        allocation_id=alloc_id,
+                        cluster="c1",
+                        started_at=utcnow() - timedelta(seconds=60),
+                    )
+                )
             for i in range(self.queued):
                 sync.insert_job(make_job(f"q{i:06d}", created_s=i))
         lines = [f"{self.alloc_id(i)} {100 + i} running\n" for i in range(self.running)]
         (self.scratch / "queue").write_text("".join(lines))
         conn = fake.store._conn
         await conn.executescript(WRITE_LOG)
+        execute = fake.store._execute
+
+        async def counted(statement: Any) -> Any:
+            self.calls += 1
+            self.collector_on.append((statement.sql, gc.isenabled()))
+            return await execute(statement)
+
+        fake.store._execute = counted  # type: ignore[method-assign]
         await conn.set_trace_callback(self.statements.append)
         return fake.runners["c1"], fake.store
 
@@ -164,5 +195,58 @@ async def test_one_heartbeat_moved_writes_one_row(tmp_path: Path) -> None:
         # fires (the status counters' and this test's own): a few per row written, nothing
         # for the 10 900 rows that did not change.
         assert statements - quiet <= 4 + 4 * 100, statements
+    finally:
+        await store.close()
+
+
+async def test_worker_events_cost_the_same_statements_however_many(tmp_path: Path) -> None:
+    """Each `started` event records its segment's worker time and an audit row: batched, so
+    the statements handed to SQLite do not grow with the number of events (the rows do)."""
+    campaign = Campaign(tmp_path, running=60, queued=100)
+    runner, store = await campaign.start(tmp_path)
+    try:
+        await campaign.cycle(runner, store)
+        await campaign.cycle(runner, store)
+
+        def calls_for(workers: range) -> int:
+            for i in workers:
+                campaign.beat(i)
+                campaign.started(i)
+            return campaign.calls
+
+        before = calls_for(range(1))
+        await campaign.cycle(runner, store)
+        one = campaign.calls - before
+        before = calls_for(range(10, 60))
+        await campaign.cycle(runner, store)
+        fifty = campaign.calls - before
+        assert fifty == one, (one, fifty)
+        async with store._conn.execute(
+            "SELECT COUNT(*) FROM segments WHERE json_extract(data, '$.worker_started_at')"
+            " IS NOT NULL"
+        ) as cursor:
+            assert (await cursor.fetchone()) == (51,)
+        async with store._conn.execute(
+            "SELECT COUNT(*) FROM events WHERE allocation_id IS NOT NULL"
+        ) as cursor:
+            audits = (await cursor.fetchone())[0]
+        assert audits >= 51, audits
+    finally:
+        await store.close()
+
+
+async def test_the_cyclic_collector_is_paused_during_a_cycle_and_resumes(tmp_path: Path) -> None:
+    campaign = Campaign(tmp_path, running=5, queued=5)
+    runner, store = await campaign.start(tmp_path)
+    try:
+        assert gc.isenabled()
+        campaign.collector_on.clear()
+        await campaign.cycle(runner, store)
+        # Read, decide and commit ran with it paused; after them only the poll's status row.
+        paused = [sql for sql, on in campaign.collector_on if not on]
+        resumed = [sql for sql, on in campaign.collector_on if on]
+        assert any(sql.startswith("UPDATE allocations") for sql in paused), paused
+        assert all("clusters" in sql or sql.startswith(("BEGIN", "COMMIT")) for sql in resumed)
+        assert gc.isenabled()
     finally:
         await store.close()

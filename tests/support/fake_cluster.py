@@ -75,15 +75,31 @@ class SyntheticTransport:
 
 
 class BashTransport(LocalTransport):
-    """The real local transport, keeping every script it was given (tests read and count)."""
+    """The real local transport, keeping every script it was given (tests read and count).
 
-    def __init__(self, profile: ClusterProfile) -> None:
+    With `env`, scripts run with exactly that environment instead of the daemon's (a bench
+    puts a login node's tools, e.g. a stand-in `squeue`, first on PATH); `keep_scripts=False`
+    keeps only their number (a long bench would hold every script in memory)."""
+
+    def __init__(
+        self,
+        profile: ClusterProfile,
+        *,
+        env: dict[str, str] | None = None,
+        keep_scripts: bool = True,
+    ) -> None:
         super().__init__(profile)
         self.scripts: list[str] = []
+        self.env = env
+        self.keep_scripts = keep_scripts
 
     async def run(self, script: str, *, timeout: float | None = None) -> CommandResult:  # noqa: ASYNC109
-        self.scripts.append(script)
+        if self.keep_scripts:
+            self.scripts.append(script)
         return await super().run(script, timeout=timeout)
+
+    def environment(self) -> dict[str, str]:
+        return dict(self.env) if self.env is not None else super().environment()
 
 
 def parse_queue(text: str) -> list[SchedulerJob]:

@@ -36,12 +36,17 @@ class Cycle:
         self.handed_off: set[JobEpoch] = set()
 
     def put_alloc(self, alloc: Allocation) -> None:
-        if self.allocs.get(alloc.id) != alloc:
+        current = self.allocs.get(alloc.id)
+        if current is alloc:  # the working copy put back: nothing to compare
+            return
+        if current != alloc:
             self.allocs[alloc.id] = alloc
             self.out.allocations[alloc.id] = alloc
 
     def put_job(self, job: Job) -> None:
         before = self.jobs.get(job.id)
+        if before is job:  # the working copy put back: no change, no transition
+            return
         if before is not None:
             check_transition(job.id, before.state, job.state, Actor.DAEMON)
         if before != job:

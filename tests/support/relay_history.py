@@ -1,11 +1,18 @@
-"""A realistic relay history written through the state store's own API: five jobs on two
-clusters, every segment outcome, measured queue waits, a pending allocation, a daemon row."""
+"""Relay histories written through the state store's own API.
+
+`write_relay` writes one job's segments, each on its own allocation that waited in a queue
+first; `build_history` uses it for a small realistic history (five jobs on two clusters, every
+segment outcome, a pending allocation, a daemon row) that the views' tests read, and
+bench/report_scale.py for a large one."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+
+from pydantic import BaseModel
 
 from relaymd.models import (
     Allocation,
@@ -89,7 +96,17 @@ def build_history(path: Path) -> History:
     with StateStore.open(path) as store:
         for index, (job_id, (state, plan)) in enumerate(PLAN.items()):
             start = now - timedelta(hours=SEGMENT_H * len(plan) + 2 + index)
-            step = _write_job(store, job_id, state, plan, start, now)
+            segments = [
+                PlannedSegment(
+                    cluster=cluster,
+                    partition=PARTITION[cluster],
+                    outcome=outcome,
+                    reason=reason,
+                    queue_wait=timedelta(minutes=5 + 7 * epoch),  # waits differ per handoff
+                )
+                for epoch, (cluster, outcome, reason) in enumerate(plan, start=1)
+            ]
+            step = write_relay(store, _job(job_id, state), segments, start, now)
             job = store.get_job(job_id)
             assert job is not None
             total = step if state is JobState.COMPLETED else TOTAL_STEPS
@@ -110,46 +127,56 @@ def build_history(path: Path) -> History:
     return History(path=path, segments=count, pending_allocations=1, running_job="jrun")
 
 
-def _write_job(
-    store: StateStore,
-    job_id: str,
-    state: JobState,
-    plan: list[tuple[str, SegmentOutcome, str | None]],
-    start: datetime,
-    now: datetime,
+class PlannedSegment(BaseModel):
+    """One segment of a relay: where it ran, how it ended, how long it waited and ran."""
+
+    cluster: str
+    partition: str
+    outcome: SegmentOutcome
+    reason: str | None = None
+    queue_wait: timedelta  # allocation submitted -> started
+    hours: float = SEGMENT_H
+    steps: int = STEPS_PER_SEGMENT
+
+
+def write_relay(
+    store: StateStore, job: Job, segments: Sequence[PlannedSegment], start: datetime, now: datetime
 ) -> int:
-    store.insert_job(_job(job_id, state))
+    """Insert `job` and its segments, the first allocation submitted at `start`, each next one
+    a minute after the last ended; a RUNNING segment started an hour ago and ends the relay.
+    Returns the job's step at the end."""
+    store.insert_job(job)
     step = 0
-    for epoch, (cluster, outcome, reason) in enumerate(plan, start=1):
-        wait = timedelta(minutes=5 + 7 * epoch)  # queue waits differ per handoff
-        alloc_id = f"{job_id}-a{epoch}"
+    for epoch, planned in enumerate(segments, start=1):
+        wait = planned.queue_wait
+        alloc_id = f"{job.id}-a{epoch}"
         started = start + wait
-        if outcome is SegmentOutcome.RUNNING:  # on its allocation for the last hour
+        running = planned.outcome is SegmentOutcome.RUNNING
+        if running:  # on its allocation for the last hour
             start, started = now - timedelta(hours=1) - wait, now - timedelta(hours=1)
-        alloc = _allocation(alloc_id, cluster, start).model_copy(
-            update={"state": AllocationState.RUNNING, "started_at": started, "job_id": job_id}
+        alloc = _allocation(alloc_id, planned.cluster, start, planned.partition).model_copy(
+            update={"state": AllocationState.RUNNING, "started_at": started, "job_id": job.id}
         )
         store.insert_allocation(alloc)
-        running = outcome is SegmentOutcome.RUNNING
         seg_start = started + timedelta(minutes=2)
         store.insert_segment(
             Segment(
-                job_id=job_id,
+                job_id=job.id,
                 epoch=epoch,
                 allocation_id=alloc_id,
-                cluster=cluster,
+                cluster=planned.cluster,
                 start_step=step,
                 started_at=seg_start,
                 worker_started_at=seg_start,
             )
         )
         if running:
-            store.update_job(_job(job_id, state).model_copy(update={"allocation_id": alloc_id}))
-            return step + STEPS_PER_SEGMENT // 4
-        ended = min(seg_start + timedelta(hours=SEGMENT_H), now - timedelta(minutes=1))
-        step += STEPS_PER_SEGMENT if outcome is not SegmentOutcome.FAILED else 0
-        store.close_segment(job_id, epoch, outcome, step, reason)
-        store.record_segment_times(job_id, epoch, now, worker_ended_at=ended)
+            store.update_job(job.model_copy(update={"allocation_id": alloc_id}))
+            return step + planned.steps // 4
+        ended = min(seg_start + timedelta(hours=planned.hours), now - timedelta(minutes=1))
+        step += planned.steps if planned.outcome is not SegmentOutcome.FAILED else 0
+        store.close_segment(job.id, epoch, planned.outcome, step, planned.reason)
+        store.record_segment_times(job.id, epoch, now, worker_ended_at=ended)
         store.update_allocation(
             alloc.model_copy(
                 update={"state": AllocationState.ENDED, "ended_at": ended + timedelta(minutes=1)}
@@ -170,11 +197,13 @@ def _job(job_id: str, state: JobState) -> Job:
     )
 
 
-def _allocation(alloc_id: str, cluster: str, submitted: datetime) -> Allocation:
+def _allocation(
+    alloc_id: str, cluster: str, submitted: datetime, partition: str | None = None
+) -> Allocation:
     return Allocation(
         id=alloc_id,
         cluster=cluster,
-        partition=PARTITION[cluster],
+        partition=partition or PARTITION[cluster],
         image="openmm",
         state=AllocationState.PENDING,
         scheduler_id=str(abs(hash(alloc_id)) % 100000),
