@@ -54,6 +54,15 @@ class Cycle:
             self.jobs[job.id] = job
             self.out.jobs[job.id] = job
 
+    def put_stamped_job(self, job: Job) -> None:
+        """A job the caller already changed and stamped with `updated_at = now`: recorded
+        without `put_job`'s comparison and second copy (one copy per change)."""
+        before = self.jobs.get(job.id)
+        if before is not None:
+            check_transition(job.id, before.state, job.state, Actor.DAEMON)
+        self.jobs[job.id] = job
+        self.out.jobs[job.id] = job
+
     def audit(
         self, kind: str, message: str, *, job_id: str | None = None, alloc_id: str | None = None
     ) -> None:

@@ -65,7 +65,9 @@ def _progress(cycle: Cycle, alloc: Allocation, heartbeat: Heartbeat) -> None:
         or job.ns_per_day != heartbeat.ns_per_day
         or "state" in update
     ):
-        cycle.put_job(job.model_copy(update=update))
+        # Changed by construction: one copy, stamped here, not compared again by put_job.
+        update["updated_at"] = cycle.now
+        cycle.put_stamped_job(job.model_copy(update=update))
 
 
 def _stop_hung(

@@ -247,6 +247,8 @@ def successor_demand(cycle: Cycle, files: dict[str, AllocationFiles]) -> list[Jo
 def reserve_successors(cycle: Cycle, files: dict[str, AllocationFiles]) -> None:
     settings = cycle.inp.settings
     window_s = cycle.inp.profile.poll.max_interval_s + settings.prewrite_lead_s
+    if not any(_idle_worker(cycle, a, _beat(files, a.id)) for a in cycle.allocs.values()):
+        return  # no idle worker to reserve: the per-job search would find nothing
     reserved = {a.reserved_job_id for a in cycle.allocs.values() if a.reserved_job_id}
     for job in sorted(cycle.jobs.values(), key=lambda j: j.id):
         due_holder = _handoff_within(cycle, job, files, reserved, window_s)

@@ -1,0 +1,75 @@
+"""A cycle's decide work per allocation: what changed is copied once, and searches that
+cannot find anything are not run (counts, never times).
+
+The real ClusterRunner over the real local transport and a real SQLite file, as in
+test_daemon_cycle_scale; the rows written are counted by SQLite's own triggers there.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relaymd.daemon.decide import warm
+from relaymd.models import Job
+from tests.daemon.test_daemon_cycle_scale import Campaign
+
+
+async def test_a_moved_heartbeat_copies_its_job_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    campaign = Campaign(tmp_path, running=30, queued=10)
+    runner, store = await campaign.start(tmp_path)
+    copies = Counter[str]()
+    model_copy = Job.model_copy
+
+    def counted(self: Job, *args: Any, **kwargs: Any) -> Job:
+        copies[self.id] += 1
+        return model_copy(self, *args, **kwargs)
+
+    try:
+        await campaign.cycle(runner, store)
+        await campaign.cycle(runner, store)
+        monkeypatch.setattr(Job, "model_copy", counted)
+        for i in range(10):
+            campaign.beat(i, ns_per_day=150.0)  # the speed moved: the job row changes
+        _, writes = await campaign.cycle(runner, store)
+        assert writes == Counter(allocations=10, jobs=10)
+        # One copy of each changed job (its new speed and `updated_at` together), none of
+        # the others.
+        assert copies == Counter({f"j{i:05d}": 1 for i in range(10)})
+        async with store._conn.execute(
+            "SELECT COUNT(*) FROM jobs WHERE json_extract(data, '$.ns_per_day') = 150.0"
+        ) as cursor:
+            assert (await cursor.fetchone()) == (10,)
+    finally:
+        await store.close()
+
+
+async def test_no_successor_search_without_an_idle_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every allocation runs a job: no reservation can be made, so reserve_successors looks
+    at no job; provisioning's demand still looks at each job once."""
+    campaign = Campaign(tmp_path, running=30, queued=10)
+    runner, store = await campaign.start(tmp_path)
+    calls = Counter[str]()
+    handoff_within = warm._handoff_within
+
+    def counted(cycle: Any, job: Job, *args: Any) -> Any:
+        calls[job.id] += 1
+        return handoff_within(cycle, job, *args)
+
+    try:
+        await campaign.cycle(runner, store)
+        monkeypatch.setattr(warm, "_handoff_within", counted)
+        for i in range(30):
+            campaign.beat(i)
+        await campaign.cycle(runner, store)
+        assert calls, "provisioning asks which running jobs hand off soon"
+        assert max(calls.values()) == 1, calls
+    finally:
+        await store.close()
