@@ -20,6 +20,7 @@ from relaymd.scheduler.slurm_parse import (
     SACCT_MARK,
     SQUEUE_FORMAT,
     SQUEUE_MARK,
+    SqueueMemo,
     parse_slurm_query,
 )
 
@@ -27,6 +28,11 @@ from relaymd.scheduler.slurm_parse import (
 class SlurmScheduler(Scheduler):
     template = "slurm.sbatch.j2"
     output_name = "slurm-%j.out"
+
+    def __init__(self, profile: ClusterProfile) -> None:
+        super().__init__(profile)
+        # A parsed line depends on the line alone: reused while squeue prints it unchanged.
+        self.squeue_memo = SqueueMemo()
 
     def submit_snippet(self, alloc: Allocation, script_path: str) -> str:
         alloc_id = shell.allocation_id(alloc.id)
@@ -76,7 +82,7 @@ class SlurmScheduler(Scheduler):
         return "\n".join(lines)
 
     def parse_query(self, text: str) -> list[SchedulerJob]:
-        return parse_slurm_query(text, self.allocation_id_from_name)
+        return parse_slurm_query(text, self.allocation_id_from_name, self.squeue_memo)
 
     def cancel_snippet(self, scheduler_ids: Sequence[str]) -> str:
         ids = " ".join(shell.scheduler_id(i) for i in dict.fromkeys(scheduler_ids))

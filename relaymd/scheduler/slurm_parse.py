@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from pydantic import BaseModel, Field
 
@@ -51,6 +51,7 @@ class SacctRow(BaseModel):
 
 class SlurmQueryOutput(BaseModel):
     squeue: list[SqueueRow] = Field(default_factory=list)
+    squeue_lines: list[str] = Field(default_factory=list)  # the raw line of each squeue row
     sacct: list[SacctRow] = Field(default_factory=list)
     sacct_ok: bool = True
 
@@ -69,7 +70,17 @@ def _opt(value: str) -> str | None:
     return None if value in _NO_NODE else value
 
 
-def split_sections(text: str) -> SlurmQueryOutput:
+class SqueueMemo:
+    """The last poll's squeue lines and what each parsed into: a running allocation's line is
+    the same poll after poll, so only new or changed lines are parsed (kept: this poll's)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, SqueueRow] = {}
+        self.jobs: dict[str, SchedulerJob | None] = {}
+        self.parses = 0  # squeue lines parsed into models (counted by tests)
+
+
+def split_sections(text: str, reuse: Mapping[str, SqueueRow] | None = None) -> SlurmQueryOutput:
     out = SlurmQueryOutput()
     section = ""
     header: list[str] = []
@@ -82,8 +93,13 @@ def split_sections(text: str) -> SlurmQueryOutput:
             continue
         if not line.strip():
             continue
+        if section == SQUEUE_MARK and reuse is not None and line in reuse:
+            out.squeue.append(reuse[line])
+            out.squeue_lines.append(line)
+            continue
         cells = line.split("|")
         if section == SQUEUE_MARK and len(cells) >= 5:
+            out.squeue_lines.append(line)
             out.squeue.append(
                 SqueueRow(
                     job_id=cells[0].strip(),
@@ -121,25 +137,45 @@ def fold_end(job_state: EndState, step_states: list[EndState]) -> EndState:
     return job_state
 
 
+def _squeue_job(
+    sq: SqueueRow, allocation_id_from_name: Callable[[str], str | None]
+) -> SchedulerJob | None:
+    alloc_id = allocation_id_from_name(sq.name)
+    if alloc_id is None:
+        return None
+    phase = phase_of(sq.state)
+    return SchedulerJob(
+        allocation_id=alloc_id,
+        scheduler_id=sq.job_id,
+        phase=phase,
+        raw_state=sq.state,
+        end_state=EndState.parse(sq.state) if phase is SchedulerPhase.ENDED else None,
+        reason=sq.reason,
+        node=sq.node,
+    )
+
+
 def parse_slurm_query(
-    text: str, allocation_id_from_name: Callable[[str], str | None]
+    text: str,
+    allocation_id_from_name: Callable[[str], str | None],
+    memo: SqueueMemo | None = None,
 ) -> list[SchedulerJob]:
-    out = split_sections(text)
+    out = split_sections(text, memo.rows if memo else None)
     jobs: dict[str, SchedulerJob] = {}
-    for sq in out.squeue:
-        alloc_id = allocation_id_from_name(sq.name)
-        if alloc_id is None:
-            continue
-        phase = phase_of(sq.state)
-        jobs[sq.job_id] = SchedulerJob(
-            allocation_id=alloc_id,
-            scheduler_id=sq.job_id,
-            phase=phase,
-            raw_state=sq.state,
-            end_state=EndState.parse(sq.state) if phase is SchedulerPhase.ENDED else None,
-            reason=sq.reason,
-            node=sq.node,
-        )
+    seen_jobs: dict[str, SchedulerJob | None] = {}
+    for line, sq in zip(out.squeue_lines, out.squeue, strict=True):
+        if memo is not None and line in memo.jobs:
+            job = memo.jobs[line]
+        else:
+            job = _squeue_job(sq, allocation_id_from_name)
+            if memo is not None:
+                memo.parses += 1
+        seen_jobs[line] = job
+        if job is not None:
+            jobs[sq.job_id] = job
+    if memo is not None:  # this poll's lines only: the memo never outgrows squeue's output
+        memo.rows = dict(zip(out.squeue_lines, out.squeue, strict=True))
+        memo.jobs = seen_jobs
     job_rows = {r.job_id: r for r in out.sacct if "." not in r.job_id}
     steps: dict[str, list[SacctRow]] = {}
     for row in out.sacct:
