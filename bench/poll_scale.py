@@ -418,8 +418,8 @@ def cycle_table(clusters: int, after: list[CycleRow], before: list[CycleRow]) ->
         "",
         "Targets: <= 200 ms CPU per round at 1 000 allocations / 10 000 queued, <= 1 s at"
         " 10 000 / 100 000; write lock <= 50 ms per cycle. *before* is the code before the"
-        " second pass of issue 18 (commit faf84f1), measured by this same script, its runs"
-        " alternating with *after*'s; each time figure is the best of those runs.",
+        " latest pass of issue 18 (the commit the notes below name), measured by this same"
+        " script, its runs alternating with *after*'s; each row is the run with the least CPU.",
     ]
     return "\n".join(lines)
 
