@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from relaymd.daemon.decide.decisions import CycleDecisions
+from relaymd.daemon.heartbeat_news import HeldNews
 from relaymd.mailbox.carrier import ClusterSnapshot
 from relaymd.mailbox.reading import HeartbeatMemo
 
@@ -22,6 +23,8 @@ class CarriedState:
     credentials_owed: set[str] = field(default_factory=set)
     # The first read after a start sweeps the credentials a crash left behind.
     swept: bool = False
+    # Heartbeat news decided but not yet written to the state file (ADR 0027).
+    news: HeldNews = field(default_factory=HeldNews)
 
     def after_commit(self, snapshot: ClusterSnapshot, decisions: CycleDecisions) -> None:
         """Take what a committed cycle leaves for the next one."""

@@ -22,6 +22,7 @@ from relaymd.daemon.claim_checks import ClaimVerdicts
 from relaymd.daemon.cycle_jobs import load_cycle_rows
 from relaymd.daemon.decide import decide_cycle
 from relaymd.daemon.decide.decisions import CycleDecisions, DecideInput
+from relaymd.daemon.heartbeat_news import HeldNews, NewsToWrite
 from relaymd.daemon.provision import ClusterMode
 from relaymd.daemon.read_step import ReadResult
 from relaymd.daemon.scope import CycleScope
@@ -30,7 +31,7 @@ from relaymd.logging import get_logger
 from relaymd.models import Allocation, Job, utcnow
 from relaymd.models.backoff import PartitionBackoff
 from relaymd.models.state import ClusterStatus
-from relaymd.state import NotFoundError
+from relaymd.state import ConflictError, NotFoundError
 from relaymd.state import queries as q
 
 if TYPE_CHECKING:
@@ -54,6 +55,8 @@ async def _decide_input(
     store = ctx.store
     read_ids = {a.id for a in read.allocations}
     allocs, all_live, jobs = await load_cycle_rows(store, profile, read_ids, carried.want_log)
+    allocs = carried.news.lay_over_allocations(allocs)
+    jobs = carried.news.lay_over_jobs(jobs)
     # Fresh switches: a disabled cluster's pending allocations stop counting as supply
     # elsewhere, and its own runner cancels them.
     statuses = await store.list_cluster_status()
@@ -97,12 +100,16 @@ async def decide_and_commit(
         decisions = decide_cycle(inp, new_allocation_id)
         decide_cpu_s = time.process_time() - cpu + read.parse_cpu_s
         read_allocations = {a.id: a for a in inp.allocations}
-        prepared = PreparedWrites(profile.name, inp.jobs, decisions, read_allocations)
+        news = scope.carried.news.split(
+            decisions, read_allocations, inp.jobs, inp.settings.heartbeat_write_every
+        )
+        prepared = PreparedWrites(profile.name, inp.jobs, decisions, read_allocations, news)
         async with store.transaction():
             await persist_prepared(store, prepared)
             if decisions.backoff != inp.backoff:  # in the same transaction as the ends it counts
                 await save_backoff(store, profile.name, decisions.backoff)
     scope.carried.after_commit(read.snapshot, decisions)
+    scope.carried.news.after_commit(news)
     merged = {a.id: a for a in inp.allocations}
     merged.update(decisions.allocations)
     merged.update({a.id: a for a in decisions.new_allocations})
@@ -112,6 +119,25 @@ async def decide_and_commit(
         jobs={**inp.jobs, **decisions.jobs},
         decide_cpu_s=decide_cpu_s,
     )
+
+
+async def flush_news(store: AsyncStateStore, news: HeldNews) -> None:
+    """Write every heartbeat's news still held in memory: a daemon that stops cleanly leaves
+    the state file as current as its memory (ADR 0027). A job some writer changed since keeps
+    its row (the news is only a speed)."""
+    rows = news.everything()
+    if not rows.allocations and not rows.jobs:
+        return
+    try:
+        async with store.transaction():
+            await store.run(q.update_allocations(rows.allocations))
+            await store.run(q.update_jobs_as_read(rows.jobs))
+    except ConflictError:
+        async with store.transaction():
+            await store.run(q.update_allocations(rows.allocations))
+    news.allocations.clear()
+    news.jobs.clear()
+    log.info("heartbeat_news_written", allocations=len(rows.allocations), jobs=len(rows.jobs))
 
 
 async def save_backoff(
@@ -133,11 +159,15 @@ class PreparedWrites:
         read_jobs: Mapping[str, Job],
         d: CycleDecisions,
         read_allocations: Mapping[str, Allocation] | None = None,
+        news: NewsToWrite | None = None,
     ) -> None:
         self.cluster = cluster
         self.decisions = d
-        self.allocations = q.update_allocations(list(d.allocations.values()), read_allocations)
-        self.jobs = q.update_jobs_as_read([(job, read_jobs[job.id]) for job in d.jobs.values()])
+        # Without `news`, every changed row; with it, those not held (ADR 0027).
+        allocations = news.allocations if news else list(d.allocations.values())
+        jobs = news.jobs if news else [(job, read_jobs[job.id]) for job in d.jobs.values()]
+        self.allocations = q.update_allocations(allocations, read_allocations)
+        self.jobs = q.update_jobs_as_read(jobs)
         self.times = [
             q.SegmentTimesUpdate(
                 job_id=t.job_id,

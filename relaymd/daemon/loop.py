@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from relaymd import __version__, paths
 from relaymd.config import LoadedConfig
+from relaymd.daemon.collector import CollectorSchedule
 from relaymd.daemon.context import DaemonContext
 from relaymd.daemon.interval import next_interval
 from relaymd.daemon.lock import DaemonLock
@@ -65,6 +66,7 @@ class Daemon:
         self.ctx: DaemonContext | None = None
         self.runners: list[ClusterRunner] = []
         self.status: DaemonStatus | None = None
+        self.collector = CollectorSchedule()
 
     async def _record_cycle(self) -> None:
         assert self.ctx is not None and self.status is not None
@@ -87,6 +89,7 @@ class Daemon:
                 report = None
             runner.cycles += 1
             await self._record_cycle()
+            self.collector.between_cycles()
             if max_cycles is not None and runner.cycles >= max_cycles:
                 return
             runner.interval = next_interval(
@@ -136,16 +139,20 @@ class Daemon:
                 asyncio.create_task(self._cluster_task(r, stop, max_cycles), name=r.name)
                 for r in self.runners
             ]
+            self.collector.start()
             try:
                 await asyncio.gather(*tasks)
             finally:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                self.collector.stop()
         finally:
             for runner in self.runners:
-                with contextlib.suppress(Exception):
-                    await runner.close()
+                try:
+                    await runner.stop()
+                except Exception:
+                    log.exception("runner_stop_failed", cluster=runner.name)
             await store.close()
             log.info("daemon_stopped")
 

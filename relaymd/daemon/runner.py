@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from relaymd.daemon.carried import CarriedState
 from relaymd.daemon.claim_checks import verify_reported
-from relaymd.daemon.commit import Committed, decide_and_commit
+from relaymd.daemon.commit import Committed, decide_and_commit, flush_news
 from relaymd.daemon.context import DaemonContext
 from relaymd.daemon.poll_outcome import PollOutcome, poll_failures
 from relaymd.daemon.read_step import read_cluster
@@ -31,7 +31,6 @@ from relaymd.models import AllocationState, ClusterProfile, utcnow
 from relaymd.scheduler.job_script import profile_problem
 from relaymd.scheduler.port import SchedulerPort
 from relaymd.scheduler.storage import StorageScheduler
-from relaymd.views.gc_pause import gc_paused
 
 if TYPE_CHECKING:
     from relaymd.transport.base import CommandResult
@@ -95,6 +94,14 @@ class ClusterRunner:
     def name(self) -> str:
         return self.profile.name
 
+    async def stop(self) -> None:
+        """The daemon is stopping: write the heartbeat news held in memory, then close."""
+        try:
+            async with self.ctx.store_lock:
+                await flush_news(self.ctx.store, self.carried.news)
+        finally:
+            await self.close()
+
     async def close(self) -> None:
         if self.transport is not None:
             transport, self.transport = self.transport, None
@@ -113,12 +120,7 @@ class ClusterRunner:
         report = CycleReport(cluster=self.name, ok=False)
         trips_before = self._round_trips()
         try:
-            # The daemon's heap holds every decoded row it keeps (up to ~20 000 at 10 000
-            # allocations): the cyclic collector rescanning it cost about a third of a cycle
-            # where every heartbeat moved (docs/benchmarks.md). Refcounting frees the cycle's
-            # garbage; the collector resumes after.
-            with gc_paused():
-                committed = await self._steps()
+            committed = await self._steps()
         except poll_failures() as exc:
             await self.outcome.failed(exc, started, interval_s=self.interval)
             report.error = str(exc)

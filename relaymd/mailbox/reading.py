@@ -10,6 +10,8 @@ heartbeat the carrier left out because its fingerprint (content hash, ETag) did 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import orjson
 from pydantic import BaseModel, Field, ValidationError
 
@@ -30,12 +32,13 @@ LOG_TAIL_BYTES = 4096
 LOG_TAIL_LINES = 40
 
 
-class HeartbeatSeen(BaseModel):
-    """The daemon's last parsed copy of one heartbeat.json and the fingerprint it had."""
+class HeartbeatSeen(NamedTuple):
+    """The daemon's last parsed copy of one heartbeat.json and the fingerprint it had (in
+    memory only; a tuple, as one is made per moved heartbeat per poll)."""
 
-    fingerprint: str = ""  # "" when read without a fingerprint: always re-sent
-    heartbeat: Heartbeat | None = None
-    oversized: bool = False
+    fingerprint: str  # "" when read without a fingerprint: always re-sent
+    heartbeat: Heartbeat | None
+    oversized: bool
 
 
 class HeartbeatMemo:
@@ -123,9 +126,7 @@ def _heartbeat_into(
         files.heartbeat_oversized = len(beat) > HEARTBEAT_MAX_BYTES
         if memo is not None:
             memo.seen[alloc_id] = HeartbeatSeen(
-                fingerprint=fingerprint,
-                heartbeat=files.heartbeat,
-                oversized=files.heartbeat_oversized,
+                fingerprint, files.heartbeat, files.heartbeat_oversized
             )
     elif memo is not None and alloc_id in memo.seen:
         # Left out because its fingerprint is the one we sent: the file did not change.

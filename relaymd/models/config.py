@@ -66,6 +66,11 @@ class DaemonSettings(UserModel):
     # A successor is pre-written (ADR 0009) for a job whose handoff is due within the poll
     # interval plus this lead.
     prewrite_lead_s: float = Field(60.0, ge=0, le=86400)
+    # A moving heartbeat's news (the allocation's seq and the daemon's time it moved, the
+    # job's speed) reaches the state file on every Nth heartbeat of each allocation, or with
+    # any other change of the row; the daemon decides from every heartbeat (ADR 0027).
+    # 1 writes every heartbeat.
+    heartbeat_write_every: int = Field(4, ge=1, le=100)
 
 
 # A worker's handoff margin before it has timed a checkpoint save + upload (then clamped).

@@ -8,7 +8,6 @@ and TEMP triggers on that connection that log every row written to `jobs` and `a
 
 from __future__ import annotations
 
-import gc
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +17,7 @@ from relaymd.daemon.runner import ClusterRunner
 from relaymd.mailbox.models import EventKind, Heartbeat, WorkerEvent, WorkerState
 from relaymd.models import (
     ClusterProfile,
+    DaemonSettings,
     JobState,
     Partition,
     Segment,
@@ -60,7 +60,6 @@ class Campaign:
         self.seq: dict[str, int] = {}
         self.statements: list[str] = []
         self.calls = 0  # statements the store handed to SQLite (a batch counts once)
-        self.collector_on: list[tuple[str, bool]] = []  # each one and gc.isenabled() then
 
     def alloc_id(self, i: int) -> str:
         return f"a{i:05d}"
@@ -92,8 +91,14 @@ class Campaign:
         with open(self.scratch / "alloc" / alloc_id / "events.jsonl", "a") as fh:
             fh.write(event.model_dump_json() + "\n")
 
-    async def start(self, tmp_path: Path) -> tuple[ClusterRunner, AsyncStateStore]:
-        fake = await make_fake_runners(tmp_path, {"c1": self.profile})
+    async def start(
+        self, tmp_path: Path, *, write_every: int | None = None
+    ) -> tuple[ClusterRunner, AsyncStateStore]:
+        """`write_every`: the daemon's `heartbeat_write_every` (its default if None)."""
+        settings = (
+            None if write_every is None else DaemonSettings(heartbeat_write_every=write_every)
+        )
+        fake = await make_fake_runners(tmp_path, {"c1": self.profile}, settings=settings)
         with StateStore.open(fake.store.path) as sync, sync.transaction():
             for i in range(self.running):
                 alloc_id = self.alloc_id(i)
@@ -129,7 +134,6 @@ class Campaign:
 
         async def counted(statement: Any) -> Any:
             self.calls += 1
-            self.collector_on.append((statement.sql, gc.isenabled()))
             return await execute(statement)
 
         fake.store._execute = counted  # type: ignore[method-assign]
@@ -170,8 +174,10 @@ async def test_a_quiet_cycle_runs_the_same_few_statements_at_any_scale(tmp_path:
 
 
 async def test_one_heartbeat_moved_writes_one_row(tmp_path: Path) -> None:
+    """Writing every heartbeat's news (`heartbeat_write_every: 1`): one moved heartbeat, one
+    row; the speed moved too, its job's row as well."""
     campaign = Campaign(tmp_path, running=1000, queued=10_000)
-    runner, store = await campaign.start(tmp_path)
+    runner, store = await campaign.start(tmp_path, write_every=1)
     try:
         _, first = await campaign.cycle(runner, store)
         # The first poll notes 1 000 heartbeats (the allocation rows) and their jobs' speed.
@@ -195,6 +201,34 @@ async def test_one_heartbeat_moved_writes_one_row(tmp_path: Path) -> None:
         # fires (the status counters' and this test's own): a few per row written, nothing
         # for the 10 900 rows that did not change.
         assert statements - quiet <= 4 + 4 * 100, statements
+    finally:
+        await store.close()
+
+
+async def test_heartbeat_news_reaches_the_file_once_every_few_beats(tmp_path: Path) -> None:
+    """The shipped default writes a moving heartbeat's news on every 4th beat of each
+    allocation, staggered (ADR 0027): over 4 polls where every heartbeat and speed moved,
+    each allocation and job row is written exactly once, and no poll writes most of them.
+    The rows the file has are checked too: each holds one of its worker's last 4 beats."""
+    campaign = Campaign(tmp_path, running=200, queued=100)
+    runner, store = await campaign.start(tmp_path)
+    try:
+        _, first = await campaign.cycle(runner, store)
+        assert first == Counter(allocations=200, jobs=200)  # first news: written at once
+        per_poll: list[Counter[str]] = []
+        for n in range(4):
+            for i in range(200):
+                campaign.beat(i, ns_per_day=101.0 + n)
+            per_poll.append((await campaign.cycle(runner, store))[1])
+        total = sum(per_poll, Counter[str]())
+        assert total == Counter(allocations=200, jobs=200), per_poll
+        assert max(c["allocations"] for c in per_poll) <= 100, per_poll
+        async with store._conn.execute(
+            "SELECT json_extract(data, '$.last_seq') FROM allocations"
+        ) as cursor:
+            stored_seqs = [row[0] for row in await cursor.fetchall()]
+        newest = campaign.seq[campaign.alloc_id(0)]
+        assert all(newest - 3 <= seq <= newest for seq in stored_seqs), stored_seqs
     finally:
         await store.close()
 
@@ -231,22 +265,5 @@ async def test_worker_events_cost_the_same_statements_however_many(tmp_path: Pat
         ) as cursor:
             audits = (await cursor.fetchone())[0]
         assert audits >= 51, audits
-    finally:
-        await store.close()
-
-
-async def test_the_cyclic_collector_is_paused_during_a_cycle_and_resumes(tmp_path: Path) -> None:
-    campaign = Campaign(tmp_path, running=5, queued=5)
-    runner, store = await campaign.start(tmp_path)
-    try:
-        assert gc.isenabled()
-        campaign.collector_on.clear()
-        await campaign.cycle(runner, store)
-        # Read, decide and commit ran with it paused; after them only the poll's status row.
-        paused = [sql for sql, on in campaign.collector_on if not on]
-        resumed = [sql for sql, on in campaign.collector_on if on]
-        assert any(sql.startswith("UPDATE allocations") for sql in paused), paused
-        assert all("clusters" in sql or sql.startswith(("BEGIN", "COMMIT")) for sql in resumed)
-        assert gc.isenabled()
     finally:
         await store.close()

@@ -22,7 +22,7 @@ async def test_a_moved_heartbeat_copies_its_job_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     campaign = Campaign(tmp_path, running=30, queued=10)
-    runner, store = await campaign.start(tmp_path)
+    runner, store = await campaign.start(tmp_path, write_every=1)
     copies = Counter[str]()
     model_copy = Job.model_copy
 

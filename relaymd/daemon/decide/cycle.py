@@ -42,6 +42,16 @@ class Cycle:
         if current != alloc:
             self.allocs[alloc.id] = alloc
             self.out.allocations[alloc.id] = alloc
+            self.out.news_allocations.discard(alloc.id)
+
+    def put_news_alloc(self, alloc: Allocation) -> None:
+        """An allocation the caller changed only in its heartbeat news (`last_seq`,
+        `seq_changed_at`): recorded without comparison, and as news unless the row changed
+        otherwise this cycle (ADR 0027)."""
+        if alloc.id not in self.out.allocations:
+            self.out.news_allocations.add(alloc.id)
+        self.allocs[alloc.id] = alloc
+        self.out.allocations[alloc.id] = alloc
 
     def put_job(self, job: Job) -> None:
         before = self.jobs.get(job.id)
@@ -53,6 +63,7 @@ class Cycle:
             job = job.model_copy(update={"updated_at": self.now})
             self.jobs[job.id] = job
             self.out.jobs[job.id] = job
+            self.out.news_jobs.discard(job.id)
 
     def put_stamped_job(self, job: Job) -> None:
         """A job the caller already changed and stamped with `updated_at = now`: recorded
@@ -60,6 +71,16 @@ class Cycle:
         before = self.jobs.get(job.id)
         if before is not None:
             check_transition(job.id, before.state, job.state, Actor.DAEMON)
+        self.jobs[job.id] = job
+        self.out.jobs[job.id] = job
+        self.out.news_jobs.discard(job.id)
+
+    def put_news_job(self, job: Job) -> None:
+        """A job the caller changed only in its heartbeat news (speed, total steps) and
+        stamped, as `put_stamped_job`; recorded as news unless the row changed otherwise
+        this cycle (ADR 0027)."""
+        if job.id not in self.out.jobs:
+            self.out.news_jobs.add(job.id)
         self.jobs[job.id] = job
         self.out.jobs[job.id] = job
 

@@ -89,6 +89,10 @@ class CycleDecisions(BaseModel):
     allocations: dict[str, Allocation] = Field(default_factory=dict)  # changed rows
     new_allocations: list[Allocation] = Field(default_factory=list)
     jobs: dict[str, Job] = Field(default_factory=dict)  # changed rows
+    # Of those, the rows whose only change is a moving heartbeat's news (ADR 0027): the
+    # commit may hold them in memory instead of writing them.
+    news_allocations: set[str] = Field(default_factory=set)
+    news_jobs: set[str] = Field(default_factory=set)
     bound: list[str] = Field(default_factory=list)  # job ids bound this cycle (new epoch)
     # Job ids bound to their reserved successor at the epoch already pre-written (ADR 0009).
     activated: list[str] = Field(default_factory=list)

@@ -29,8 +29,11 @@ def liveness(cycle: Cycle, alloc: Allocation, files: AllocationFiles | None) -> 
     # seq for another job or epoch is no news.
     counted = heartbeat_counts(alloc.id, cycle.bound_job(alloc), heartbeat, alloc.reservation)
     observed = observe_heartbeat(alloc, heartbeat if counted else None, cycle.now)
-    if observed != alloc:
-        cycle.put_alloc(observed)
+    if observed is not alloc:
+        if observed.gpus == alloc.gpus:
+            cycle.put_news_alloc(observed)
+        else:
+            cycle.put_alloc(observed)
         alloc = observed
     if heartbeat is not None:
         _progress(cycle, alloc, heartbeat)
@@ -67,7 +70,11 @@ def _progress(cycle: Cycle, alloc: Allocation, heartbeat: Heartbeat) -> None:
     ):
         # Changed by construction: one copy, stamped here, not compared again by put_job.
         update["updated_at"] = cycle.now
-        cycle.put_stamped_job(job.model_copy(update=update))
+        changed = job.model_copy(update=update)
+        if "state" in update:
+            cycle.put_stamped_job(changed)
+        else:
+            cycle.put_news_job(changed)
 
 
 def _stop_hung(
