@@ -54,7 +54,9 @@ async def _decide_input(
     ctx, profile, carried = scope.ctx, scope.profile, scope.carried
     store = ctx.store
     read_ids = {a.id for a in read.allocations}
-    allocs, all_live, jobs = await load_cycle_rows(store, profile, read_ids, carried.want_log)
+    allocs, all_live, jobs = await load_cycle_rows(
+        store, profile, read.allocations, carried.want_log
+    )
     allocs = carried.news.lay_over_allocations(allocs)
     jobs = carried.news.lay_over_jobs(jobs)
     # Fresh switches: a disabled cluster's pending allocations stop counting as supply

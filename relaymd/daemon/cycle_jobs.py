@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple
 
-from relaymd.daemon.provision import is_spare
+from relaymd.daemon.provision import can_start_here, is_spare
 from relaymd.daemon.read_step import LIVE_STATES
 from relaymd.models import Allocation, AllocationState, ClusterProfile, Job, JobState
 
@@ -24,19 +24,6 @@ if TYPE_CHECKING:
 
 # Queued jobs always looked at, beyond one per spare allocation anywhere (supply to match).
 QUEUE_HEAD = 256
-
-
-def can_start_here(profile: ClusterProfile, own_live: list[Allocation]) -> bool:
-    """Whether this cluster could bind or submit this cycle: a spare of its own, or room."""
-    if any(is_spare(a) for a in own_live):
-        return True
-    for partition in profile.partitions:
-        in_part = [a for a in own_live if a.partition == partition.name]
-        running = sum(a.state is AllocationState.RUNNING for a in in_part)
-        pending = len(in_part) - running
-        if min(partition.max_pending - pending, partition.max_running - running - pending) > 0:
-            return True
-    return False
 
 
 def touched_ids(allocs: list[Allocation], want_log: dict[str, str]) -> list[str]:
@@ -53,18 +40,18 @@ class CycleRows(NamedTuple):
 
 
 async def load_cycle_rows(
-    store: AsyncStateStore, profile: ClusterProfile, read_ids: set[str], want_log: dict[str, str]
+    store: AsyncStateStore,
+    profile: ClusterProfile,
+    read_rows: list[Allocation],
+    want_log: dict[str, str],
 ) -> CycleRows:
-    """The rows this cycle's decisions can touch (see the module's docstring). While the
+    """The rows this cycle's decisions can touch (see the module's docstring). `read_rows`
+    are this cluster's rows the read step listed (its live ones and the ended ones owed a
+    log tail): they are still current, as only this cluster's runner writes them. While the
     cluster can start nothing, `all_live` is its own live rows plus the other clusters'
     unbound ones: the only ones binding and provisioning look at elsewhere."""
-    own = await store.list_allocations(cluster=profile.name, states=LIVE_STATES)
-    own_by_id = {a.id: a for a in own}
-    allocs = [own_by_id[i] for i in read_ids if i in own_by_id]
-    for alloc_id in read_ids - own_by_id.keys():  # ended ones still owed a log tail
-        alloc = await store.get_allocation(alloc_id)
-        if alloc is not None:
-            allocs.append(alloc)
+    allocs = list(read_rows)
+    own = [a for a in allocs if a.state is not AllocationState.ENDED]
     if can_start_here(profile, own):
         all_live = await store.list_allocations(states=LIVE_STATES)
         jobs = {j.id: j for j in await store.list_jobs(states=JobState.active())}

@@ -71,6 +71,19 @@ def is_spare(alloc: Allocation) -> bool:
     )
 
 
+def can_start_here(profile: ClusterProfile, own_live: list[Allocation]) -> bool:
+    """Whether this cluster could bind or submit this cycle: a spare of its own, or room."""
+    if any(is_spare(a) for a in own_live):
+        return True
+    for partition in profile.partitions:
+        in_part = [a for a in own_live if a.partition == partition.name]
+        running = sum(a.state is AllocationState.RUNNING for a in in_part)
+        pending = len(in_part) - running
+        if min(partition.max_pending - pending, partition.max_running - running - pending) > 0:
+            return True
+    return False
+
+
 def _spare_order(alloc: Allocation) -> tuple[int, float]:
     # Running (idle) workers first, then the oldest pending: they are nearest to starting.
     return (0 if alloc.state is AllocationState.RUNNING else 1, alloc.submitted_at.timestamp())

@@ -71,6 +71,7 @@ def parse_heartbeat(data: bytes) -> Heartbeat | None:
     if not data or len(data) > HEARTBEAT_MAX_BYTES:
         return None
     try:
+        # orjson, not pydantic's own JSON parser: that one takes NaN and Infinity.
         return Heartbeat.model_validate(orjson.loads(data))
     except (orjson.JSONDecodeError, ValidationError):
         return None  # half-written or foreign: no news

@@ -49,12 +49,16 @@ async def test_a_moved_heartbeat_copies_its_job_once(
         await store.close()
 
 
+@pytest.mark.parametrize("room", [0, 5], ids=["cluster full", "room to submit"])
 async def test_no_successor_search_without_an_idle_worker(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, room: int
 ) -> None:
     """Every allocation runs a job: no reservation can be made, so reserve_successors looks
-    at no job; provisioning's demand still looks at each job once."""
+    at no job. Provisioning's demand looks at each job once while the cluster has room to
+    submit, and not at all when it is full (nothing it found could be met here)."""
     campaign = Campaign(tmp_path, running=30, queued=10)
+    campaign.profile.partitions[0].max_running += room
+    campaign.profile.partitions[0].max_pending += room
     runner, store = await campaign.start(tmp_path)
     calls = Counter[str]()
     handoff_within = warm._handoff_within
@@ -69,7 +73,10 @@ async def test_no_successor_search_without_an_idle_worker(
         for i in range(30):
             campaign.beat(i)
         await campaign.cycle(runner, store)
-        assert calls, "provisioning asks which running jobs hand off soon"
-        assert max(calls.values()) == 1, calls
+        if room:
+            assert calls, "provisioning asks which running jobs hand off soon"
+            assert max(calls.values()) == 1, calls
+        else:
+            assert not calls, calls
     finally:
         await store.close()

@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 from relaymd.daemon.decide import warm
 from relaymd.daemon.decide.cycle import Cycle
-from relaymd.daemon.provision import ClusterMode, ProvisionPlan, plan_provisioning
+from relaymd.daemon.provision import ClusterMode, ProvisionPlan, can_start_here, plan_provisioning
 from relaymd.daemon.start_backoff import AllocationEnd, blocked_partitions, update_backoff
 from relaymd.ids import slot_allocation_id
-from relaymd.models import Allocation, AllocationState
+from relaymd.models import Allocation, AllocationState, Job
 
 
 def track_start_failures(cycle: Cycle, ends: list[AllocationEnd]) -> None:
@@ -49,7 +49,7 @@ def provision(cycle: Cycle, new_id: Callable[[], str]) -> None:
         cycle.inp.profile,
         # Jobs about to hand off are demand too: their next allocation should be running
         # (and pre-written) when the handoff comes, not submitted after it (ADR 0009).
-        queued=cycle.queued() + warm.successor_demand(cycle, cycle.inp.snapshot.files),
+        queued=cycle.queued() + _successor_demand(cycle),
         allocations=[a for a in live.values() if a.state is not AllocationState.ENDED],
         profiles=cycle.inp.profiles,
         usable_clusters=cycle.inp.usable_clusters,
@@ -69,6 +69,15 @@ def provision(cycle: Cycle, new_id: Callable[[], str]) -> None:
             f"{partition.name} for image {intent.image}{why}",
             alloc_id=rows[0].id,
         )
+
+
+def _successor_demand(cycle: Cycle) -> list[Job]:
+    """Jobs about to hand off, as demand: only while this cluster could start something (a
+    spare of its own or room to submit); otherwise nothing here could meet it."""
+    own = [a for a in cycle.allocs.values() if a.state is not AllocationState.ENDED]
+    if not can_start_here(cycle.inp.profile, own):
+        return []
+    return warm.successor_demand(cycle, cycle.inp.snapshot.files)
 
 
 def _new_rows(cycle: Cycle, partition_name: str, image: str, new_id: str) -> list[Allocation]:
