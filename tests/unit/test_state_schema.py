@@ -100,6 +100,27 @@ def test_a_file_of_the_previous_version_is_migrated_and_keeps_its_rows(tmp_path:
         assert store.get_job("jold") == job
 
 
+def test_the_unused_rate_index_is_dropped_and_the_counters_keep_the_rate(tmp_path: Path) -> None:
+    """v5: a v4 file loses `jobs_by_state_rate` (the counters of v3 replaced what it served);
+    `status`'s running rate still follows a job's speed."""
+    path = tmp_path / "state.sqlite"
+    _old_file(path, 4)
+    with StateStore.open(path) as store:
+        job = store.get_job("jold")
+        assert job is not None
+        store.update_job(job.model_copy(update={"ns_per_day": 5.5}))
+        assert store.status_summary().running_ns_per_day == 5.5
+    conn = sqlite3.connect(path)
+    try:
+        indexes = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+    finally:
+        conn.close()
+    assert "jobs_by_state_rate" not in indexes
+    assert {"jobs_by_state_order", "jobs_with_operator_request"} <= indexes
+
+
 async def test_the_async_front_end_migrates_too(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite"
     _old_file(path, SCHEMA_VERSION - 1)
