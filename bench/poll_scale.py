@@ -445,7 +445,8 @@ def cycle_table(clusters: int, after: list[CycleRow], before: list[CycleRow]) ->
         "Targets: <= 200 ms CPU per round at 1 000 allocations / 10 000 queued, <= 1 s at"
         " 10 000 / 100 000; write lock <= 50 ms per cycle. *before* is the code before the"
         " latest pass of issue 18 (the commit the notes below name), measured by this same"
-        " script just before *after*; each row is the median of its rounds.",
+        " script, its runs interleaved with *after*'s; each row is the median run of 3 (3"
+        " rounds per poll in each).",
     ]
     return "\n".join(lines)
 

@@ -3,7 +3,7 @@
 The daemon's heap is mostly long-lived, acyclic rows (the row memo, the heartbeats and the
 heartbeat news it keeps from one poll to the next: about a million objects at 10 000
 allocations). Python's automatic collector rescans them after every few hundred allocations,
-inside cycles and inside SQLite's write transaction, which cost 15-30 % of a campaign-scale
+inside cycles and inside SQLite's write transaction, which cost 15-25 % of a campaign-scale
 cycle (docs/benchmarks.md). Reference counting frees everything acyclic at once either way;
 only garbage in reference cycles waits, here for at most `every_s`, and is collected in one
 pass between cycles, outside the store lock (ADR 0027).
