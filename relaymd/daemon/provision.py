@@ -89,10 +89,18 @@ def _spare_order(alloc: Allocation) -> tuple[int, float]:
     return (0 if alloc.state is AllocationState.RUNNING else 1, alloc.submitted_at.timestamp())
 
 
+def _shape(job: Job, need: int) -> tuple[str, ...]:
+    """What decides whether a k-GPU job fits a group: jobs of one shape fit the same ones."""
+    shape = (job.spec.image, need, job.spec.resources, job.spec.placement.allowed_clusters)
+    return tuple(repr(part) for part in shape)
+
+
 def _match(
     jobs: list[Job], spares: list[Allocation], profiles: Mapping[str, ClusterProfile]
 ) -> tuple[list[Job], set[str]]:
     """Greedy match of jobs to spare allocations: (unmatched jobs, matched allocation ids)."""
+    if not spares:  # a full campaign's usual case: nothing to match the queue head against
+        return list(jobs), set()
     free = sorted(spares, key=_spare_order)
     whole = [a for a in free if not is_slot(a)]  # one slot alone never fits a k-GPU job
     slots = [a for a in free if is_slot(a)]
@@ -116,14 +124,12 @@ def _match(
             (a for a in (free if need == 1 else whole) if a.id not in used and fits(a)), None
         )
         hit = [one] if one is not None else []
-        shape = (job.spec.image, need, job.spec.resources, job.spec.placement.allowed_clusters)
-        key = tuple(repr(part) for part in shape)
-        if not hit and need > 1 and key not in no_group:
+        if not hit and need > 1 and _shape(job, need) not in no_group:
             # k GPUs: k free slots of one group (ADR 0026).
             free_now = (a for a in slots if a.id not in used)
             hit = group_slots(job, free_now, member_fits) or []
             if not hit:
-                no_group.add(key)
+                no_group.add(_shape(job, need))
         if not hit:
             unmatched.append(job)
         else:

@@ -81,7 +81,10 @@ def read_events_window(files: AllocationFiles, data: bytes, offset: int) -> None
     """Parse `data` (at most EVENTS_WINDOW_BYTES of events.jsonl from byte `offset`) into
     `files`: complete lines become events, a trailing partial line waits for the next read,
     and a window with no newline at all starts an oversized line that is skipped."""
-    files.events_offset = offset
+    if files.events_offset != offset:
+        files.events_offset = offset
+    if not data:  # nothing new, the usual case
+        return
     end = data.rfind(b"\n")
     if end < 0:
         if len(data) >= EVENTS_WINDOW_BYTES:
@@ -118,32 +121,35 @@ def skip_oversized(files: AllocationFiles, text: str, offset: int) -> None:
     files.events_skipping = parts[1] != "nl"
 
 
-def _heartbeat_into(
-    files: AllocationFiles, raw: RawFiles, memo: HeartbeatMemo | None, alloc_id: str
-) -> None:
+def _heartbeat_of(
+    raw: RawFiles, memo: HeartbeatMemo | None, alloc_id: str
+) -> tuple[Heartbeat | None, bool]:
+    """The allocation's heartbeat this cycle, and whether its file was over the cap."""
     if alloc_id in raw.heartbeats:
         fingerprint, beat = raw.heartbeats[alloc_id]
-        files.heartbeat = parse_heartbeat(beat)
-        files.heartbeat_oversized = len(beat) > HEARTBEAT_MAX_BYTES
+        heartbeat, oversized = parse_heartbeat(beat), len(beat) > HEARTBEAT_MAX_BYTES
         if memo is not None:
-            memo.seen[alloc_id] = HeartbeatSeen(
-                fingerprint, files.heartbeat, files.heartbeat_oversized
-            )
-    elif memo is not None and alloc_id in memo.seen:
+            memo.seen[alloc_id] = HeartbeatSeen(fingerprint, heartbeat, oversized)
+        return heartbeat, oversized
+    if memo is not None and alloc_id in memo.seen:
         # Left out because its fingerprint is the one we sent: the file did not change.
         seen = memo.seen[alloc_id]
-        files.heartbeat = seen.heartbeat
-        files.heartbeat_oversized = seen.oversized
+        return seen.heartbeat, seen.oversized
+    return None, False
 
 
 def files_from_raw(req: ReadRequest, raw: RawFiles, memo: HeartbeatMemo | None) -> AllocationFiles:
     """What allocation `req` said this cycle, from the bytes the carrier brought back."""
+    # Built whole, not assigned field by field: a pydantic attribute set costs as much as a
+    # small model, and this runs for every allocation every cycle.
+    heartbeat, oversized = _heartbeat_of(raw, memo, req.allocation_id)
     files = AllocationFiles(
         allocation_id=req.allocation_id,
+        heartbeat=heartbeat,
+        heartbeat_oversized=oversized,
         events_offset=req.events_offset,
         events_skipping=req.skipping,
     )
-    _heartbeat_into(files, raw, memo, req.allocation_id)
     if req.skipping:
         if req.allocation_id in raw.skips:
             skip_oversized(files, raw.skips[req.allocation_id], req.events_offset)

@@ -58,7 +58,11 @@ def ts(value: datetime | None) -> str | None:
         return None
     if value.tzinfo is None:  # the models only make aware datetimes; treat naive as UTC
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    elif value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # isoformat, not strftime ("...T12:00:00.000000+00:00" less its offset, plus "Z"): a
+    # third of the cost, and every job row written stamps three.
+    return value.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def _aware(value: datetime) -> datetime:
@@ -204,6 +208,7 @@ _JOB_COLUMNS = (
     "ns_per_day",
     "created_at",
     "updated_at",
+    "has_operator_request",
     "data",
 )
 _INSERT_JOB = _insert_sql("jobs", _JOB_COLUMNS)
@@ -211,10 +216,10 @@ _UPDATE_JOB = _update_sql("jobs", _JOB_COLUMNS, ("id",))
 _JOB_ORDER = "ORDER BY priority DESC, created_at ASC, id ASC"
 _AS_READ = " AND epoch = :read_epoch AND updated_at = :read_updated_at"
 _UPDATE_JOB_AS_READ = _UPDATE_JOB + _AS_READ
-# A row whose state, priority, epoch, binding and creation are as read (a heartbeat's speed
-# and steps): SQLite then leaves the indexes on those columns alone (about a quarter of the
-# statement's cost); the columns it leaves out are, by the compare-and-set, the ones read
-# (`_job_keys`).
+# A row whose state, priority, epoch, binding, creation and operator request are as read (a
+# heartbeat's speed and steps): SQLite then leaves the indexes on those columns alone (about
+# a quarter of the statement's cost); the columns it leaves out are, by the compare-and-set,
+# the ones read (`_job_keys`).
 _UPDATE_JOB_DATA_AS_READ = (
     "UPDATE jobs SET ns_per_day = :ns_per_day, updated_at = :updated_at, data = :data"
     " WHERE id = :id" + _AS_READ
@@ -231,6 +236,7 @@ def _job_row(job: Job) -> dict[str, Any]:
         "ns_per_day": job.ns_per_day,
         "created_at": ts(job.created_at),
         "updated_at": ts(job.updated_at),
+        "has_operator_request": int(job.operator_request is not None),
         "data": job.model_dump_json(),
     }
 
@@ -294,10 +300,10 @@ def get_jobs(job_ids: Sequence[str]) -> Steps[dict[str, Job]]:
 
 @reads
 def jobs_with_operator_request() -> Steps[list[Job]]:
-    """Jobs whose row carries an operator request (the partial index of schema v4)."""
+    """Jobs whose row carries an operator request (the partial index of schema v6)."""
     result = yield Statement(
         "SELECT data FROM jobs INDEXED BY jobs_with_operator_request"
-        " WHERE json_extract(data, '$.operator_request') IS NOT NULL ORDER BY id"
+        " WHERE has_operator_request = 1 ORDER BY id"
     )
     return _decoded(Job, result)
 
@@ -389,8 +395,16 @@ def update_jobs_as_read(changes: Sequence[tuple[Job, Job]]) -> Plan[list[Job]]:
 
 
 def _job_keys(job: Job) -> tuple[Any, ...]:
-    """The values of the job's indexed columns: the state, priority, epoch, binding, creation."""
-    return (job.state, job.spec.priority, job.epoch, job.allocation_id, job.created_at)
+    """The values of the job's indexed columns: the state, priority, epoch, binding, creation,
+    and whether it carries an operator request."""
+    return (
+        job.state,
+        job.spec.priority,
+        job.epoch,
+        job.allocation_id,
+        job.created_at,
+        job.operator_request is not None,
+    )
 
 
 def _stamped(job: Job, read_updated_at: datetime) -> Job:

@@ -160,12 +160,25 @@ _V5_NO_RATE_INDEX = """
 DROP INDEX IF EXISTS jobs_by_state_rate;
 """
 
+# v6: whether a job carries an operator request becomes a column of its own, and v4's partial
+# index is rebuilt on it. The index condition is evaluated on the old and the new row of every
+# UPDATE that sets `data`: with json_extract that parsed two copies of the job's JSON for each
+# heartbeat's speed written (a third of the jobs UPDATE at 10 000 running jobs, ADR 0028).
+_V6_OPERATOR_REQUEST_COLUMN = """
+ALTER TABLE jobs ADD COLUMN has_operator_request INTEGER NOT NULL DEFAULT 0;
+UPDATE jobs SET has_operator_request = 1
+    WHERE json_extract(data, '$.operator_request') IS NOT NULL;
+DROP INDEX IF EXISTS jobs_with_operator_request;
+CREATE INDEX jobs_with_operator_request ON jobs (id) WHERE has_operator_request = 1;
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     _V1,
     _V2,
     _V3_STATUS_COUNTERS,
     _V4_OPERATOR_REQUESTS,
     _V5_NO_RATE_INDEX,
+    _V6_OPERATOR_REQUEST_COLUMN,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

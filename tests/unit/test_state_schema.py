@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import sqlite3
 import stat
@@ -14,6 +15,7 @@ import pytest
 
 from relaymd import paths
 from relaymd.models import JobState
+from relaymd.models.job import OperatorRequest
 from relaymd.state import SCHEMA_VERSION, AsyncStateStore, SchemaTooNewError, StateStore, queries
 from relaymd.state.schema import MIGRATIONS, split_script
 from tests.unit.test_state_helpers import T0, make_job
@@ -119,6 +121,41 @@ def test_the_unused_rate_index_is_dropped_and_the_counters_keep_the_rate(tmp_pat
         conn.close()
     assert "jobs_by_state_rate" not in indexes
     assert {"jobs_by_state_order", "jobs_with_operator_request"} <= indexes
+
+
+def test_the_operator_request_flag_is_a_column_and_its_index_reads_no_json(
+    tmp_path: Path,
+) -> None:
+    """v6: a v5 file's job carrying an operator request is flagged in the new column and still
+    found through the partial index, which no longer calls json_extract; writes keep the flag
+    in step with the row's JSON both ways."""
+    path = tmp_path / "state.sqlite"
+    _old_file(path, 5)
+    conn = sqlite3.connect(path, isolation_level=None)
+    data = json.loads(conn.execute("SELECT data FROM jobs WHERE id = 'jold'").fetchone()[0])
+    data["operator_request"] = OperatorRequest.CANCEL.value
+    conn.execute("UPDATE jobs SET data = ? WHERE id = 'jold'", (json.dumps(data),))
+    conn.close()
+    with StateStore.open(path) as store:
+        assert [j.id for j in store.jobs_with_operator_request()] == ["jold"]
+        job = store.get_job("jold")
+        assert job is not None
+        store.update_job(job.model_copy(update={"operator_request": None}))
+        assert store.jobs_with_operator_request() == []
+        store.insert_job(
+            make_job("jnew").model_copy(update={"operator_request": OperatorRequest.REQUEUE})
+        )
+        assert [j.id for j in store.jobs_with_operator_request()] == ["jnew"]
+    conn = sqlite3.connect(path)
+    try:
+        flags = dict(conn.execute("SELECT id, has_operator_request FROM jobs"))
+        (index_sql,) = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'jobs_with_operator_request'"
+        ).fetchone()
+    finally:
+        conn.close()
+    assert flags == {"jold": 0, "jnew": 1}
+    assert "json_extract" not in index_sql
 
 
 async def test_the_async_front_end_migrates_too(tmp_path: Path) -> None:

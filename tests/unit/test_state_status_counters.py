@@ -143,6 +143,8 @@ def test_a_version_2_file_is_back_filled(tmp_path: Path) -> None:
         conn.execute(f"DROP TABLE {name}")
     for (trigger,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"):
         conn.execute(f"DROP TRIGGER {trigger}")
+    conn.execute("DROP INDEX jobs_with_operator_request")  # v4, rebuilt by v6 on its column
+    conn.execute("ALTER TABLE jobs DROP COLUMN has_operator_request")
     conn.execute("PRAGMA user_version = 2")
     conn.close()
 
