@@ -207,6 +207,34 @@ class CycleRow(BaseModel):
     lock_less_commit_max_ms: float = 0.0
     statements: int
     row_writes: int
+    # This machine's speed when the size was measured: CPU of a fixed pure-Python workload
+    # (`speed_reference`). A shared VM drifts by up to ~2x over a day; rows are comparable
+    # only next to it.
+    reference_ms: float = 0.0
+
+
+def speed_reference() -> float:
+    """CPU milliseconds of a fixed workload of the kind a cycle is made of (model copies,
+    JSON, dict work); the median of 5."""
+    from relaymd.models import Allocation, AllocationState
+
+    alloc = Allocation(
+        id="aref",
+        cluster="c",
+        partition="p",
+        image="i",
+        state=AllocationState.RUNNING,
+        walltime_s=3600,
+    )
+    times = []
+    for _ in range(5):
+        before = time.process_time()
+        for seq in range(2_000):
+            copied = alloc.model_copy(update={"last_seq": seq})
+            Allocation.model_validate_json(copied.model_dump_json())
+            {str(i): i for i in range(100)}
+        times.append(time.process_time() - before)
+    return sorted(times)[2] * 1000
 
 
 def _profiles(root: Path, n_clusters: int, per_cluster: int) -> dict[str, ClusterProfile]:
@@ -362,6 +390,7 @@ async def whole_cycles(
         )
         runners.append((runner, folders))
     rows: list[CycleRow] = []
+    reference_ms = speed_reference()
     # As the daemon runs: no automatic cyclic collection; its own full pass every 10 minutes
     # between cycles (never due in these rounds; measured once at the end).
     collector = CollectorSchedule()
@@ -372,7 +401,8 @@ async def whole_cycles(
                 await _round(runners, meter, poll, moved, n_allocs, n_queued)
                 for _ in range(1 if poll == "first" else repeats)
             ]
-            rows.append(sorted(tries, key=lambda r: r.cpu_ms)[len(tries) // 2])  # the median
+            median = sorted(tries, key=lambda r: r.cpu_ms)[len(tries) // 2]
+            rows.append(median.model_copy(update={"reference_ms": reference_ms}))
         before = time.process_time()
         gc.collect()
         rows.append(
@@ -385,6 +415,7 @@ async def whole_cycles(
                 lock_sum_ms=0.0,
                 statements=0,
                 row_writes=0,
+                reference_ms=reference_ms,
             )
         )
     finally:  # a failed cycle exits: aiosqlite's thread must not keep the process alive
@@ -424,8 +455,8 @@ def cycle_table(clusters: int, after: list[CycleRow], before: list[CycleRow]) ->
         "",
         "| allocations / queued | poll | CPU per round, before → after | write lock longest"
         " (all), before → after | longest COMMIT (fsync) | longest write lock less its COMMIT"
-        " | statements | row writes |",
-        "|---|---|---|---|---|---|---|---|",
+        " | statements | row writes | speed reference, before → after |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in after:
         old = was.get((r.allocations, r.queued, r.poll))
@@ -433,12 +464,13 @@ def cycle_table(clusters: int, after: list[CycleRow], before: list[CycleRow]) ->
         lock = f"{old.lock_max_ms:.0f} ({old.lock_sum_ms:.0f}) → " if old else ""
         statements = f"{old.statements} → " if old else ""
         rows = f"{old.row_writes} → " if old else ""
+        ref = f"{old.reference_ms:.0f} → " if old and old.reference_ms else ""
         lines.append(
             f"| {r.allocations} / {r.queued} | {r.poll} | {cpu}{r.cpu_ms:.0f} ms |"
             f" {lock}{r.lock_max_ms:.1f} ({r.lock_sum_ms:.1f}) ms | {r.commit_max_ms:.1f} ms |"
             f" {r.lock_less_commit_max_ms:.1f} ms |"
             f" {statements}{r.statements} |"
-            f" {rows}{r.row_writes} |"
+            f" {rows}{r.row_writes} | {ref}{r.reference_ms:.0f} ms |"
         )
     lines += [
         "",
@@ -446,7 +478,10 @@ def cycle_table(clusters: int, after: list[CycleRow], before: list[CycleRow]) ->
         " 10 000 / 100 000; write lock <= 50 ms per cycle. *before* is the code before the"
         " latest pass of issue 18 (the commit the notes below name), measured by this same"
         " script, its runs interleaved with *after*'s; each row is the median run of 3 (3"
-        " rounds per poll in each).",
+        " rounds per poll in each). Speed reference: CPU of a fixed pure-Python workload"
+        " (model copies, JSON, dicts: `speed_reference`) measured at the start of each size's"
+        " run; this shared VM's speed drifts by up to ~2x over a day, so compare rows of one"
+        " table, next to their reference, not across tables.",
     ]
     return "\n".join(lines)
 
