@@ -425,7 +425,12 @@ async def whole_cycles(
     return rows
 
 
-def cycle_table(clusters: int, after: list[CycleRow], before: list[CycleRow]) -> str:
+def cycle_table(
+    clusters: int,
+    after: list[CycleRow],
+    before: list[CycleRow],
+    picked: str = "one run (each poll the median of its 3 rounds)",
+) -> str:
     was = {(r.allocations, r.queued, r.poll): r for r in before}
     lines = [
         "## Daemon cycle at scale (`bench/poll_scale.py`)",
@@ -477,8 +482,8 @@ def cycle_table(clusters: int, after: list[CycleRow], before: list[CycleRow]) ->
         "Targets: <= 200 ms CPU per round at 1 000 allocations / 10 000 queued, <= 1 s at"
         " 10 000 / 100 000; write lock <= 50 ms per cycle. *before* is the code before the"
         " latest pass of issue 18 (the commit the notes below name), measured by this same"
-        " script, its runs interleaved with *after*'s; each row is the median run of 3 (3"
-        " rounds per poll in each). Speed reference: CPU of a fixed pure-Python workload"
+        f" script, its runs interleaved with *after*'s; each row: {picked}. Speed reference:"
+        " CPU of a fixed pure-Python workload"
         " (model copies, JSON, dicts: `speed_reference`) measured at the start of each size's"
         " run; this shared VM's speed drifts by up to ~2x over a day, so compare rows of one"
         " table, next to their reference, not across tables.",
@@ -500,6 +505,11 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=3, help="rounds per poll (median)")
     parser.add_argument("--write-docs", action="store_true", help="into docs/benchmarks.md")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument(
+        "--picked",
+        default="one run (each poll the median of its 3 rounds)",
+        help="how the rows given with --rows/--before were picked, for the table's note",
+    )
     parser.add_argument(
         "--login-node",
         action="store_true",
@@ -531,7 +541,7 @@ if __name__ == "__main__":
         if args.before
         else []
     )
-    text = cycle_table(args.clusters, rows, before)
+    text = cycle_table(args.clusters, rows, before, args.picked)
     print(text)
     if args.write_docs:
         write_section("poll_scale", text)
