@@ -124,12 +124,13 @@ def _match(
             (a for a in (free if need == 1 else whole) if a.id not in used and fits(a)), None
         )
         hit = [one] if one is not None else []
-        if not hit and need > 1 and _shape(job, need) not in no_group:
+        shape = _shape(job, need) if not hit and need > 1 else None
+        if shape is not None and shape not in no_group:
             # k GPUs: k free slots of one group (ADR 0026).
             free_now = (a for a in slots if a.id not in used)
             hit = group_slots(job, free_now, member_fits) or []
             if not hit:
-                no_group.add(_shape(job, need))
+                no_group.add(shape)
         if not hit:
             unmatched.append(job)
         else:
