@@ -141,24 +141,36 @@ async def test_the_batch_shell_exports_slurms_end_time_as_the_deadline(
 
 
 async def test_scancel_ends_cancelled(cluster: TestbedCluster, transport: SSHTransport) -> None:
-    profile = profile_for(cluster, ["sleep", "300"])
+    # The worker takes the daemon's arguments and outlives the test (a bare `sleep 300` would
+    # reject `--alloc-dir` and exit 1 at once: FAILED, and a race with the cancel).
+    native = ["bash", "-c", 'echo "worker started"; exec sleep 300', "worker"]
+    profile = profile_for(cluster, native)
     scheduler = SlurmScheduler(profile)
     alloc, sid = await submit(transport, profile, scheduler, walltime_s=600)
-    # Seen live by squeue first (sacct is not asked for a job we believe is running).
-    for _ in range(30):
+    folder = alloc_dir(profile.scratch, alloc.id)
+    # Cancelled while it runs: squeue lists it RUNNING and the worker has printed (sacct is not
+    # asked for a job we believe is running).
+    deadline = time.monotonic() + END_BOUND_S
+    while True:
         listed = scheduler.parse_query(
             (await transport.run(scheduler.query_snippet(profile, []))).stdout
         )
-        if any(j.allocation_id == alloc.id for j in listed):
+        running = any(
+            j.allocation_id == alloc.id and j.phase is SchedulerPhase.RUNNING for j in listed
+        )
+        out = (await transport.run(f"cat {folder}/slurm-{sid}.out 2>/dev/null || true")).stdout
+        if running and "worker started" in out:
             break
+        assert time.monotonic() < deadline, f"job {sid} never ran: {listed} {out!r}"
         await asyncio.sleep(POLL_S)
-    else:
-        raise AssertionError("the job never showed in squeue")
     cancel = await transport.run(scheduler.cancel_snippet([sid]))
     assert cancel.exit_status == 0, cancel
     job, _ = await poll_until_ended(transport, scheduler, alloc, sid)
     assert job.end_state is EndState.CANCELLED, job
     assert job.raw_state.startswith("CANCELLED")
+    # SLURM's own accounting agrees (the verdict is not our parser's alone).
+    acct = await transport.run(f"sacct -n -X -P -j {sid} -o State | head -n 1")
+    assert acct.stdout.strip().startswith("CANCELLED"), acct.stdout
 
 
 async def test_query_is_one_round_trip_for_many_ids(
