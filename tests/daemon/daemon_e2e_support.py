@@ -20,10 +20,10 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 
 
-def write_tiny_system(directory: Path, box_nm: float = 1.6) -> float:
+def write_tiny_system(directory: Path, box_nm: float = 1.6, timing_steps: int = 100) -> float:
     """A small water box (a few hundred atoms) as serialized XML; returns Reference steps/s."""
     box = write_water_box(
-        directory, box_nm, seed=7, platform="Reference", pme=False, timing_steps=100
+        directory, box_nm, seed=7, platform="Reference", pme=False, timing_steps=timing_steps
     )
     assert box.steps_per_second is not None
     return box.steps_per_second
@@ -72,7 +72,9 @@ def local_config(
                 "poll": {"min_interval_s": 0.5, "max_interval_s": 1.0},
             }
         ],
-        "daemon": {"stale_after_s": 6, "stop_grace_s": 4, "min_segment_s": 2},
+        # Not 6: a worker on a loaded machine can take seconds to write its first heartbeat,
+        # and these runs do not test hang detection.
+        "daemon": {"stale_after_s": 20, "stop_grace_s": 4, "min_segment_s": 2},
         "worker": {
             "heartbeat_interval_s": 1,
             "idle_timeout_s": 4,

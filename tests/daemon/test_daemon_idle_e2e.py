@@ -255,7 +255,7 @@ def test_prewritten_successor_is_withdrawn_when_the_handoff_does_not_happen(
         monkeypatch,
         walltime_s=walltime_s,
         # A long lead: the successor is reserved as soon as an idle worker exists.
-        daemon={"stale_after_s": 6, "stop_grace_s": 4, "min_segment_s": 2, "prewrite_lead_s": 300},
+        daemon={"stale_after_s": 20, "stop_grace_s": 4, "min_segment_s": 2, "prewrite_lead_s": 300},
         worker={
             "heartbeat_interval_s": 1,
             "idle_timeout_s": 600,

@@ -137,7 +137,9 @@ def test_a_worker_killed_from_outside_is_reported_and_its_engine_ended(
     slots[0].assign(relay.assignment(slots[0], engine(500)))
     paused = tmp_path / "engine.pid"
     env = {"FAKE_ATOM_PAUSE": "line:1", "FAKE_ATOM_PAUSE_FILE": str(paused)}
-    supervisor = start_slots(slots, env, idle_timeout=2.0)
+    # Slot 1 idles out on its own later (not so soon that it is gone before its environment
+    # is read below on a loaded machine).
+    supervisor = start_slots(slots, env, idle_timeout=10.0)
     try:
         pids = worker_pids(slots)
         # No devices from SLURM: slot i gets device i.

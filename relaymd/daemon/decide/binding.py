@@ -56,6 +56,8 @@ def bind(cycle: Cycle, heartbeats: dict[str, AllocationFiles]) -> None:
     if cycle.inp.mode is ClusterMode.DISABLED:
         return  # nothing new starts on a disabled cluster; its idle workers exit idle
     idle = _idle_here(cycle, heartbeats)
+    if not idle:  # a full campaign's usual case: nothing here to bind to
+        return
     queued = cycle.queued()
     idle_elsewhere = _idle_elsewhere(cycle)
     held = held_for_preferred(queued, idle_elsewhere, cycle.inp.profiles, cycle.inp.profile.name)
