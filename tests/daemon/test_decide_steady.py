@@ -16,9 +16,9 @@ from relaymd.daemon import decide
 from relaymd.daemon.decide import decide_cycle
 from relaymd.mailbox.carrier import AllocationFiles
 from relaymd.mailbox.models import EventKind, Heartbeat, WorkerState
-from relaymd.models import AllocationState, DaemonSettings, JobState
-from tests.daemon.daemon_factories import T0, ckpt_ref, ev, make_alloc, make_job, sched_job
-from tests.daemon.test_daemon_decide import decide_input
+from relaymd.models import DaemonSettings, JobState
+from tests.daemon.daemon_factories import T0, ckpt_ref, ev, sched_job
+from tests.daemon.test_daemon_decide import decide_input, running_pair
 
 NOW = T0 + timedelta(seconds=600)
 
@@ -57,25 +57,8 @@ EVENTS = {
 
 
 def _case(beat: str, sched: str, alloc_kind: str, events: str, job_state: JobState, grace: float):
-    job = make_job(
-        "j1",
-        state=job_state,
-        epoch=2,
-        allocation_id="a1",
-        checkpoint=ckpt_ref(2, 1, 10),
-        total_steps=30,
-        ns_per_day=10.0,
-    )
-    alloc = make_alloc(
-        "a1",
-        state=AllocationState.RUNNING,
-        job_id="j1",
-        scheduler_id="100",
-        started_at=T0,
-        last_seq=5,
-        events_offset=100,
-        **ALLOCATION[alloc_kind],
-    )
+    job, alloc = running_pair(last_seq=5, events_offset=100, **ALLOCATION[alloc_kind])
+    job = job.model_copy(update={"state": job_state, "total_steps": 30, "ns_per_day": 10.0})
     lines, offset = EVENTS[events]()
     heartbeat = None
     if HEARTBEATS[beat] is not None:
