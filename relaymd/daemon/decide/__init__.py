@@ -61,32 +61,38 @@ def _allocations(cycle: Cycle) -> list[AllocationEnd]:
         if alloc.state is AllocationState.ENDED:
             continue
         alloc_files = files.get(alloc.id)
-        if _steady(cycle, alloc, alloc_files):
-            # Nothing but a heartbeat to judge (the usual case at scale): the phases before
-            # liveness would each find nothing to do.
-            alloc = heartbeats.liveness(cycle, alloc, alloc_files)
-            heartbeats.stop_grace(cycle, alloc)
-            continue
-        alloc = scheduler_view.observe(cycle, alloc)
-        reported = worker_reported(alloc, alloc_files)  # before events.apply sets end_reason
-        alloc, hold = warm.reservation_before_events(cycle, alloc, alloc_files)
-        if alloc_files is not None and not hold:
-            alloc = events.apply(cycle, alloc, alloc_files)
-        how = slots.exited(cycle, alloc, alloc_files) or scheduler_view.ended(cycle, alloc)
-        if how is not None:
-            ends.append(
-                AllocationEnd(
-                    allocation=alloc,
-                    state=how.state,
-                    exit_code=how.exit_code,
-                    worker_reported=reported,
-                )
-            )
-            scheduler_view.end(cycle, alloc, how, alloc_files)
-            continue
+        # Nothing but a heartbeat to judge (the usual case at scale): the phases before
+        # liveness would each find nothing to do.
+        if not _steady(cycle, alloc, alloc_files):
+            seen = _scheduler_and_events(cycle, alloc, alloc_files, ends)
+            if seen is None:
+                continue
+            alloc = seen
         alloc = heartbeats.liveness(cycle, alloc, alloc_files)
         heartbeats.stop_grace(cycle, alloc)
     return ends
+
+
+def _scheduler_and_events(
+    cycle: Cycle, alloc: Allocation, files: AllocationFiles | None, ends: list[AllocationEnd]
+) -> Allocation | None:
+    """The allocation after the scheduler's view and its events, or None when it ended (then
+    recorded in `ends` and closed)."""
+    alloc = scheduler_view.observe(cycle, alloc)
+    reported = worker_reported(alloc, files)  # before events.apply sets end_reason
+    alloc, hold = warm.reservation_before_events(cycle, alloc, files)
+    if files is not None and not hold:
+        alloc = events.apply(cycle, alloc, files)
+    how = slots.exited(cycle, alloc, files) or scheduler_view.ended(cycle, alloc)
+    if how is None:
+        return alloc
+    ends.append(
+        AllocationEnd(
+            allocation=alloc, state=how.state, exit_code=how.exit_code, worker_reported=reported
+        )
+    )
+    scheduler_view.end(cycle, alloc, how, files)
+    return None
 
 
 def _steady(cycle: Cycle, alloc: Allocation, files: AllocationFiles | None) -> bool:
