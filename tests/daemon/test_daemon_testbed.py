@@ -215,13 +215,20 @@ def test_testbed_relay_with_failures(tmp_path: Path) -> None:
 
     # No duplicate sbatch: every relaymd job name appears once in each cluster's accounting.
     for c in tb.clusters:
-        names = slurm(
-            tb, c.name, "sacct", "-a", "-X", "-n", "-P", "-o", "JobName", "-S", started_at
-        ).split()
-        ours = [n for n in names if n.startswith("relaymd-")]
+        rows = {a.id for a in state.list_allocations(cluster=c.name) if a.scheduler_id}
+        # slurmctld hands records to slurmdbd asynchronously: a job submitted just before the
+        # daemon stopped can be missing from sacct for a few seconds.
+        deadline = time.monotonic() + 60
+        while True:
+            names = slurm(
+                tb, c.name, "sacct", "-a", "-X", "-n", "-P", "-o", "JobName", "-S", started_at
+            ).split()
+            ours = [n for n in names if n.startswith("relaymd-")]
+            if {n.removeprefix("relaymd-") for n in ours} >= rows or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         dupes = [n for n, k in Counter(ours).items() if k > 1]
         assert not dupes, f"{c.name}: submitted twice: {dupes}"
-        rows = {a.id for a in state.list_allocations(cluster=c.name) if a.scheduler_id}
         assert {n.removeprefix("relaymd-") for n in ours} >= rows
 
     # No injection through the title (it travels only as base64 JSON).
