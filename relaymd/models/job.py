@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import Flag, StrEnum, auto
 from typing import NamedTuple
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from relaymd.models.base import UserModel, WireModel, utcnow
 from relaymd.models.engines import EngineSettings
@@ -27,7 +27,10 @@ class Placement(UserModel):
 
 
 class JobSpec(UserModel):
-    """What a user submits (relaymd.yaml in the job directory, or flags)."""
+    """What a user submits (relaymd.yaml in the job directory, or flags). Frozen: a stored
+    spec never changes in place, and the state store keeps its text (ADR 0029)."""
+
+    model_config = ConfigDict(frozen=True)  # merged with UserModel's
 
     title: str = Field(min_length=1, max_length=200)
     engine: EngineSettings

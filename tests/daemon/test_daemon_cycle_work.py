@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from relaymd.daemon.decide import warm
+from relaymd.daemon.decide import heartbeats, warm
 from relaymd.models import Job
+from relaymd.models.base import copy_with
 from tests.daemon.test_daemon_cycle_scale import Campaign
 
 
@@ -30,10 +31,16 @@ async def test_a_moved_heartbeat_copies_its_job_once(
         copies[self.id] += 1
         return model_copy(self, *args, **kwargs)
 
+    def counted_with(model: Any, update: Any) -> Any:  # the heartbeat path's copy (ADR 0029)
+        if isinstance(model, Job):
+            copies[model.id] += 1
+        return copy_with(model, update)
+
     try:
         await campaign.cycle(runner, store)
         await campaign.cycle(runner, store)
         monkeypatch.setattr(Job, "model_copy", counted)
+        monkeypatch.setattr(heartbeats, "copy_with", counted_with)
         for i in range(10):
             campaign.beat(i, ns_per_day=150.0)  # the speed moved: the job row changes
         _, writes = await campaign.cycle(runner, store)

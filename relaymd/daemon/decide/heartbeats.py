@@ -19,6 +19,7 @@ from relaymd.daemon.liveness import (
 from relaymd.mailbox.carrier import AllocationFiles
 from relaymd.mailbox.models import Heartbeat, WorkerState
 from relaymd.models import Allocation, AllocationState, JobState
+from relaymd.models.base import copy_with
 
 
 def liveness(cycle: Cycle, alloc: Allocation, files: AllocationFiles | None) -> Allocation:
@@ -70,7 +71,7 @@ def _progress(cycle: Cycle, alloc: Allocation, heartbeat: Heartbeat) -> None:
     ):
         # Changed by construction: one copy, stamped here, not compared again by put_job.
         update["updated_at"] = cycle.now
-        changed = job.model_copy(update=update)
+        changed = copy_with(job, update)
         if "state" in update:
             cycle.put_stamped_job(changed)
         else:
