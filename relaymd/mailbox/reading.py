@@ -44,10 +44,16 @@ class HeartbeatSeen(NamedTuple):
 class HeartbeatMemo:
     """Per cluster: what each allocation's heartbeat said last poll. A carrier leaves out a
     heartbeat whose fingerprint is unchanged, and this copy stands in for it; an unchanged
-    file means an unchanged seq, so liveness (on the daemon's clock) still ages."""
+    file means an unchanged seq, so liveness (on the daemon's clock) still ages.
+
+    It also keeps each allocation's last AllocationFiles that carried no events and no log:
+    a poll that brings nothing new for the allocation (the usual case of a quiet one) gets
+    that same object back instead of a new one equal to it (ADR 0030). Nobody changes an
+    AllocationFiles once it is built."""
 
     def __init__(self) -> None:
         self.seen: dict[str, HeartbeatSeen] = {}
+        self.quiet: dict[str, AllocationFiles] = {}
 
     def fingerprint(self, alloc_id: str) -> str:
         seen = self.seen.get(alloc_id)
@@ -56,6 +62,8 @@ class HeartbeatMemo:
     def keep_only(self, alloc_ids: set[str]) -> None:
         for alloc_id in set(self.seen) - alloc_ids:
             del self.seen[alloc_id]
+        for alloc_id in set(self.quiet) - alloc_ids:
+            del self.quiet[alloc_id]
 
 
 class RawFiles(BaseModel):
@@ -138,8 +146,38 @@ def _heartbeat_of(
     return None, False
 
 
+def _brought_nothing(req: ReadRequest, raw: RawFiles) -> bool:
+    """No heartbeat, events, skip measure or log came back for `req`'s allocation."""
+    alloc_id = req.allocation_id
+    return not (
+        alloc_id in raw.heartbeats
+        or raw.events.get(alloc_id)
+        or alloc_id in raw.skips
+        or alloc_id in raw.logs
+    )
+
+
 def files_from_raw(req: ReadRequest, raw: RawFiles, memo: HeartbeatMemo | None) -> AllocationFiles:
     """What allocation `req` said this cycle, from the bytes the carrier brought back."""
+    if memo is not None and _brought_nothing(req, raw):
+        kept = memo.quiet.get(req.allocation_id)
+        # Its heartbeat is the memo's (kept is replaced whenever a heartbeat is parsed).
+        if (
+            kept is not None
+            and kept.events_offset == req.events_offset
+            and kept.events_skipping == req.skipping
+        ):
+            return kept
+    files = _build_files(req, raw, memo)
+    if memo is not None:
+        if files.events or files.oversized_lines or files.unusable_lines or files.log_tail:
+            memo.quiet.pop(req.allocation_id, None)
+        else:
+            memo.quiet[req.allocation_id] = files
+    return files
+
+
+def _build_files(req: ReadRequest, raw: RawFiles, memo: HeartbeatMemo | None) -> AllocationFiles:
     # Built whole, not assigned field by field: a pydantic attribute set costs as much as a
     # small model, and this runs for every allocation every cycle.
     heartbeat, oversized = _heartbeat_of(raw, memo, req.allocation_id)

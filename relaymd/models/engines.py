@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import shlex
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from relaymd.atom_config import find_config_arg
 from relaymd.models.base import UserModel
@@ -14,9 +14,14 @@ from relaymd.models.base import UserModel
 class IntegratorSettings(UserModel):
     """Langevin integrator used when the bundle gives a PDB instead of serialized XML."""
 
+    model_config = ConfigDict(frozen=True)  # part of a frozen JobSpec (ADR 0029)
+
     temperature_k: float = Field(300.0, gt=0)
     friction_per_ps: float = Field(1.0, ge=0)
     timestep_fs: float = Field(2.0, gt=0)
+
+
+_XML_INPUTS = ("system", "state", "integrator")
 
 
 class OpenMMSettings(UserModel):
@@ -24,6 +29,8 @@ class OpenMMSettings(UserModel):
 
     Either `system` + `state` + `integrator` (serialized XML) or `pdb` + `forcefields`.
     """
+
+    model_config = ConfigDict(frozen=True)  # part of a frozen JobSpec (ADR 0029)
 
     kind: Literal["openmm"] = "openmm"
     system: str | None = "system.xml"
@@ -42,12 +49,19 @@ class OpenMMSettings(UserModel):
     dcd_every_steps: int | None = Field(None, gt=0)
     platform: Literal["CUDA", "OpenCL", "CPU", "Reference"] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _pdb_replaces_xml(cls, data: Any) -> Any:
+        """A `pdb` input leaves no serialized-XML inputs (set before validation: frozen)."""
+        if isinstance(data, dict) and data.get("pdb") is not None:
+            return {**data, **dict.fromkeys(_XML_INPUTS)}
+        return data
+
     @model_validator(mode="after")
     def _inputs_complete(self) -> OpenMMSettings:
         if self.pdb is not None:
             if not self.forcefields:
                 raise ValueError("a `pdb` input needs `forcefields` (e.g. amber14-all.xml)")
-            self.system = self.state = self.integrator = None
         elif self.system is None:
             raise ValueError("give either `system` (+ `state`, `integrator`) or `pdb`")
         return self
@@ -55,6 +69,8 @@ class OpenMMSettings(UserModel):
 
 class CommandSettings(UserModel):
     """An opaque program (e.g. AToM-OpenMM) that checkpoints to files on its own."""
+
+    model_config = ConfigDict(frozen=True)  # part of a frozen JobSpec (ADR 0029)
 
     kind: Literal["command"] = "command"
     command: list[str] = Field(min_length=1)

@@ -15,12 +15,16 @@ from relaymd.models.storage import CheckpointRef, ObjectRef
 
 
 class Resources(UserModel):
+    model_config = ConfigDict(frozen=True)  # part of a frozen JobSpec (ADR 0029)
+
     gpus: int = Field(1, ge=0)
     min_vram_gib: float = Field(0.0, ge=0)
 
 
 class Placement(UserModel):
     """Empty `allowed_clusters` means any cluster."""
+
+    model_config = ConfigDict(frozen=True)  # part of a frozen JobSpec (ADR 0029)
 
     allowed_clusters: list[str] = Field(default_factory=list)
     preferred_clusters: list[str] = Field(default_factory=list)

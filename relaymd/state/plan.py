@@ -16,6 +16,8 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from relaymd.state.row_memo import RowMemo
 
 T = TypeVar("T")
@@ -50,6 +52,21 @@ class Result:
 
 
 Steps = Generator[Statement, Result, T]
+
+
+def execute_on(
+    conn: sqlite3.Connection, statement: Statement, memo: RowMemo | None = None
+) -> Result:
+    """One statement on a sqlite3 connection, its cursor closed: what both executors run
+    (the async one inside aiosqlite's thread, in one trip)."""
+    if statement.many:
+        cursor = conn.executemany(statement.sql, statement.params)
+    else:
+        cursor = conn.execute(statement.sql, statement.params)
+    try:
+        return Result(cursor.fetchall(), cursor.rowcount, cursor.lastrowid, memo)
+    finally:
+        cursor.close()
 
 
 class Access(Enum):

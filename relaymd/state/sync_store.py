@@ -23,6 +23,7 @@ from relaymd.state.plan import (
     Snapshot,
     Statement,
     advance,
+    execute_on,
     in_transaction,
 )
 
@@ -59,14 +60,7 @@ class StateStore(StoreOperations):
         self.close()
 
     def _execute(self, statement: Statement) -> Result:
-        if statement.many:
-            cursor = self._conn.executemany(statement.sql, statement.params)
-        else:
-            cursor = self._conn.execute(statement.sql, statement.params)
-        try:
-            return Result(cursor.fetchall(), cursor.rowcount, cursor.lastrowid)
-        finally:
-            cursor.close()
+        return execute_on(self._conn, statement)
 
     def _outcome(self, statement: Statement) -> Result | BaseException:
         try:

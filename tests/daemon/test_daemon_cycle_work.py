@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from relaymd.daemon.decide import heartbeats, warm
+from relaymd.mailbox import reading
 from relaymd.models import Job
 from relaymd.models.base import copy_with
 from tests.daemon.test_daemon_cycle_scale import Campaign
@@ -85,5 +86,49 @@ async def test_no_successor_search_without_an_idle_worker(
             assert max(calls.values()) == 1, calls
         else:
             assert not calls, calls
+    finally:
+        await store.close()
+
+
+async def test_a_quiet_allocation_builds_no_files_and_checks_no_heartbeat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only what changed is worked on (ADR 0030): an allocation that brought nothing new gets
+    its last AllocationFiles back, and a heartbeat whose seq did not move is not checked
+    against the binding again."""
+    campaign = Campaign(tmp_path, running=30, queued=10)
+    runner, store = await campaign.start(tmp_path, write_every=1)
+    built = Counter[str]()
+    checked = Counter[str]()
+    build_files = reading._build_files
+    heartbeat_counts = heartbeats.heartbeat_counts
+
+    def counted_build(req: Any, *args: Any) -> Any:
+        built[req.allocation_id] += 1
+        return build_files(req, *args)
+
+    def counted_check(alloc_id: str, *args: Any) -> bool:
+        checked[alloc_id] += 1
+        return heartbeat_counts(alloc_id, *args)
+
+    try:
+        for i in range(30):
+            campaign.beat(i)
+        await campaign.cycle(runner, store)
+        await campaign.cycle(runner, store)
+        monkeypatch.setattr(reading, "_build_files", counted_build)
+        monkeypatch.setattr(heartbeats, "heartbeat_counts", counted_check)
+        await campaign.cycle(runner, store)
+        assert not built and not checked
+        moved = [campaign.alloc_id(i) for i in range(3)]
+        for i in range(3):
+            campaign.beat(i)
+        await campaign.cycle(runner, store)
+        assert built == Counter(moved) and checked == Counter(moved)
+        async with store._conn.execute(
+            "SELECT json_extract(data, '$.last_seq') FROM allocations WHERE id = ?", (moved[0],)
+        ) as cursor:
+            stored = await cursor.fetchone()
+        assert stored == (campaign.seq[moved[0]],)  # the moved seq was noted and written
     finally:
         await store.close()

@@ -13,7 +13,7 @@ import pytest
 
 from bench import login_node
 from relaymd.mailbox.carrier import ReadRequest
-from relaymd.mailbox.reading import EVENTS_WINDOW_BYTES
+from relaymd.mailbox.reading import EVENTS_WINDOW_BYTES, HeartbeatMemo
 from relaymd.mailbox.scratch_read import (
     build_read_script,
     parse_login_records,
@@ -82,6 +82,59 @@ def test_a_heartbeat_left_out_as_unchanged_keeps_its_seq(tmp_path: Path) -> None
         before, after = first.files[alloc_id].heartbeat, again.files[alloc_id].heartbeat
         assert before is not None and after is not None
         assert after.seq == before.seq == tree.seq[alloc_id]  # liveness sees no movement
+
+
+def test_an_allocation_that_brought_nothing_new_gets_its_last_files_back(
+    tmp_path: Path,
+) -> None:
+    """The quiet case reuses the last AllocationFiles (ADR 0030); anything new (a moved
+    heartbeat, an event, a log tail, a moved offset) builds new ones, equal to what a read
+    without the memo's reuse gives."""
+    tree = login_node.LoginNodeTree(4, root=tmp_path)
+    first, _ = tree.poll(count=False)
+    quiet, _ = tree.poll(count=False)
+    assert all(quiet.files[a] is first.files[a] for a in tree.ids)
+    beaten, evented, logged, still = tree.ids
+    tree.beat(beaten)
+    tree.append_event(evented)
+    requests = tree.requests()
+    requests[2] = requests[2].model_copy(update={"want_log": True})
+    script, token = build_read_script(str(tree.root), "true", requests, memo=tree.memo)
+    env = {"PATH": login_node.login_path(tree.root, python=True)}
+    out = login_node.subprocess.run(
+        ["/bin/bash", "-s"], input=script, capture_output=True, text=True, env=env, check=True
+    ).stdout
+    news = parse_read_output(out, token, "c1", requests, lambda _t: [], tree.memo)
+    assert news.files[still] is first.files[still]
+    for alloc_id in (beaten, evented, logged):
+        assert news.files[alloc_id] is not first.files[alloc_id]
+    seen = news.files[beaten].heartbeat
+    assert seen is not None and seen.seq == tree.seq[beaten]
+    assert len(news.files[evented].events) == 1
+    assert news.files[logged].log_tail
+    # The event's window moved the offset: the next quiet read is new files at the new
+    # offset, then that one is reused.
+    tree.offsets[evented] = news.files[evented].events_offset
+    after, _ = tree.poll(count=False)
+    again, _ = tree.poll(count=False)
+    assert after.files[evented] is not news.files[evented]
+    assert after.files[evented].events == [] and not after.files[evented].log_tail
+    assert again.files[evented] is after.files[evented]
+    assert again.files[beaten] is news.files[beaten]
+    # Whatever was reused equals a read whose memo has only the heartbeats (no kept files).
+    fresh = HeartbeatMemo()
+    fresh.seen = dict(tree.memo.seen)
+    requests = tree.requests()
+    script, token = build_read_script(str(tree.root), "true", requests, memo=fresh)
+    out = login_node.subprocess.run(
+        ["/bin/bash", "-s"], input=script, capture_output=True, text=True, env=env, check=True
+    ).stdout
+    rebuilt = parse_read_output(out, token, "c1", requests, lambda _t: [], fresh)
+    for alloc_id in tree.ids:
+        assert rebuilt.files[alloc_id] is not again.files[alloc_id]
+        assert rebuilt.files[alloc_id] == again.files[alloc_id]
+    tree.memo.keep_only({still})
+    assert set(tree.memo.quiet) == set(tree.memo.seen) == {still}
 
 
 def test_a_rewrite_with_the_same_size_and_mtime_is_seen(tmp_path: Path) -> None:

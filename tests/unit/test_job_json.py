@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from relaymd.models import Job, JobSpec, JobState, ObjectRef, OpenMMSettings
+from relaymd.models import CommandSettings, Job, JobSpec, JobState, ObjectRef, OpenMMSettings
 from relaymd.models.job import OperatorRequest
 from relaymd.models.storage import CheckpointRef
 from relaymd.state import job_json as module
@@ -83,6 +83,31 @@ def test_a_stored_spec_cannot_change_in_place() -> None:
     with pytest.raises(ValidationError):
         spec.title = "changed"  # type: ignore[misc]
     assert spec.model_copy(update={"priority": 5}).priority == 5
+    # Nor can its parts: each would change the spec's kept text behind its back.
+    with pytest.raises(ValidationError):
+        spec.resources.gpus = 2  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        spec.placement.allowed_clusters = ["a"]  # type: ignore[misc]
+    engine = spec.engine
+    assert isinstance(engine, OpenMMSettings)
+    with pytest.raises(ValidationError):
+        engine.total_steps = 1  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        engine.integrator_settings.timestep_fs = 4.0  # type: ignore[misc]
+    command = CommandSettings(command=["run.sh"], checkpoint_globs=["*.chk"])
+    with pytest.raises(ValidationError):
+        command.command = ["other.sh"]  # type: ignore[misc]
+
+
+def test_a_pdb_input_still_leaves_no_xml_inputs() -> None:
+    """The one validator that assigned into an engine's settings now sets them first."""
+    engine = OpenMMSettings(
+        pdb="in.pdb", forcefields=["amber14-all.xml"], system="s.xml", total_steps=10
+    )
+    assert (engine.system, engine.state, engine.integrator) == (None, None, None)
+    assert {"system", "state", "integrator"} <= engine.model_fields_set
+    xml = OpenMMSettings(total_steps=10)
+    assert (xml.system, xml.state, xml.integrator) == ("system.xml", "state.xml", "integrator.xml")
 
 
 def test_timestamp_texts_kept_are_the_texts_computed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,42 +18,51 @@ from relaymd.daemon.liveness import (
 )
 from relaymd.mailbox.carrier import AllocationFiles
 from relaymd.mailbox.models import Heartbeat, WorkerState
-from relaymd.models import Allocation, AllocationState, JobState
+from relaymd.models import Allocation, AllocationState, Job, JobState
 from relaymd.models.base import copy_with
 
 
 def liveness(cycle: Cycle, alloc: Allocation, files: AllocationFiles | None) -> Allocation:
     """Note a moving heartbeat, copy its progress to the job, stop a hung worker."""
     heartbeat = files.heartbeat if files else None
+    job = cycle.bound_job(alloc)  # observing a heartbeat changes neither id nor binding
     # Only a heartbeat of the allocation's current assignment proves it alive (an idle one
     # for an unbound allocation, or the pre-written one of a reserved successor): a moving
-    # seq for another job or epoch is no news.
-    counted = heartbeat_counts(alloc.id, cycle.bound_job(alloc), heartbeat, alloc.reservation)
-    observed = observe_heartbeat(alloc, heartbeat if counted else None, cycle.now)
-    if observed is not alloc:
-        if observed.gpus == alloc.gpus:
-            cycle.put_news_alloc(observed)
-        else:
-            cycle.put_alloc(observed)
-        alloc = observed
-    if heartbeat is not None:
-        _progress(cycle, alloc, heartbeat)
+    # seq for another job or epoch is no news. An unmoved seq is no news whoever it names,
+    # so the common case skips the check.
+    if (
+        heartbeat is not None
+        and heartbeat.seq != alloc.last_seq
+        and heartbeat_counts(alloc.id, job, heartbeat, alloc.reservation)
+    ):
+        alloc = _observed(cycle, alloc, heartbeat)
+    if heartbeat is not None and job is not None:
+        _progress(cycle, job, heartbeat)
     not_before = cycle.inp.daemon_started_at
     if (
         alloc.state is AllocationState.RUNNING
         and alloc.stop_requested_at is None
         and is_stale(alloc, cycle.now, cycle.inp.settings.stale_after_s, not_before=not_before)
     ):
+        counted = heartbeat_counts(alloc.id, job, heartbeat, alloc.reservation)
         alloc = _stop_hung(cycle, alloc, files, None if counted else heartbeat)
     return alloc
 
 
-def _progress(cycle: Cycle, alloc: Allocation, heartbeat: Heartbeat) -> None:
+def _observed(cycle: Cycle, alloc: Allocation, heartbeat: Heartbeat) -> Allocation:
+    """The allocation with its heartbeat's moved seq (and GPUs) noted in the cycle."""
+    observed = observe_heartbeat(alloc, heartbeat, cycle.now)
+    if observed.gpus == alloc.gpus:
+        cycle.put_news_alloc(observed)
+    else:
+        cycle.put_alloc(observed)
+    return observed
+
+
+def _progress(cycle: Cycle, job: Job, heartbeat: Heartbeat) -> None:
     """The bound job's steps and speed from its own running heartbeat; it has started."""
-    job = cycle.bound_job(alloc)
     if (
-        job is None
-        or heartbeat.job_id != job.id
+        heartbeat.job_id != job.id
         or heartbeat.epoch != job.epoch
         or heartbeat.state is not WorkerState.RUNNING
     ):
