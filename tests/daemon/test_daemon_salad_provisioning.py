@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from relaymd.daemon import salad_provisioning
 from relaymd.daemon.context import DaemonContext
 from relaymd.daemon.salad_provisioning import SaladProvisioner
 from relaymd.models import (
@@ -25,6 +26,7 @@ from relaymd.models import (
 )
 from relaymd.models.cluster import ClusterProfile
 from relaymd.providers.salad.client import SaladClient
+from relaymd.providers.salad.demand import day_start
 from relaymd.state import AsyncStateStore
 from relaymd.storage import open_store
 from tests.daemon.daemon_factories import make_alloc, make_job
@@ -115,14 +117,18 @@ async def test_a_job_no_hpc_cluster_can_run_goes_to_salad_at_once(
 
 
 async def test_the_cap_and_the_day_budget_bound_the_replicas(
-    store: AsyncStateStore, tmp_path: Path, standin: SaladStandin
+    store: AsyncStateStore, tmp_path: Path, standin: SaladStandin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The budget is per UTC day. On the daemon's clock held at noon, two hours spent fit in
+    # today whenever the test runs (before 02:01 UTC a real clock's last two hours began
+    # yesterday, and only their part after midnight counts).
+    now = day_start(utcnow()) + timedelta(hours=12)
+    monkeypatch.setattr(salad_provisioning, "utcnow", lambda: now)
     prov = _provisioner(store, tmp_path, standin, budget_replica_hours_per_day=2)
     for i in range(4):
-        await _queue(store, f"j{i}", 9999)
+        await store.insert_job(make_job(f"j{i}", updated_at=now - timedelta(seconds=9999)))
     await prov.provision()
     assert _group(standin)["replicas"] == 2  # max_replicas
-    now = utcnow()
     spent = make_alloc(
         "salad-m1-1", cluster="salad", partition="any", state=AllocationState.ENDED,
         started_at=now - timedelta(hours=2, minutes=1), ended_at=now - timedelta(minutes=1),
