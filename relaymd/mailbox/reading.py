@@ -170,7 +170,9 @@ def files_from_raw(req: ReadRequest, raw: RawFiles, memo: HeartbeatMemo | None) 
             return kept
     files = _build_files(req, raw, memo)
     if memo is not None:
-        if files.events or files.oversized_lines or files.unusable_lines or files.log_tail:
+        # A log tail counts even when empty ([] is not the None a read without one gives).
+        news = files.events or files.oversized_lines or files.unusable_lines
+        if news or files.log_tail is not None:
             memo.quiet.pop(req.allocation_id, None)
         else:
             memo.quiet[req.allocation_id] = files
