@@ -425,13 +425,54 @@ async def whole_cycles(
     return rows
 
 
+# CPU per round the issue asks for, by (allocations, queued); the write lock's, per cycle.
+CPU_TARGET_MS = {(1000, 10000): 200.0, (10000, 100000): 1000.0}
+LOCK_TARGET_MS = 50.0
+
+
+def _met(value: float, target: float) -> str:
+    return "met" if value <= target else "NOT met"
+
+
+def verdicts(rows: list[CycleRow]) -> list[str]:
+    """One line per measured size with a target: each steady poll's CPU and longest write
+    lock against the targets (the first poll and the full collection are not cycles a
+    running campaign repeats)."""
+    lines: list[str] = []
+    for (n_allocs, n_queued), target in CPU_TARGET_MS.items():
+        steady = [
+            r
+            for r in rows
+            if (r.allocations, r.queued) == (n_allocs, n_queued)
+            and r.poll not in ("first", FULL_COLLECTION)
+        ]
+        if not steady:
+            continue
+        parts = [
+            f"{r.poll} {r.cpu_ms:.0f} ms {_met(r.cpu_ms, target)},"
+            f" lock {r.lock_max_ms:.0f} ms {_met(r.lock_max_ms, LOCK_TARGET_MS)}"
+            for r in steady
+        ]
+        lines.append(
+            f"At {n_allocs} / {n_queued} (CPU target {target:.0f} ms, lock"
+            f" {LOCK_TARGET_MS:.0f} ms): " + "; ".join(parts) + "."
+        )
+    return lines
+
+
 def cycle_table(
     clusters: int,
     after: list[CycleRow],
     before: list[CycleRow],
     picked: str = "one run (each poll the median of its 3 rounds)",
+    before_commit: str = "",
 ) -> str:
     was = {(r.allocations, r.queued, r.poll): r for r in before}
+    was_code = (
+        f"commit {before_commit}'s code"
+        if before_commit
+        else "the code before the latest pass of issue 18 (the commit the notes below name)"
+    )
     lines = [
         "## Daemon cycle at scale (`bench/poll_scale.py`)",
         "",
@@ -480,13 +521,15 @@ def cycle_table(
     lines += [
         "",
         "Targets: <= 200 ms CPU per round at 1 000 allocations / 10 000 queued, <= 1 s at"
-        " 10 000 / 100 000; write lock <= 50 ms per cycle. *before* is the code before the"
-        " latest pass of issue 18 (the commit the notes below name), measured by this same"
+        " 10 000 / 100 000; write lock <= 50 ms per cycle. *before* is"
+        f" {was_code}, measured by this same"
         f" script, its runs interleaved with *after*'s; each row: {picked}. Speed reference:"
         " CPU of a fixed pure-Python workload"
         " (model copies, JSON, dicts: `speed_reference`) measured at the start of each size's"
         " run; this shared VM's speed drifts by up to ~2x over a day, so compare rows of one"
         " table, next to their reference, not across tables.",
+        "",
+        *verdicts(after),
     ]
     return "\n".join(lines)
 
@@ -505,6 +548,7 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=3, help="rounds per poll (median)")
     parser.add_argument("--write-docs", action="store_true", help="into docs/benchmarks.md")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--before-commit", default="", help="the commit --before measured")
     parser.add_argument(
         "--picked",
         default="one run (each poll the median of its 3 rounds)",
@@ -541,7 +585,7 @@ if __name__ == "__main__":
         if args.before
         else []
     )
-    text = cycle_table(args.clusters, rows, before, args.picked)
+    text = cycle_table(args.clusters, rows, before, args.picked, args.before_commit)
     print(text)
     if args.write_docs:
         write_section("poll_scale", text)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 from pydantic import BaseModel, Field
 
@@ -71,15 +72,44 @@ def is_spare(alloc: Allocation) -> bool:
     )
 
 
+class _PartitionLoad(NamedTuple):
+    waiting: set[str]  # scheduler jobs pending or being submitted
+    running: set[str]
+
+
+def _partition_loads(own_live: list[Allocation]) -> dict[str, _PartitionLoad]:
+    """Per partition, the scheduler jobs of the cluster's live rows: caps count scheduler
+    jobs, so a group of GPU slots counts once (ADR 0026)."""
+    loads: dict[str, _PartitionLoad] = {}
+    for alloc in own_live:
+        load = loads.get(alloc.partition)
+        if load is None:
+            load = loads[alloc.partition] = _PartitionLoad(set(), set())
+        if alloc.state is AllocationState.RUNNING:
+            load.running.add(alloc.scheduler_key)
+        elif alloc.state in (AllocationState.PENDING, AllocationState.SUBMITTING):
+            load.waiting.add(alloc.scheduler_key)
+    return loads
+
+
+def _room(partition: Partition, pending: int, running: int) -> int:
+    """New scheduler jobs the partition's caps allow: every pending one becomes a running
+    one, so both caps bound new submissions."""
+    return max(0, min(partition.max_pending - pending, partition.max_running - running - pending))
+
+
+_NO_LOAD = _PartitionLoad(set(), set())
+
+
 def can_start_here(profile: ClusterProfile, own_live: list[Allocation]) -> bool:
-    """Whether this cluster could bind or submit this cycle: a spare of its own, or room."""
+    """Whether this cluster could bind or submit this cycle: a spare of its own, or room
+    (counted as `plan_provisioning` counts it)."""
     if any(is_spare(a) for a in own_live):
         return True
+    loads = _partition_loads(own_live)
     for partition in profile.partitions:
-        in_part = [a for a in own_live if a.partition == partition.name]
-        running = sum(a.state is AllocationState.RUNNING for a in in_part)
-        pending = len(in_part) - running
-        if min(partition.max_pending - pending, partition.max_running - running - pending) > 0:
+        load = loads.get(partition.name, _NO_LOAD)
+        if _room(partition, len(load.waiting), len(load.running)) > 0:
             return True
     return False
 
@@ -178,24 +208,13 @@ def plan_provisioning(
     plan = ProvisionPlan(cancel=_cancellations(own_spares, kept, live, mode))
     if mode is not ClusterMode.OPEN:
         return plan
-    own_live = [a for a in live if a.cluster == profile.name]
+    loads = _partition_loads([a for a in live if a.cluster == profile.name])
+    cancelled = {group_of(c) for c in plan.cancel}
     for partition in profile.partitions:
         if blocked and partition.name in blocked:
             continue
-        in_part = [a for a in own_live if a.partition == partition.name]
-        # One scheduler job per group: caps count groups, not their slot rows.
-        waiting = {
-            a.scheduler_key
-            for a in in_part
-            if a.state in (AllocationState.PENDING, AllocationState.SUBMITTING)
-        }
-        pending = len(waiting - {group_of(c) for c in plan.cancel})
-        running = len({a.scheduler_key for a in in_part if a.state is AllocationState.RUNNING})
-        # Every pending allocation becomes a running one: both caps bound new submissions.
-        room = max(
-            0,
-            min(partition.max_pending - pending, partition.max_running - running - pending),
-        )
+        load = loads.get(partition.name, _NO_LOAD)
+        room = _room(partition, len(load.waiting - cancelled), len(load.running))
         if partition.gpus_per_allocation > 1:
             unmet = _submit_groups(plan, profile, partition, unmet, room, now)
             continue

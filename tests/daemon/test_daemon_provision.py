@@ -1,7 +1,11 @@
+import random
+
 from relaymd.daemon.assign import assign
-from relaymd.daemon.provision import ClusterMode, plan_provisioning
+from relaymd.daemon.provision import ClusterMode, can_start_here, is_spare, plan_provisioning
+from relaymd.ids import slot_allocation_id
 from relaymd.models import AllocationState, GpuInfo, Partition
 from tests.daemon.daemon_factories import make_alloc, make_job, make_profile
+from tests.support.slot_rows import slot_row
 
 P = AllocationState.PENDING
 R = AllocationState.RUNNING
@@ -165,3 +169,82 @@ def test_disabled_cluster_cancels_its_pending_spares_and_demand_moves() -> None:
     # c1 does not count c2's pending allocation as supply and submits for the job.
     out = plan(c1, [make_job()], allocs, profiles, usable={"c1"})
     assert len(out.submit) == 1
+
+
+def test_can_start_here_counts_a_gpu_group_once_as_the_plan_does() -> None:
+    """The prefilter of a cycle (load every active job, look for successor demand) never
+    says "nothing can start" where the plan would submit: both count a group of GPU slots as
+    the one scheduler job it is (a 4-GPU group running is 1 of max_running, not 4)."""
+    big = Partition(
+        name="big", walltime_minutes=5, gpus_per_allocation=4, max_pending=1, max_running=2
+    )
+    profile = make_profile(partitions=[big])
+    running_group = [
+        slot_row(
+            "g1",
+            i,
+            cluster="c1",
+            partition="big",
+            state=R,
+            job_id="jx" if i == 0 else None,
+            held_by=None if i == 0 else slot_allocation_id("g1", 0),
+        )
+        for i in range(4)
+    ]
+    jobs = [make_job(f"j{i}", gpus=4, created_s=i) for i in range(2)]
+    assert len(plan(profile, jobs, running_group).submit) == 1  # one more group fits
+    assert can_start_here(profile, running_group)
+
+
+def test_can_start_here_is_true_wherever_the_plan_submits() -> None:
+    """Random own rows (single allocations and 4-GPU groups, waiting or running, bound or
+    spare) against random caps: where the plan submits for 4-GPU and 1-GPU jobs, or an own
+    row is spare, `can_start_here` says so; where it says no, nothing is spare."""
+    rng = random.Random(18)
+    for case in range(400):
+        parts = [
+            Partition(
+                name="one",
+                walltime_minutes=5,
+                gpus_per_allocation=1,
+                max_pending=rng.randint(0, 3),
+                max_running=rng.randint(0, 4),
+            ),
+            Partition(
+                name="four",
+                walltime_minutes=5,
+                gpus_per_allocation=4,
+                max_pending=rng.randint(0, 2),
+                max_running=rng.randint(0, 3),
+            ),
+        ]
+        profile = make_profile(partitions=parts)
+        rows = []
+        for n in range(rng.randint(0, 4)):
+            state = rng.choice([P, R, AllocationState.SUBMITTING])
+            bound = rng.random() < 0.7
+            if rng.random() < 0.5:
+                rows.append(
+                    make_alloc(
+                        f"a{n}", partition="one", state=state, job_id=f"b{n}" if bound else None
+                    )
+                )
+                continue
+            lead = slot_allocation_id(f"g{n}", 0)
+            rows += [
+                slot_row(
+                    f"g{n}",
+                    i,
+                    cluster="c1",
+                    partition="four",
+                    state=state,
+                    job_id=f"b{n}" if bound and i == 0 else None,
+                    held_by=lead if bound and i else None,
+                )
+                for i in range(4)
+            ]
+        jobs = [make_job(f"j{i}", gpus=rng.choice([1, 4]), created_s=-3600) for i in range(6)]
+        submits = plan(profile, jobs, rows).submit
+        spare = any(is_spare(a) for a in rows)
+        if submits or spare:
+            assert can_start_here(profile, rows), (case, submits, rows)
