@@ -9,6 +9,7 @@ Pure: the caller gives the store's view and gets a `ProvisionPlan`.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
@@ -77,14 +78,12 @@ class _PartitionLoad(NamedTuple):
     running: set[str]
 
 
-def _partition_loads(own_live: list[Allocation]) -> dict[str, _PartitionLoad]:
+def _partition_loads(own_live: list[Allocation]) -> defaultdict[str, _PartitionLoad]:
     """Per partition, the scheduler jobs of the cluster's live rows: caps count scheduler
     jobs, so a group of GPU slots counts once (ADR 0026)."""
-    loads: dict[str, _PartitionLoad] = {}
+    loads: defaultdict[str, _PartitionLoad] = defaultdict(lambda: _PartitionLoad(set(), set()))
     for alloc in own_live:
-        load = loads.get(alloc.partition)
-        if load is None:
-            load = loads[alloc.partition] = _PartitionLoad(set(), set())
+        load = loads[alloc.partition]
         if alloc.state is AllocationState.RUNNING:
             load.running.add(alloc.scheduler_key)
         elif alloc.state in (AllocationState.PENDING, AllocationState.SUBMITTING):
@@ -98,9 +97,6 @@ def _room(partition: Partition, pending: int, running: int) -> int:
     return max(0, min(partition.max_pending - pending, partition.max_running - running - pending))
 
 
-_NO_LOAD = _PartitionLoad(set(), set())
-
-
 def can_start_here(profile: ClusterProfile, own_live: list[Allocation]) -> bool:
     """Whether this cluster could bind or submit this cycle: a spare of its own, or room
     (counted as `plan_provisioning` counts it)."""
@@ -108,7 +104,7 @@ def can_start_here(profile: ClusterProfile, own_live: list[Allocation]) -> bool:
         return True
     loads = _partition_loads(own_live)
     for partition in profile.partitions:
-        load = loads.get(partition.name, _NO_LOAD)
+        load = loads[partition.name]
         if _room(partition, len(load.waiting), len(load.running)) > 0:
             return True
     return False
@@ -213,7 +209,7 @@ def plan_provisioning(
     for partition in profile.partitions:
         if blocked and partition.name in blocked:
             continue
-        load = loads.get(partition.name, _NO_LOAD)
+        load = loads[partition.name]
         room = _room(partition, len(load.waiting - cancelled), len(load.running))
         if partition.gpus_per_allocation > 1:
             unmet = _submit_groups(plan, profile, partition, unmet, room, now)
