@@ -3,7 +3,7 @@ import random
 from relaymd.daemon.assign import assign
 from relaymd.daemon.provision import ClusterMode, can_start_here, is_spare, plan_provisioning
 from relaymd.ids import slot_allocation_id
-from relaymd.models import AllocationState, GpuInfo, Partition
+from relaymd.models import Allocation, AllocationState, GpuInfo, Partition
 from tests.daemon.daemon_factories import make_alloc, make_job, make_profile
 from tests.support.slot_rows import slot_row
 
@@ -171,6 +171,34 @@ def test_disabled_cluster_cancels_its_pending_spares_and_demand_moves() -> None:
     assert len(out.submit) == 1
 
 
+def _group(group_id: str, partition: str, state: AllocationState, bound: bool) -> list[Allocation]:
+    """A 4-GPU group's slot rows; bound: the lead holds a job, the others lend it their GPUs."""
+    lead = slot_allocation_id(group_id, 0)
+    return [
+        slot_row(
+            group_id,
+            i,
+            cluster="c1",
+            partition=partition,
+            state=state,
+            job_id=f"b-{group_id}" if bound and i == 0 else None,
+            held_by=lead if bound and i else None,
+        )
+        for i in range(4)
+    ]
+
+
+def _partition(rng: random.Random, name: str, gpus: int, pending: int, running: int) -> Partition:
+    """A partition with caps drawn up to `pending` and `running`."""
+    return Partition(
+        name=name,
+        walltime_minutes=5,
+        gpus_per_allocation=gpus,
+        max_pending=rng.randint(0, pending),
+        max_running=rng.randint(0, running),
+    )
+
+
 def test_can_start_here_counts_a_gpu_group_once_as_the_plan_does() -> None:
     """The prefilter of a cycle (load every active job, look for successor demand) never
     says "nothing can start" where the plan would submit: both count a group of GPU slots as
@@ -179,18 +207,7 @@ def test_can_start_here_counts_a_gpu_group_once_as_the_plan_does() -> None:
         name="big", walltime_minutes=5, gpus_per_allocation=4, max_pending=1, max_running=2
     )
     profile = make_profile(partitions=[big])
-    running_group = [
-        slot_row(
-            "g1",
-            i,
-            cluster="c1",
-            partition="big",
-            state=R,
-            job_id="jx" if i == 0 else None,
-            held_by=None if i == 0 else slot_allocation_id("g1", 0),
-        )
-        for i in range(4)
-    ]
+    running_group = _group("g1", "big", R, bound=True)
     jobs = [make_job(f"j{i}", gpus=4, created_s=i) for i in range(2)]
     assert len(plan(profile, jobs, running_group).submit) == 1  # one more group fits
     assert can_start_here(profile, running_group)
@@ -202,47 +219,17 @@ def test_can_start_here_is_true_wherever_the_plan_submits() -> None:
     row is spare, `can_start_here` says so; where it says no, nothing is spare."""
     rng = random.Random(18)
     for case in range(400):
-        parts = [
-            Partition(
-                name="one",
-                walltime_minutes=5,
-                gpus_per_allocation=1,
-                max_pending=rng.randint(0, 3),
-                max_running=rng.randint(0, 4),
-            ),
-            Partition(
-                name="four",
-                walltime_minutes=5,
-                gpus_per_allocation=4,
-                max_pending=rng.randint(0, 2),
-                max_running=rng.randint(0, 3),
-            ),
-        ]
+        parts = [_partition(rng, "one", 1, 3, 4), _partition(rng, "four", 4, 2, 3)]
         profile = make_profile(partitions=parts)
         rows = []
         for n in range(rng.randint(0, 4)):
             state = rng.choice([P, R, AllocationState.SUBMITTING])
             bound = rng.random() < 0.7
             if rng.random() < 0.5:
-                rows.append(
-                    make_alloc(
-                        f"a{n}", partition="one", state=state, job_id=f"b{n}" if bound else None
-                    )
-                )
-                continue
-            lead = slot_allocation_id(f"g{n}", 0)
-            rows += [
-                slot_row(
-                    f"g{n}",
-                    i,
-                    cluster="c1",
-                    partition="four",
-                    state=state,
-                    job_id=f"b{n}" if bound and i == 0 else None,
-                    held_by=lead if bound and i else None,
-                )
-                for i in range(4)
-            ]
+                job_id = f"b{n}" if bound else None
+                rows.append(make_alloc(f"a{n}", partition="one", state=state, job_id=job_id))
+            else:
+                rows += _group(f"g{n}", "four", state, bound)
         jobs = [make_job(f"j{i}", gpus=rng.choice([1, 4]), created_s=-3600) for i in range(6)]
         submits = plan(profile, jobs, rows).submit
         spare = any(is_spare(a) for a in rows)
