@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple
 
 from relaymd.daemon.provision import can_start_here, is_spare
-from relaymd.daemon.read_step import LIVE_STATES
 from relaymd.models import Allocation, AllocationState, ClusterProfile, Job, JobState
 
 if TYPE_CHECKING:
@@ -52,20 +51,16 @@ async def load_cycle_rows(
     unbound ones: the only ones binding and provisioning look at elsewhere."""
     allocs = list(read_rows)
     own = [a for a in allocs if a.state is not AllocationState.ENDED]
+    kept = await store.kept_rows(profile.name, touched_ids(allocs, want_log))
+    jobs = kept.jobs
     if can_start_here(profile, own):
-        all_live = await store.list_allocations(states=LIVE_STATES)
-        jobs = {j.id: j for j in await store.list_jobs(states=JobState.active())}
+        all_live = kept.everything
+        jobs.update((j.id, j) for j in await store.list_jobs(states=JobState.active()))
     else:
-        elsewhere = await store.list_allocations(states=LIVE_STATES, unbound=True)
-        all_live = own + [a for a in elsewhere if a.cluster != profile.name]
+        all_live = own + [a for a in kept.unbound if a.cluster != profile.name]
         spares = sum(is_spare(a) for a in all_live)
-        jobs = {
-            j.id: j
-            for j in await store.list_jobs(states=[JobState.QUEUED], limit=QUEUE_HEAD + spares)
-        }
+        queued = await store.list_jobs(states=[JobState.QUEUED], limit=QUEUE_HEAD + spares)
+        jobs.update((j.id, j) for j in queued)
         requested = await store.jobs_with_operator_request()
         jobs.update((j.id, j) for j in requested if not j.state.is_final)
-    missing = [i for i in touched_ids(allocs, want_log) if i not in jobs]
-    if missing:
-        jobs.update(await store.get_jobs(missing))
     return CycleRows(allocs, all_live, jobs)

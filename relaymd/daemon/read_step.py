@@ -29,7 +29,7 @@ async def _requests(
     store: AsyncStateStore, cluster: str, want_log: dict[str, str]
 ) -> tuple[list[Allocation], list[ReadRequest]]:
     """This cluster's live rows, then the ended ones still owed a log tail."""
-    allocs = await store.list_allocations(cluster=cluster, states=LIVE_STATES)
+    allocs = (await store.kept_rows(cluster)).mine
     requests = [
         ReadRequest(allocation_id=a.id, events_offset=a.events_offset, skipping=a.events_skipping)
         for a in allocs
@@ -66,7 +66,7 @@ async def read_cluster(scope: CycleScope) -> ReadResult:
     query = scheduler.query_snippet(profile, sched_ids)
     sweep = None
     if not carried.swept:
-        sweep = sorted(a.id for a in await store.list_allocations(states=LIVE_STATES))
+        sweep = sorted(a.id for a in (await store.kept_rows(profile.name)).everything)
     snapshot = await scope.carrier.read(
         requests, sweep_keep=sweep, query=SchedulerQuery(query, scheduler.parse_query)
     )

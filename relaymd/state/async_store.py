@@ -22,8 +22,10 @@ import aiosqlite
 
 from relaymd.state import files
 from relaymd.state import queries as q
+from relaymd.state.live_rows import LiveRows
 from relaymd.state.operations import StoreOperations
 from relaymd.state.plan import (
+    ROLLBACK,
     Block,
     Plan,
     Result,
@@ -49,8 +51,10 @@ class AsyncStateStore(StoreOperations):
         self.path = path
         self._lock = asyncio.Lock()
         self._depth = 0
-        # The daemon reads the same rows every cycle: parse each version once.
+        # The daemon reads the same rows every cycle: parse each version once, and keep the
+        # live ones while no other connection writes (ADR 0031).
         self.rows = RowMemo()
+        self.live = LiveRows()
 
     @classmethod
     async def open(cls, path: Path | None = None) -> AsyncStateStore:
@@ -81,6 +85,8 @@ class AsyncStateStore(StoreOperations):
         # connection's thread) and `_conn` (its sqlite3 connection there) are aiosqlite's;
         # tests/unit/test_state_store_trips.py fails if a version changes them.
         conn = self._conn
+        if statement.sql.startswith(ROLLBACK):  # what was read inside may never be committed
+            self.live.forget()
         result: Result = await conn._execute(  # type: ignore[no-untyped-call]
             lambda: execute_on(conn._conn, statement, self.rows)
         )

@@ -7,10 +7,13 @@ value on `StateStore` (sqlite3), a coroutine of it on `AsyncStateStore` (aiosqli
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Generic, ParamSpec, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
+from relaymd.state import live_rows
 from relaymd.state import queries as q
+from relaymd.state.live_rows import LiveRows
 from relaymd.state.plan import Plan
 
 if TYPE_CHECKING:
@@ -32,6 +35,9 @@ class Operation(Generic[P, T]):
     def __set_name__(self, owner: type[object], name: str) -> None:
         self.name = name
 
+    def operation_of(self, store: StateStore | AsyncStateStore) -> Callable[P, Plan[T]]:
+        return self.operation
+
     @overload
     def __get__(self, store: None, owner: type[object]) -> Self: ...
 
@@ -46,10 +52,22 @@ class Operation(Generic[P, T]):
     ) -> Self | Callable[P, T] | Callable[P, Awaitable[T]]:
         if store is None:
             return self
-        method = store.bind(self.operation)
+        method = store.bind(self.operation_of(store))
         # Kept on the instance, which Python reads before a non-data descriptor: bound once.
         store.__dict__[self.name] = method
         return method
+
+
+class OnLiveRows(Operation[P, T]):
+    """An operation on the store's own `LiveRows` (ADR 0031), which it takes first."""
+
+    def __init__(self, operation: Callable[Concatenate[LiveRows, P], Plan[T]]) -> None:
+        self.on_rows = operation
+        self.name = operation.__name__
+        self.__doc__ = operation.__doc__
+
+    def operation_of(self, store: StateStore | AsyncStateStore) -> Callable[P, Plan[T]]:
+        return functools.partial(self.on_rows, store.live)
 
 
 class StoreOperations:
@@ -73,6 +91,8 @@ class StoreOperations:
     list_allocations = Operation(q.list_allocations)
     update_allocation = Operation(q.update_allocation)
     update_allocations = Operation(q.update_allocations)
+    # the rows the daemon reads every cycle, kept between reads (ADR 0031)
+    kept_rows = OnLiveRows(live_rows.kept_rows)
     # segments
     insert_segment = Operation(q.insert_segment)
     close_segment = Operation(q.close_segment)

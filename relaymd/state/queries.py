@@ -307,11 +307,16 @@ def get_jobs(job_ids: Sequence[str]) -> Steps[dict[str, Job]]:
     wanted = list(dict.fromkeys(job_ids))
     if not wanted:
         return {}
+    return {job.id: job for job in (yield from rows_by_id(Job, "jobs", wanted))}
+
+
+def rows_by_id(model: type[M], table: str, ids: Sequence[str]) -> Steps[list[M]]:
+    """The rows of `table` with these ids that exist, in one statement."""
     result = yield Statement(
-        "SELECT data FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
-        (json.dumps(wanted),),
+        f"SELECT data FROM {table} WHERE id IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(ids)),),
     )
-    return {job.id: job for job in _decoded(Job, result)}
+    return _decoded(model, result)
 
 
 @reads

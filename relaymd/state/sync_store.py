@@ -15,8 +15,10 @@ from typing import ParamSpec, TypeVar
 
 from relaymd.state import files
 from relaymd.state import queries as q
+from relaymd.state.live_rows import LiveRows
 from relaymd.state.operations import StoreOperations
 from relaymd.state.plan import (
+    ROLLBACK,
     Block,
     Plan,
     Result,
@@ -36,6 +38,7 @@ class StateStore(StoreOperations):
         self._conn = connection
         self.path = path
         self._depth = 0  # nesting of transaction(); > 0 means operations join it
+        self.live = LiveRows()  # the live rows kept between reads (ADR 0031)
 
     @classmethod
     def open(cls, path: Path | None = None) -> StateStore:
@@ -60,6 +63,8 @@ class StateStore(StoreOperations):
         self.close()
 
     def _execute(self, statement: Statement) -> Result:
+        if statement.sql.startswith(ROLLBACK):  # what was read inside may never be committed
+            self.live.forget()
         return execute_on(self._conn, statement)
 
     def _outcome(self, statement: Statement) -> Result | BaseException:
