@@ -28,7 +28,8 @@ from relaymd.models import StorageAccess
 ACCESS_KEY_ID = "AKIAMOTOTESTKEY0000"
 SECRET_ACCESS_KEY = "moto-test-secret-access-key-0000"
 REGION = "us-east-1"
-STARTUP_TIMEOUT_S = 30.0
+# an upper bound: moto imports for seconds on a loaded 2-core machine
+STARTUP_TIMEOUT_S = 120.0
 
 
 def _moto_binary() -> str:

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +10,7 @@ import pytest
 
 from relaymd.demo.water_box import write_water_box
 from relaymd.models import StorageAccess
+from tests.moto_server import run_moto_server
 
 
 @pytest.fixture(scope="session")
@@ -38,50 +35,8 @@ def file_access(tmp_path: Path) -> StorageAccess:
     return StorageAccess(url=f"file://{root}")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def moto_access() -> Iterator[StorageAccess]:
     """A real moto S3 server over HTTP with one bucket."""
-    import boto3
-
-    port = _free_port()
-    moto = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen(
-        [str(moto), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id="AKIDWORKERTEST",
-            aws_secret_access_key="worker-secret-key-123",
-            region_name="us-east-1",
-        )
-        end = time.monotonic() + 30
-        while True:
-            try:
-                client.create_bucket(Bucket="relay")
-                break
-            except Exception:
-                if time.monotonic() > end:
-                    raise
-                time.sleep(0.2)
-        yield StorageAccess(
-            url="s3://relay/test",
-            endpoint_url=endpoint,
-            region="us-east-1",
-            access_key_id="AKIDWORKERTEST",
-            secret_access_key="worker-secret-key-123",
-            max_attempts=2,
-        )
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with run_moto_server() as moto:
+        yield moto.access(bucket=moto.create_bucket("relay"), prefix="test", max_attempts=2)

@@ -172,7 +172,7 @@ def _kill_then_relay(
     try:
         if victim in ("worker", "worker+engine"):
             alloc.kill(signal.SIGKILL)
-            alloc.wait_exit(30)
+            alloc.wait_exit()
         if victim in ("engine", "worker+engine"):
             _kill_group(engine_pid)
         if victim == "engine":

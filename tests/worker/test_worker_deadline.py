@@ -16,11 +16,9 @@ import pytest
 from relaymd.mailbox.models import EventKind, WorkerEvent
 from relaymd.models import StorageAccess
 from relaymd.storage.checkpoints import verify_checkpoint
-from tests.worker.worker_harness import Allocation, Relay, wait_for
+from tests.worker.worker_harness import MARGIN_MAX_S, Allocation, Relay, wait_for
 
 pytestmark = pytest.mark.slow
-
-MARGIN_MAX_S = 2.0  # the harness starts workers with --margin-max 2
 
 
 def _engine() -> dict[str, object]:

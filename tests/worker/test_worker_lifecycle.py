@@ -21,7 +21,7 @@ def test_idle_timeout_appends_idle_exit_and_exits_zero(
 ) -> None:
     alloc = Allocation(tmp_path, "idle1", file_access)
     alloc.start(idle_timeout=1.0)
-    assert alloc.wait_exit(30) == 0
+    assert alloc.wait_exit() == 0
     events = alloc.events()
     assert [e.kind for e in events] == [EventKind.IDLE_EXIT]
     assert "no assignment" in (events[0].reason or "")
@@ -34,7 +34,7 @@ def test_refuses_group_readable_credentials(tmp_path: Path, file_access: Storage
     alloc = Allocation(tmp_path, "creds1", file_access)
     os.chmod(alloc.dir / "credentials", 0o640)
     proc = alloc.start(idle_timeout=1.0)
-    assert alloc.wait_exit(30) == 2
+    assert alloc.wait_exit() == 2
     assert proc.stderr is not None
     message = proc.stderr.read().decode()
     assert "credentials" in message and "chmod 600" in message

@@ -25,7 +25,7 @@ from worker_entry.mailbox_io import Mailbox
 def test_idle_exit_removes_the_credentials(tmp_path: Path, file_access: StorageAccess) -> None:
     alloc = Allocation(tmp_path, "idle1", file_access)
     alloc.start(idle_timeout=0.5)
-    assert alloc.wait_exit(30) == 0
+    assert alloc.wait_exit() == 0
     assert [e.kind for e in alloc.events()] == [EventKind.IDLE_EXIT]
     assert not (alloc.dir / "credentials").exists()
     assert (alloc.dir / "heartbeat.json").exists()
@@ -39,7 +39,7 @@ def test_sigterm_while_idle_removes_the_credentials(
     # Signal handlers are in place once the worker says it is idle.
     wait_for(lambda: (hb := alloc.heartbeat()) is not None and hb.state == "idle", 30, "idle")
     alloc.kill(signal.SIGTERM)
-    assert alloc.wait_exit(30) == 0
+    assert alloc.wait_exit() == 0
     assert not (alloc.dir / "credentials").exists()
 
 
@@ -49,7 +49,7 @@ def test_a_refused_start_removes_the_exposed_credentials(
     alloc = Allocation(tmp_path, "bad1", file_access)
     (alloc.dir / "credentials").chmod(0o644)
     alloc.start(idle_timeout=1.0)
-    assert alloc.wait_exit(30) == 2
+    assert alloc.wait_exit() == 2
     assert not (alloc.dir / "credentials").exists()
 
 

@@ -20,6 +20,7 @@ from relaymd.mailbox.reading import HeartbeatMemo
 from relaymd.mailbox.storage_carrier import StorageCarrier
 from relaymd.models import StorageAccess
 from relaymd.storage.checkpoints import list_checkpoints, verify_checkpoint
+from tests.moto_server import SECRET_ACCESS_KEY
 from tests.worker.worker_harness import REPO, TERMINAL, Relay, openmm_engine, wait_for
 
 
@@ -145,7 +146,7 @@ def test_a_job_relays_through_the_bucket_with_no_shared_folder(
     files = final.files[first.id]
     assert files.heartbeat is not None and files.heartbeat.allocation_id == first.id
     assert files.log_tail and any("assignment_taken" in line for line in files.log_tail)
-    assert not any("worker-secret-key-123" in line for line in files.log_tail)
+    assert not any(SECRET_ACCESS_KEY in line for line in files.log_tail)
     assert first.id in final.heartbeat_ids
 
 

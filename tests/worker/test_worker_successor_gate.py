@@ -79,7 +79,7 @@ def test_gated_successor_starts_only_from_its_predecessors_handoff_checkpoint(
     first = relay.allocation()
     first.assign(relay.assignment(first, _engine(100_000)))
     first_handoff = _hand_off_after_a_checkpoint(first, epoch=1)
-    assert first.wait_exit(30) == 0
+    assert first.wait_exit() == 0
     relay.advance(first.events())
     assert relay.store.exists(handoff_key(relay.job_id, 1))
 
@@ -112,7 +112,7 @@ def test_gated_successor_starts_only_from_its_predecessors_handoff_checkpoint(
     # Epoch 2 runs and hands off: its marker replaces the forged one; `third` starts from it.
     second.assign(second_assignment)
     handoff = _hand_off_after_a_checkpoint(second, epoch=2)
-    assert second.wait_exit(30) == 0
+    assert second.wait_exit() == 0
     started = third.wait_event({EventKind.STARTED}, timeout=90, epoch=3)
     assert handoff.checkpoint is not None and handoff.checkpoint.epoch == 2
     assert started.checkpoint == handoff.checkpoint
@@ -121,7 +121,7 @@ def test_gated_successor_starts_only_from_its_predecessors_handoff_checkpoint(
     print(f"successor gap after the handoff event: {gap:.2f}s")
     third.control(ControlAction.STOP, relay.job_id, 3)
     stopped = third.wait_event({EventKind.STOPPED}, timeout=60, epoch=3)
-    assert third.wait_exit(30) == 0
+    assert third.wait_exit() == 0
     # Epoch 3's own checkpoint continues from epoch 2's handoff step.
     assert stopped.checkpoint is not None and stopped.checkpoint.epoch == 3
     assert stopped.checkpoint.step >= handoff.checkpoint.step
@@ -151,7 +151,7 @@ def test_withdrawn_or_expired_gate_returns_the_worker_to_idle(
     wait_for(lambda: beat_is(WorkerState.IDLE, None), 60, "idle after the expiry")
     alloc.control(ControlAction.STOP, None, None)
     idle_exit = alloc.wait_event({EventKind.IDLE_EXIT}, timeout=60)
-    assert alloc.wait_exit(30) == 0
+    assert alloc.wait_exit() == 0
     assert "stop requested" in (idle_exit.reason or "")
     assert not [e for e in alloc.events() if e.kind is EventKind.STARTED]
     assert not relay.store.list_keys(f"jobs/{relay.job_id}/checkpoints/")

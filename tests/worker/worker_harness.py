@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 TERMINAL = {EventKind.HANDOFF, EventKind.STOPPED, EventKind.COMPLETED, EventKind.FAILED}
 CHECKPOINT_EVERY = 20  # steps: the tiny water box's relays checkpoint often
+MARGIN_MAX_S = 2.0  # every harness worker hands off at most this long before its deadline
 
 
 def openmm_engine(total: int, topology: str | None = "topology.pdb") -> dict[str, object]:
@@ -85,7 +86,7 @@ class Allocation:
             "--heartbeat-interval", "0.2",
             "--idle-timeout", str(idle_timeout),
             "--margin-min", "0.5",
-            "--margin-max", "2",
+            "--margin-max", str(MARGIN_MAX_S),
             "--platform", "Reference",
             "--work-dir", str(self.work_dir),
             *extra,
@@ -97,7 +98,7 @@ class Allocation:
         )
         return self.proc
 
-    def wait_exit(self, timeout: float = 60.0) -> int:
+    def wait_exit(self, timeout: float = 120.0) -> int:
         assert self.proc is not None
         try:
             rc = self.proc.wait(timeout)
