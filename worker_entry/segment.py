@@ -115,16 +115,6 @@ class SegmentRunner:
         self.heartbeat.poke()
 
     # -- the segment ---------------------------------------------------------------------
-    def _first_free_seq(self) -> int:
-        """Seqs already used by this epoch (a restarted worker): never write over them."""
-        prefix = keys.checkpoints_prefix(self.a.job_id) + f"{self.a.epoch}-"
-        highest = 0
-        for key in self.store.list_keys(prefix):
-            parsed = keys.parse_checkpoint_prefix(key.rsplit("/", 1)[0] + "/")
-            if parsed and parsed[1] == self.a.epoch:
-                highest = max(highest, parsed[2])
-        return highest
-
     def _upload_wait_s(self) -> float:
         left = self.monitor.time_left_s()
         if left is None:
@@ -154,8 +144,10 @@ class SegmentRunner:
                 engine = make_engine(a.engine)
                 engine.use_devices(a.devices)
                 engine.prepare(staged.work_dir, staged.restored, self.platform)
-                self._seq = self._first_free_seq()
-                outputs = OutputsWriter(self.store, job_id=a.job_id, epoch=a.epoch)
+                self._seq = staged.last_seq
+                outputs = OutputsWriter(
+                    self.store, job_id=a.job_id, epoch=a.epoch, manifest=staged.outputs
+                )
             except StorageError as exc:
                 raise EngineFailure(f"storage unavailable: {exc}", retryable=True) from None
             self.status.update(

@@ -251,6 +251,14 @@ def delete_checkpoint(store: ObjectStore, ref: CheckpointRef) -> int:
     return deleted + store.delete_prefix(ref.prefix)
 
 
+def read_outputs_manifest(store: ObjectStore, job_id: str, epoch: int) -> OutputsManifest:
+    """The epoch's outputs manifest as a restarted worker left it, or an empty one."""
+    key = keys.manifest_key(keys.outputs_prefix(job_id, epoch))
+    with contextlib.suppress(ObjectNotFound, ValidationError):
+        return OutputsManifest.model_validate_json(store.get_bytes(key))
+    return OutputsManifest(job_id=job_id, epoch=epoch)
+
+
 class OutputsWriter:
     """The one writer of a segment's `jobs/<job>/outputs/<epoch>/`.
 
@@ -260,14 +268,23 @@ class OutputsWriter:
     background uploader and the segment's end both write through it.
     """
 
-    def __init__(self, store: ObjectStore, *, job_id: str, epoch: int) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        job_id: str,
+        epoch: int,
+        manifest: OutputsManifest | None = None,
+    ) -> None:
+        """`manifest`: the one `read_outputs_manifest` returned, when the caller read it
+        already (while fetching other things); read here otherwise."""
         self._store = store
         self._prefix = keys.outputs_prefix(job_id, epoch)
         self._manifest_key = keys.manifest_key(self._prefix)
         self._lock = threading.Lock()
-        self.manifest = OutputsManifest(job_id=job_id, epoch=epoch)
-        with contextlib.suppress(ObjectNotFound, ValidationError):
-            self.manifest = OutputsManifest.model_validate_json(store.get_bytes(self._manifest_key))
+        self.manifest = (
+            manifest if manifest is not None else read_outputs_manifest(store, job_id, epoch)
+        )
 
     def upload(
         self, files: Sequence[tuple[str, Path]], progress: ProgressCallback | None = None

@@ -97,8 +97,10 @@ def test_resuming_fetches_the_bundle_and_checkpoint_with_a_bounded_number_of_req
     staged = stage(store, assignment, tmp_path / "seg")
     assert staged.resumed_ref == ref
     assert sorted(p.name for p in staged.restored.directory.iterdir()) == sorted(FILES)  # type: ignore[union-attr]
-    # One GET each: the manifest, every checkpoint file, the bundle.
-    assert _by_method(proxy) == Counter(GET=1 + len(FILES) + 1)
+    # One GET each: the manifest, every checkpoint file, the bundle, the listing of the
+    # epoch's checkpoints (a restarted worker's seqs) and its outputs manifest.
+    assert _by_method(proxy) == Counter(GET=1 + len(FILES) + 1 + 2)
+    assert staged.last_seq == 0 and staged.outputs is not None and not staged.outputs.files
 
 
 def _assignment(store: ObjectStore, tmp_path: Path, ref: CheckpointRef | None) -> Assignment:
@@ -173,6 +175,10 @@ class MeetingStore(FileStore):
         self._meet("size", key)
         return super().size(key)
 
+    def list_keys(self, prefix: str) -> list[str]:
+        self._meet("list_keys", prefix)
+        return super().list_keys(prefix)
+
 
 def test_checkpoint_files_upload_together_and_the_manifest_after_them(tmp_path: Path) -> None:
     store = MeetingStore(tmp_path / "store", {"put_file": len(FILES)})
@@ -193,6 +199,24 @@ def test_a_resume_fetches_the_bundle_while_it_fetches_the_checkpoint(tmp_path: P
     assert staged.resumed_ref == ref
     assert f"get_file {assignment.bundle.key}" in store.calls
     assert (staged.work_dir / "system.xml").read_text() == "<System/>"
+
+
+def test_a_start_fetches_its_four_inputs_at_once(tmp_path: Path) -> None:
+    """Bundle, resume checkpoint, the epoch's used seqs and its outputs manifest: all four
+    requests in flight together (a restarted worker of epoch 2 left seq 3 and an output)."""
+    plain = FileStore(tmp_path / "store")
+    ref = _upload(plain, tmp_path)
+    assignment = _assignment(plain, tmp_path, ref)
+    upload_checkpoint(
+        plain, job_id="j1", epoch=2, seq=3, step=300, files=_files(tmp_path / "c3"), engine="openmm"
+    )
+    OutputsWriter(plain, job_id="j1", epoch=2).upload(_files(tmp_path / "out")[:1])
+    # The bundle's get_file, the checkpoint manifest's and the outputs manifest's get_bytes,
+    # the epoch's listing: none returns until all four are waiting.
+    store = MeetingStore(tmp_path / "store", {"get_file": 1, "get_bytes": 2, "list_keys": 1})
+    staged = stage(store, assignment, tmp_path / "seg")
+    assert staged.resumed_ref == ref and staged.last_seq == 3
+    assert staged.outputs is not None and [f.path for f in staged.outputs.files] == [FILES[0]]
 
 
 async def test_the_daemon_verifies_claims_concurrently_and_bounded(tmp_path: Path) -> None:
