@@ -82,17 +82,19 @@ async def submit(
 
 async def poll_until_ended(
     transport: SSHTransport, scheduler: SlurmScheduler, alloc: Allocation, sid: str
-) -> tuple[SchedulerJob, list[SchedulerPhase]]:
-    phases: list[SchedulerPhase] = []
+) -> tuple[SchedulerJob, list[SchedulerPhase | None]]:
+    """Poll until SLURM says the job ended; one entry per poll, None where neither squeue nor
+    sacct listed it (slurmdbd can record the end a moment after squeue drops the job)."""
+    phases: list[SchedulerPhase | None] = []
     deadline = time.monotonic() + END_BOUND_S
     while time.monotonic() < deadline:
         result = await transport.run(scheduler.query_snippet(scheduler.profile, [sid]))
         assert result.exit_status == 0, result
         jobs = {j.allocation_id: j for j in scheduler.parse_query(result.stdout)}
         job = jobs.get(alloc.id)
+        phases.append(None if job is None else job.phase)
         if job is not None:
             assert job.scheduler_id == sid
-            phases.append(job.phase)
             if job.phase is SchedulerPhase.ENDED:
                 return job, phases
         await asyncio.sleep(POLL_S)
