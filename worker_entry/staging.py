@@ -14,10 +14,13 @@ from pydantic import BaseModel, ValidationError
 
 from relaymd.mailbox.models import Assignment
 from relaymd.models import CheckpointRef, OutputsManifest
-from relaymd.storage import keys
 from relaymd.storage.base import IntegrityError, ObjectNotFound, ObjectStore, StorageError
 from relaymd.storage.bundle import BundleError, UnsafeBundleError, extract_bundle
-from relaymd.storage.checkpoints import download_checkpoint, read_outputs_manifest
+from relaymd.storage.checkpoints import (
+    download_checkpoint,
+    last_used_seq,
+    read_outputs_manifest,
+)
 from worker_entry.engines.base import EngineFailure, Restored
 from worker_entry.logging import get_logger
 
@@ -81,16 +84,6 @@ def _fetch_checkpoint(
     if problems:
         raise IntegrityError("; ".join(problems))
     return Restored(directory=dest, manifest=manifest)
-
-
-def last_used_seq(store: ObjectStore, job_id: str, epoch: int) -> int:
-    """The highest checkpoint seq of `epoch` in storage, 0 when none (one listing)."""
-    highest = 0
-    for key in store.list_keys(keys.checkpoints_prefix(job_id) + f"{epoch}-"):
-        parsed = keys.parse_checkpoint_prefix(key.rsplit("/", 1)[0] + "/")
-        if parsed and parsed[1] == epoch:
-            highest = max(highest, parsed[2])
-    return highest
 
 
 def stage(store: ObjectStore, assignment: Assignment, seg_dir: Path) -> Staged:

@@ -259,6 +259,16 @@ def read_outputs_manifest(store: ObjectStore, job_id: str, epoch: int) -> Output
     return OutputsManifest(job_id=job_id, epoch=epoch)
 
 
+def last_used_seq(store: ObjectStore, job_id: str, epoch: int) -> int:
+    """The highest checkpoint seq of `epoch` in storage, 0 when none (one listing)."""
+    highest = 0
+    for key in store.list_keys(keys.checkpoints_prefix(job_id) + f"{epoch}-"):
+        parsed = keys.parse_checkpoint_prefix(key.rsplit("/", 1)[0] + "/")
+        if parsed and parsed[1] == epoch:
+            highest = max(highest, parsed[2])
+    return highest
+
+
 class OutputsWriter:
     """The one writer of a segment's `jobs/<job>/outputs/<epoch>/`.
 

@@ -16,7 +16,13 @@ import pytest
 from relaymd.mailbox.models import EventKind, WorkerEvent
 from relaymd.models import StorageAccess
 from relaymd.storage.checkpoints import verify_checkpoint
-from tests.worker.worker_harness import MARGIN_MAX_S, Allocation, Relay, wait_for
+from tests.worker.worker_harness import (
+    MARGIN_MAX_S,
+    Allocation,
+    Relay,
+    deadline_windows,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -52,12 +58,9 @@ def relay(tmp_path: Path, file_access: StorageAccess, bundle_dir: Path) -> Relay
 def test_early_walltime_warning_keeps_simulating_until_deadline_minus_margin(
     tmp_path: Path, file_access: StorageAccess, bundle_dir: Path
 ) -> None:
-    """The deadline is fixed before the worker starts; a machine so busy that the engine's
-    first step comes less than `lead` + 5 s before it cannot send an *early* warning, so the
-    test tries again with a longer window rather than prove nothing."""
-    for window_s in (40, 90, 180):
-        relay = Relay(tmp_path / f"{window_s}s", file_access, f"job-deadline-{window_s}")
-        relay.upload_bundle(bundle_dir)
+    """Tried with longer windows while the engine's first step comes less than `lead` + 5 s
+    before the deadline: no *early* warning can be sent then."""
+    for relay, window_s in deadline_windows(tmp_path, file_access, bundle_dir, (40, 90, 180)):
         deadline = time.time() + window_s
         alloc = relay.assigned(_engine())
         alloc.start("--deadline", str(deadline), "--warning-lead", "20")

@@ -24,6 +24,7 @@ from tests.worker.worker_harness import (
     MARGIN_MAX_S,
     Allocation,
     Relay,
+    deadline_windows,
     openmm_engine,
     wait_for,
 )
@@ -251,15 +252,12 @@ def test_relay_through_moto_s3_keeps_secrets_out_of_logs(
 def test_deadline_minus_margin_triggers_a_planned_handoff(
     tmp_path: Path, file_access: StorageAccess, bundle_dir: Path
 ) -> None:
-    """The deadline is fixed when the worker starts, so a machine too busy to reach the first
-    step before deadline - margin proves nothing either way (the worker then exits idle or
-    hands off at step 0, both correct): the test tries again with a longer window. A handoff
-    at step 0 after an engine that started in time fails it."""
+    """Tried with longer windows while the engine starts too late to prove anything (the
+    worker then exits idle or hands off at step 0, both correct). A handoff at step 0 after
+    an engine that started in time fails it."""
     import time
 
-    for window_s in (8, 30, 90):
-        relay = Relay(tmp_path / f"{window_s}s", file_access, f"job-deadline-{window_s}")
-        relay.upload_bundle(bundle_dir)
+    for relay, window_s in deadline_windows(tmp_path, file_access, bundle_dir, (8, 30, 90)):
         alloc = relay.assigned(openmm_engine(100_000))
         deadline = time.time() + window_s
         alloc.start("--deadline", str(deadline))

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from relaymd.mailbox.files import atomic_write_bytes, atomic_write_model, read_events, read_model
@@ -228,3 +228,15 @@ class Relay:
         assert alloc.wait_exit(60) == 0
         self.advance(alloc.events())
         return alloc, end
+
+
+def deadline_windows(
+    root: Path, access: StorageAccess, bundle_dir: Path, windows_s: tuple[int, ...]
+) -> Iterator[tuple[Relay, int]]:
+    """A fresh job (bundle uploaded) for each window, shortest first. A deadline is fixed
+    before its worker starts, so a machine too busy to reach the first step in time proves
+    nothing either way: a test that sees that tries the next, longer window."""
+    for window_s in windows_s:
+        relay = Relay(root / f"{window_s}s", access, f"job-deadline-{window_s}")
+        relay.upload_bundle(bundle_dir)
+        yield relay, window_s
