@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -169,17 +171,9 @@ def _usage_line(usage: GpuUsage) -> str:
 
 
 def _set(store: StateStore, job: Job, **changes: object) -> Job:
-    """Compare-and-set: if the daemon changed the job since we read it, do nothing."""
-    from relaymd.state.errors import ConflictError
-
-    try:
-        return store.update_job(job.model_copy(update=changes), expected_updated_at=job.updated_at)
-    except ConflictError:
-        raise CliError(
-            f"job {job.id} changed while this command ran (the daemon is working on it)",
-            hint="run the command again",
-            code=ExitCode.CONFLICT,
-        ) from None
+    """Write the job read by `_job_to_change`; the compare-and-set cannot fail while the write
+    lock taken before that read is held, and would say so loudly (ConflictError) if it did."""
+    return store.update_job(job.model_copy(update=changes), expected_updated_at=job.updated_at)
 
 
 def _change(store: StateStore, job: Job, audit: tuple[str, str], **changes: object) -> Job:
@@ -207,11 +201,17 @@ def _move(
     return _change(store, job, audit, state=new, **changes)
 
 
-def _open_job(job_id: str) -> tuple[StateStore, Job]:
+@contextmanager
+def _job_to_change(job_id: str) -> Iterator[tuple[StateStore, Job]]:
+    """The job read under the state file's write lock, held until the command's change is
+    committed: the daemon, which writes a running job's progress every cycle, waits for the
+    operator's change (or the operator for the daemon's) instead of one of them being refused.
+    An error raised inside writes nothing."""
     from relaymd.cli import context
 
     store = context.open_state()
-    return store, context.find_job(store, job_id)
+    with store.transaction():
+        yield store, context.find_job(store, job_id)
 
 
 def _report(action: str, job: Job, outcome: str, message: str, as_json: bool) -> None:
@@ -236,17 +236,17 @@ def cancel(job_id: JobArg, as_json: JsonOpt = False) -> None:
     """
     from relaymd.models import JobState, OperatorRequest
 
-    store, job = _open_job(job_id)
-    if job.state.on_allocation:
-        request = ("cancel_requested", "operator asked to cancel a running job")
-        _change(store, job, request, operator_request=OperatorRequest.CANCEL)
-        outcome = "cancel_requested"
-        message = "cancel requested; the daemon stops the worker on its next cycle"
-    else:
-        refusal = _conflict(f"job {job.id} is already {job.state}")
-        audit = ("cancelled", "cancelled by operator")
-        _move(store, job, JobState.CANCELLED, audit, refusal, operator_request=None)
-        outcome, message = "cancelled", "cancelled"
+    with _job_to_change(job_id) as (store, job):
+        if job.state.on_allocation:
+            request = ("cancel_requested", "operator asked to cancel a running job")
+            _change(store, job, request, operator_request=OperatorRequest.CANCEL)
+            outcome = "cancel_requested"
+            message = "cancel requested; the daemon stops the worker on its next cycle"
+        else:
+            refusal = _conflict(f"job {job.id} is already {job.state}")
+            audit = ("cancelled", "cancelled by operator")
+            _move(store, job, JobState.CANCELLED, audit, refusal, operator_request=None)
+            outcome, message = "cancelled", "cancelled"
     _report("cancel", job, outcome, message, as_json)
 
 
@@ -263,20 +263,20 @@ def requeue(job_id: JobArg, as_json: JsonOpt = False) -> None:
     """
     from relaymd.models import JobState, OperatorRequest
 
-    store, job = _open_job(job_id)
-    if job.state is JobState.QUEUED:
-        outcome, message = "already_queued", "already queued"
-    elif job.state.on_allocation:
-        request = ("requeue_requested", "operator asked to requeue a running job")
-        _change(store, job, request, operator_request=OperatorRequest.REQUEUE)
-        outcome = "requeue_requested"
-        message = "requeue requested; the daemon stops the worker on its next cycle"
-    else:
-        refusal = _conflict(f"job {job.id} is {job.state}; submit it again instead")
-        audit = ("requeued", f"requeued by operator from {job.state}")
-        reset = {"retries": 0, "failure_reason": None, "operator_request": None}
-        _move(store, job, JobState.QUEUED, audit, refusal, **reset)
-        outcome, message = "queued", "queued"
+    with _job_to_change(job_id) as (store, job):
+        if job.state is JobState.QUEUED:
+            outcome, message = "already_queued", "already queued"
+        elif job.state.on_allocation:
+            request = ("requeue_requested", "operator asked to requeue a running job")
+            _change(store, job, request, operator_request=OperatorRequest.REQUEUE)
+            outcome = "requeue_requested"
+            message = "requeue requested; the daemon stops the worker on its next cycle"
+        else:
+            refusal = _conflict(f"job {job.id} is {job.state}; submit it again instead")
+            audit = ("requeued", f"requeued by operator from {job.state}")
+            reset = {"retries": 0, "failure_reason": None, "operator_request": None}
+            _move(store, job, JobState.QUEUED, audit, refusal, **reset)
+            outcome, message = "queued", "queued"
     _report("requeue", job, outcome, message, as_json)
 
 
@@ -309,23 +309,24 @@ def _hold_move(job_id: str, as_json: bool, *, hold: bool) -> None:
     queued; a failed or cancelled job goes back with `jobs requeue`)."""
     from relaymd.models import JobState
 
-    store, job = _open_job(job_id)
-    if hold and job.state is JobState.HELD:
-        _report("hold", job, "already_held", "already held", as_json)
-        return
-    if hold:
-        refusal = _conflict(
-            f"job {job.id} is {job.state}; only a queued job can be held",
-            hint="to stop a running job use `relaymd jobs requeue` then hold it",
-        )
-        target, audit = JobState.HELD, ("held", "held by operator")
-    else:
-        refusal = _conflict(f"job {job.id} is {job.state}, not held")
-        target, audit = JobState.QUEUED, ("released", "released by operator")
-        if job.state is not JobState.HELD:
-            raise refusal
-    _move(store, job, target, audit, refusal)
-    _report("hold" if hold else "release", job, target.value, target.value, as_json)
+    with _job_to_change(job_id) as (store, job):
+        if hold and job.state is JobState.HELD:
+            outcome = "already_held"
+        elif hold:
+            refusal = _conflict(
+                f"job {job.id} is {job.state}; only a queued job can be held",
+                hint="to stop a running job use `relaymd jobs requeue` then hold it",
+            )
+            _move(store, job, JobState.HELD, ("held", "held by operator"), refusal)
+            outcome = JobState.HELD.value
+        else:
+            refusal = _conflict(f"job {job.id} is {job.state}, not held")
+            if job.state is not JobState.HELD:
+                raise refusal
+            _move(store, job, JobState.QUEUED, ("released", "released by operator"), refusal)
+            outcome = JobState.QUEUED.value
+    message = "already held" if outcome == "already_held" else outcome
+    _report("hold" if hold else "release", job, outcome, message, as_json)
 
 
 @app.command("logs")

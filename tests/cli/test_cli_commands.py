@@ -307,6 +307,58 @@ def test_actions_the_state_machine_forbids_are_refused_and_change_nothing(cli: C
     _refused_leaving_no_trace(cli, job_id, refused)
 
 
+def test_an_action_on_a_job_the_daemon_writes_meanwhile_is_not_refused(
+    cli: CliEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon writes a running job's progress every cycle. The CLI reads the job under
+    the write lock it changes it with, so a daemon write cannot slip in between and make the
+    operator's cancel fail with "changed while this command ran" (a CI run's red, 12-05)."""
+    from relaymd.cli import cmd_jobs, context
+    from relaymd.models import JobState
+    from relaymd.state import StateStore
+    from relaymd.state import queries as q
+
+    job_id = _submitted(cli)
+    _play_the_daemon(cli, job_id, state=JobState.RUNNING, allocation_id="a1", epoch=1)
+    for name in [n for n in os.environ if n.startswith(("RELAYMD_", "XDG_"))]:
+        monkeypatch.delenv(name)
+    for name, value in cli.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(context, "_loaded", None)
+    # The daemon, on a connection that never waits for the lock: it writes the step it read
+    # from a heartbeat the moment the CLI has read the job, unless the CLI holds the lock.
+    connection = sqlite3.connect(cli.db, timeout=0, isolation_level=None)
+    daemon = StateStore(connection, cli.db)
+    daemon.run(q.open_connection(cli.db))
+    connection.execute("PRAGMA busy_timeout = 0")
+    daemon_writes: list[str] = []
+
+    def daemon_writes_the_step() -> None:
+        seen = daemon.get_job(job_id)
+        assert seen is not None
+        try:
+            daemon.update_job(seen.model_copy(update={"step": 999}))
+            daemon_writes.append("written")
+        except sqlite3.OperationalError as exc:
+            daemon_writes.append(str(exc))
+
+    read_job = context.find_job
+
+    def read_then_the_daemon_writes(store: StateStore, prefix: str) -> object:
+        job = read_job(store, prefix)
+        daemon_writes_the_step()
+        return job
+
+    monkeypatch.setattr(context, "find_job", read_then_the_daemon_writes)
+    cmd_jobs.cancel(job_id)  # raised CliError (exit 5) when the daemon's write came between
+    daemon_writes_the_step()
+    daemon.close()
+    assert daemon_writes == ["database is locked", "written"]
+    state, data, _ = _row(cli, job_id)
+    assert (state, json.loads(data)["operator_request"]) == ("running", "cancel")
+    assert json.loads(data)["step"] == 999  # the daemon's write, after the operator's
+
+
 def _refused_leaving_no_trace(
     cli: CliEnv, job_id: str, refused: dict[tuple[str, str], str]
 ) -> None:

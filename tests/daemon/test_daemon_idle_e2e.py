@@ -353,10 +353,11 @@ def test_prewritten_successor_is_withdrawn_when_the_handoff_does_not_happen(
 
 
 def _cancel(root: Path, config_path: Path, job_id: str) -> None:
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "relaymd.cli", "jobs", "cancel", job_id],
         env=daemon_env(root, config_path),
         cwd=REPO,
-        check=True,
         capture_output=True,
+        text=True,
     )
+    assert done.returncode == 0, done.stderr
