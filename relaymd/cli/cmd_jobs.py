@@ -15,7 +15,7 @@ from relaymd.timestamps import iso_timestamp
 from relaymd.views.times import segment_times
 
 if TYPE_CHECKING:
-    from relaymd.models import GpuUsage, Job, JobState
+    from relaymd.models import GpuUsage, Job, JobState, OperatorRequest
     from relaymd.state import StateStore
 
 app = typer.Typer(
@@ -201,6 +201,15 @@ def _move(
     return _change(store, job, audit, state=new, **changes)
 
 
+def _ask_the_daemon(store: StateStore, job: Job, request: OperatorRequest) -> tuple[str, str]:
+    """Store a request on a job on an allocation, which only the daemon moves on: (outcome,
+    message) for the report."""
+    verb = request.value
+    audit = (f"{verb}_requested", f"operator asked to {verb} a running job")
+    _change(store, job, audit, operator_request=request)
+    return f"{verb}_requested", f"{verb} requested; the daemon stops the worker on its next cycle"
+
+
 @contextmanager
 def _job_to_change(job_id: str) -> Iterator[tuple[StateStore, Job]]:
     """The job read under the state file's write lock, held until the command's change is
@@ -238,10 +247,7 @@ def cancel(job_id: JobArg, as_json: JsonOpt = False) -> None:
 
     with _job_to_change(job_id) as (store, job):
         if job.state.on_allocation:
-            request = ("cancel_requested", "operator asked to cancel a running job")
-            _change(store, job, request, operator_request=OperatorRequest.CANCEL)
-            outcome = "cancel_requested"
-            message = "cancel requested; the daemon stops the worker on its next cycle"
+            outcome, message = _ask_the_daemon(store, job, OperatorRequest.CANCEL)
         else:
             refusal = _conflict(f"job {job.id} is already {job.state}")
             audit = ("cancelled", "cancelled by operator")
@@ -267,10 +273,7 @@ def requeue(job_id: JobArg, as_json: JsonOpt = False) -> None:
         if job.state is JobState.QUEUED:
             outcome, message = "already_queued", "already queued"
         elif job.state.on_allocation:
-            request = ("requeue_requested", "operator asked to requeue a running job")
-            _change(store, job, request, operator_request=OperatorRequest.REQUEUE)
-            outcome = "requeue_requested"
-            message = "requeue requested; the daemon stops the worker on its next cycle"
+            outcome, message = _ask_the_daemon(store, job, OperatorRequest.REQUEUE)
         else:
             refusal = _conflict(f"job {job.id} is {job.state}; submit it again instead")
             audit = ("requeued", f"requeued by operator from {job.state}")
