@@ -314,21 +314,20 @@ def _hold_move(job_id: str, as_json: bool, *, hold: bool) -> None:
 
     with _job_to_change(job_id) as (store, job):
         if hold and job.state is JobState.HELD:
-            outcome = "already_held"
+            outcome, message = "already_held", "already held"
         elif hold:
             refusal = _conflict(
                 f"job {job.id} is {job.state}; only a queued job can be held",
                 hint="to stop a running job use `relaymd jobs requeue` then hold it",
             )
             _move(store, job, JobState.HELD, ("held", "held by operator"), refusal)
-            outcome = JobState.HELD.value
+            outcome = message = JobState.HELD.value
         else:
             refusal = _conflict(f"job {job.id} is {job.state}, not held")
             if job.state is not JobState.HELD:
                 raise refusal
             _move(store, job, JobState.QUEUED, ("released", "released by operator"), refusal)
-            outcome = JobState.QUEUED.value
-    message = "already held" if outcome == "already_held" else outcome
+            outcome = message = JobState.QUEUED.value
     _report("hold" if hold else "release", job, outcome, message, as_json)
 
 
